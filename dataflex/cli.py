@@ -1,0 +1,53 @@
+"""`dataflex-run`: compose the config with Hydra, then build and train (see dataflex/run.py)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dataflex.config import register_all
+from dataflex.config.paths import config_dir
+
+
+def _swept_keys(argv: list[str]) -> set[str]:
+    """Keys the command line sweeps over (`k=a,b`, `k=range(..)`, `k=glob(..)`, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:  # noqa: BLE001 - an unparsable argv just means: name jobs by all their overrides
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def job_name(task_overrides) -> str:
+    """A readable, path-safe sweep job dir name: the swept overrides of this job (all of them if unknown)."""
+    items = [str(o) for o in task_overrides]
+    swept = _swept_keys(sys.argv[1:])
+    shown = [o for o in items if o.split("=", 1)[0].lstrip("+~") in swept] or items
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(shown))[:120] or "default"
+
+
+if not OmegaConf.has_resolver("dataflex_job_name"):
+    OmegaConf.register_new_resolver("dataflex_job_name", job_name)
+register_all()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from dataflex.run import run
+    from dataflex.train.loop import format_summary
+
+    summary = run(cfg, HydraConfig.get().runtime.output_dir)
+    print(format_summary(summary))
+    return summary["final_eval"].get("eval/loss")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Model config schemas: the embedded tiny LLaMA and any local/hub HF causal LM, with fine-tuning options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class FinetuningConfig:
+    finetuning_type: str = "full"
+    """`full` (all weights), `lora` (peft adapters) or `freeze` (only the last decoder layers train)."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target: list[str] = field(default_factory=lambda: ["all"])
+    """Module names to adapt; `all` = every linear layer except the output head."""
+    freeze_trainable_layers: int = 1
+    """`freeze`: train the last N decoder layers (a negative N trains the first |N|)."""
+    freeze_extra_modules: list[str] = field(default_factory=list)
+    """`freeze`: extra module name fragments that also train, e.g. [embed_tokens, lm_head]."""
+
+
+@dataclass
+class TinyModelConfig(FinetuningConfig):
+    """`model=tiny`: a LLaMA-architecture causal LM built from config with the bundled tokenizer."""
+
+    _target_: str = "dataflex.models.tiny.build_tiny_model"
+    tokenizer_path: Optional[str] = None
+    """Tokenizer folder; None: the one bundled with DataFlex."""
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 6
+    num_key_value_heads: int = 6
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
+    seed: int = 0
+    """Seed of the weight initialisation."""
+
+
+@dataclass
+class HFModelConfig(FinetuningConfig):
+    """`model=hf`: any HF causal LM and tokenizer from a local folder or a hub id, by the Auto classes."""
+
+    _target_: str = "dataflex.models.hf.load_hf_model"
+    name_or_path: str = MISSING
+    """A local model folder or a hub repo id (`org/name`)."""
+    tokenizer_path: Optional[str] = None
+    """None: the tokenizer of `name_or_path`."""
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    """Run model code shipped with the checkpoint. Off by default: only enable for code you trust."""
+    dtype: str = "float32"
+    """float32 | bfloat16 | float16 | auto."""
+    attn_implementation: Optional[str] = None

@@ -1,0 +1,48 @@
+"""`DataArguments`: the single input of the `DataEngine` (spec 003) plus the processor's options.
+
+Deviation from the spec text: the spec calls `cutoff_len` "the maximum number of samples", which
+contradicts its name and LLaMA-Factory's usage. Here `cutoff_len` is the maximum number of *tokens* per
+sample (LLaMA-Factory semantics) and `max_samples` caps the number of rows per dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class DataArguments:
+    dataset: str = "embedded://default"
+    """What to load: a dataset_info.yaml/json path, a data file or directory, a `save_to_disk` folder, a hub
+    repo id, or comma-separated dataset names of a dataset_info file (see `dataset_dir`).
+    `embedded://default` is the multi-domain dataset shipped with DataFlex."""
+    dataset_dir: Optional[str] = None
+    """Folder holding `dataset_info.yaml`/`.json` when `dataset` lists dataset names."""
+    cutoff_len: int = 128
+    """Maximum tokens per training sample (prompt + response); longer samples are truncated."""
+    max_samples: Optional[int] = None
+    """Keep at most this many rows of each dataset (None: all)."""
+    mode: str = "sft"
+    """`sft`: chat-formatted instruction data with prompt masking; `pretrain`: plain text packed into
+    `cutoff_len` blocks."""
+    template: Optional[str] = None
+    """Chat template: None uses the tokenizer's own if it has one, else DataFlex's built-in `simple` one."""
+    train_on_prompt: bool = False
+    """Also compute the loss on prompt (user/system) tokens."""
+    seed: int = 42
+    """Seed for index building (size/weight draws) and per-epoch shuffles."""
+    streaming: bool = False
+    """Force streaming for every dataset (also settable per dataset in dataset_info)."""
+    on_error: str = "raise"
+    """What to do with a malformed row: `raise` (default, names file and line) or `skip` (count and report)."""
+
+    def __post_init__(self) -> None:
+        if self.cutoff_len is not None and self.cutoff_len <= 0:
+            raise ValueError(f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128.")
+        if self.max_samples is not None and self.max_samples <= 0:
+            raise ValueError(f"data.max_samples must be > 0 or null, got {self.max_samples}.")
+        if self.mode not in ("sft", "pretrain"):
+            raise ValueError(f"data.mode must be 'sft' or 'pretrain', got {self.mode!r}.")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}.")

@@ -1,0 +1,198 @@
+"""Turns standard samples (`messages` with per-turn `loss_weight`) into model inputs.
+
+- SFT: the conversation is rendered with a chat template — the tokenizer's own when it has one, else the
+  built-in `simple` template — and tokens of turns with ``loss_weight == 0`` (system/user/tool) get label
+  -100 unless ``train_on_prompt``. Samples longer than ``cutoff_len`` are truncated from the right.
+- Pretrain: every message value is joined into plain text, tokenized with an EOS after each document and
+  packed into ``cutoff_len`` blocks *within each domain*, so every block still has one domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+SIMPLE_TEMPLATE_TAGS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>",
+                        "tool": "<|tool|>"}
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of one standard message (its `content` is a list of `{type, value}` parts)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part["value"] for part in content if part.get("type", "text") == "text")
+
+
+class SimpleTemplate:
+    """Built-in chat template: ``<|role|>\\n{text}\\n`` per turn, assistant turns end with EOS."""
+
+    name = "simple"
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def segments(self, messages: Sequence[dict[str, Any]]) -> list[tuple[list[int], float]]:
+        """One (token ids, loss_weight) pair per turn."""
+        eos = self.tokenizer.eos_token or ""
+        out = []
+        for m in messages:
+            tag = SIMPLE_TEMPLATE_TAGS.get(m["role"], f"<|{m['role']}|>")
+            if m["role"] == "assistant":
+                prefix = self.tokenizer.encode(f"{tag}\n", add_special_tokens=False)
+                body = self.tokenizer.encode(f"{message_text(m)}{eos}\n", add_special_tokens=False)
+                out.append((prefix, 0.0))
+                out.append((body, float(m.get("loss_weight", 1.0))))
+            else:
+                ids = self.tokenizer.encode(f"{tag}\n{message_text(m)}\n", add_special_tokens=False)
+                out.append((ids, float(m.get("loss_weight", 0.0))))
+        return out
+
+
+class TokenizerTemplate:
+    """The tokenizer's own chat template; each turn's tokens are the difference between renders of the
+    conversation prefixes (the generation prompt counts as part of the prompt, never of the answer)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.name = "tokenizer"
+
+    def _render(self, messages: Sequence[dict[str, Any]], generation_prompt: bool) -> list[int]:
+        plain = [{"role": m["role"], "content": message_text(m)} for m in messages]
+        if not plain:
+            return []
+        ids = self.tokenizer.apply_chat_template(plain, tokenize=True, add_generation_prompt=generation_prompt)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def segments(self, messages: Sequence[dict[str, Any]]) -> list[tuple[list[int], float]]:
+        out: list[tuple[list[int], float]] = []
+        so_far: list[int] = []
+        for i, m in enumerate(messages):
+            renders = []
+            if m["role"] == "assistant":
+                renders.append((self._render(messages[:i], generation_prompt=True), 0.0))
+            weight = float(m.get("loss_weight", 1.0 if m["role"] == "assistant" else 0.0))
+            renders.append((self._render(messages[: i + 1], generation_prompt=False), weight))
+            for ids, w in renders:
+                if ids[: len(so_far)] != so_far:
+                    raise ValueError("The tokenizer's chat template is not prefix-stable; set data.template=simple.")
+                out.append((ids[len(so_far):], w))
+                so_far = ids
+        return out
+
+
+def build_template(tokenizer, name: str | None):
+    if name in (None, "auto"):
+        return TokenizerTemplate(tokenizer) if getattr(tokenizer, "chat_template", None) else SimpleTemplate(tokenizer)
+    if name == "simple":
+        return SimpleTemplate(tokenizer)
+    if name == "tokenizer":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("data.template=tokenizer but the tokenizer has no chat_template; use data.template=simple.")
+        return TokenizerTemplate(tokenizer)
+    raise ValueError(f"Unknown data.template={name!r}; choose one of: null (auto), simple, tokenizer.")
+
+
+@dataclass
+class Features:
+    input_ids: list[int]
+    labels: list[int]
+    domain: int
+    sample_id: int
+
+
+class SFTProcessor:
+    """Encodes one standard sample into input ids and labels (prompt masked unless ``train_on_prompt``)."""
+
+    def __init__(self, tokenizer, cutoff_len: int, template: str | None = None, train_on_prompt: bool = False):
+        self.tokenizer = tokenizer
+        self.cutoff_len = cutoff_len
+        self.template = build_template(tokenizer, template)
+        self.train_on_prompt = train_on_prompt
+
+    def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for ids, weight in self.template.segments(sample["messages"]):
+            input_ids += ids
+            labels += ids if (weight > 0 or self.train_on_prompt) else [IGNORE_INDEX] * len(ids)
+        return input_ids[: self.cutoff_len], labels[: self.cutoff_len]
+
+
+class TokenizedData:
+    """The training view of a DataEngine: item ``i`` is the model-ready features of engine sample ``i``
+    (SFT) or of packed block ``i`` (pretrain). Exposes per-item domain ids for the samplers."""
+
+    def __init__(self, engine, tokenizer, cutoff_len: int, mode: str = "sft", template: str | None = None,
+                 train_on_prompt: bool = False) -> None:
+        self.engine = engine
+        self.mode = mode
+        self.domain_names: list[str] = list(engine.domain_names)
+        self.processor = SFTProcessor(tokenizer, cutoff_len, template, train_on_prompt)
+        self._cache: dict[int, tuple[list[int], list[int]]] = {}
+        if mode == "pretrain":
+            self._blocks, self.domain_ids = self._pack(engine, tokenizer, cutoff_len)
+        else:
+            self._blocks = None
+            self.domain_ids = np.asarray(engine.domain_ids, dtype=np.int64)
+
+    @staticmethod
+    def _pack(engine, tokenizer, cutoff_len: int) -> tuple[list[list[int]], np.ndarray]:
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        blocks: list[list[int]] = []
+        domains: list[int] = []
+        for d in range(len(engine.domain_names)):
+            stream: list[int] = []
+            for idx in engine.domain_rows(d):
+                text = " ".join(message_text(m) for m in engine[int(idx)]["messages"])
+                stream += tokenizer.encode(text, add_special_tokens=False) + eos
+            for start in range(0, len(stream) - cutoff_len + 1, cutoff_len):
+                blocks.append(stream[start : start + cutoff_len])
+                domains.append(d)
+        if not blocks:
+            raise ValueError(f"data.mode=pretrain: not one full block of cutoff_len={cutoff_len} tokens; lower data.cutoff_len.")
+        return blocks, np.asarray(domains, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.domain_ids)
+
+    def domain_rows(self, d: int) -> np.ndarray:
+        return np.flatnonzero(self.domain_ids == d)
+
+    def __getitem__(self, i: int) -> Features:
+        i = int(i)
+        if self._blocks is not None:
+            ids = self._blocks[i]
+            return Features(ids, list(ids), int(self.domain_ids[i]), i)
+        if i not in self._cache:
+            self._cache[i] = self.processor.encode(self.engine[i])
+        ids, labels = self._cache[i]
+        return Features(ids, labels, int(self.domain_ids[i]), i)
+
+
+def collate(features: Sequence[Features], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pads a micro-batch. Labels are already aligned with inputs (the model shifts them)."""
+    width = max(len(f.input_ids) for f in features)
+    n = len(features)
+    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    for row, f in enumerate(features):
+        k = len(f.input_ids)
+        input_ids[row, :k] = torch.tensor(f.input_ids)
+        labels[row, :k] = torch.tensor(f.labels)
+        attention_mask[row, :k] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "domain_ids": torch.tensor([f.domain for f in features], dtype=torch.long),
+        "sample_ids": torch.tensor([f.sample_id for f in features], dtype=torch.long),
+    }

@@ -1,0 +1,42 @@
+"""The embedded default model: a small LLaMA built from config with the bundled tokenizer (no network)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from dataflex.models.bundle import ModelBundle
+from dataflex.models.finetuning import apply_finetuning
+
+BUNDLED_TOKENIZER = Path(__file__).resolve().parent / "tiny_tokenizer"
+
+
+def load_tokenizer(path: Optional[str] = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path or BUNDLED_TOKENIZER))
+
+
+def build_tiny_model(*, tokenizer_path: Optional[str] = None, hidden_size: int = 192, intermediate_size: int = 512,
+                     num_hidden_layers: int = 4, num_attention_heads: int = 6, num_key_value_heads: int = 6,
+                     max_position_embeddings: int = 512, tie_word_embeddings: bool = True, seed: int = 0,
+                     finetuning_type: str = "full", **finetuning) -> ModelBundle:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    base = copy.deepcopy(model) if finetuning_type == "lora" else None
+    model = apply_finetuning(model, finetuning_type, **finetuning)
+    return ModelBundle(model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, unsaved_base=base)

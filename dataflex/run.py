@@ -1,0 +1,60 @@
+"""Builds everything from a composed config and trains: validate → data → model → trainer.train()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dataflex.data.processor import TokenizedData
+from dataflex.utils.logging import logger
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cross-field checks that Hydra's typing cannot do; runs before any model or data is loaded.
+
+    Building each group's schema object runs its `__post_init__` checks (e.g. `cutoff_len <= 0`)."""
+    from dataflex.models.hf import check_model_source
+
+    if "name_or_path" in cfg.model.keys():  # (`in cfg.model` is False for a missing value)
+        missing = OmegaConf.is_missing(cfg.model, "name_or_path")
+        check_model_source("" if missing else cfg.model.name_or_path)
+    for group in ("trainer", "data", "model"):
+        OmegaConf.to_object(cfg[group])
+
+
+def check_output_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuses to write into a folder that already holds a run's results, unless told to."""
+    existing = [p for p in ("metrics.jsonl", "final_model", "summary.json") if (run_dir / p).exists()]
+    existing += [p.name for p in run_dir.glob("checkpoint-*")]
+    if existing and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(sorted(existing))}); pick another "
+                              "trainer.output_dir or set trainer.overwrite_output_dir=true to overwrite it.")
+    if existing:
+        for name in ("metrics.jsonl", "summary.json"):
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    validate(cfg)
+    run_dir = Path(cfg.trainer.output_dir or run_dir)
+    check_output_dir(run_dir, cfg.trainer.overwrite_output_dir)
+    trackers = instantiate(cfg.logger, run_dir=str(run_dir))
+    try:
+        data_cfg = cfg.data
+        train_engine = instantiate(data_cfg)
+        eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
+        bundle = instantiate(cfg.model)
+        data_kwargs = dict(tokenizer=bundle.tokenizer, cutoff_len=data_cfg.cutoff_len, mode=data_cfg.mode,
+                           template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt)
+        train_data = TokenizedData(train_engine, **data_kwargs)
+        eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
+        logger.info(f"data: {len(train_data)} training items over domains {train_data.domain_names}"
+                    + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split"))
+        trainer = instantiate(cfg.trainer, _convert_="object", bundle=bundle, train_data=train_data,
+                              eval_data=eval_data, component=cfg.component, trackers=trackers, run_dir=str(run_dir))
+        return trainer.train()
+    finally:
+        trackers.finish()

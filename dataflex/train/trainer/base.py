@@ -1,0 +1,78 @@
+"""The trainer = the single loop + a strategy. Subclasses override only the hooks they need:
+
+- `total_steps(global_batch_size)`: how many optimizer steps;
+- `setup(loop)`: build samplers/components once the accelerator exists;
+- `next_indices(step, n)`: the global batch of step `step` (item ids of the training data);
+- `compute_loss(losses, batch, ctx)`: the scalar back-propagated for one micro-batch;
+- `on_step_end(done, ctx)`: update the plan (selection, proportions) for the next step; returns metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from dataflex.config.trainer import TrainingArguments
+from dataflex.data.sampling import EpochSampler
+from dataflex.models.bundle import ModelBundle
+from dataflex.train.context import StepContext
+from dataflex.train.signals.losses import SampleLosses
+
+
+class BaseTrainer:
+    arguments_class: type[TrainingArguments] = TrainingArguments
+
+    def __init__(self, *, bundle: ModelBundle, train_data, eval_data=None, component: Any = None,
+                 trackers=None, run_dir: str | Path, **args: Any) -> None:
+        self.args = self.arguments_class(**args)
+        self.bundle = bundle
+        self.model = bundle.model
+        self.tokenizer = bundle.tokenizer
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.component_config = component
+        self.trackers = trackers
+        self.run_dir = Path(self.args.output_dir or run_dir)
+        self.sampler: Optional[EpochSampler] = None
+
+    # ---- hooks -----------------------------------------------------------------------------------------
+    def total_steps(self, global_batch_size: int) -> int:
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        return max(1, math.ceil(self.args.num_train_epochs * len(self.train_data) / global_batch_size))
+
+    def setup(self, loop) -> None:
+        self.sampler = EpochSampler(len(self.train_data), seed=self.args.seed)
+
+    def next_indices(self, step: int, n: int) -> np.ndarray:
+        return self.sampler.next(n)
+
+    def compute_loss(self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+        """Plain loss, normalised by the global batch so accumulation/ranks don't change the update (DDP
+        averages gradients over ranks, hence the `world_size` factor)."""
+        if self.args.loss_reduction == "token":
+            return losses.token_sum.sum() * ctx.world_size / max(ctx.global_tokens, 1)
+        return losses.mean.sum() * ctx.world_size / ctx.global_samples
+
+    def reported_loss(self, ctx: StepContext) -> torch.Tensor:
+        """This rank's share of the step's loss (the loop sums it over ranks)."""
+        if self.args.loss_reduction == "token":
+            return torch.cat(ctx.token_sum).sum() / max(ctx.global_tokens, 1)
+        return torch.cat(ctx.sample_loss).sum() / ctx.global_samples
+
+    def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
+        return {}
+
+    @property
+    def epoch(self) -> float:
+        return float(getattr(self.sampler, "epoch", 0))
+
+    # ---- entry point -----------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        from dataflex.train.loop import TrainingLoop
+
+        return TrainingLoop(self).run()

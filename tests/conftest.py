@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def compose():
+    """Composes the real config (conf/) with Hydra's compose API, as `dataflex-run <overrides>` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import dataflex.cli  # noqa: F401  (registers schemas and resolvers)
+    from dataflex.config.paths import config_dir
+
+    def _compose(*overrides: str, return_hydra_config: bool = False):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+    return _compose
+
+
+def dataflex_run_cmd() -> list[str]:
+    exe = shutil.which("dataflex-run")
+    return [exe] if exe else [sys.executable, "-m", "dataflex.cli"]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Runs the installed `dataflex-run` in a temp cwd; returns the CompletedProcess."""
+
+    def _run(*args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True, env: dict | None = None):
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+        proc = subprocess.run(dataflex_run_cmd() + list(args), cwd=cwd or tmp_path, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dataflex-run {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc
+
+    return _run
+
+
+# Tiny settings for fast end-to-end runs.
+FAST = ("trainer.max_steps=4", "trainer.logging_steps=2", "trainer.eval_steps=2",
+        "trainer.max_eval_samples_per_domain=8", "trainer.per_device_train_batch_size=4",
+        "model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
+        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=64",
+        "trainer.disable_tqdm=true")
