@@ -40,12 +40,22 @@ register_all()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from dataflex.run import run
+    from dataflex.tracking.status import guarded_run
     from dataflex.train.loop import format_summary
+    from dataflex.utils.logging import logger
 
-    summary = run(cfg, HydraConfig.get().runtime.output_dir)
-    print(format_summary(summary))
+    # In a multirun a failed job is logged and recorded in <job dir>/status.json (read by dataflex-report)
+    # and the sweep goes on; a single run still raises and exits non-zero.
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    summary = guarded_run(lambda: run(cfg, hydra_cfg.runtime.output_dir), hydra_cfg.runtime.output_dir,
+                          multirun=multirun)
+    if summary is None:
+        return float("nan")  # a failed job: NaN tells an optimizing sweeper (optuna) the trial failed
+    logger.info(format_summary(summary))
     return summary["final_eval"].get("eval/loss")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from omegaconf import MISSING
 
@@ -28,7 +27,7 @@ class TinyModelConfig(FinetuningConfig):
     """`model=tiny`: a LLaMA-architecture causal LM built from config with the bundled tokenizer."""
 
     _target_: str = "dataflex.models.tiny.build_tiny_model"
-    tokenizer_path: Optional[str] = None
+    tokenizer_path: str | None = None
     """Tokenizer folder; None: the one bundled with DataFlex."""
     hidden_size: int = 192
     intermediate_size: int = 512
@@ -48,11 +47,11 @@ class HFModelConfig(FinetuningConfig):
     _target_: str = "dataflex.models.hf.load_hf_model"
     name_or_path: str = MISSING
     """A local model folder or a hub repo id (`org/name`)."""
-    tokenizer_path: Optional[str] = None
+    tokenizer_path: str | None = None
     """None: the tokenizer of `name_or_path`."""
-    revision: Optional[str] = None
+    revision: str | None = None
     trust_remote_code: bool = False
     """Run model code shipped with the checkpoint. Off by default: only enable for code you trust."""
     dtype: str = "float32"
     """float32 | bfloat16 | float16 | auto."""
-    attn_implementation: Optional[str] = None
+    attn_implementation: str | None = None

@@ -6,16 +6,12 @@ so a misspelled key or a wrong type fails at compose time with Hydra's own messa
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
-
-from dataflex.config.data import DataConfig
-from dataflex.config.logger import JsonlLoggerConfig
-from dataflex.config.model import HFModelConfig, TinyModelConfig
-from dataflex.config.trainer import StaticTrainerConfig
 
 
 @dataclass
@@ -31,24 +27,35 @@ class RunConfig:
     """A label for the run (summary, trackers)."""
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "trainer": {"static": StaticTrainerConfig},
-    "model": {"tiny": TinyModelConfig, "hf": HFModelConfig},
-    "data": {"engine": DataConfig},
-    "logger": {"default": JsonlLoggerConfig},
-    "component": {},
-}
+# Modules that expose `SCHEMAS: dict[group, dict[name, dataclass]]`; one per area, so each area adds its
+# schemas in its own file.
+SCHEMA_MODULES = (
+    "dataflex.config.schemas",
+    "dataflex.train.trainer.schemas",
+    "dataflex.train.mixer.schemas",
+    "dataflex.train.selector.schemas",
+    "dataflex.train.weighter.schemas",
+)
+
+
+def all_schemas() -> dict[str, dict[str, type]]:
+    merged: dict[str, dict[str, type]] = {}
+    for module in SCHEMA_MODULES:
+        for group, options in importlib.import_module(module).SCHEMAS.items():
+            for name, node in options.items():
+                if name in merged.setdefault(group, {}):
+                    raise ValueError(f"schema {group}/{name} is defined twice ({module})")
+                merged[group][name] = node
+    return merged
 
 
 def register_schema(group: str, name: str, node: type) -> None:
-    """Adds a schema that YAML options can extend as `/schema/<group>/<name>@_here_`."""
-    SCHEMAS.setdefault(group, {})[name] = node
+    """Adds a schema that YAML options (or a user's own config dir) can extend as `/schema/<group>/<name>`."""
     ConfigStore.instance().store(group=f"schema/{group}", name=name, node=node)
 
 
 def register_all() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    for group, options in SCHEMAS.items():
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    for group, options in all_schemas().items():
         for name, node in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
+            register_schema(group, name, node)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "warmup_stable_decay")
@@ -11,7 +10,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 @dataclass
 class TrainingArguments:
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     """Where checkpoints, metrics and the final model go. None: the Hydra run dir of this job."""
     overwrite_output_dir: bool = False
     """Allow writing into an output_dir that already holds a run's metrics or checkpoints."""
@@ -39,7 +38,7 @@ class TrainingArguments:
     eval_steps: int = 100
     """Evaluate every this many steps (and at step 0 and at the end); 0 disables periodic eval."""
     eval_on_start: bool = True
-    max_eval_samples_per_domain: Optional[int] = None
+    max_eval_samples_per_domain: int | None = None
     """Cap the eval rows of each domain (None: all)."""
     save_steps: int = 0
     """Write a checkpoint every this many steps; 0: only the final model."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -31,8 +30,8 @@ def check_model_source(name_or_path: str, key: str = "model.name_or_path") -> No
             raise FileNotFoundError(f"{key}={name_or_path}: {path} has no config.json; is it a HF model folder?")
 
 
-def load_hf_model(*, name_or_path: str, tokenizer_path: Optional[str] = None, revision: Optional[str] = None,
-                  trust_remote_code: bool = False, dtype: str = "float32", attn_implementation: Optional[str] = None,
+def load_hf_model(*, name_or_path: str, tokenizer_path: str | None = None, revision: str | None = None,
+                  trust_remote_code: bool = False, dtype: str = "float32", attn_implementation: str | None = None,
                   finetuning_type: str = "full", **finetuning) -> ModelBundle:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -14,13 +13,13 @@ from dataflex.models.finetuning import apply_finetuning
 BUNDLED_TOKENIZER = Path(__file__).resolve().parent / "tiny_tokenizer"
 
 
-def load_tokenizer(path: Optional[str] = None):
+def load_tokenizer(path: str | None = None):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path or BUNDLED_TOKENIZER))
 
 
-def build_tiny_model(*, tokenizer_path: Optional[str] = None, hidden_size: int = 192, intermediate_size: int = 512,
+def build_tiny_model(*, tokenizer_path: str | None = None, hidden_size: int = 192, intermediate_size: int = 512,
                      num_hidden_layers: int = 4, num_attention_heads: int = 6, num_key_value_heads: int = 6,
                      max_position_embeddings: int = 512, tie_word_embeddings: bool = True, seed: int = 0,
                      finetuning_type: str = "full", **finetuning) -> ModelBundle:

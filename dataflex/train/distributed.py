@@ -16,3 +16,39 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenates a (n_r, ...) tensor from every rank in rank order (sizes may differ per rank)."""
+    if not is_distributed():
+        return tensor.detach().clone()
+    world = dist.get_world_size()
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor.detach()
+    chunks = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(chunks, padded)
+    return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s Python object on every rank (decisions made once, shared)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Averages `.grad` over ranks (for steps that bypass DDP's own sync)."""
+    if not is_distributed():
+        return
+    world = dist.get_world_size()
+    for param in model.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad.div_(world)

@@ -20,7 +20,7 @@ import torch
 
 from dataflex.data.processor import collate
 from dataflex.train.context import StepContext
-from dataflex.train.distributed import all_reduce_sum
+from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
 from dataflex.train.optim import build_optimizer, build_scheduler
 from dataflex.train.saving import save_model
@@ -67,6 +67,26 @@ class TrainingLoop:
         data = self.trainer.train_data
         return [collate([data[i] for i in local[s : s + size]], self.pad_id) for s in range(0, len(local), size)]
 
+    def _forward(self, model, mb: dict[str, torch.Tensor], ctx: StepContext):
+        device = self.accelerator.device
+        logits = model(input_ids=mb["input_ids"].to(device), attention_mask=mb["attention_mask"].to(device)).logits
+        losses = per_sample_losses(logits, mb["labels"].to(device))
+        ctx.record(mb, losses)
+        return losses
+
+    def _deferred_step(self, model, micro: list[dict[str, torch.Tensor]], ctx: StepContext) -> None:
+        """For strategies whose loss needs statistics of the whole global batch (weights normalised over all
+        micro-batches and ranks, DoReMi's domain weights): forward every micro-batch first (graphs kept),
+        let the strategy see all losses, then back-propagate each; gradients are averaged over ranks by
+        hand because DDP's bucketed sync expects one forward per backward. Costs activation memory for the
+        whole per-rank batch instead of one micro-batch."""
+        with self.accelerator.no_sync(model):
+            all_losses = [self._forward(model, mb, ctx) for mb in micro]
+            self.trainer.before_backward(all_losses, micro, ctx)
+            for losses, mb in zip(all_losses, micro):
+                self.accelerator.backward(self.trainer.compute_loss(losses, mb, ctx))
+        average_gradients(model)
+
     def _evaluate(self, model) -> dict[str, float]:
         if self.trainer.eval_data is None:
             return {}
@@ -80,12 +100,15 @@ class TrainingLoop:
         from tqdm.auto import tqdm
 
         args, trainer = self.args, self.trainer
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed)
         total_steps = trainer.total_steps(self.global_batch_size)
         model = trainer.model
         optimizer = build_optimizer(model, args)
         scheduler = build_scheduler(optimizer, args, total_steps)
         model, optimizer = self.accelerator.prepare(model, optimizer)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         trainer.setup(self)
         trackers = trainer.trackers if self.is_main else None
         params = [p for p in model.parameters() if p.requires_grad]
@@ -109,20 +132,14 @@ class TrainingLoop:
             global_tokens = int(all_reduce_sum(torch.tensor(local_tokens, device=self.accelerator.device)))
             ctx = StepContext(step=step, indices=indices, global_tokens=global_tokens,
                               global_samples=len(indices), world_size=self.world_size, rank=self.rank)
-            for k, mb in enumerate(micro):
-                sync = k == len(micro) - 1
-                with nullcontext() if sync else self.accelerator.no_sync(model):
-                    logits = model(input_ids=mb["input_ids"].to(self.accelerator.device),
-                                   attention_mask=mb["attention_mask"].to(self.accelerator.device)).logits
-                    losses = per_sample_losses(logits, mb["labels"].to(self.accelerator.device))
-                    loss = trainer.compute_loss(losses, mb, ctx)
-                    self.accelerator.backward(loss)
-                ctx.sample_ids.append(mb["sample_ids"])
-                ctx.domain_ids.append(mb["domain_ids"])
-                ctx.token_sum.append(losses.token_sum.detach().cpu())
-                ctx.token_count.append(losses.token_count.detach().cpu())
-                ctx.sample_loss.append(losses.mean.detach().cpu())
-                total_tokens += int(mb["attention_mask"].sum())
+            if trainer.defer_backward:
+                self._deferred_step(model, micro, ctx)
+            else:
+                for k, mb in enumerate(micro):
+                    with nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(model):
+                        losses = self._forward(model, mb, ctx)
+                        self.accelerator.backward(trainer.compute_loss(losses, mb, ctx))
+            total_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro)
             if args.max_grad_norm and args.max_grad_norm > 0:
                 self.accelerator.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()

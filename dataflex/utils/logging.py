@@ -1,14 +1,10 @@
-"""The package logger (public API: `from dataflex.utils.logging import logger`)."""
+"""The package logger (public API: `from dataflex.utils.logging import logger`).
+
+No handler of its own: under `dataflex-run`, Hydra's logging config sends it to the console and to
+`<run dir>/dataflex.log`; as a library it follows the application's logging setup."""
 
 from __future__ import annotations
 
 import logging
 
 logger = logging.getLogger("dataflex")
-if not logging.getLogger().handlers and not logger.handlers:
-    # Outside a Hydra job (library use, tests) still show INFO messages once.
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False

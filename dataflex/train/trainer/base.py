@@ -4,6 +4,8 @@
 - `setup(loop)`: build samplers/components once the accelerator exists;
 - `next_indices(step, n)`: the global batch of step `step` (item ids of the training data);
 - `compute_loss(losses, batch, ctx)`: the scalar back-propagated for one micro-batch;
+- `defer_backward` + `before_backward(all_losses, micro_batches, ctx)`: when the loss needs statistics of
+  the whole global batch, the loop forwards every micro-batch first and shows all losses to the strategy;
 - `on_step_end(done, ctx)`: update the plan (selection, proportions) for the next step; returns metrics.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ class BaseTrainer:
         self.component_config = component
         self.trackers = trackers
         self.run_dir = Path(self.args.output_dir or run_dir)
-        self.sampler: Optional[EpochSampler] = None
+        self.sampler: EpochSampler | None = None
 
     # ---- hooks -----------------------------------------------------------------------------------------
     def total_steps(self, global_batch_size: int) -> int:
@@ -50,6 +52,13 @@ class BaseTrainer:
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
         return self.sampler.next(n)
+
+    defer_backward: bool = False
+    """True: the loop forwards all micro-batches of a step, calls `before_backward`, then back-propagates."""
+
+    def before_backward(self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]],
+                        ctx: StepContext) -> None:
+        """Called with every micro-batch's losses (graphs alive) when `defer_backward` is True."""
 
     def compute_loss(self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         """Plain loss, normalised by the global batch so accumulation/ranks don't change the update (DDP

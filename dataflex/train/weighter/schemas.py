@@ -1,0 +1,186 @@
+"""Schemas of `trainer=dynamic_weight` and of its weighters (`component=loss|adapt|custom|rho1`).
+
+Kept free of torch imports: they are registered in Hydra's ConfigStore when `dataflex-run` starts, and their
+`__post_init__` checks run before any model or data is loaded. The weighter classes call the same checks,
+so a weighter built directly in Python fails the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from dataflex.config.trainer import TrainingArguments
+
+LOSS_STRATEGIES = ("linupper", "uniform", "quadratic", "extremes")
+TEMPERATURE_SCHEDULES = ("constant", "step", "linear")
+ADAPT_AGGREGATES = ("mean", "max")
+
+
+# ---- the trainer ---------------------------------------------------------------------------------------
+@dataclass
+class DynamicWeightArguments(TrainingArguments):
+    """`trainer=dynamic_weight`: plain training for `warmup_step` steps, then every step the weighter turns
+    the per-sample losses of the global batch into the back-propagated loss."""
+
+    warmup_step: int = 20
+    """Optimizer steps of plain mean-loss training before the first weighted step."""
+    train_step: Optional[int] = None
+    """Total optimizer steps including warmup (the spec's name). When set it replaces `max_steps`."""
+    loss_reduction: str = "sample"
+    """Must stay `sample`: the plain loss is the mean of per-sample token-mean losses, so uniform weights
+    reproduce it exactly and the loss scale does not jump when weighting starts."""
+
+    def __post_init__(self) -> None:
+        if self.train_step is not None:
+            if self.train_step <= 0:
+                raise ValueError(f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}.")
+            self.max_steps = self.train_step
+        super().__post_init__()
+        if self.warmup_step < 0:
+            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
+        if self.max_steps > 0 and self.warmup_step >= self.max_steps:
+            raise ValueError(f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
+                             "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps.")
+        if self.loss_reduction != "sample":
+            raise ValueError("trainer.loss_reduction must be 'sample' for trainer=dynamic_weight (weights are per "
+                             f"sample; the plain loss is the mean per-sample loss), got {self.loss_reduction!r}.")
+
+
+@dataclass
+class DynamicWeightTrainerConfig(DynamicWeightArguments):
+    _target_: str = "dataflex.train.trainer.dynamic_weight.DynamicWeightTrainer"
+
+
+# ---- checks shared by schemas and weighter classes --------------------------------------------------------
+def check_loss_params(strategy: str, delta: float, temperature: float, temperature_schedule: str,
+                      temperature_start: float, temperature_warmup_steps: int) -> None:
+    if strategy not in LOSS_STRATEGIES:
+        raise ValueError(f"component.strategy={strategy!r} is unknown; choose one of {list(LOSS_STRATEGIES)}.")
+    if not delta > 0:
+        raise ValueError(f"component.delta must be > 0 (losses are normalised to [-delta, delta]), got {delta}.")
+    if not temperature > 0:
+        raise ValueError(f"component.temperature (the paper's r) must be > 0, got {temperature}.")
+    if temperature_schedule not in TEMPERATURE_SCHEDULES:
+        raise ValueError(f"component.temperature_schedule={temperature_schedule!r} is unknown; choose one of "
+                         f"{list(TEMPERATURE_SCHEDULES)}.")
+    if not temperature_start > 0:
+        raise ValueError(f"component.temperature_start must be > 0, got {temperature_start}.")
+    if temperature_warmup_steps < 0:
+        raise ValueError(f"component.temperature_warmup_steps must be >= 0, got {temperature_warmup_steps}.")
+
+
+def check_adapt_params(tau: float, refresh_interval: int, max_anchors: Optional[int], aggregate: str,
+                       clip_min: Optional[float], clip_max: Optional[float], embed_batch_size: int) -> None:
+    if not tau > 0:
+        raise ValueError(f"component.tau must be > 0 (weights are sigmoid(similarity / tau)), got {tau}.")
+    if refresh_interval <= 0:
+        raise ValueError(f"component.refresh_interval must be > 0 optimizer steps, got {refresh_interval}.")
+    if max_anchors is not None and max_anchors <= 0:
+        raise ValueError(f"component.max_anchors must be > 0 or null (all eval rows), got {max_anchors}.")
+    if aggregate not in ADAPT_AGGREGATES:
+        raise ValueError(f"component.aggregate={aggregate!r} is unknown; choose one of {list(ADAPT_AGGREGATES)}.")
+    for key, value in (("clip_min", clip_min), ("clip_max", clip_max)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"component.{key} clips sigmoid weights and must be in [0, 1] or null, got {value}.")
+    if clip_min is not None and clip_max is not None and clip_min > clip_max:
+        raise ValueError(f"component.clip_min={clip_min} > component.clip_max={clip_max}.")
+    if embed_batch_size <= 0:
+        raise ValueError(f"component.embed_batch_size must be > 0, got {embed_batch_size}.")
+
+
+def check_rho1_params(reference_model: Optional[str], ratio: float) -> None:
+    if not reference_model:
+        raise ValueError("component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
+                         "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
+                         "data; it must share the tokenizer).")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"component.ratio is the fraction of tokens trained on and must be in (0, 1], got {ratio}.")
+
+
+# ---- the weighters -------------------------------------------------------------------------------------
+@dataclass
+class LossWeighterConfig:
+    """`component=loss` (Sow et al., ICLR 2025): weights = softmax(f(h(loss)) / r) over the global batch."""
+
+    _target_: str = "dataflex.train.weighter.loss_weighter.LossWeighter"
+    strategy: str = "linupper"
+    """linupper (down-weight low-loss samples, cap the rest), uniform (baseline), quadratic (favour
+    mid-range losses), extremes (favour both ends)."""
+    delta: float = 1.0
+    """Losses are min-max normalised to [-delta, delta] over the global batch."""
+    temperature: float = 1.0
+    """The paper's r (KL-regularisation strength): small = sharp weights, large = near uniform."""
+    temperature_schedule: str = "constant"
+    """constant (fixed r); step (r = temperature_start for the first temperature_warmup_steps weighted steps,
+    then r: the authors' large-scale recipe); linear (anneal temperature_start -> r over those steps)."""
+    temperature_start: float = 100.0
+    temperature_warmup_steps: int = 0
+    """Weighted steps (counted from the end of trainer.warmup_step) spent at/annealing from temperature_start."""
+
+    def __post_init__(self) -> None:
+        check_loss_params(self.strategy, self.delta, self.temperature, self.temperature_schedule,
+                          self.temperature_start, self.temperature_warmup_steps)
+
+
+@dataclass
+class AdaptWeighterConfig:
+    """`component=adapt`: weight = sigmoid(cos(sample, anchors) / tau), normalised over the global batch."""
+
+    _target_: str = "dataflex.train.weighter.adapt_weighter.AdaptWeighter"
+    tau: float = 0.05
+    """Sigmoid temperature on the cosine similarity."""
+    anchor_domains: Optional[list[str]] = None
+    """Eval-split domains used as anchors (e.g. [target]); null: the whole eval split."""
+    max_anchors: Optional[int] = 256
+    """Anchor rows drawn once (seeded) from those domains; null: all of them."""
+    refresh_interval: int = 50
+    """Recompute anchor embeddings with the current model every this many optimizer steps."""
+    aggregate: str = "mean"
+    """mean: mean cosine similarity to the anchors; max: similarity to the nearest anchor."""
+    clip_min: Optional[float] = None
+    """Optional bounds on sigmoid outputs before normalisation."""
+    clip_max: Optional[float] = None
+    embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        check_adapt_params(self.tau, self.refresh_interval, self.max_anchors, self.aggregate, self.clip_min,
+                           self.clip_max, self.embed_batch_size)
+
+
+@dataclass
+class CustomWeighterConfig:
+    """`component=custom`: the spec's example weighter (also a template for your own)."""
+
+    _target_: str = "dataflex.train.weighter.custom_weighter.CustomWeighter"
+    strategy: str = "uniform"
+
+
+@dataclass
+class Rho1WeighterConfig:
+    """`component=rho1` (Lin et al., 2024): train only on the top `ratio` of tokens by excess loss
+    loss_model - loss_reference."""
+
+    _target_: str = "dataflex.train.weighter.rho1_weighter.Rho1Weighter"
+    reference_model: Optional[str] = None
+    """Local HF model folder of the reference model (same tokenizer). Required."""
+    ratio: float = 0.6
+    """Fraction of the global batch's supervised tokens kept (the paper's k%)."""
+    reference_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_rho1_params(self.reference_model, self.ratio)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "trainer": {"dynamic_weight": DynamicWeightTrainerConfig},
+    "component": {
+        "dynamic_weight_loss": LossWeighterConfig,
+        "dynamic_weight_adapt": AdaptWeighterConfig,
+        "dynamic_weight_custom": CustomWeighterConfig,
+        "dynamic_weight_rho1": Rho1WeighterConfig,
+    },
+}
+
+__all__ = ["SCHEMAS", "DynamicWeightArguments", "DynamicWeightTrainerConfig", "LossWeighterConfig",
+           "AdaptWeighterConfig", "CustomWeighterConfig", "Rho1WeighterConfig", "LOSS_STRATEGIES"]

@@ -1,0 +1,27 @@
+"""Builders shared by tests: a small real trainer on the embedded data."""
+
+from __future__ import annotations
+
+from dataflex.data import DataArguments, DataEngine
+from dataflex.data.processor import TokenizedData
+from dataflex.models.tiny import build_tiny_model
+from dataflex.tracking import TrackerGroup
+
+SMALL_MODEL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=2)
+
+
+def small_data(tokenizer, max_samples: int = 32, split: str = "train", cutoff_len: int = 64) -> TokenizedData:
+    engine = DataEngine(DataArguments(max_samples=max_samples, cutoff_len=cutoff_len), split=split)
+    return TokenizedData(engine, tokenizer, cutoff_len)
+
+
+def small_trainer(trainer_cls, run_dir, *, model_kwargs=None, eval_data=False, **args):
+    """A real trainer on a 2-layer 32-dim tiny LLaMA and 32 rows per domain; args are TrainingArguments."""
+    bundle = build_tiny_model(**{**SMALL_MODEL, **(model_kwargs or {})})
+    train = small_data(bundle.tokenizer)
+    evald = small_data(bundle.tokenizer, max_samples=8, split="eval") if eval_data else None
+    defaults = dict(max_steps=2, per_device_train_batch_size=8, disable_tqdm=True, eval_on_start=False,
+                    eval_steps=0, save_final_model=False, logging_steps=1)
+    return trainer_cls(bundle=bundle, train_data=train, eval_data=evald, trackers=TrackerGroup([]),
+                       run_dir=str(run_dir), **{**defaults, **args})
