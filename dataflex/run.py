@@ -25,10 +25,12 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.to_object(cfg[group])
 
 
-def check_output_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuses to write into a folder that already holds a run's results, unless told to."""
+def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:
+    """Refuses to write into a folder that already holds a run's results, unless told to (or resuming it)."""
     existing = [p for p in ("metrics.jsonl", "final_model", "summary.json") if (run_dir / p).exists()]
     existing += [p.name for p in run_dir.glob("checkpoint-*")]
+    if resuming:
+        return
     if existing and not overwrite:
         raise FileExistsError(f"{run_dir} already holds a run ({', '.join(sorted(existing))}); pick another "
                               "trainer.output_dir or set trainer.overwrite_output_dir=true to overwrite it.")
@@ -40,8 +42,10 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     run_dir = Path(cfg.trainer.output_dir or run_dir)
-    check_output_dir(run_dir, cfg.trainer.overwrite_output_dir)
-    trackers = instantiate(cfg.logger, run_dir=str(run_dir))
+    check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(cfg.trainer.resume_from_checkpoint))
+    # `_partial_` so the composed config reaches the tracker as it is (uploaded by logger=wandb, with the
+    # sweep/job identity read from Hydra) instead of being merged into the logger node and instantiated.
+    trackers = instantiate(cfg.logger, _partial_=True)(run_dir=str(run_dir), run_config=cfg)
     try:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)
@@ -53,8 +57,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
         logger.info(f"data: {len(train_data)} training items over domains {train_data.domain_names}"
                     + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split"))
-        trainer = instantiate(cfg.trainer, _convert_="object", bundle=bundle, train_data=train_data,
-                              eval_data=eval_data, component=cfg.component, trackers=trackers, run_dir=str(run_dir))
+        # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with its
+        # own context objects) instead of being instantiated recursively by Hydra.
+        trainer = instantiate(cfg.trainer, _partial_=True, _convert_="object")(
+            bundle=bundle, train_data=train_data, eval_data=eval_data, component=cfg.component, trackers=trackers,
+            run_dir=str(run_dir))
         return trainer.train()
     finally:
         trackers.finish()

@@ -42,12 +42,19 @@ class TrainingArguments:
     """Cap the eval rows of each domain (None: all)."""
     save_steps: int = 0
     """Write a checkpoint every this many steps; 0: only the final model."""
+    save_total_limit: int | None = None
+    """Keep only the newest N checkpoints (None: all)."""
+    resume_from_checkpoint: str | None = None
+    """`auto` (the newest complete checkpoint in output_dir, or a fresh start if there is none) or a
+    checkpoint folder. Resuming continues model, optimizer, scheduler, RNG, data position and component state."""
     save_final_model: bool = True
     bf16: bool = False
     fp16: bool = False
     loss_reduction: str = "token"
     """How the plain loss averages over the global batch: `token` (mean over all supervised tokens, as HF
     Trainer) or `sample` (mean of each sample's token-mean loss, the unit dynamic components work on)."""
+    nan_policy: str = "stop"
+    """On a NaN/inf loss: `stop` (error naming the step and sample ids) or `skip_step` (drop that update)."""
     disable_tqdm: bool = False
 
     def __post_init__(self) -> None:
@@ -67,6 +74,10 @@ class TrainingArguments:
             raise ValueError(f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is unknown; choose one of {SCHEDULERS}.")
         if self.bf16 and self.fp16:
             raise ValueError("Set at most one of trainer.bf16 and trainer.fp16.")
+        if self.nan_policy not in ("stop", "skip_step"):
+            raise ValueError(f"trainer.nan_policy must be 'stop' or 'skip_step', got {self.nan_policy!r}.")
+        if self.save_total_limit is not None and self.save_total_limit <= 0:
+            raise ValueError(f"trainer.save_total_limit must be > 0 or null, got {self.save_total_limit}.")
         if self.loss_reduction not in ("token", "sample"):
             raise ValueError(f"trainer.loss_reduction must be 'token' or 'sample', got {self.loss_reduction!r}.")
 

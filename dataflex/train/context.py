@@ -19,6 +19,10 @@ class StepContext:
     global_samples: int
     world_size: int
     rank: int
+    input_tokens: int = 0
+    """Tokens (incl. prompt) this rank processed in the step."""
+    skipped: bool = False
+    """The update was dropped (non-finite loss with nan_policy=skip_step)."""
     # Filled while the step runs (detached, this rank's micro-batches):
     sample_ids: list[torch.Tensor] = field(default_factory=list)
     domain_ids: list[torch.Tensor] = field(default_factory=list)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dataflex.data.processor import collate
+from dataflex.train.checkpoint import _fault_point, load_checkpoint, resolve_resume, save_checkpoint
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
@@ -51,6 +52,8 @@ class TrainingLoop:
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.pad_id = trainer.tokenizer.pad_token_id
+        self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
+        """Train-loss accumulators since the last log (checkpointed, so a resumed run logs the same values)."""
 
     # ---- helpers -------------------------------------------------------------------------------------
     @property
@@ -87,6 +90,20 @@ class TrainingLoop:
                 self.accelerator.backward(self.trainer.compute_loss(losses, mb, ctx))
         average_gradients(model)
 
+    def _non_finite(self, ctx: StepContext) -> bool:
+        """True when some sample's loss is NaN/inf on any rank and the policy is to skip the step; raises
+        (naming the step and sample ids) when the policy is `stop`."""
+        gathered = ctx.gathered()
+        bad = ~torch.isfinite(gathered["token_sum"])
+        if not bad.any():
+            return False
+        ids = gathered["sample_ids"][bad].tolist()
+        if self.args.nan_policy == "stop":
+            raise FloatingPointError(f"non-finite loss at step {ctx.step} for sample ids {ids[:20]}; inspect those "
+                                     "samples, lower trainer.learning_rate, or set trainer.nan_policy=skip_step.")
+        logger.warning(f"step {ctx.step}: non-finite loss for sample ids {ids[:20]}; update skipped (nan_policy=skip_step)")
+        return True
+
     def _evaluate(self, model) -> dict[str, float]:
         if self.trainer.eval_data is None:
             return {}
@@ -95,100 +112,129 @@ class TrainingLoop:
                         world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain)
 
     # ---- the loop ------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def _train_step(self, step: int) -> StepContext:
+        """Forward/backward of one global batch and the optimizer update; returns what happened."""
+        args, trainer, model = self.args, self.trainer, self.model
+        indices = np.asarray(trainer.next_indices(step, self.global_batch_size), dtype=np.int64)
+        micro = self._micro_batches(indices)
+        local_tokens = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)
+        global_tokens = int(all_reduce_sum(torch.tensor(local_tokens, device=self.accelerator.device)))
+        ctx = StepContext(step=step, indices=indices, global_tokens=global_tokens, global_samples=len(indices),
+                          world_size=self.world_size, rank=self.rank)
+        ctx.input_tokens = sum(int(mb["attention_mask"].sum()) for mb in micro)
+        if trainer.defer_backward:
+            self._deferred_step(model, micro, ctx)
+        else:
+            for k, mb in enumerate(micro):
+                with nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(model):
+                    losses = self._forward(model, mb, ctx)
+                    self.accelerator.backward(trainer.compute_loss(losses, mb, ctx))
+        ctx.skipped = self._non_finite(ctx)
+        if not ctx.skipped:
+            if args.max_grad_norm and args.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ctx
+
+    def _train_metrics(self, ctx: StepContext, done: int, total_steps: int) -> dict[str, Any]:
+        """Accumulates the train loss and, at logging steps, returns loss / lr / samples/s."""
+        interval = self.log_interval
+        interval["loss"] += float(all_reduce_sum(self.trainer.reported_loss(ctx).to(self.accelerator.device)))
+        interval["steps"] += 1
+        interval["samples"] += ctx.global_samples
+        if not self.args.logging_steps or (done % self.args.logging_steps and done != total_steps):
+            return {}
+        elapsed = time.perf_counter() - self._interval_start
+        metrics = {"loss": interval["loss"] / interval["steps"], "lr": self.scheduler.get_last_lr()[0],
+                   "samples_per_s": interval["samples"] / max(elapsed, 1e-9), "epoch": self.trainer.epoch}
+        self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
+        self._interval_start = time.perf_counter()
+        return metrics
+
+    def _prepare(self) -> int:
+        """Optimizer, scheduler, accelerator, strategy setup and (if asked) the resume; returns the start step."""
         from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
 
         args, trainer = self.args, self.trainer
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed)
-        total_steps = trainer.total_steps(self.global_batch_size)
-        model = trainer.model
-        optimizer = build_optimizer(model, args)
-        scheduler = build_scheduler(optimizer, args, total_steps)
-        model, optimizer = self.accelerator.prepare(model, optimizer)
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.total_steps = trainer.total_steps(self.global_batch_size)
+        optimizer = build_optimizer(trainer.model, args)
+        self.scheduler = build_scheduler(optimizer, args, self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(trainer.model, optimizer)
         trainer.setup(self)
+        self.resumed_from = resolve_resume(self.run_dir, args.resume_from_checkpoint)
+        if self.resumed_from is None:
+            return 0
+        start = load_checkpoint(self, self.resumed_from)
+        logger.info(f"resumed from {self.resumed_from} at step {start}")
+        if self.is_main:
+            truncate_metrics(self.run_dir / "metrics.jsonl", start)
+        return start
+
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        args, trainer = self.args, self.trainer
+        start_step = self._prepare()
+        total_steps = self.total_steps
         trackers = trainer.trackers if self.is_main else None
-        params = [p for p in model.parameters() if p.requires_grad]
         logger.info(f"training {total_steps} steps, global batch {self.global_batch_size} "
                     f"({self.world_size} process(es) x {args.per_device_train_batch_size} x "
                     f"{args.gradient_accumulation_steps} accumulation), run dir {self.run_dir}")
-
-        first_eval = self._evaluate(model) if args.eval_on_start else {}
+        first_eval = self._evaluate(self.model) if args.eval_on_start and start_step == 0 else {}
         if trackers and first_eval:
             trackers.log(first_eval, step=0)
         last_eval = first_eval
-        bar = tqdm(total=total_steps, disable=not self.is_main or args.disable_tqdm, desc="train", dynamic_ncols=True)
-        start = interval_start = time.perf_counter()
-        interval_loss, interval_steps, interval_samples = 0.0, 0, 0
-        total_samples = total_tokens = 0
-        model.train()
-        for step in range(total_steps):
-            indices = np.asarray(trainer.next_indices(step, self.global_batch_size), dtype=np.int64)
-            micro = self._micro_batches(indices)
-            local_tokens = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)
-            global_tokens = int(all_reduce_sum(torch.tensor(local_tokens, device=self.accelerator.device)))
-            ctx = StepContext(step=step, indices=indices, global_tokens=global_tokens,
-                              global_samples=len(indices), world_size=self.world_size, rank=self.rank)
-            if trainer.defer_backward:
-                self._deferred_step(model, micro, ctx)
-            else:
-                for k, mb in enumerate(micro):
-                    with nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(model):
-                        losses = self._forward(model, mb, ctx)
-                        self.accelerator.backward(trainer.compute_loss(losses, mb, ctx))
-            total_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro)
-            if args.max_grad_norm and args.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(params, args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            step_loss = float(all_reduce_sum(trainer.reported_loss(ctx).to(self.accelerator.device)))
-            interval_loss += step_loss
-            interval_steps += 1
-            interval_samples += len(indices)
-            total_samples += len(indices)
+        bar = tqdm(total=total_steps, initial=start_step, disable=not self.is_main or args.disable_tqdm, desc="train",
+                   dynamic_ncols=True)
+        start = self._interval_start = time.perf_counter()
+        samples = tokens = skipped = 0
+        self.model.train()
+        for step in range(start_step, total_steps):
+            ctx = self._train_step(step)
             done = step + 1
+            samples, tokens, skipped = samples + ctx.global_samples, tokens + ctx.input_tokens, skipped + ctx.skipped
             metrics = dict(trainer.on_step_end(done, ctx) or {})
-            if args.logging_steps and (done % args.logging_steps == 0 or done == total_steps):
-                elapsed = time.perf_counter() - interval_start
-                metrics.update({"loss": interval_loss / interval_steps, "lr": scheduler.get_last_lr()[0],
-                                "samples_per_s": interval_samples / max(elapsed, 1e-9), "epoch": trainer.epoch})
+            metrics.update(self._train_metrics(ctx, done, total_steps))
+            if metrics.get("loss") is not None:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                 samples_s=f"{metrics['samples_per_s']:.0f}")
-                interval_loss, interval_steps, interval_samples = 0.0, 0, 0
-                interval_start = time.perf_counter()
             if done == total_steps or (args.eval_steps and done % args.eval_steps == 0):
-                last_eval = self._evaluate(model)
+                last_eval = self._evaluate(self.model)
                 metrics.update(last_eval)
             if trackers and metrics:
                 trackers.log(metrics, step=done)
             if args.save_steps and done % args.save_steps == 0 and done < total_steps:
-                self._save(model, self.run_dir / f"checkpoint-{done}", done)
+                save_checkpoint(self, self.run_dir / f"checkpoint-{done}", done)
             bar.update(1)
+            _fault_point("step", done)
         bar.close()
         wall = time.perf_counter() - start
         if args.save_final_model:
-            self._save(model, self.run_dir / "final_model", total_steps)
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                save_model(trainer.bundle, self.accelerator.unwrap_model(self.model), self.run_dir / "final_model")
         summary = {
             "run_dir": str(self.run_dir), "steps": total_steps, "wall_time_s": wall,
-            "train_samples_per_s": total_samples / wall, "train_tokens_per_s": total_tokens * self.world_size / wall,
-            "initial_eval": first_eval, "final_eval": last_eval,
+            "train_samples_per_s": samples / wall, "train_tokens_per_s": tokens * self.world_size / wall,
+            "initial_eval": first_eval, "final_eval": last_eval, "skipped_steps": skipped,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.accelerator.wait_for_everyone()
         return summary
 
-    def _save(self, model, path: Path, step: int) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            save_model(self.trainer.bundle, self.accelerator.unwrap_model(model), path)
-            (path / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
-        self.accelerator.wait_for_everyone()
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drops records logged after `step` (a resumed run logs them again)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

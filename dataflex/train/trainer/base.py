@@ -76,6 +76,15 @@ class BaseTrainer:
     def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that decides the data and the loss from here on (saved in checkpoints). Subclasses
+        extend it with their component's state."""
+        return {"sampler": self.sampler.state_dict() if self.sampler is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("sampler") is not None:
+            self.sampler.load_state_dict(state["sampler"])
+
     @property
     def epoch(self) -> float:
         return float(getattr(self.sampler, "epoch", 0))

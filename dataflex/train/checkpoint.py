@@ -1,0 +1,161 @@
+"""Checkpoints that resume exactly: model (HF format), optimizer, scheduler, every rank's RNG states, the
+trainer's state (sampler position, component state), written atomically.
+
+Layout of `checkpoint-<step>/`: the model as `save_pretrained` writes it (a peft adapter for LoRA), the
+tokenizer, `training_state.pt` (optimizer, scheduler, step, trainer state), `rng_state_<rank>.pt`, and
+`trainer_state.json`. Everything is written into `checkpoint-<step>.tmp/` first and renamed when complete,
+so a kill during a save leaves the previous checkpoint intact; `.tmp` folders are never resumed from.
+Loading uses `torch.load(weights_only=True)`: numpy arrays are stored as tagged tensors, not pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataflex.train.saving import save_model
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_ND = "__ndarray__"
+
+
+def to_safe(obj: Any) -> Any:
+    """numpy arrays/scalars → tagged tensors/Python numbers, recursively (loadable with weights_only)."""
+    if isinstance(obj, np.ndarray):
+        stored = obj.astype(np.int64) if obj.dtype.kind == "u" else obj  # torch has no general uint32/64
+        return {_ND: torch.from_numpy(np.ascontiguousarray(stored)), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(v) for v in obj)
+    return obj
+
+
+def from_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if _ND in obj:
+            return obj[_ND].numpy().astype(obj["dtype"], copy=False)
+        return {k: from_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_safe(v) for v in obj)
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return to_safe(state)
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    state = from_safe(state)
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("checkpoint-*")
+             if (m := CHECKPOINT_RE.match(p.name)) and (p / "training_state.pt").is_file()]
+    return max(found)[1] if found else None
+
+
+def resolve_resume(run_dir: Path, value: str | None) -> Path | None:
+    """`auto` → the newest complete checkpoint in run_dir (None if there is none); a path → that checkpoint."""
+    if not value:
+        return None
+    if value == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(value).expanduser()
+    if not (path / "training_state.pt").is_file():
+        raise FileNotFoundError(f"trainer.resume_from_checkpoint={value}: {path} is not a complete DataFlex "
+                                "checkpoint (no training_state.pt); use `auto` or a checkpoint-<step> folder.")
+    return path
+
+
+def save_checkpoint(loop, path: Path, step: int) -> None:
+    """Collective: every rank calls it; rank 0 writes the shared parts, each rank its RNG state."""
+    acc = loop.accelerator
+    tmp = path.with_name(path.name + ".tmp")
+    acc.wait_for_everyone()
+    if loop.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp)
+        torch.save({"step": step, "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+                    "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval},
+                   tmp / "training_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
+    acc.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_state_{loop.rank}.pt")
+    acc.wait_for_everyone()
+    if loop.is_main:
+        _fault_point("save", step)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        _prune(path.parent, loop.args.save_total_limit)
+    acc.wait_for_everyone()
+
+
+def _prune(run_dir: Path, keep: int | None) -> None:
+    if not keep:
+        return
+    found = sorted((int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name)))
+    for _, p in found[:-keep]:
+        shutil.rmtree(p)
+
+
+def load_model_weights(model, path: Path) -> None:
+    """Loads the weights `save_model` wrote back into the live (unwrapped) model."""
+    from safetensors.torch import load_file
+
+    if (path / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        return
+    if (path / "model.safetensors.index.json").is_file():
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        load_sharded_checkpoint(model, str(path), strict=False)
+        return
+    missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+    tied = {k for k in missing if "lm_head" in k or "embed" in k}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"{path}: checkpoint does not match the model (missing {sorted(set(missing) - tied)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}).")
+
+
+def load_checkpoint(loop, path: Path) -> int:
+    """Restores model, optimizer, scheduler, trainer state and this rank's RNG; returns the step."""
+    load_model_weights(loop.accelerator.unwrap_model(loop.model), path)
+    state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    loop.trainer.load_state_dict(from_safe(state["trainer"]))
+    loop.log_interval = dict(state["log_interval"])
+    rng_file = path / f"rng_state_{loop.rank}.pt"
+    if not rng_file.is_file():
+        raise FileNotFoundError(f"{rng_file} is missing: resume with the same number of processes "
+                                "that wrote the checkpoint.")
+    set_rng_state(torch.load(rng_file, weights_only=True))
+    return int(state["step"])
+
+
+def _fault_point(where: str, step: int) -> None:
+    """Fault injection for the resume tests: `DATAFLEX_FAULT=<where>:<step>` SIGKILLs this process there."""
+    if os.environ.get("DATAFLEX_FAULT") == f"{where}:{step}":
+        os.kill(os.getpid(), 9)

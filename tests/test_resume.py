@@ -1,0 +1,85 @@
+"""Checkpoints resume exactly, survive a SIGKILL (also during a save), and never clobber a run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FAST
+from dataflex.train.checkpoint import from_safe, rng_state, set_rng_state, to_safe
+
+
+def test_safe_roundtrip_keeps_numpy_types():
+    state = {"a": np.arange(5, dtype=np.uint32), "b": [np.float32(1.5), (np.ones((2, 2)), "x")], "c": 3}
+    back = from_safe(torch.load(_save_load(to_safe(state)), weights_only=True))
+    assert back["a"].dtype == np.uint32 and back["a"].tolist() == [0, 1, 2, 3, 4]
+    assert back["b"][0] == 1.5 and back["b"][1][0].shape == (2, 2) and back["c"] == 3
+
+
+def _save_load(obj):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_rng_state_roundtrip():
+    state = torch.load(_save_load(rng_state()), weights_only=True)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+RUN = (*FAST, "trainer.max_steps=8", "trainer.save_steps=3", "trainer.eval_steps=4", "trainer.learning_rate=1e-2")
+
+
+def _final_weights(run_dir):
+    return load_file(run_dir / "final_model" / "model.safetensors")
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["step:5", "save:6"])
+def test_killed_run_resumes_to_the_same_result(cli, tmp_path, fault):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    cli(*RUN, f"trainer.output_dir={ref}")
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": fault})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (cut / "final_model").exists()
+    if fault.startswith("save"):
+        assert (cut / "checkpoint-6.tmp").is_dir() and not (cut / "checkpoint-6").exists()
+    proc = cli(*RUN, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
+    resumed_from = json.loads((cut / "summary.json").read_text())["resumed_from"]
+    assert resumed_from.endswith("checkpoint-3")
+    assert "resumed from" in proc.stdout + proc.stderr
+    _assert_same_weights(_final_weights(ref), _final_weights(cut))
+    ref_m, cut_m = _metrics(ref), _metrics(cut)
+    assert [r["step"] for r in ref_m] == [r["step"] for r in cut_m]
+    for a, b in zip(ref_m, cut_m):
+        for key in a:
+            if key.startswith("eval/") or key == "loss":
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+def test_resume_path_must_be_a_checkpoint(compose, tmp_path):
+    from dataflex.train.checkpoint import resolve_resume
+
+    with pytest.raises(FileNotFoundError, match="resume_from_checkpoint"):
+        resolve_resume(tmp_path, str(tmp_path))
+    assert resolve_resume(tmp_path, "auto") is None
