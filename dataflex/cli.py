@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config import register_all
 from dataflex.config.paths import config_dir
+from dataflex.launch import launch_workers, run_time, torchrun_prelude, under_torchrun
 
 
 def _swept_keys(argv: list[str]) -> set[str]:
@@ -34,11 +35,13 @@ def job_name(task_overrides) -> str:
 
 if not OmegaConf.has_resolver("dataflex_job_name"):
     OmegaConf.register_new_resolver("dataflex_job_name", job_name)
+if not OmegaConf.has_resolver("dataflex_now"):
+    OmegaConf.register_new_resolver("dataflex_now", run_time, use_cache=True)
 register_all()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -51,12 +54,22 @@ def main(cfg: DictConfig) -> float | None:
     # and the sweep goes on; a single run still raises and exits non-zero.
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    summary = guarded_run(lambda: run(cfg, hydra_cfg.runtime.output_dir), hydra_cfg.runtime.output_dir,
-                          multirun=multirun)
+    run_dir = hydra_cfg.runtime.output_dir
+    if cfg.launcher.nproc_per_node > 1 and not under_torchrun():
+        job = lambda: launch_workers(cfg, run_dir)  # noqa: E731
+    else:
+        job = lambda: run(cfg, run_dir)  # noqa: E731
+    summary = guarded_run(job, run_dir, multirun=multirun, cfg=cfg)
     if summary is None:
         return float("nan")  # a failed job: NaN tells an optimizing sweeper (optuna) the trial failed
     logger.info(format_summary(summary))
     return summary["final_eval"].get("eval/loss")
+
+
+def main() -> None:
+    """The `dataflex-run` entry point (also `python -m dataflex.cli` and `torchrun -m dataflex.cli`)."""
+    sys.argv = [sys.argv[0], *torchrun_prelude(sys.argv[1:])]
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dataflex.data.processor import TokenizedData
+from dataflex.tracking import TrackerGroup
 from dataflex.utils.logging import logger
 
 
@@ -42,10 +44,15 @@ def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     run_dir = Path(cfg.trainer.output_dir or run_dir)
-    check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(cfg.trainer.resume_from_checkpoint))
-    # `_partial_` so the composed config reaches the tracker as it is (uploaded by logger=wandb, with the
-    # sweep/job identity read from Hydra) instead of being merged into the logger node and instantiated.
-    trackers = instantiate(cfg.logger, _partial_=True)(run_dir=str(run_dir), run_config=cfg)
+    # Side effects on rank 0 only: the output-dir check, metrics files and trackers (torchrun sets RANK).
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(cfg.trainer.resume_from_checkpoint))
+        # `_partial_` so the composed config reaches the tracker as it is (uploaded by logger=wandb, with the
+        # sweep/job identity read from Hydra) instead of being merged into the logger node and instantiated.
+        trackers = instantiate(cfg.logger, _partial_=True)(run_dir=str(run_dir), run_config=cfg)
+    else:
+        trackers = TrackerGroup([])
     try:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)

@@ -49,11 +49,3 @@ def cli(tmp_path):
         return proc
 
     return _run
-
-
-# Tiny settings for fast end-to-end runs.
-FAST = ("trainer.max_steps=4", "trainer.logging_steps=2", "trainer.eval_steps=2",
-        "trainer.max_eval_samples_per_domain=8", "trainer.per_device_train_batch_size=4",
-        "model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=64",
-        "trainer.disable_tqdm=true")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataflex.data import DataArguments, DataEngine
 from dataflex.data.processor import TokenizedData
 from dataflex.models.tiny import build_tiny_model
 from dataflex.tracking import TrackerGroup
+
+# Tiny settings for fast end-to-end runs.
+FAST = ("trainer.max_steps=4", "trainer.logging_steps=2", "trainer.eval_steps=2",
+        "trainer.max_eval_samples_per_domain=8", "trainer.per_device_train_batch_size=4",
+        "model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
+        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=64",
+        "trainer.disable_tqdm=true")
+
+REPO = Path(__file__).resolve().parent.parent
 
 SMALL_MODEL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                    num_key_value_heads=2)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import FAST
+from helpers import FAST
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FAST
+from helpers import FAST
 from dataflex.train.checkpoint import from_safe, rng_state, set_rng_state, to_safe
 
 

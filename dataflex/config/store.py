@@ -7,11 +7,13 @@ so a misspelled key or a wrong type fails at compose time with Hydra's own messa
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from dataflex.config.launcher import LauncherConfig
 
 
 @dataclass
@@ -23,6 +25,7 @@ class RunConfig:
     data: Any = MISSING
     model: Any = MISSING
     logger: Any = MISSING
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     run_name: str = "dataflex"
     """A label for the run (summary, trackers)."""
 

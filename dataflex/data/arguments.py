@@ -8,7 +8,6 @@ sample (LLaMA-Factory semantics) and `max_samples` caps the number of rows per d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -17,16 +16,16 @@ class DataArguments:
     """What to load: a dataset_info.yaml/json path, a data file or directory, a `save_to_disk` folder, a hub
     repo id, or comma-separated dataset names of a dataset_info file (see `dataset_dir`).
     `embedded://default` is the multi-domain dataset shipped with DataFlex."""
-    dataset_dir: Optional[str] = None
+    dataset_dir: str | None = None
     """Folder holding `dataset_info.yaml`/`.json` when `dataset` lists dataset names."""
     cutoff_len: int = 128
     """Maximum tokens per training sample (prompt + response); longer samples are truncated."""
-    max_samples: Optional[int] = None
+    max_samples: int | None = None
     """Keep at most this many rows of each dataset (None: all)."""
     mode: str = "sft"
     """`sft`: chat-formatted instruction data with prompt masking; `pretrain`: plain text packed into
     `cutoff_len` blocks."""
-    template: Optional[str] = None
+    template: str | None = None
     """Chat template: None uses the tokenizer's own if it has one, else DataFlex's built-in `simple` one."""
     train_on_prompt: bool = False
     """Also compute the loss on prompt (user/system) tokens."""
