@@ -113,3 +113,33 @@ def test_collate_pads_right_and_masks(tok):
     assert batch["attention_mask"][0, short:].sum() == 0
     assert (batch["labels"][0, short:] == IGNORE_INDEX).all()
     assert batch["domain_ids"].tolist() == [0, 1] and batch["sample_ids"].tolist() == [0, 1]
+
+
+def test_tool_call_parts_are_rendered_not_dropped(tok):
+    call = {"name": "add", "arguments": {"a": 1}}
+    sample = {"messages": [_msg("user", "use the tool", 0.0),
+                           {"role": "assistant", "content": [{"type": "tool_calls", "value": [call]}], "loss_weight": 1.0}]}
+    ids, labels = SFTProcessor(tok, cutoff_len=512).encode(sample)
+    supervised = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+    assert '"name": "add"' in supervised
+
+
+def test_preference_pairs_are_rejected_with_the_dataset_name(tok):
+    with pytest.raises(ValueError, match="'prefs'.*sft converter"):
+        SFTProcessor(tok, cutoff_len=64).encode({"chosen_messages": [], "rejected_messages": [], "_dataset_name": "prefs"})
+
+
+def test_size_limited_dataset_serves_a_new_window_each_epoch(tok, tmp_path):
+    import json
+
+    from dataflex.data import DataArguments, DataEngine
+
+    rows = [{"instruction": f"row {i}", "input": "", "output": str(i)} for i in range(20)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "dataset_info.yaml").write_text("d:\n  path: d.jsonl\n  converter: alpaca\n  size: 5\n")
+    data = TokenizedData(DataEngine(DataArguments(dataset=str(tmp_path / "dataset_info.yaml"))), tok, 64)
+    assert len(data) == 5
+    first = {tok.decode(data[i].input_ids) for i in range(5)}
+    data.set_epoch(1)
+    second = {tok.decode(data[i].input_ids) for i in range(5)}
+    assert first.isdisjoint(second)  # without replacement: the next 5 of the 20 rows

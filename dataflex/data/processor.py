@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,13 @@ SIMPLE_TEMPLATE_TAGS = {"system": "<|system|>", "user": "<|user|>", "assistant":
 
 
 def message_text(message: dict[str, Any]) -> str:
-    """The text of one standard message (its `content` is a list of `{type, value}` parts)."""
+    """The text of one standard message (its `content` is a list of `{type, value}` parts); non-text parts
+    (tool calls, tool schemas) are rendered as JSON so they are trained on, not dropped."""
     content = message["content"]
     if isinstance(content, str):
         return content
-    return "".join(part["value"] for part in content if part.get("type", "text") == "text")
+    return "".join(p["value"] if isinstance(p["value"], str) else json.dumps(p["value"], ensure_ascii=False)
+                   for p in content)
 
 
 class SimpleTemplate:
@@ -119,6 +122,10 @@ class SFTProcessor:
         self.train_on_prompt = train_on_prompt
 
     def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+        if "messages" not in sample:
+            raise ValueError(f"dataset {sample.get('_dataset_name')!r} yields {sorted(k for k in sample if not k.startswith('_'))} "
+                             "(preference pairs?); DataFlex trainers train on `messages`: use an sft converter "
+                             "(alpaca, sharegpt, openai, text) for this dataset.")
         input_ids: list[int] = []
         labels: list[int] = []
         for ids, weight in self.template.segments(sample["messages"]):
@@ -137,7 +144,7 @@ class TokenizedData:
         self.mode = mode
         self.domain_names: list[str] = list(engine.domain_names)
         self.processor = SFTProcessor(tokenizer, cutoff_len, template, train_on_prompt)
-        self._cache: dict[int, tuple[list[int], list[int]]] = {}
+        self._cache: dict[tuple[int, int] | int, tuple[list[int], list[int]]] = {}
         if mode == "pretrain":
             self._blocks, self.domain_ids = self._pack(engine, tokenizer, cutoff_len)
         else:
@@ -167,14 +174,25 @@ class TokenizedData:
     def domain_rows(self, d: int) -> np.ndarray:
         return np.flatnonzero(self.domain_ids == d)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Datasets with `size`/`weight` serve another window of rows in each epoch (see DataEngine)."""
+        if self._blocks is None and hasattr(self.engine, "set_epoch"):
+            self.engine.set_epoch(epoch)
+
+    def _source_key(self, i: int) -> tuple[int, int] | int:
+        """The cache key: the (dataset, row) behind item i, which may change with the epoch."""
+        index = getattr(self.engine, "data_index", None)
+        return (int(index.dataset_ids[i]), int(index.row_ids[i])) if index is not None else i
+
     def __getitem__(self, i: int) -> Features:
         i = int(i)
         if self._blocks is not None:
             ids = self._blocks[i]
             return Features(ids, list(ids), int(self.domain_ids[i]), i)
-        if i not in self._cache:
-            self._cache[i] = self.processor.encode(self.engine[i])
-        ids, labels = self._cache[i]
+        key = self._source_key(i)
+        if key not in self._cache:
+            self._cache[key] = self.processor.encode(self.engine[i])
+        ids, labels = self._cache[key]
         return Features(ids, labels, int(self.domain_ids[i]), i)
 
 

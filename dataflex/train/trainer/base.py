@@ -40,6 +40,7 @@ class BaseTrainer:
         self.trackers = trackers
         self.run_dir = Path(self.args.output_dir or run_dir)
         self.sampler: EpochSampler | None = None
+        self._data_epoch = 0
 
     # ---- hooks -----------------------------------------------------------------------------------------
     def total_steps(self, global_batch_size: int) -> int:
@@ -51,7 +52,11 @@ class BaseTrainer:
         self.sampler = EpochSampler(len(self.train_data), seed=self.args.seed)
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
-        return self.sampler.next(n)
+        indices = self.sampler.next(n)
+        if self.sampler.epoch != self._data_epoch:  # a new epoch: size/weight datasets move to their next window
+            self._data_epoch = self.sampler.epoch
+            self.train_data.set_epoch(self._data_epoch)
+        return indices
 
     defer_backward: bool = False
     """True: the loop forwards all micro-batches of a step, calls `before_backward`, then back-propagates."""
@@ -84,6 +89,8 @@ class BaseTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
+            self._data_epoch = getattr(self.sampler, "epoch", 0)
+            self.train_data.set_epoch(self._data_epoch)
 
     @property
     def epoch(self) -> float:
