@@ -9,6 +9,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dataflex.config.dist import DistConfig
 from dataflex.data.processor import TokenizedData
 from dataflex.tracking import TrackerGroup
 from dataflex.utils.logging import logger
@@ -23,8 +24,9 @@ def validate(cfg: DictConfig) -> None:
     if "name_or_path" in cfg.model.keys():  # (`in cfg.model` is False for a missing value)
         missing = OmegaConf.is_missing(cfg.model, "name_or_path")
         check_model_source("" if missing else cfg.model.name_or_path)
-    for group in ("trainer", "data", "model"):
-        OmegaConf.to_object(cfg[group])
+    for group in ("trainer", "data", "model", "dist", "launcher"):
+        if group in cfg:
+            OmegaConf.to_object(cfg[group])
 
 
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:
@@ -69,6 +71,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer = instantiate(cfg.trainer, _partial_=True, _convert_="object")(
             bundle=bundle, train_data=train_data, eval_data=eval_data, component=cfg.component, trackers=trackers,
             run_dir=str(run_dir))
+        trainer.dist_config = DistConfig(**OmegaConf.to_container(cfg.dist)) if "dist" in cfg else None
         return trainer.train()
     finally:
         trackers.finish()

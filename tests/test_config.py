@@ -95,3 +95,29 @@ def test_missing_model_dir_fails_before_loading(compose, tmp_path, monkeypatch):
         validate(compose("model=hf", f"model.name_or_path={missing}"))
     with pytest.raises(ValueError, match="model.name_or_path is not set"):
         validate(compose("model=hf"))
+
+
+@pytest.mark.parametrize("option,strategy", [("ddp", "ddp"), ("deepspeed_zero2", "deepspeed"),
+                                             ("deepspeed_zero3", "deepspeed"), ("fsdp", "fsdp")])
+def test_dist_options_compose_and_validate(compose, option, strategy):
+    from dataflex.config.dist import DistConfig
+
+    cfg = compose(f"dist={option}")
+    dist = DistConfig(**cfg.dist)
+    assert dist.strategy == strategy
+    if option == "deepspeed_zero3":
+        assert dist.zero_stage == 3
+
+
+def test_fsdp_config_builds_the_accelerate_plugin():
+    from dataflex.config.dist import DistConfig, accelerator_plugins
+
+    plugin = accelerator_plugins(DistConfig(strategy="fsdp"), max_grad_norm=1.0, grad_accum=2)["fsdp_plugin"]
+    assert "FULL_SHARD" in str(plugin.sharding_strategy)
+
+
+def test_bad_dist_values_name_the_key(compose):
+    with pytest.raises(ValueError, match="dist.zero_stage"):
+        validate(compose("dist=deepspeed_zero3", "dist.zero_stage=4"))
+    with pytest.raises(ValueError, match="launcher.nproc_per_node"):
+        validate(compose("launcher.nproc_per_node=0"))

@@ -25,6 +25,7 @@ class RunConfig:
     data: Any = MISSING
     model: Any = MISSING
     logger: Any = MISSING
+    dist: Any = MISSING
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     run_name: str = "dataflex"
     """A label for the run (summary, trackers)."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.dist import accelerator_plugins
 from dataflex.data.processor import collate
 from dataflex.train.checkpoint import _fault_point, load_checkpoint, resolve_resume, save_checkpoint
 from dataflex.train.context import StepContext
@@ -29,7 +30,7 @@ from dataflex.train.signals.losses import per_sample_losses
 from dataflex.utils.logging import logger
 
 
-def build_accelerator(args):
+def build_accelerator(args, dist=None):
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
@@ -39,7 +40,8 @@ def build_accelerator(args):
     if args.bf16 and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError("trainer.bf16=true but this GPU has no bfloat16 support; use trainer.fp16=true.")
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-    return Accelerator(mixed_precision=precision, cpu=not cuda)
+    plugins = accelerator_plugins(dist, args.max_grad_norm, args.gradient_accumulation_steps)
+    return Accelerator(mixed_precision=precision, cpu=not cuda, **plugins)
 
 
 class TrainingLoop:
@@ -47,7 +49,7 @@ class TrainingLoop:
         self.trainer = trainer
         self.args = trainer.args
         self.run_dir = Path(trainer.run_dir)
-        self.accelerator = build_accelerator(self.args)
+        self.accelerator = build_accelerator(self.args, getattr(trainer, "dist_config", None))
         self.is_main = self.accelerator.is_main_process
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
