@@ -1,0 +1,58 @@
+"""Property test over config overrides: invalid values fail at validation naming the key; valid ones train."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf.errors import ValidationError
+
+from dataflex.run import run, validate
+
+SMALL = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_hidden_layers=1",
+         "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=16",
+         "trainer.max_eval_samples_per_domain=2", "trainer.disable_tqdm=true", "trainer.save_final_model=false",
+         "logger.plots=false"]
+
+# key -> (valid values, invalid values)
+KEYS = {
+    "trainer.num_train_epochs": (st.floats(0.01, 2.0), st.floats(-2.0, 0.0)),  # with max_steps <= 0 below
+    "trainer.per_device_train_batch_size": (st.integers(1, 4), st.integers(-3, 0)),
+    "trainer.gradient_accumulation_steps": (st.integers(1, 2), st.integers(-3, 0)),
+    "trainer.warmup_ratio": (st.floats(0.0, 0.9), st.floats(1.0, 5.0)),
+    "trainer.learning_rate": (st.floats(0.0, 1e-2), st.floats(-1.0, -1e-6)),
+    "trainer.logging_steps": (st.integers(0, 3), st.integers(-3, -1)),
+    "trainer.eval_steps": (st.integers(0, 3), st.integers(-3, -1)),
+    "trainer.lr_scheduler_type": (st.sampled_from(["linear", "cosine", "constant"]), st.sampled_from(["wavy", ""])),
+    "data.cutoff_len": (st.integers(8, 64), st.integers(-4, 0)),
+    "launcher.nproc_per_node": (st.just(1), st.integers(-2, 0)),
+}
+
+
+@st.composite
+def overrides(draw):
+    keys = draw(st.lists(st.sampled_from(sorted(KEYS)), min_size=1, max_size=4, unique=True))
+    bad = draw(st.sets(st.sampled_from(keys), max_size=2))
+    chosen = {k: draw(KEYS[k][1] if k in bad else KEYS[k][0]) for k in keys}
+    # Epoch-based length only matters (and is only invalid) when max_steps <= 0.
+    chosen["trainer.max_steps"] = 0 if "trainer.num_train_epochs" in bad else 2
+    return chosen, bad
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=overrides())
+def test_config_overrides_fail_by_name_or_train(compose, case):
+    chosen, bad = case
+    args = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in chosen.items()]
+    if bad:
+        with pytest.raises((ValueError, ValidationError)) as err:
+            validate(compose(*SMALL, *args))
+        assert any(k in str(err.value) for k in bad), (args, str(err.value))
+        return
+    cfg = compose(*SMALL, *args)
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = run(cfg, run_dir)
+    assert summary["steps"] == chosen["trainer.max_steps"]
