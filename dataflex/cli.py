@@ -61,13 +61,29 @@ def hydra_main(cfg: DictConfig) -> float | None:
         job = lambda: run(cfg, run_dir)  # noqa: E731
     summary = guarded_run(job, run_dir, multirun=multirun, cfg=cfg)
     if summary is None:
-        return float("nan")  # a failed job: NaN tells an optimizing sweeper (optuna) the trial failed
+        return None  # a failed job; the Optuna sweeper records a non-float return as a failed trial
     logger.info(format_summary(summary))
     return summary["final_eval"].get("eval/loss")
 
 
+def component_hint(argv: list[str]) -> str | None:
+    """`component=X` that exists for other trainers but not for the chosen one: name the ones that do."""
+    chosen = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in ("trainer", "component"))
+    trainer, component = chosen.get("trainer", "static"), chosen.get("component")
+    if not component or any(c in trainer + component for c in ",()*"):
+        return None
+    folder = config_dir() / "components" / trainer
+    if not folder.is_dir() or (folder / f"{component}.yaml").is_file():
+        return None
+    options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+    return f"component={component} is not a component of trainer={trainer}; choose one of: {options}."
+
+
 def main() -> None:
     """The `dataflex-run` entry point (also `python -m dataflex.cli` and `torchrun -m dataflex.cli`)."""
+    hint = component_hint(sys.argv[1:])
+    if hint:
+        sys.exit(hint)
     sys.argv = [sys.argv[0], *torchrun_prelude(sys.argv[1:])]
     hydra_main()
 

@@ -27,6 +27,8 @@ def validate(cfg: DictConfig) -> None:
     for group in ("trainer", "data", "model", "dist", "launcher"):
         if group in cfg:
             OmegaConf.to_object(cfg[group])
+    if cfg.get("component"):
+        OmegaConf.to_object(cfg.component)
 
 
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:

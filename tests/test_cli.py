@@ -123,3 +123,9 @@ def test_hf_model_from_a_local_folder(cli, tmp_path):
     assert _only((tmp_path / "outputs").glob("*/*/final_model/config.json"))
     proc = cli("model=hf", f"model.name_or_path={tmp_path / 'nope'}", check=False)
     assert proc.returncode != 0 and "nope" in proc.stderr and "no such model folder" in proc.stderr
+
+
+def test_component_of_another_trainer_lists_the_valid_ones(cli):
+    proc = cli("trainer=dynamic_mix", "component=loss", check=False)
+    assert proc.returncode != 0
+    assert "not a component of trainer=dynamic_mix" in proc.stderr and "odm" in proc.stderr

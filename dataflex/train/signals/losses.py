@@ -16,6 +16,8 @@ class SampleLosses:
     """(B,) summed next-token loss over each sample's supervised tokens (keeps the graph)."""
     token_count: torch.Tensor
     """(B,) number of supervised tokens per sample."""
+    token_loss: torch.Tensor | None = None
+    """(B, T-1) per-token loss, 0 on masked tokens (keeps the graph); for token-level signals (DoReMi)."""
 
     @property
     def mean(self) -> torch.Tensor:
@@ -30,4 +32,5 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> SampleLosse
     token_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
                                  ignore_index=IGNORE_INDEX, reduction="none").view(shift_labels.shape)
     mask = shift_labels != IGNORE_INDEX
-    return SampleLosses(token_sum=(token_loss * mask).sum(dim=1), token_count=mask.sum(dim=1))
+    masked = token_loss * mask
+    return SampleLosses(token_sum=masked.sum(dim=1), token_count=mask.sum(dim=1), token_loss=masked)

@@ -1,0 +1,247 @@
+"""`trainer=dynamic_mix`: the Mix trainer. The loop stays the one loop; this strategy decides the domain
+proportions of every global batch and asks a mixer (`component=<name>`) to change them on a schedule.
+
+Schedule (W = warmup_step, U = update_step, T = update_times): W + U x T steps. The mixer is called after
+step W, W + U, ..., W + (T-1) U (after no step when W = 0: before the first one); the proportions it returns
+govern the batches from the very next step on, exactly: `next_indices` draws each step's global batch
+from a `ProportionSampler` (deficit rule: every prefix within one sample of the proportions). With
+`static_mix` the initial proportions hold for `train_step` steps and no mixer is called.
+
+Visibility: `mixture/<domain>` at step 0 and at every update and `train/loss/<domain>` at every step go
+to metrics.jsonl/trackers (with the mixer's own metrics, e.g. `odm/estimated_reward/<domain>`); the run
+dir gets `mixture_history.json` (every change and the domain counts of every trained batch) and
+`mixture_history.png` at the end of the run (main process only).
+
+Data repeats: under no replacement each domain is drawn as reshuffled passes over its rows; when the
+schedule needs more rows of a domain than it has, the domain is reshuffled and continues (a new pass),
+as logged at start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataflex.data.sampling import ProportionSampler
+from dataflex.train.checkpoint import resolve_resume
+from dataflex.train.context import StepContext
+from dataflex.train.distributed import broadcast_object
+from dataflex.train.mixer.base_mixer import DomainStats, Mixer, MixtureManager
+from dataflex.train.mixer.factory import build_mixer
+from dataflex.train.mixer.history import MixtureHistory
+from dataflex.train.mixer.schemas import DynamicMixArguments, check_proportion_values
+from dataflex.train.mixer.static_mixer import KeepMixer
+from dataflex.train.trainer.base import BaseTrainer
+from dataflex.utils.logging import logger
+
+HISTORY_JSON = "mixture_history.json"
+HISTORY_PNG = "mixture_history.png"
+
+
+def read_proportions_file(path: str, names: list[str]) -> np.ndarray:
+    """`{"domains": [...], "proportions": [...]}` matched to `names` by domain name."""
+    key = "trainer.mixture_proportions_file"
+    try:
+        content = json.loads(Path(path).read_text())
+        domains, values = list(content["domains"]), [float(v) for v in content["proportions"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{key}={path}: expected JSON with 'domains' and 'proportions' lists ({err}).") from err
+    if sorted(domains) != sorted(names) or len(domains) != len(values):
+        raise ValueError(f"{key}={path} has domains {domains} but the training data has {names}; the file must "
+                         "name every training domain once.")
+    by_name = dict(zip(domains, values))
+    ordered = [by_name[n] for n in names]
+    check_proportion_values(ordered, key, names)
+    return np.asarray(ordered, dtype=np.float64)
+
+
+class DynamicMixTrainer(BaseTrainer):
+    arguments_class = DynamicMixArguments
+    args: DynamicMixArguments
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.domain_names: list[str] = list(self.train_data.domain_names)
+        self.domain_rows = [np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))]
+        sizes = [len(r) for r in self.domain_rows]
+        self.mixture = MixtureManager(self.domain_names, sizes, self.initial_proportions())
+        self.mixer: Mixer | None = None
+        self.history = MixtureHistory(self.domain_names, self._schedule())
+        self.loop = None
+        if self.args.static_mix and self.component_config is not None:
+            target = self.component_config.get("_target_")
+            if target != f"{KeepMixer.__module__}.{KeepMixer.__qualname__}":
+                raise ValueError(f"trainer.static_mix=true never calls a mixer, but the component is {target}; use "
+                                 "component=none (the default) or trainer.static_mix=false.")
+
+    # ---- the plan ---------------------------------------------------------------------------------------
+    def initial_proportions(self) -> np.ndarray:
+        rule, names = self.args.mixture_sample_rule, self.domain_names
+        sizes = np.asarray([len(r) for r in self.domain_rows], dtype=np.float64)
+        if rule == "uniform":
+            return np.full(len(names), 1.0 / len(names))
+        if rule == "stratified":
+            return sizes / sizes.sum()
+        if self.args.mixture_proportions_file is not None:
+            return read_proportions_file(self.args.mixture_proportions_file, names)
+        values = list(self.args.init_mixture_proportions)
+        if len(values) != len(names):
+            raise ValueError(f"trainer.init_mixture_proportions has {len(values)} values but the training data has "
+                             f"{len(names)} domains {names}; give one proportion per domain, in that order.")
+        check_proportion_values(values, "trainer.init_mixture_proportions", names)
+        return np.asarray(values, dtype=np.float64)
+
+    def _schedule(self) -> dict[str, Any]:
+        a = self.args
+        return {"static_mix": a.static_mix, "warmup_step": a.warmup_step, "update_step": a.update_step,
+                "update_times": a.update_times, "train_step": a.train_step, "total_steps": a.schedule_steps,
+                "mixture_sample_rule": a.mixture_sample_rule}
+
+    def total_steps(self, global_batch_size: int) -> int:
+        return self.args.schedule_steps
+
+    def is_update(self, done: int) -> bool:
+        """True when the mixer is called after `done` steps (its output governs step done+1 onward)."""
+        a = self.args
+        if a.static_mix or done < a.warmup_step:
+            return False
+        k, r = divmod(done - a.warmup_step, a.update_step)
+        return r == 0 and k < a.update_times
+
+    # ---- hooks ------------------------------------------------------------------------------------------
+    def setup(self, loop) -> None:
+        self.loop = loop
+        init = self.mixture.proportions
+        self.sampler = ProportionSampler(self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names)
+        self.history.record(0, init, "init")
+        self._log_repeats(loop.global_batch_size)
+        if not self.args.static_mix:
+            self.mixer = build_mixer(self.component_config, self._mixer_context(loop))
+            self.defer_backward = bool(self.mixer.reweights_loss)
+            logger.info(f"dynamic_mix: mixer {type(self.mixer).__name__}, {self.args.schedule_text} = "
+                        f"{self.args.schedule_steps} steps; initial proportions {self._listing(init)}")
+        if self.is_update(0):
+            self._update(0, stats=None)
+        resuming = resolve_resume(loop.run_dir, self.args.resume_from_checkpoint) is not None
+        if loop.is_main and self.trackers and not resuming:  # a resumed run already logged step 0
+            self.trackers.log(self._mixture_metrics(), step=0)
+
+    def _mixer_context(self, loop) -> dict[str, Any]:
+        return {"mixture_manager": self.mixture, "accelerator": loop.accelerator, "model": loop.model,
+                "tokenizer": self.tokenizer, "train_data": self.train_data, "eval_data": self.eval_data,
+                "run_dir": str(self.run_dir), "pad_token_id": loop.pad_id,
+                "is_main": loop.is_main, "rank": loop.rank, "world_size": loop.world_size}
+
+    def next_indices(self, step: int, n: int) -> np.ndarray:
+        return self.sampler.next(n)
+
+    def before_backward(self, all_losses, micro_batches, ctx: StepContext) -> None:
+        self.mixer.before_backward(all_losses, micro_batches, ctx, update=self.is_update(ctx.step))
+
+    def compute_loss(self, losses, batch, ctx: StepContext) -> torch.Tensor:
+        if self.mixer is not None and self.mixer.reweights_loss:
+            return self.mixer.weighted_loss(losses, batch, ctx)
+        return super().compute_loss(losses, batch, ctx)
+
+    def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
+        stats = self._domain_stats(done, ctx)
+        self.history.record_batch(stats.sample_count)
+        metrics: dict[str, Any] = {f"train/loss/{n}": float(v) for n, v, seen in
+                                   zip(self.domain_names, stats.loss, stats.present) if seen}
+        if self.mixer is not None:
+            if np.isfinite(stats.token_sum).all():
+                self.mixer.observe(stats)
+            else:
+                logger.warning(f"dynamic_mix: step {done} has non-finite losses; the mixer does not observe it")
+            if self.mixer.reweights_loss and self.is_update(ctx.step):
+                metrics.update(self.mixer.metrics())  # DoReMi updated alpha during this step
+        if self.is_update(done):
+            self._update(done, stats)
+            metrics.update(self._mixture_metrics())
+            metrics.update(self.mixer.metrics())
+        if done == self.args.schedule_steps:
+            self._write_history()
+        return metrics
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _domain_stats(self, done: int, ctx: StepContext) -> DomainStats:
+        g = ctx.gathered()
+        k = len(self.domain_names)
+        domains = g["domain_ids"].long()
+        token_sum = torch.zeros(k, dtype=torch.float64).index_add_(0, domains, g["token_sum"].double().cpu())
+        token_count = torch.zeros(k, dtype=torch.float64).index_add_(0, domains, g["token_count"].double().cpu())
+        counts = np.bincount(domains.numpy(), minlength=k)
+        return DomainStats(step=done, token_sum=token_sum.numpy(), token_count=token_count.numpy(),
+                           sample_count=counts)
+
+    def _update(self, done: int, stats: DomainStats | None) -> None:
+        model = self.loop.model if self.loop is not None else self.model
+        raw = self.mixer.mix(model, done, stats=stats, train_data=self.train_data, eval_data=self.eval_data)
+        proportions = broadcast_object(self._check_output(raw))  # one decision, rank 0's, on every rank
+        self.sampler.set_proportions(proportions)
+        self.mixture.set_proportions(proportions)
+        self.history.record(done, proportions, type(self.mixer).__name__)
+        logger.info(f"dynamic_mix: step {done}: proportions {self._listing(proportions)}")
+
+    def _check_output(self, raw) -> np.ndarray:
+        who = f"{type(self.mixer).__name__}.mix()"
+        try:
+            values = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{who} must return one number per domain {self.domain_names}, got {raw!r}") from err
+        if len(values) != len(self.domain_names):
+            raise ValueError(f"{who} returned {len(values)} proportions for {len(self.domain_names)} domains "
+                             f"{self.domain_names}.")
+        check_proportion_values(values.tolist(), f"{who} output", self.domain_names)
+        return values
+
+    def _mixture_metrics(self) -> dict[str, float]:
+        return {f"mixture/{n}": float(p) for n, p in zip(self.domain_names, self.mixture.proportions)}
+
+    def _listing(self, p) -> str:
+        return ", ".join(f"{n}={v:.3f}" for n, v in zip(self.domain_names, p))
+
+    def _log_repeats(self, global_batch_size: int) -> None:
+        """Says which domains the schedule will draw more often than they have rows (they are reshuffled
+        and repeated: a new pass), judged from the initial proportions."""
+        total = self.args.schedule_steps * global_batch_size
+        for name, p, rows in zip(self.domain_names, self.mixture.proportions, self.domain_rows):
+            need = p * total
+            if need > len(rows):
+                logger.info(f"dynamic_mix: at its initial proportion the schedule draws ~{need:.0f} samples of domain "
+                            f"{name!r}, which has {len(rows)} rows: it is reshuffled and repeated "
+                            f"(~{need / len(rows):.1f} passes).")
+
+    def _write_history(self) -> None:
+        """At the end of the run (the live values are in metrics.jsonl as `mixture/<domain>`)."""
+        if self.loop is None or not self.loop.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.history.write_json(self.run_dir / HISTORY_JSON)
+        if self.args.plot_mixture:
+            self.history.plot(self.run_dir / HISTORY_PNG, self.args.schedule_steps)
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the most-repeated domain so far."""
+        if self.sampler is None:
+            return 0.0
+        return float(max(p + pos / len(r) for p, pos, r in zip(self.sampler.passes, self.sampler.pos,
+                                                                 self.domain_rows)))
+
+    # ---- state (sampler + mixer + history) ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict(), "mixer": self.mixer.state_dict() if self.mixer else None,
+                "proportions": self.mixture.proportions.tolist(), "history": self.history.as_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.mixture.set_proportions(state["proportions"])
+        if self.mixer is not None and state["mixer"] is not None:
+            self.mixer.load_state_dict(state["mixer"])
+        self.history.updates = list(state["history"]["updates"])
+        self.history.trained_counts = list(state["history"]["trained_counts"])
