@@ -1,7 +1,8 @@
-"""Experiment tracking: metrics.jsonl (always), plots, and optional external trackers."""
+"""Experiment tracking: metrics.jsonl (always), plots, and optional external trackers (wandb)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dataflex.tracking.base import Tracker, TrackerGroup
@@ -10,8 +11,16 @@ from dataflex.tracking.jsonl import JsonlTracker, read_metrics
 METRICS_FILE = "metrics.jsonl"
 
 
+def is_main_process() -> bool:
+    """Rank 0 (or not distributed). Trackers are built before the Accelerator, so this reads the launcher's
+    RANK variable (set by torchrun and `accelerate launch`)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def build_trackers(*, run_dir: str | Path, plots: bool = True, **_: object) -> TrackerGroup:
-    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`)."""
+    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`); none off rank 0."""
+    if not is_main_process():
+        return TrackerGroup([])
     trackers: list[Tracker] = [JsonlTracker(Path(run_dir) / METRICS_FILE)]
     if plots:
         from dataflex.tracking.plots import PlotTracker
@@ -20,4 +29,5 @@ def build_trackers(*, run_dir: str | Path, plots: bool = True, **_: object) -> T
     return TrackerGroup(trackers)
 
 
-__all__ = ["build_trackers", "JsonlTracker", "TrackerGroup", "Tracker", "read_metrics", "METRICS_FILE"]
+__all__ = ["build_trackers", "is_main_process", "JsonlTracker", "TrackerGroup", "Tracker", "read_metrics",
+           "METRICS_FILE"]
