@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -11,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from dataflex.config import register_all
 from dataflex.config.paths import config_dir
 from dataflex.launch import launch_workers, run_time, torchrun_prelude, under_torchrun
+
+SWEPT_KEYS_ENV = "DATAFLEX_SWEPT_KEYS"
 
 
 def _swept_keys(argv: list[str]) -> set[str]:
@@ -28,7 +31,9 @@ def _swept_keys(argv: list[str]) -> set[str]:
 def job_name(task_overrides) -> str:
     """A readable, path-safe sweep job dir name: the swept overrides of this job (all of them if unknown)."""
     items = [str(o) for o in task_overrides]
-    swept = _swept_keys(sys.argv[1:])
+    # Launchers that run jobs in other processes (joblib, submitit) get the sweep's keys from the environment.
+    env_keys = os.environ.get(SWEPT_KEYS_ENV)
+    swept = set(env_keys.split(",")) if env_keys else _swept_keys(sys.argv[1:])
     shown = [o for o in items if o.split("=", 1)[0].lstrip("+~") in swept] or items
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(shown))[:120] or "default"
 
@@ -85,6 +90,9 @@ def main() -> None:
     if hint:
         sys.exit(hint)
     sys.argv = [sys.argv[0], *torchrun_prelude(sys.argv[1:])]
+    swept = _swept_keys(sys.argv[1:])
+    if swept:
+        os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(swept))
     hydra_main()
 
 

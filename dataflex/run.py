@@ -24,7 +24,7 @@ def validate(cfg: DictConfig) -> None:
     if "name_or_path" in cfg.model.keys():  # (`in cfg.model` is False for a missing value)
         missing = OmegaConf.is_missing(cfg.model, "name_or_path")
         check_model_source("" if missing else cfg.model.name_or_path)
-    for group in ("trainer", "data", "model", "dist", "launcher"):
+    for group in ("trainer", "data", "model", "logger", "dist", "launcher"):
         if group in cfg:
             OmegaConf.to_object(cfg[group])
     if cfg.get("component"):
