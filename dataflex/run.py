@@ -27,7 +27,7 @@ def validate(cfg: DictConfig) -> None:
     for group in ("trainer", "data", "model", "logger", "dist", "launcher"):
         if group in cfg:
             OmegaConf.to_object(cfg[group])
-    if cfg.get("component"):
+    if cfg.get("component") is not None:
         OmegaConf.to_object(cfg.component)
 
 

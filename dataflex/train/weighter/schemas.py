@@ -8,7 +8,6 @@ so a weighter built directly in Python fails the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from dataflex.config.trainer import TrainingArguments
 
@@ -25,7 +24,7 @@ class DynamicWeightArguments(TrainingArguments):
 
     warmup_step: int = 20
     """Optimizer steps of plain mean-loss training before the first weighted step."""
-    train_step: Optional[int] = None
+    train_step: int | None = None
     """Total optimizer steps including warmup (the spec's name). When set it replaces `max_steps`."""
     loss_reduction: str = "sample"
     """Must stay `sample`: the plain loss is the mean of per-sample token-mean losses, so uniform weights
@@ -70,8 +69,8 @@ def check_loss_params(strategy: str, delta: float, temperature: float, temperatu
         raise ValueError(f"component.temperature_warmup_steps must be >= 0, got {temperature_warmup_steps}.")
 
 
-def check_adapt_params(tau: float, refresh_interval: int, max_anchors: Optional[int], aggregate: str,
-                       clip_min: Optional[float], clip_max: Optional[float], embed_batch_size: int) -> None:
+def check_adapt_params(tau: float, refresh_interval: int, max_anchors: int | None, aggregate: str,
+                       clip_min: float | None, clip_max: float | None, embed_batch_size: int) -> None:
     if not tau > 0:
         raise ValueError(f"component.tau must be > 0 (weights are sigmoid(similarity / tau)), got {tau}.")
     if refresh_interval <= 0:
@@ -89,7 +88,7 @@ def check_adapt_params(tau: float, refresh_interval: int, max_anchors: Optional[
         raise ValueError(f"component.embed_batch_size must be > 0, got {embed_batch_size}.")
 
 
-def check_rho1_params(reference_model: Optional[str], ratio: float) -> None:
+def check_rho1_params(reference_model: str | None, ratio: float) -> None:
     if not reference_model:
         raise ValueError("component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
                          "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
@@ -125,23 +124,30 @@ class LossWeighterConfig:
 
 @dataclass
 class AdaptWeighterConfig:
-    """`component=adapt`: weight = sigmoid(cos(sample, anchors) / tau), normalised over the global batch."""
+    """`component=adapt`: weight = sigmoid((cos(sample, anchors) - batch mean) / tau), normalised over the
+    global batch."""
 
     _target_: str = "dataflex.train.weighter.adapt_weighter.AdaptWeighter"
     tau: float = 0.05
     """Sigmoid temperature on the cosine similarity."""
-    anchor_domains: Optional[list[str]] = None
+    anchor_domains: list[str] | None = None
     """Eval-split domains used as anchors (e.g. [target]); null: the whole eval split."""
-    max_anchors: Optional[int] = 256
+    max_anchors: int | None = 256
     """Anchor rows drawn once (seeded) from those domains; null: all of them."""
     refresh_interval: int = 50
     """Recompute anchor embeddings with the current model every this many optimizer steps."""
     aggregate: str = "mean"
     """mean: mean cosine similarity to the anchors; max: similarity to the nearest anchor."""
-    clip_min: Optional[float] = None
+    clip_min: float | None = None
     """Optional bounds on sigmoid outputs before normalisation."""
-    clip_max: Optional[float] = None
+    clip_max: float | None = None
     embed_batch_size: int = 64
+    center: bool = True
+    """Subtract the batch's mean similarity before the sigmoid (raw LM cosines all sit near one value and
+    would saturate it); false: the plain sigmoid(similarity / tau)."""
+    reuse_forward: bool = True
+    """Pool the batch's embeddings from the training forward (no extra cost); false: a separate no-grad
+    forward with sample_embeddings."""
 
     def __post_init__(self) -> None:
         check_adapt_params(self.tau, self.refresh_interval, self.max_anchors, self.aggregate, self.clip_min,
@@ -162,7 +168,7 @@ class Rho1WeighterConfig:
     loss_model - loss_reference."""
 
     _target_: str = "dataflex.train.weighter.rho1_weighter.Rho1Weighter"
-    reference_model: Optional[str] = None
+    reference_model: str | None = None
     """Local HF model folder of the reference model (same tokenizer). Required."""
     ratio: float = 0.6
     """Fraction of the global batch's supervised tokens kept (the paper's k%)."""
@@ -172,6 +178,15 @@ class Rho1WeighterConfig:
         check_rho1_params(self.reference_model, self.ratio)
 
 
+@dataclass
+class NoWeighterConfig:
+    """`trainer=dynamic_weight` with no `component=`: an error that names the choices."""
+
+    def __post_init__(self) -> None:
+        raise ValueError("trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or "
+                         "component=custom component._target_=my_pkg.MyWeighter for your own Weighter subclass.")
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"dynamic_weight": DynamicWeightTrainerConfig},
     "component": {
@@ -179,6 +194,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dynamic_weight_adapt": AdaptWeighterConfig,
         "dynamic_weight_custom": CustomWeighterConfig,
         "dynamic_weight_rho1": Rho1WeighterConfig,
+        "dynamic_weight_none": NoWeighterConfig,
     },
 }
 

@@ -1,0 +1,263 @@
+"""`trainer=dynamic_weight`: plain training for `warmup_step` steps, then every step a weighter (component)
+turns the losses of the global batch into the loss that is back-propagated.
+
+Weighted steps use the loop's deferred mode (`defer_backward`): every micro-batch is forwarded first, then
+`before_backward` gathers the per-sample losses of the whole global batch (all micro-batches, all ranks),
+hands them to the weighter as a detached leaf tensor x, and differentiates the weighter's scalar L(x) once:
+g = dL/dx. Each micro-batch then back-propagates sum_i g_i * loss_i(theta) (times world_size, because the
+loop averages gradients over ranks), which is exactly the gradient of L. So:
+- weights are normalised over the global batch: accumulation 1x8 vs 2x4, or 1 vs 2 processes, give the
+  same update;
+- for L = sum_i w_i * loss_i with detached w (all built-in weighters, as in the papers: stop-gradient
+  weights) g = w, and uniform w = 1/N gives the plain mean loss of the warmup, so the loss scale does not
+  jump when weighting starts;
+- g is computed identically on every rank and broadcast from rank 0, so all ranks apply the same weights.
+Token-level weighters (rho1) get the per-token losses of the loop's own forward (`SampleLosses.token_loss`)
+instead, so no second forward of the training model is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dataflex.data.processor import IGNORE_INDEX
+from dataflex.train.context import StepContext
+from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
+from dataflex.train.signals.losses import SampleLosses
+from dataflex.train.trainer.base import BaseTrainer
+from dataflex.train.weighter.base_weighter import CONTEXT_KEYS, WeightContext, Weighter
+from dataflex.train.weighter.schemas import DynamicWeightArguments
+from dataflex.train.weighter.stats import weight_stats
+
+NO_WEIGHTER = ("trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or point "
+               "component._target_ at your own Weighter subclass.")
+
+
+def check_component_config(cfg: Any) -> None:
+    """Runs the component schema's value checks (its __post_init__) on the composed config, before any
+    training; extra keys a user added with `+component.x=` are left to the weighter's constructor."""
+    if not isinstance(cfg, DictConfig):
+        return
+    schema = OmegaConf.get_type(cfg)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return
+    names = {f.name for f in dataclasses.fields(schema)}
+    values = OmegaConf.to_container(cfg, resolve=True)
+    schema(**{k: v for k, v in values.items() if k in names})
+
+
+def build_weighter(cfg: Any, context: dict[str, Any]) -> Weighter:
+    """Instantiates the component (`_target_` + its params) with the context objects its signature accepts."""
+    from hydra.utils import get_class, instantiate
+
+    if cfg is None or (isinstance(cfg, dict) and not cfg):
+        raise ValueError(NO_WEIGHTER)
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    target = cfg.get("_target_")
+    if not target:
+        raise ValueError(NO_WEIGHTER)
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001 - re-raised with the key that names it
+        raise ImportError(f"component._target_={target}: cannot import it ({err}).") from err
+    if not (isinstance(cls, type) and issubclass(cls, Weighter)):
+        raise TypeError(f"component._target_={target} is not a subclass of "
+                        "dataflex.train.weighter.base_weighter.Weighter.")
+    params = inspect.signature(cls.__init__).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    offered = {k: v for k, v in context.items() if k in CONTEXT_KEYS and k not in cfg}
+    accepted = offered if takes_kwargs else {k: v for k, v in offered.items() if k in params}
+    return instantiate(cfg, **accepted)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what: str = "loss") -> None:
+    """Fails loudly (naming the step and the samples) instead of letting NaN/inf reach the weights."""
+    bad = ~torch.isfinite(values.detach().cpu())
+    if bool(bad.any()):
+        ids = sample_ids.detach().cpu()[bad].tolist()
+        vals = values.detach().cpu()[bad].tolist()
+        raise NonFiniteLossError(
+            f"non-finite training {what} at step {step}: sample ids {ids[:20]} have {what} {vals[:20]}. Lower "
+            "trainer.learning_rate, keep trainer.max_grad_norm > 0, or inspect these samples.")
+
+
+class DynamicWeightTrainer(BaseTrainer):
+    arguments_class = DynamicWeightArguments
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.component_config is None:
+            raise ValueError(NO_WEIGHTER)
+        check_component_config(self.component_config)
+        self.weighter: Weighter | None = None
+        self.loop = None
+        self._step = 0
+        self._total: int | None = None
+        self._mb_weights: dict[int, torch.Tensor] = {}
+        self._mb_units: dict[int, torch.Tensor] = {}
+        self._last: dict[str, Any] | None = None
+
+    # ---- schedule ------------------------------------------------------------------------------------
+    def weighting(self, step: int) -> bool:
+        """Step `step` (0-based) is weighted: the first `warmup_step` steps are plain."""
+        return step >= self.args.warmup_step
+
+    @property
+    def defer_backward(self) -> bool:  # type: ignore[override]
+        return self.weighting(self._step)
+
+    def total_steps(self, global_batch_size: int) -> int:
+        total = super().total_steps(global_batch_size)
+        if self.args.warmup_step >= total:
+            raise ValueError(f"trainer.warmup_step={self.args.warmup_step} >= the {total} training steps: no step "
+                             "would be weighted. Lower trainer.warmup_step or train longer.")
+        self._total = total
+        return total
+
+    def setup(self, loop) -> None:
+        super().setup(loop)
+        self.loop = loop
+        context = dict(train_data=self.train_data, eval_data=self.eval_data, accelerator=loop.accelerator,
+                       tokenizer=self.tokenizer, pad_token_id=loop.pad_id, seed=self.args.seed,
+                       run_dir=str(self.run_dir))
+        self.weighter = build_weighter(self.component_config, context)
+        if self.weighter.level not in ("sample", "token"):
+            raise ValueError(f"{type(self.weighter).__name__}.level must be 'sample' or 'token'.")
+        self._model = loop.accelerator.unwrap_model(loop.model)  # once: unwrapping costs ~1 ms per call
+        self._device = loop.accelerator.device
+        self.weighter.attach(self._model)
+
+    def _unwrapped(self):
+        return self._model
+
+    def next_indices(self, step: int, n: int):
+        self._step = step
+        if self.weighter is not None:
+            self.weighter.begin_step(step, self.weighting(step))
+        return super().next_indices(step, n)
+
+    # ---- the weighted step ---------------------------------------------------------------------------
+    def _units(self, all_losses: list[SampleLosses], micro: list[dict[str, torch.Tensor]]):
+        """Per micro-batch: the differentiable values the weighter weighs (sample means or token losses)
+        and the local sample position of each value."""
+        if self.weighter.level == "sample":
+            sizes = [len(mb["sample_ids"]) for mb in micro]
+            starts = [sum(sizes[:k]) for k in range(len(sizes))]
+            return [losses.mean for losses in all_losses], [torch.arange(n) + s for n, s in zip(sizes, starts)]
+        units, rows, start = [], [], 0
+        for losses, mb in zip(all_losses, micro):
+            if losses.token_loss is None:
+                raise RuntimeError(f"{type(self.weighter).__name__} is token-level but the loop gave no per-token "
+                                   "losses (SampleLosses.token_loss).")
+            mask = (mb["labels"][:, 1:] != IGNORE_INDEX).to(losses.token_loss.device)
+            row = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)
+            units.append(losses.token_loss[mask])
+            rows.append(row[mask].cpu() + start)
+            start += len(mb["sample_ids"])
+        return units, rows
+
+    def before_backward(self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]],
+                        ctx: StepContext) -> None:
+        device = self._device
+        units, rows = self._units(all_losses, micro_batches)
+        sizes = [u.numel() for u in units]
+        gathered = ctx.gathered()
+        n_samples = len(gathered["sample_ids"])
+        n_local_samples = sum(len(mb["sample_ids"]) for mb in micro_batches)
+        counts = all_gather_cat(torch.tensor([[sum(sizes), n_local_samples]], device=device)).cpu()
+        offset, sample_offset = (int(c) for c in counts[: ctx.rank].sum(dim=0))
+        if self.weighter.level == "sample":
+            values = gathered["sample_loss"].float()
+            unit_sample = torch.arange(n_samples)
+        else:
+            values = all_gather_cat(torch.cat([u.detach().float() for u in units])).cpu()
+            unit_sample = all_gather_cat((torch.cat(rows) + sample_offset).to(device)).cpu()
+        unit_ids = gathered["sample_ids"][unit_sample]
+        what = "loss" if self.weighter.level == "sample" else "token loss"
+
+        loss_value = float("nan")
+        if not bool(torch.isfinite(values).all()) and self.args.nan_policy == "skip_step":
+            # The loop drops this update; any finite weights will do, and the weighter's state is untouched.
+            grads = torch.full_like(values, 1.0 / len(values))
+        else:
+            check_finite(values, unit_ids, ctx.step, what)
+            wctx = WeightContext(global_step=ctx.step, total_steps=self._total or 0,
+                                 warmup_steps=self.args.warmup_step, sample_ids=gathered["sample_ids"],
+                                 domain_ids=gathered["domain_ids"], token_count=gathered["token_count"],
+                                 domain_names=list(self.train_data.domain_names),
+                                 local_slice=slice(offset, offset + sum(sizes)), rank=ctx.rank,
+                                 world_size=ctx.world_size, level=self.weighter.level,
+                                 token_sample=None if self.weighter.level == "sample" else unit_sample, device=device)
+            inputs = {"micro_batches": micro_batches, "sample_ids": gathered["sample_ids"],
+                      "domain_ids": gathered["domain_ids"], "token_count": gathered["token_count"]}
+            leaf = values.clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = self.weighter.get_weighted_loss(leaf, ctx=wctx, model=self._unwrapped(), inputs=inputs)
+            grads = self._unit_weights(loss, leaf)
+            if is_distributed():
+                grads = broadcast_object(grads)
+            check_finite(grads, unit_ids, ctx.step, f"weight (from {type(self.weighter).__name__})")
+            loss_value = float(loss.detach())
+
+        local = grads[offset : offset + sum(sizes)].split(sizes)
+        for losses, unit, w in zip(all_losses, units, local):
+            self._mb_weights[id(losses)] = w.to(device=device, dtype=unit.dtype)
+            self._mb_units[id(losses)] = unit
+        sample_weights = torch.zeros(n_samples, dtype=torch.float64).index_add_(0, unit_sample, grads.double())
+        self._last = {"step": ctx.step, "weights": sample_weights, "domain_ids": gathered["domain_ids"],
+                      "loss": loss_value}
+
+    def _unit_weights(self, loss: Any, leaf: torch.Tensor) -> torch.Tensor:
+        """dL/dx: the weight of every value (exactly w_i for L = sum_i w_i x_i with detached w)."""
+        name = type(self.weighter).__name__
+        if not torch.is_tensor(loss) or loss.dim() != 0:
+            raise TypeError(f"{name}.get_weighted_loss must return a scalar tensor, got {type(loss).__name__} "
+                            f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
+        grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+        if grad is None:
+            raise ValueError(f"{name}.get_weighted_loss returned a loss that does not depend on `losses`; return "
+                             "e.g. (weights * losses).sum() with the weights computed under torch.no_grad().")
+        return grad.detach()
+
+    def compute_loss(self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+        if not self.weighting(ctx.step):  # plain mean loss (NaN/inf: the loop's nan_policy)
+            return super().compute_loss(losses, batch, ctx)
+        try:
+            weights = self._mb_weights.pop(id(losses))
+            units = self._mb_units.pop(id(losses))
+        except KeyError:
+            raise RuntimeError("compute_loss got a micro-batch that before_backward did not weight") from None
+        return (weights * units).sum() * ctx.world_size
+
+    # ---- visibility and state ------------------------------------------------------------------------
+    def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
+        step = done - 1
+        if self._last is not None and self._last["step"] == step:
+            weights, domains, active = self._last["weights"], self._last["domain_ids"], True
+        else:
+            domains = ctx.gathered()["domain_ids"]
+            weights, active = torch.full((len(domains),), 1.0 / len(domains), dtype=torch.float64), False
+        every = self.args.logging_steps
+        with_values = bool(every) and (done % every == 0 or done == self._total)
+        metrics = weight_stats(weights, domains, list(self.train_data.domain_names), with_values=with_values)
+        metrics["weight/active"] = float(active)
+        if active:
+            metrics["weight/weighted_loss"] = self._last["loss"]
+            metrics.update({f"weight/{k}": v for k, v in self.weighter.metrics().items()})
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "weighter": self.weighter.state_dict() if self.weighter is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.weighter.load_state_dict(state.get("weighter") or {})

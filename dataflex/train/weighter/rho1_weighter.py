@@ -1,0 +1,87 @@
+"""`component=rho1`: Selective Language Modeling of Lin et al., "Rho-1: Not All Tokens Are What You Need"
+(NeurIPS 2024). Token level: each supervised token's excess loss is
+    score_t = loss_model(t) - loss_reference(t),
+the top `ratio` (the paper's k%) of the global batch's tokens by score are kept and the loss is the mean
+over the kept tokens, L = (1 / K) sum_{t in top-K} loss_model(t), K = round(ratio * T). The selection is a
+stop-gradient mask, as in the paper. With ratio = 1 this is the plain token-mean loss.
+
+The reference model (a local HF folder, same tokenizer; the paper trains it on high-quality data) is
+frozen and scored on this rank's micro-batches; scores are all-gathered so the top-K is global. Two-step
+recipe on the embedded data: train a reference on the target domain with `trainer=static`, then pass its
+`final_model` as `component.reference_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dataflex.core.registry import register_weighter
+from dataflex.train.distributed import all_gather_cat
+from dataflex.train.weighter.base_weighter import Weighter
+from dataflex.train.weighter.schemas import check_rho1_params
+from dataflex.train.weighter.tokens import flat_token_losses
+
+
+def rho1_selection(losses: torch.Tensor, reference: torch.Tensor, ratio: float) -> torch.Tensor:
+    """0/1 mask (T,) of the top round(ratio*T) tokens by excess loss (at least one token)."""
+    with torch.no_grad():
+        k = max(1, int(round(ratio * losses.numel())))
+        excess = losses.detach().double() - reference.double()
+        mask = torch.zeros_like(losses)
+        mask[torch.topk(excess, k, sorted=False).indices] = 1.0
+        return mask
+
+
+def load_reference(path: str, dtype: str, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    from dataflex.models.hf import DTYPES, check_model_source
+
+    check_model_source(path, key="component.reference_model")
+    if dtype not in DTYPES or dtype == "auto":
+        raise ValueError(f"component.reference_dtype={dtype!r}; choose float32, bfloat16 or float16.")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@register_weighter("rho1")
+class Rho1Weighter(Weighter):
+    level = "token"
+
+    def __init__(self, reference_model: str | None = None, ratio: float = 0.6, reference_dtype: str = "float32",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_rho1_params(reference_model, ratio)
+        self.ratio = float(ratio)
+        self.reference = load_reference(str(reference_model), reference_dtype, self.device)
+        vocab = self.reference.get_output_embeddings().weight.shape[0]
+        if self.tokenizer is not None and vocab < len(self.tokenizer):
+            raise ValueError(f"component.reference_model={reference_model} has a {vocab}-token vocabulary but the "
+                             f"training tokenizer has {len(self.tokenizer)}; the reference must share the tokenizer.")
+        self.last_excess_mean = float("nan")
+
+    @torch.no_grad()
+    def reference_losses(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """This rank's reference token losses, in the shared flattened order (see weighter/tokens.py)."""
+        out = []
+        for mb in micro_batches:
+            logits = self.reference(input_ids=mb["input_ids"].to(self.device),
+                                    attention_mask=mb["attention_mask"].to(self.device)).logits
+            out.append(flat_token_losses(logits, mb["labels"])[0].float())
+        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+
+    def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None) -> torch.Tensor:
+        reference = all_gather_cat(self.reference_losses(inputs["micro_batches"])).cpu()
+        if reference.shape != losses.shape:
+            raise ValueError(f"rho1: the reference model scored {reference.numel()} tokens but the batch has "
+                             f"{losses.numel()}; does component.reference_model use the training tokenizer?")
+        mask = rho1_selection(losses, reference, self.ratio)
+        self.last_excess_mean = float((losses.detach() - reference)[mask.bool()].mean())
+        return (mask * losses).sum() / mask.sum()
+
+    def metrics(self) -> dict[str, float]:
+        return {"selected_excess_mean": self.last_excess_mean}
