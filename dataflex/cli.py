@@ -73,6 +73,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def component_hint(argv: list[str]) -> str | None:
     """`component=X` that exists for other trainers but not for the chosen one: name the ones that do."""
+    if any(a.startswith(("experiment=", "+experiment=")) for a in argv):
+        return None  # the preset may choose the trainer: let Hydra compose and report
     chosen = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in ("trainer", "component"))
     trainer, component = chosen.get("trainer", "static"), chosen.get("component")
     if not component or any(c in trainer + component for c in ",()*"):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config.dist import DistConfig
@@ -29,6 +29,9 @@ def validate(cfg: DictConfig) -> None:
             OmegaConf.to_object(cfg[group])
     if cfg.get("component") is not None:
         OmegaConf.to_object(cfg.component)
+    trainer_check = getattr(get_class(cfg.trainer._target_), "validate_config", None)
+    if trainer_check is not None:  # cross-group checks a trainer needs (e.g. a selector's target set)
+        trainer_check(cfg)
 
 
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:

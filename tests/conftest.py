@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread per process: the CLI tests start subprocesses (and 2-rank runs) on a 2-core machine,
+# where OpenMP oversubscription makes them many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

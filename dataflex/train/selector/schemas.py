@@ -1,3 +1,305 @@
-"""Schemas of the selectors (components under trainer=dynamic_select)."""
+"""Schemas of `trainer=dynamic_select` and of its selectors (`component=<name>` under that trainer).
 
-SCHEMAS: dict[str, dict[str, type]] = {}
+Every YAML option in conf/trainer/dynamic_select.yaml and conf/components/dynamic_select/*.yaml extends
+one of these, so a misspelled key or a wrong type fails at compose time; `__post_init__` checks values
+(run by `dataflex.run.validate` for the trainer, and by the trainer for the component) and names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from dataflex.config.trainer import TrainingArguments
+
+PROJ_TYPES = ("sparse", "rademacher", "gaussian")
+
+
+@dataclass
+class DynamicSelectTrainerConfig(TrainingArguments):
+    """`trainer=dynamic_select`: warmup on the selector's `warmup()`, then every `update_step` steps the
+    selector picks `update_step x global_batch_size` samples, which are exactly the next phase's batches.
+    Total steps = warmup_step + update_step x update_times."""
+
+    _target_: str = "dataflex.train.trainer.dynamic_select.DynamicSelectTrainer"
+    max_steps: int = -1
+    """Derived from the schedule (warmup_step + update_step x update_times); if set it must equal that."""
+    warmup_step: int = 10
+    """Steps trained on the selector's warmup samples (random by default) before the first selection."""
+    update_step: int = 20
+    """Steps per phase: each selection picks update_step x global batch samples."""
+    update_times: int = 3
+    """How many selections (phases) after the warmup."""
+    candidate_pool_size: int | None = None
+    """Score only a seeded random subset of this many items per update (None: the whole training set)."""
+    grad_batch_size: int | None = None
+    """Micro-batch of the per-sample gradient features selectors compute (None: per_device_train_batch_size);
+    per-sample gradients of a batch take batch x trainable-parameters floats per parameter block."""
+    target_domain: str | None = None
+    """Default validation/target set of the selectors that need one (less, cluster_less, near, tsds, nice):
+    the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides it."""
+    target_dataset: str | None = None
+    """...or a named dataset (any data.dataset spec) as the default target set."""
+
+    def __post_init__(self) -> None:
+        if self.update_step <= 0:
+            raise ValueError(f"trainer.update_step must be > 0, got {self.update_step} (steps per selection phase).")
+        if self.warmup_step < 0:
+            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
+        if self.update_times <= 0:
+            raise ValueError(f"trainer.update_times must be > 0, got {self.update_times}.")
+        if self.target_domain and self.target_dataset:
+            raise ValueError("set only one of trainer.target_domain and trainer.target_dataset.")
+        if self.grad_batch_size is not None and self.grad_batch_size <= 0:
+            raise ValueError(f"trainer.grad_batch_size must be > 0 or null, got {self.grad_batch_size}.")
+        if self.candidate_pool_size is not None and self.candidate_pool_size <= 0:
+            raise ValueError(f"trainer.candidate_pool_size must be > 0 or null, got {self.candidate_pool_size}.")
+        total = self.warmup_step + self.update_step * self.update_times
+        if self.max_steps > 0 and self.max_steps != total:
+            raise ValueError(f"trainer=dynamic_select trains warmup_step + update_step x update_times = {total} steps; "
+                             f"trainer.max_steps={self.max_steps} disagrees. Leave trainer.max_steps=-1 or set it to "
+                             f"{total}.")
+        super().__post_init__()
+
+
+# ---- selectors ------------------------------------------------------------------------------------------
+@dataclass
+class SelectorConfig:
+    _target_: str = MISSING
+    cache_dir: str | None = None
+    """Scratch folder of the selector (None: <run dir>/selector)."""
+
+
+@dataclass
+class SeededSelectorConfig(SelectorConfig):
+    seed: int | None = None
+    """Seed of the selector's draws and projections (None: trainer.seed)."""
+
+
+@dataclass
+class CustomSelectorConfig(SelectorConfig):
+    """`component=custom`: the spec's CustomSelector example (returns the first num_samples ids)."""
+
+    _target_: str = "dataflex.train.selector.custom_selector.CustomSelector"
+
+
+@dataclass
+class RandomSelectorConfig(SeededSelectorConfig):
+    """`component=random`: a seeded uniform draw from the candidates."""
+
+    _target_: str = "dataflex.train.selector.random_selector.RandomSelector"
+    replacement: bool = False
+
+
+@dataclass
+class LossSelectorConfig(SeededSelectorConfig):
+    """`component=loss`: sample by loss bucket (low / medium / high by quantiles), the focus bucket weighted."""
+
+    _target_: str = "dataflex.train.selector.loss_selector.LossSelector"
+    focus: str = "medium"
+    """Which loss bucket to favour: low | medium | high."""
+    focus_weight: float = 5.0
+    """Weight of the focus bucket (others weigh 1)."""
+    quantiles: list[float] = field(default_factory=lambda: [0.33, 0.66])
+    """Loss quantiles separating low | medium | high."""
+    temperature: float = 1.0
+    """Sampling probability ∝ weight^(1/temperature): → 0 only the focus bucket, large → uniform."""
+    replacement: bool = False
+
+    def __post_init__(self) -> None:
+        if self.focus not in ("low", "medium", "high"):
+            raise ValueError(f"component.focus must be low, medium or high, got {self.focus!r}.")
+        if self.focus_weight <= 0:
+            raise ValueError(f"component.focus_weight must be > 0, got {self.focus_weight}.")
+        if self.temperature <= 0:
+            raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
+        q = list(self.quantiles)
+        if len(q) != 2 or not 0 < q[0] < q[1] < 1:
+            raise ValueError(f"component.quantiles must be two increasing numbers in (0, 1), got {q}.")
+
+
+@dataclass
+class DeltaLossSelectorConfig(SeededSelectorConfig):
+    """`component=delta_loss`: sample inside a window of the loss-drop ranking that slides from the
+    largest drops to the smallest over the updates (sigmoid schedule)."""
+
+    _target_: str = "dataflex.train.selector.delta_loss_selector.DeltaLossSelector"
+    window_size: float = 0.2
+    """Window width as a fraction of the scored candidates."""
+    steepness: float = 10.0
+    """Steepness k of the sigmoid that moves the window."""
+    outside_weight: float = 0.025
+    """Sampling weight of candidates outside the window (inside: 1)."""
+    replacement: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.window_size <= 1:
+            raise ValueError(f"component.window_size must be in (0, 1], got {self.window_size}.")
+        if self.outside_weight < 0:
+            raise ValueError(f"component.outside_weight must be >= 0, got {self.outside_weight}.")
+
+
+@dataclass
+class TargetSelectorConfig(SeededSelectorConfig):
+    target_domain: str | None = None
+    """Validation/target set: the eval split of this domain (comma-separated: several subtasks).
+    None: trainer.target_domain / trainer.target_dataset."""
+    target_dataset: str | None = None
+    """...or a named dataset (any data.dataset spec, tokenized like the training data)."""
+    target_split: str = "eval"
+    """Split of target_dataset: eval | train."""
+    target_max_samples: int | None = 64
+    """At most this many target rows per subtask (the first ones)."""
+
+    def needs_target(self) -> bool:
+        """Whether this selector needs a target set (near/tsds with precomputed files do not)."""
+        return not (getattr(self, "indices_path", None) or getattr(self, "probs_path", None))
+
+    def _check_target(self, name: str) -> None:
+        if self.target_domain and self.target_dataset:
+            raise ValueError(f"component={name}: set only one of component.target_domain and component.target_dataset.")
+        if self.target_split not in ("eval", "train"):
+            raise ValueError(f"component.target_split must be eval or train, got {self.target_split!r}.")
+        if self.target_max_samples is not None and self.target_max_samples <= 0:
+            raise ValueError(f"component.target_max_samples must be > 0 or null, got {self.target_max_samples}.")
+
+
+@dataclass
+class LessSelectorConfig(TargetSelectorConfig):
+    """`component=less` (Xia et al. 2024): Adam-preconditioned training gradients vs SGD target gradients,
+    projected and normalised; score = mean cosine per target subtask, max over subtasks; top-k."""
+
+    _target_: str = "dataflex.train.selector.less_selector.LessSelector"
+    proj_dim: int = 2048
+    proj_type: str = "sparse"
+    """sparse (count sketch, fast on CPU) | rademacher | gaussian (dense, as TRAK)."""
+    gradient_type: str = "adam"
+    """Training-sample features: adam (LESS) | sgd."""
+    bias_correction: bool = True
+    """Adam bias correction as in the paper (the official code omits it)."""
+
+    def __post_init__(self) -> None:
+        self._check_target("less")
+        self._check_grad()
+
+    def _check_grad(self) -> None:
+        if self.proj_dim <= 0:
+            raise ValueError(f"component.proj_dim must be > 0, got {self.proj_dim}.")
+        if self.proj_type not in PROJ_TYPES:
+            raise ValueError(f"component.proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}.")
+        if self.gradient_type not in ("adam", "sgd"):
+            raise ValueError(f"component.gradient_type must be adam or sgd, got {self.gradient_type!r}.")
+
+
+@dataclass
+class ClusterLessSelectorConfig(LessSelectorConfig):
+    """`component=cluster_less`: k-means on embeddings once; LESS features of a few representatives per
+    cluster; each sample gets its cluster's score."""
+
+    _target_: str = "dataflex.train.selector.cluster_less_selector.ClusterLessSelector"
+    num_clusters: int | None = None
+    """None: ceil(N / cluster_size)."""
+    cluster_size: int = 64
+    samples_per_cluster: int = 3
+    kmeans_iters: int = 20
+
+    def __post_init__(self) -> None:
+        self._check_target("cluster_less")
+        self._check_grad()
+        if self.num_clusters is not None and self.num_clusters <= 0:
+            raise ValueError(f"component.num_clusters must be > 0 or null, got {self.num_clusters}.")
+        for key in ("cluster_size", "samples_per_cluster", "kmeans_iters"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"component.{key} must be > 0, got {getattr(self, key)}.")
+
+
+@dataclass
+class NearSelectorConfig(TargetSelectorConfig):
+    """`component=near`: nearest neighbours of the target examples in embedding space, round-robin over
+    the targets (rank-0 neighbours of every target, then rank-1, ...)."""
+
+    _target_: str = "dataflex.train.selector.near_selector.NearSelector"
+    encoder_path: str | None = None
+    """Local HF encoder dir for embeddings (None: the training model's mean-pooled last hidden state)."""
+    indices_path: str | None = None
+    """Precomputed (targets x K) .npy of training ids, as the original offline NEAR writes (skips embedding)."""
+
+    def __post_init__(self) -> None:
+        if not self.indices_path:
+            self._check_target("near")
+
+
+@dataclass
+class TsdsSelectorConfig(TargetSelectorConfig):
+    """`component=tsds` (Liu et al. 2024): optimal-transport distribution alignment with a KDE diversity
+    regulariser; samples drawn from the resulting probabilities."""
+
+    _target_: str = "dataflex.train.selector.tsds_selector.TsdsSelector"
+    encoder_path: str | None = None
+    probs_path: str | None = None
+    """Precomputed .npy of sampling probabilities over the training set (skips the computation)."""
+    max_K: int = 5000
+    """Nearest candidates considered per target (capped at the number of candidates)."""
+    kde_K: int = 1000
+    """Neighbourhood size of the density estimate (capped at the number of candidates)."""
+    sigma: float = 0.75
+    """Kernel width of the KDE (0: no density correction)."""
+    alpha: float = 0.5
+    """Trade-off between distribution alignment (→1) and diversity (→0)."""
+    C: float = 5.0
+    """A constant on the scale of the embedding norms."""
+    replacement: bool = True
+    """Draw with replacement (the paper's multinomial sampling)."""
+
+    def __post_init__(self) -> None:
+        if not self.probs_path:
+            self._check_target("tsds")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"component.alpha must be in (0, 1), got {self.alpha}.")
+        if self.sigma < 0 or self.C <= 0 or self.max_K < 2 or self.kde_K < 1:
+            raise ValueError("component.sigma >= 0, component.C > 0, component.max_K >= 2 and component.kde_K >= 1 "
+                             f"required (got {self.sigma}, {self.C}, {self.max_K}, {self.kde_K}).")
+
+
+@dataclass
+class NiceSelectorConfig(LessSelectorConfig):
+    """`component=nice` (Wang et al. 2025): like LESS, but each target's feature is the policy gradient of a
+    reward (reward model or token F1) over responses sampled from the current model."""
+
+    _target_: str = "dataflex.train.selector.nice_selector.NiceSelector"
+    reward: str = "model"
+    """model (a sequence-classification reward model) | f1 (token F1 against the reference answer)."""
+    reward_model: str | None = None
+    """Local HF sequence-classification model dir, or `tiny` (a small random one: tests only)."""
+    mc_samples: int = 4
+    """Responses sampled per target prompt."""
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_target("nice")
+        self._check_grad()
+        if self.reward not in ("model", "f1"):
+            raise ValueError(f"component.reward must be model or f1, got {self.reward!r}.")
+        if self.reward == "model" and not self.reward_model:
+            raise ValueError("component=nice with component.reward=model needs component.reward_model=<local HF "
+                             "sequence-classification dir> (or `tiny` for tests), or use component.reward=f1.")
+        for key in ("mc_samples", "max_new_tokens"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"component.{key} must be > 0, got {getattr(self, key)}.")
+        if self.temperature <= 0:
+            raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
+
+
+COMPONENT_SCHEMAS: dict[str, type] = {
+    "random": RandomSelectorConfig, "loss": LossSelectorConfig, "delta_loss": DeltaLossSelectorConfig,
+    "less": LessSelectorConfig, "cluster_less": ClusterLessSelectorConfig, "near": NearSelectorConfig,
+    "tsds": TsdsSelectorConfig, "nice": NiceSelectorConfig, "custom": CustomSelectorConfig,
+}
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "trainer": {"dynamic_select": DynamicSelectTrainerConfig},
+    "component": {f"dynamic_select_{name}": node for name, node in COMPONENT_SCHEMAS.items()},
+}

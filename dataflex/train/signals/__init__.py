@@ -1,5 +1,16 @@
-"""Signals the loop computes for components: per-sample losses (and, later, gradient features, embeddings)."""
+"""Signals for components: per-sample losses, per-sample gradient features (batched, optionally Adam-
+preconditioned and randomly projected) and sample embeddings."""
 
+from dataflex.train.signals.embeddings import sample_embeddings
+from dataflex.train.signals.gradients import (
+    AdamPreconditioner,
+    collect_gradient_features,
+    gradient_features,
+    per_sample_gradient_pieces,
+    per_sample_gradients,
+)
 from dataflex.train.signals.losses import SampleLosses, per_sample_losses
+from dataflex.train.signals.projection import RandomProjector
 
-__all__ = ["SampleLosses", "per_sample_losses"]
+__all__ = ["AdamPreconditioner", "RandomProjector", "SampleLosses", "collect_gradient_features", "gradient_features",
+           "per_sample_gradient_pieces", "per_sample_gradients", "per_sample_losses", "sample_embeddings"]

@@ -1,0 +1,94 @@
+"""Shared plumbing of the selectors that aim at a validation/target set: resolving the target set
+(`TargetedSelector`), LESS-style gradient features (`GradientSelector`: less, cluster_less, nice) and
+embeddings (`EmbeddingSelector`: near, tsds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataflex.train.selector.base_selector import Selector
+from dataflex.train.selector.scoring import (
+    EncoderCache,
+    GradientFeatureSpec,
+    TargetSet,
+    embeddings,
+    gradient_feature_rows,
+    resolve_target,
+)
+
+
+class TargetedSelector(Selector):
+    """A selector with a target set: its own `target_*` keys, else the trainer's defaults (resolved lazily,
+    on first use, so that a config error surfaces with the key that is missing)."""
+
+    selector_name = "targeted"
+
+    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
+                 target_domain: str | None = None, target_dataset: str | None = None,
+                 target_split: str = "eval", target_max_samples: int | None = 64) -> None:
+        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
+        self.target_domain, self.target_dataset = target_domain, target_dataset
+        self.target_split, self.target_max_samples = target_split, target_max_samples
+        self._target: TargetSet | None = None
+
+    @property
+    def target(self) -> TargetSet:
+        if self._target is None:
+            self._target = resolve_target(self.ctx, selector=self.selector_name, target_domain=self.target_domain,
+                                          target_dataset=self.target_dataset, target_split=self.target_split,
+                                          target_max_samples=self.target_max_samples)
+        return self._target
+
+
+class GradientSelector(TargetedSelector):
+    """LESS-style features: Adam-preconditioned (or plain) training gradients, plain target gradients, one
+    seeded projection for both, L2-normalised."""
+
+    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
+                 proj_dim: int = 2048, proj_type: str = "sparse", gradient_type: str = "adam",
+                 bias_correction: bool = True, **target: Any) -> None:
+        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
+        if gradient_type not in ("adam", "sgd"):
+            raise ValueError(f"component.gradient_type must be adam or sgd, got {gradient_type!r}.")
+        self.proj_dim, self.proj_type = int(proj_dim), proj_type
+        self.gradient_type, self.bias_correction = gradient_type, bias_correction
+
+    @property
+    def spec(self) -> GradientFeatureSpec:
+        return GradientFeatureSpec(proj_dim=self.proj_dim, proj_type=self.proj_type, seed=int(self.seed),
+                                   gradient_type=self.gradient_type, bias_correction=self.bias_correction)
+
+    def train_features(self, model, ids: np.ndarray, optimizer) -> torch.Tensor:
+        return gradient_feature_rows(model, self.ctx.train_data, ids, self.ctx, self.spec, optimizer=optimizer,
+                                     precondition=self.gradient_type == "adam")
+
+    def target_features(self, model) -> torch.Tensor:
+        t = self.target
+        return gradient_feature_rows(model, t.data, t.ids, self.ctx, self.spec, precondition=False)
+
+
+class EmbeddingSelector(TargetedSelector):
+    """Mean-pooled embeddings from the training model, or from a local encoder (`encoder_path`, loaded once)."""
+
+    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
+                 encoder_path: str | None = None, **target: Any) -> None:
+        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
+        self.encoder_path = encoder_path
+        self._encoder: EncoderCache | None = None
+
+    def embed(self, model, data, ids: np.ndarray):
+        if self.encoder_path and self._encoder is None:
+            if not Path(self.encoder_path).is_dir():
+                raise FileNotFoundError(f"component.encoder_path={self.encoder_path!r} is not a local model folder.")
+            self._encoder = EncoderCache(self.encoder_path, self.ctx.device)
+        return embeddings(model, data, ids, self.ctx, encoder=self._encoder)
+
+
+def load_npy(path: str, key: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"component.{key}={path!r} does not exist (paths are relative to your working dir).")
+    return np.load(path)

@@ -1,0 +1,288 @@
+"""Per-sample gradient features from ONE batched forward and backward (never a batch-size-1 loop).
+
+How: forward hooks record, for every module that directly owns a trainable parameter, its inputs
+(detached) and its output (in the graph). One `autograd.grad` of the summed per-sample losses with
+respect to those outputs gives each module's output gradient; because samples in a batch do not interact
+(causal LM, per-row masks), row `b` of that gradient belongs to sample `b` alone. Each parameter's
+per-sample gradient then follows in closed form:
+
+- `nn.Linear` (also LoRA's `lora_A`/`lora_B`, which are `nn.Linear`): dW_b = sum_t g_bt a_bt^T (one einsum),
+  db_b = sum_t g_bt;
+- `nn.Embedding`: a per-sample scatter-add of the output gradient into the rows of the sample's tokens
+  (the `padding_idx` row gets none, as in PyTorch);
+- any other module (RMSNorm, LayerNorm, ...): `torch.func.vmap` of the vector-Jacobian product of that one
+  module with respect to its own parameters, on the recorded input and output gradient.
+
+A parameter used by several modules (tied embedding / output head) sums their contributions.
+Parameters stream out one at a time in `model.named_parameters()` order, so a projection can consume them
+without all B x P gradients existing at once. Optional Adam preconditioning uses the live optimizer's
+moments (LESS, Xia et al. 2024).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dataflex.data.processor import collate
+from dataflex.train.signals.losses import per_sample_losses
+from dataflex.train.signals.projection import RandomProjector
+
+REDUCTIONS = ("mean", "sum")
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every trainable parameter, tied ones once, in `named_parameters` order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def num_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for _, p in trainable_parameters(model))
+
+
+@dataclass
+class _Call:
+    module: nn.Module
+    args: tuple
+    kwargs: dict
+    output: torch.Tensor
+    cache: dict = field(default_factory=dict)
+
+
+def _detach(x: Any) -> Any:
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+class _Recorder:
+    """Forward hooks on the modules that directly own trainable parameters."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.calls: list[_Call] = []
+        self.owners = [m for m in model.modules()
+                       if any(p.requires_grad for p in m.parameters(recurse=False))]
+        self._handles: list = []
+
+    def _hook(self, module, args, kwargs, output):
+        if not isinstance(output, torch.Tensor):
+            raise NotImplementedError(f"per-sample gradients: {type(module).__name__} owns trainable parameters "
+                                      "but returns a non-tensor output; freeze it or wrap it in a module that "
+                                      "returns a tensor.")
+        self.calls.append(_Call(module, tuple(_detach(a) for a in args),
+                                {k: _detach(v) for k, v in kwargs.items()}, output))
+
+    def __enter__(self) -> _Recorder:
+        self._handles = [m.register_forward_hook(self._hook, with_kwargs=True) for m in self.owners]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _linear_grad(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
+    batch = g.shape[0]
+    g = g.reshape(batch, -1, g.shape[-1]).float()
+    if attr == "bias":
+        return g.sum(1)
+    a = call.args[0].reshape(batch, -1, call.args[0].shape[-1]).float()
+    return torch.bmm(g.transpose(1, 2), a)
+
+
+def _embedding_grad(call: _Call, g: torch.Tensor) -> torch.Tensor:
+    module: nn.Embedding = call.module
+    if module.scale_grad_by_freq or module.sparse:
+        raise NotImplementedError("per-sample gradients of nn.Embedding(scale_grad_by_freq/sparse) are not supported")
+    batch, dim = g.shape[0], g.shape[-1]
+    ids = call.args[0].reshape(batch, -1)
+    out = torch.zeros(batch, module.num_embeddings, dim, dtype=torch.float32, device=g.device)
+    out.scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, dim), g.reshape(batch, -1, dim).float())
+    if module.padding_idx is not None:
+        out[:, module.padding_idx] = 0.0
+    return out
+
+
+def _generic_grads(call: _Call, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample VJP of one module w.r.t. its own parameters (vmap over the batch)."""
+    from torch.func import functional_call, grad, vmap
+
+    module = call.module
+    params = {n: p.detach() for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+    batch = g.shape[0]
+    batched = tuple(isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch for a in call.args)
+
+    def vjp(p, cotangent, *args):
+        full = [a.unsqueeze(0) if is_b else a for a, is_b in zip(args, batched)]
+        out = functional_call(module, p, tuple(full), call.kwargs)
+        return (out.float() * cotangent.unsqueeze(0)).sum()
+
+    in_dims = (None, 0) + tuple(0 if b else None for b in batched)
+    grads = vmap(grad(vjp), in_dims=in_dims)(params, g.float(), *call.args)
+    return {n: t.float() for n, t in grads.items()}
+
+
+def _call_param_grad(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
+    if isinstance(call.module, nn.Linear):
+        return _linear_grad(call, attr, g)
+    if isinstance(call.module, nn.Embedding):
+        return _embedding_grad(call, g)
+    if "generic" not in call.cache:
+        call.cache["generic"] = _generic_grads(call, g)
+    return call.cache["generic"].pop(attr)
+
+
+def _forward_losses(model: nn.Module, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+    return per_sample_losses(logits, batch["labels"].to(device))
+
+
+def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
+                               weights: torch.Tensor | None = None, device=None,
+                               params: Sequence[tuple[str, nn.Parameter]] | None = None,
+                               max_piece: int = 1 << 15) -> Iterator[tuple[str, nn.Parameter, int, torch.Tensor]]:
+    """Yields (name, parameter, start, (B, n) float32 piece): consecutive pieces of every trainable
+    parameter's flattened per-sample gradient, parameters in order, `start` = the piece's offset inside
+    the flattened parameter. A linear layer's weight comes in row blocks of about `max_piece` entries, so
+    a consumer (projection) reads each block while it is still in cache instead of a B x out x in tensor.
+
+    The per-sample loss is the token mean (`reduction="mean"`, as `model(...).loss` of a batch of one) or
+    the token sum (`"sum"`, a sequence's negative log-likelihood), times `weights[b]` if given. The model
+    is used as it is (call `model.eval()` first to switch dropout off)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    device = device if device is not None else next(model.parameters()).device
+    params = list(params) if params is not None else trainable_parameters(model)
+    with torch.enable_grad(), _Recorder(model) as rec:
+        losses = _forward_losses(model, batch, device)
+    per = losses.mean if reduction == "mean" else losses.token_sum
+    if weights is not None:
+        per = per * weights.to(per.device, per.dtype)
+    outputs = [c.output for c in rec.calls]
+    grads = torch.autograd.grad(per.sum(), outputs, allow_unused=True) if outputs else ()
+    batch_size = batch["input_ids"].shape[0]
+    uses: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for ci, call in enumerate(rec.calls):
+        for attr, p in call.module.named_parameters(recurse=False):
+            if p.requires_grad and grads[ci] is not None:
+                uses[id(p)].append((ci, attr))
+    for name, p in params:
+        found = uses.get(id(p), [])
+        if len(found) == 1 and found[0][1] == "weight" and isinstance(rec.calls[found[0][0]].module, nn.Linear):
+            call, g = rec.calls[found[0][0]], grads[found[0][0]]
+            g = g.reshape(batch_size, -1, g.shape[-1]).float()
+            a = call.args[0].reshape(batch_size, -1, call.args[0].shape[-1]).float()
+            rows = max(1, max_piece // a.shape[-1])
+            for r0 in range(0, g.shape[-1], rows):
+                piece = torch.bmm(g[:, :, r0:r0 + rows].transpose(1, 2), a)
+                yield name, p, r0 * a.shape[-1], piece.reshape(batch_size, -1)
+            continue
+        total = None
+        for ci, attr in found:
+            piece = _call_param_grad(rec.calls[ci], attr, grads[ci])
+            total = piece if total is None else total + piece
+        if total is None:
+            total = torch.zeros(batch_size, *p.shape, device=device)
+        yield name, p, 0, total.reshape(batch_size, -1)
+
+
+def per_sample_gradients(model: nn.Module, batch: dict[str, torch.Tensor], **kw) -> Iterator[
+        tuple[str, nn.Parameter, torch.Tensor]]:
+    """Yields (name, parameter, (B, *shape) float32 gradient) for every trainable parameter, in order
+    (same arguments as `per_sample_gradient_pieces`)."""
+    current, pieces = None, []
+    for name, p, _, piece in per_sample_gradient_pieces(model, batch, **kw):
+        if current is not None and current[1] is not p:
+            yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *current[1].shape)
+            pieces = []
+        current = (name, p)
+        pieces.append(piece)
+    if current is not None:
+        yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *current[1].shape)
+
+
+class AdamPreconditioner:
+    """Turns a gradient g into Adam's next update direction given the optimizer's moments (LESS, Eq. for
+    Γ): m' = β1 m + (1-β1) g, v' = β2 v + (1-β2) g², with the bias correction of step t+1, then
+    m̂ / (sqrt(v̂) + ε). β1, β2, ε come from the parameter's own param group of the live optimizer.
+
+    Deviation note: the official LESS code omits the bias correction and puts ε inside the square root;
+    we follow the paper (`bias_correction=True`); pass `bias_correction=False` for the code's variant."""
+
+    def __init__(self, optimizer, *, bias_correction: bool = True) -> None:
+        self.optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+        self.bias_correction = bias_correction
+        self._group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+
+    def __call__(self, param: nn.Parameter, g: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """`g`: (B, *param.shape) per-sample gradients, or a (B, n) piece starting at flat offset `start`."""
+        group = self._group.get(id(param))
+        if group is None:
+            raise ValueError("AdamPreconditioner: a trainable parameter is not in the optimizer; build the "
+                             "preconditioner from the optimizer that trains this model.")
+        beta1, beta2 = group["betas"]
+        eps = group["eps"]
+        state = self.optimizer.state.get(param, {})
+        m = state.get("exp_avg")
+        v = state.get("exp_avg_sq")
+        step = float(state.get("step", 0))
+        n = g[0].numel()
+
+        def moment(t):
+            if t is None:
+                return torch.zeros_like(g[0])
+            return t.reshape(-1)[start:start + n].to(g.device, torch.float32).reshape(g.shape[1:])
+
+        m, v = moment(m), moment(v)
+        m_new = beta1 * m + (1 - beta1) * g
+        v_new = beta2 * v + (1 - beta2) * g.square()
+        if self.bias_correction:
+            m_new = m_new / (1 - beta1 ** (step + 1))
+            v_new = v_new / (1 - beta2 ** (step + 1))
+        return m_new / (v_new.sqrt() + eps)
+
+
+def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
+                      projector: RandomProjector | None = None, preconditioner=None, reduction: str = "mean",
+                      weights: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """(B, proj_dim) projected — or (B, P) full, without a projector — per-sample gradient features of a
+    collated batch, optionally Adam-preconditioned. Not normalised."""
+    device = device if device is not None else next(model.parameters()).device
+    batch_size = batch["input_ids"].shape[0]
+    out = torch.zeros(batch_size, projector.proj_dim, device=device) if projector is not None else None
+    pieces, offset, base, last = [], 0, 0, None
+    for _, p, start, piece in per_sample_gradient_pieces(model, batch, reduction=reduction, weights=weights,
+                                                         device=device):
+        if p is not last:
+            base, last = offset, p
+        if preconditioner is not None:
+            piece = preconditioner(p, piece, start)
+        if projector is not None:
+            projector.project_block(out, piece, base + start, consume=True)
+        else:
+            pieces.append(piece)
+        offset = base + start + piece.shape[1]
+    return out if projector is not None else torch.cat(pieces, dim=1)
+
+
+def collect_gradient_features(model: nn.Module, data, indices: Sequence[int], *, batch_size: int, pad_token_id: int,
+                              projector: RandomProjector | None = None, preconditioner=None,
+                              normalize: bool = True, device=None) -> torch.Tensor:
+    """(len(indices), proj_dim) features of `data[i]` (training items), in order, L2-normalised unless told
+    otherwise. Runs the model in eval mode (no dropout) and restores its mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(indices), batch_size):
+            batch = collate([data[int(i)] for i in indices[start:start + batch_size]], pad_token_id)
+            out.append(gradient_features(model, batch, projector=projector, preconditioner=preconditioner,
+                                         device=device).cpu())
+    finally:
+        model.train(was_training)
+    dim = projector.proj_dim if projector is not None else num_trainable(model)
+    feats = torch.cat(out) if out else torch.zeros(0, dim)
+    return torch.nn.functional.normalize(feats, dim=-1) if normalize and len(feats) else feats
