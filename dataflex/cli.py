@@ -80,8 +80,9 @@ def component_hint(argv: list[str]) -> str | None:
     if not component or any(c in trainer + component for c in ",()*"):
         return None
     folder = config_dir() / "components" / trainer
-    if not folder.is_dir() or (folder / f"{component}.yaml").is_file():
-        return None
+    known_elsewhere = (config_dir() / "component" / f"{component}.yaml").is_file()
+    if not known_elsewhere or not folder.is_dir() or (folder / f"{component}.yaml").is_file():
+        return None  # unknown names: Hydra's own error lists every component
     options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
     return f"component={component} is not a component of trainer={trainer}; choose one of: {options}."
 
