@@ -33,9 +33,15 @@ def build_tiny_model(*, tokenizer_path: str | None = None, hidden_size: int = 19
         tie_word_embeddings=tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+    return build_from_config(LlamaForCausalLM, config, tokenizer, seed, finetuning_type, **finetuning)
+
+
+def build_from_config(model_cls, config, tokenizer, seed: int, finetuning_type: str, **finetuning) -> ModelBundle:
+    """Seeded random init of `model_cls(config)` plus fine-tuning; LoRA keeps a copy of the base weights,
+    which have no checkpoint on disk, so the saved adapter can be loaded back."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = model_cls(config)
     base = copy.deepcopy(model) if finetuning_type == "lora" else None
     model = apply_finetuning(model, finetuning_type, **finetuning)
     return ModelBundle(model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, unsaved_base=base)

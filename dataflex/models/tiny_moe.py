@@ -8,13 +8,8 @@ training loop optimises the language-model loss only (no router load-balancing a
 
 from __future__ import annotations
 
-import copy
-
-import torch
-
 from dataflex.models.bundle import ModelBundle
-from dataflex.models.finetuning import apply_finetuning
-from dataflex.models.tiny import load_tokenizer
+from dataflex.models.tiny import build_from_config, load_tokenizer
 
 
 def build_tiny_moe_model(*, tokenizer_path: str | None = None, hidden_size: int = 96, num_hidden_layers: int = 2,
@@ -35,9 +30,4 @@ def build_tiny_moe_model(*, tokenizer_path: str | None = None, hidden_size: int 
         tie_word_embeddings=tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2MoeForCausalLM(config)
-    base = copy.deepcopy(model) if finetuning_type == "lora" else None
-    model = apply_finetuning(model, finetuning_type, **finetuning)
-    return ModelBundle(model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, unsaved_base=base)
+    return build_from_config(Qwen2MoeForCausalLM, config, tokenizer, seed, finetuning_type, **finetuning)
