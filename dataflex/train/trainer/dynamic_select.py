@@ -38,6 +38,7 @@ from dataflex.train.selector.schemas import (
     TargetSelectorConfig,
 )
 from dataflex.train.selector.scoring import missing_target_message
+from dataflex.train.signals.memory import check_gradient_feature_memory
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.utils.logging import logger
 
@@ -123,6 +124,11 @@ class DynamicSelectTrainer(BaseTrainer):
             key = "trainer.candidate_pool_size" if self.args.candidate_pool_size else "the training set size"
             raise ValueError(f"each selection needs update_step x global batch = {n_sel} samples but {key} is {pool}; "
                              "lower trainer.update_step or raise the pool.")
+        proj_dim = getattr(self.component_config, "proj_dim", None) if self.component_config else None
+        if proj_dim:  # a gradient-feature selector: fail now, with the knob to turn, rather than OOM later
+            check_gradient_feature_memory(
+                loop.model, grad_batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
+                proj_dim=int(proj_dim), num_features=pool, device=loop.accelerator.device)
 
     def _first_plan(self) -> None:
         """The warmup samples, or with warmup_step=0 the first selection. Made on the first `next_indices`
