@@ -56,3 +56,44 @@ def test_config_overrides_fail_by_name_or_train(compose, case):
     with tempfile.TemporaryDirectory() as run_dir:
         summary = run(cfg, run_dir)
     assert summary["steps"] == chosen["trainer.max_steps"]
+
+
+def _simplex(draw, k):
+    raw = draw(st.lists(st.integers(1, 9), min_size=k, max_size=k))
+    return [round(x / sum(raw), 6) for x in raw[:-1]] + [round(1 - sum(round(x / sum(raw), 6) for x in raw[:-1]), 6)]
+
+
+@st.composite
+def mix_overrides(draw):
+    """dynamic_mix schedule and proportion keys, each valid or invalid."""
+    bad = draw(st.sets(st.sampled_from(["warmup_step", "update_step", "proportions"]), max_size=2))
+    warmup = draw(st.integers(-3, -1)) if "warmup_step" in bad else draw(st.integers(0, 1))
+    update = draw(st.integers(-2, 0)) if "update_step" in bad else 1
+    if "proportions" in bad:
+        kind = draw(st.sampled_from(["length", "negative", "sum"]))
+        props = {"length": [0.5, 0.5], "negative": [0.6, 0.6, -0.2, 0.0, 0.0], "sum": [0.3] * 5}[kind]
+    else:
+        props = _simplex(draw, 5)
+    args = [f"trainer.warmup_step={warmup}", f"trainer.update_step={update}",
+            f"trainer.update_times={max(1, 2 - max(warmup, 0))}", "trainer.mixture_sample_rule=mixture",
+            f"trainer.init_mixture_proportions=[{','.join(map(str, props))}]"]
+    keys = {"warmup_step": "trainer.warmup_step", "update_step": "trainer.update_step",
+            "proportions": "trainer.init_mixture_proportions"}
+    return args, {keys[b] for b in bad}
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=mix_overrides())
+def test_mix_schedule_and_proportions_fail_by_name_or_train(compose, case):
+    args, bad = case
+    cfg = compose(*SMALL, "trainer=dynamic_mix", "component=odm", *args)
+    with tempfile.TemporaryDirectory() as run_dir:
+        if bad:
+            with pytest.raises((ValueError, ValidationError)) as err:
+                validate(cfg)
+                run(cfg, run_dir)  # some checks need the data's domains
+            assert any(k in str(err.value) for k in bad), (args, str(err.value))
+            return
+        summary = run(cfg, run_dir)
+    assert summary["steps"] == 2
