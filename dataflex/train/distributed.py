@@ -10,12 +10,20 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _comm_device(tensor: torch.Tensor) -> torch.device:
+    """NCCL only moves CUDA tensors: signals kept on the CPU travel through the current GPU."""
+    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum across ranks (returns a new tensor; the input is left untouched)."""
-    out = tensor.detach().clone()
-    if is_distributed():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    """Sum across ranks (returns a new tensor on the input's device; the input is left untouched)."""
+    if not is_distributed():
+        return tensor.detach().clone()
+    out = tensor.detach().to(_comm_device(tensor), copy=True)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(tensor.device)
 
 
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
@@ -23,6 +31,7 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor.detach().clone()
     world = dist.get_world_size()
+    home, tensor = tensor.device, tensor.detach().to(_comm_device(tensor))
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
@@ -31,7 +40,7 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     padded[: tensor.shape[0]] = tensor.detach()
     chunks = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(chunks, padded)
-    return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
+    return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)]).to(home)
 
 
 def broadcast_object(obj, src: int = 0):

@@ -94,12 +94,13 @@ class TrainingLoop:
 
     def _non_finite(self, ctx: StepContext) -> bool:
         """True when some sample's loss is NaN/inf on any rank and the policy is to skip the step; raises
-        (naming the step and sample ids) when the policy is `stop`."""
-        gathered = ctx.gathered()
-        bad = ~torch.isfinite(gathered["token_sum"])
-        if not bad.any():
+        (naming the step and sample ids) when the policy is `stop`. One scalar all-reduce per step; the
+        per-sample gather happens only when something is wrong."""
+        local_bad = (~torch.isfinite(torch.cat(ctx.token_sum))).any()
+        if not int(all_reduce_sum(local_bad.to(torch.int64))):
             return False
-        ids = gathered["sample_ids"][bad].tolist()
+        gathered = ctx.gathered()
+        ids = gathered["sample_ids"][~torch.isfinite(gathered["token_sum"])].tolist()
         if self.args.nan_policy == "stop":
             raise FloatingPointError(f"non-finite loss at step {ctx.step} for sample ids {ids[:20]}; inspect those "
                                      "samples, lower trainer.learning_rate, or set trainer.nan_policy=skip_step.")
