@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import FAST
 from dataflex.train.checkpoint import from_safe, rng_state, set_rng_state, to_safe
+
+from helpers import FAST
 
 
 def test_safe_roundtrip_keeps_numpy_types():
