@@ -112,8 +112,20 @@ def test_dist_options_compose_and_validate(compose, option, strategy):
 def test_fsdp_config_builds_the_accelerate_plugin():
     from dataflex.config.dist import DistConfig, accelerator_plugins
 
-    plugin = accelerator_plugins(DistConfig(strategy="fsdp"), max_grad_norm=1.0, grad_accum=2)["fsdp_plugin"]
+    plugin = accelerator_plugins(DistConfig(strategy="fsdp"), max_grad_norm=1.0)["fsdp_plugin"]
     assert "FULL_SHARD" in str(plugin.sharding_strategy)
+
+
+def test_deepspeed_plugin_carries_the_micro_batch_and_no_clipping_when_off():
+    """Without them accelerate's `prepare` refuses (no dataloader to read the batch size from) and clips at 1.0."""
+    from dataflex.config.dist import DistConfig, accelerator_plugins
+
+    plugin = accelerator_plugins(DistConfig(strategy="deepspeed", zero_stage=3), max_grad_norm=0.0,
+                                 micro_batch_size=4)["deepspeed_plugin"]
+    ds = plugin.deepspeed_config
+    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_clipping"] == 0.0
+    assert ds["gradient_accumulation_steps"] == 1  # the loop accumulates; DeepSpeed must not divide again
+    assert ds["zero_optimization"]["stage"] == 3
 
 
 def test_bad_dist_values_name_the_key(compose):

@@ -39,8 +39,12 @@ class DistConfig:
             raise ValueError(f"dist.fsdp_sharding_strategy={self.fsdp_sharding_strategy!r} is unknown.")
 
 
-def accelerator_plugins(dist: DistConfig | None, max_grad_norm: float, grad_accum: int) -> dict:
-    """Keyword arguments for `accelerate.Accelerator` that realise `dist` (empty for ddp)."""
+def accelerator_plugins(dist: DistConfig | None, max_grad_norm: float, micro_batch_size: int = 1) -> dict:
+    """Keyword arguments for `accelerate.Accelerator` that realise `dist` (empty for ddp).
+
+    DeepSpeed gets the micro-batch size and the clipping norm written into its config: our loop prepares no
+    dataloader for accelerate to read the batch size from (`prepare` refuses without one), and an unset
+    norm becomes accelerate's default 1.0 even for `max_grad_norm=0` (no clipping)."""
     if dist is None or dist.strategy == "ddp":
         return {}
     if dist.strategy == "deepspeed":
@@ -48,10 +52,15 @@ def accelerator_plugins(dist: DistConfig | None, max_grad_norm: float, grad_accu
             from accelerate.utils import DeepSpeedPlugin
         except ImportError as err:  # pragma: no cover - depends on accelerate's build
             raise ImportError("dist=deepspeed_* needs DeepSpeed: pip install deepspeed") from err
-        return {"deepspeed_plugin": DeepSpeedPlugin(
-            zero_stage=dist.zero_stage, gradient_accumulation_steps=grad_accum,
-            gradient_clipping=max_grad_norm or None, offload_optimizer_device=dist.offload_optimizer_device,
-            offload_param_device=dist.offload_param_device, zero3_save_16bit_model=dist.zero3_save_16bit_model)}
+        # gradient_accumulation_steps=1: the loop accumulates itself (each micro-batch's loss is already
+        # normalised by the global batch, and it marks the boundary); DeepSpeed would divide the loss again.
+        plugin = DeepSpeedPlugin(
+            zero_stage=dist.zero_stage, gradient_accumulation_steps=1,
+            offload_optimizer_device=dist.offload_optimizer_device, offload_param_device=dist.offload_param_device,
+            zero3_save_16bit_model=dist.zero3_save_16bit_model)
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        plugin.deepspeed_config["gradient_clipping"] = float(max_grad_norm or 0.0)
+        return {"deepspeed_plugin": plugin}
     from accelerate.utils import FullyShardedDataParallelPlugin
 
     return {"fsdp_plugin": FullyShardedDataParallelPlugin(

@@ -22,20 +22,28 @@ def eval_rows(domain_ids: np.ndarray, max_per_domain: int | None) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(model, data, *, batch_size: int, pad_token_id: int, device: torch.device, rank: int = 0,
-             world_size: int = 1, max_per_domain: int | None = None) -> dict[str, float]:
+             world_size: int = 1, max_per_domain: int | None = None, lockstep: bool = False) -> dict[str, float]:
+    """`lockstep`: every rank runs as many batches as the rank with the most rows (DeepSpeed ZeRO-3, where each
+    forward gathers the weights from all ranks); the extra rows are computed and left out."""
     was_training = model.training
     model.eval()
     n_domains = len(data.domain_names)
     sums = torch.zeros(n_domains, dtype=torch.float64)
     counts = torch.zeros(n_domains, dtype=torch.float64)
-    rows = eval_rows(data.domain_ids, max_per_domain)[rank::world_size]
+    all_rows = eval_rows(data.domain_ids, max_per_domain)
+    rows = all_rows[rank::world_size]
+    longest = -(-len(all_rows) // world_size)
+    keep = len(rows)
+    if lockstep and keep < longest:
+        rows = np.concatenate([rows, all_rows[:longest - keep]])
     for start in range(0, len(rows), batch_size):
         batch = collate([data[i] for i in rows[start : start + batch_size]], pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
         losses = per_sample_losses(logits, batch["labels"].to(device))
-        domains = batch["domain_ids"]
-        sums.index_add_(0, domains, losses.token_sum.double().cpu())
-        counts.index_add_(0, domains, losses.token_count.double().cpu())
+        used = slice(0, max(0, min(len(batch["domain_ids"]), keep - start)))  # not the lockstep extras
+        domains = batch["domain_ids"][used]
+        sums.index_add_(0, domains, losses.token_sum[used].double().cpu())
+        counts.index_add_(0, domains, losses.token_count[used].double().cpu())
     sums, counts = all_reduce_sum(sums.to(device)).cpu(), all_reduce_sum(counts.to(device)).cpu()
     model.train(was_training)
     total = float(sums.sum() / counts.sum().clamp(min=1))

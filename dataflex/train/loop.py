@@ -40,8 +40,22 @@ def build_accelerator(args, dist=None):
     if args.bf16 and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError("trainer.bf16=true but this GPU has no bfloat16 support; use trainer.fp16=true.")
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-    plugins = accelerator_plugins(dist, args.max_grad_norm, args.gradient_accumulation_steps)
-    return Accelerator(mixed_precision=precision, cpu=not cuda, **plugins)
+    plugins = accelerator_plugins(dist, args.max_grad_norm, micro_batch_size=args.per_device_train_batch_size)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda, **plugins)
+    check_strategy(accelerator, dist)
+    return accelerator
+
+
+def check_strategy(accelerator, dist) -> None:
+    """accelerate drops a DeepSpeed/FSDP plugin without a word when it cannot use it (on a CPU it trains plain
+    data parallel instead): refuse rather than run something other than what was asked for."""
+    wanted = {"deepspeed": "DEEPSPEED", "fsdp": "FSDP"}.get(dist.strategy if dist is not None else "ddp")
+    if wanted is None or accelerator.distributed_type.name == wanted:
+        return
+    why = ("accelerate runs DeepSpeed and FSDP only on GPUs; on a CPU it falls back to plain data parallel"
+           if accelerator.device.type == "cpu" else "FSDP needs launcher.nproc_per_node >= 2")
+    raise RuntimeError(f"dist.strategy={dist.strategy} was asked for, but accelerate set up "
+                       f"{accelerator.distributed_type.value} ({why}). Use dist=ddp here.")
 
 
 class TrainingLoop:
@@ -66,6 +80,13 @@ class TrainingLoop:
     def global_batch_size(self) -> int:
         return self.per_rank_batch * self.world_size
 
+    @property
+    def zero_stage(self) -> int:
+        """DeepSpeed's ZeRO stage; 0 without DeepSpeed."""
+        if self.accelerator.distributed_type.name != "DEEPSPEED":
+            return 0
+        return int(self.accelerator.state.deepspeed_plugin.zero_stage)
+
     def _micro_batches(self, indices: np.ndarray) -> list[dict[str, torch.Tensor]]:
         local = indices[self.rank * self.per_rank_batch : (self.rank + 1) * self.per_rank_batch]
         size = self.args.per_device_train_batch_size
@@ -85,10 +106,16 @@ class TrainingLoop:
         let the strategy see all losses, then back-propagate each; gradients are averaged over ranks by
         hand because DDP's bucketed sync expects one forward per backward. Costs activation memory for the
         whole per-rank batch instead of one micro-batch."""
+        if len(micro) > 1 and self.zero_stage == 3:
+            raise RuntimeError("dist=deepspeed_zero3 with a trainer that weights the loss over the whole batch "
+                               "(dynamic_weight, DoReMi) needs trainer.gradient_accumulation_steps=1: DeepSpeed ZeRO-3 "
+                               "computes wrong gradients when several forward graphs are back-propagated one after "
+                               "the other. Raise per_device_train_batch_size instead, or use deepspeed_zero2.")
         with self.accelerator.no_sync(model):
             all_losses = [self._forward(model, mb, ctx) for mb in micro]
             self.trainer.before_backward(all_losses, micro, ctx)
-            for losses, mb in zip(all_losses, micro):
+            for k, (losses, mb) in enumerate(zip(all_losses, micro)):
+                self.accelerator.sync_gradients = k == len(micro) - 1  # see _train_step
                 self.accelerator.backward(self.trainer.compute_loss(losses, mb, ctx))
         average_gradients(model)
 
@@ -112,7 +139,8 @@ class TrainingLoop:
             return {}
         return evaluate(model, self.trainer.eval_data, batch_size=self.args.per_device_eval_batch_size,
                         pad_token_id=self.pad_id, device=self.accelerator.device, rank=self.rank,
-                        world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain)
+                        world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain,
+                        lockstep=self.zero_stage == 3)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def _train_step(self, step: int) -> StepContext:
@@ -130,6 +158,9 @@ class TrainingLoop:
         else:
             for k, mb in enumerate(micro):
                 with nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(model):
+                    # Only the last micro-batch is an accumulation boundary: DeepSpeed's engine reduces and
+                    # steps inside `backward` on a boundary (accelerate counts every call as one otherwise).
+                    self.accelerator.sync_gradients = k == len(micro) - 1
                     losses = self._forward(model, mb, ctx)
                     self.accelerator.backward(trainer.compute_loss(losses, mb, ctx))
         ctx.skipped = self._non_finite(ctx)
@@ -164,6 +195,14 @@ class TrainingLoop:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed)
+        if (args.save_steps or args.resume_from_checkpoint) and self.accelerator.distributed_type.name in (
+                "DEEPSPEED", "FSDP"):
+            raise NotImplementedError("checkpoints (trainer.save_steps, trainer.resume_from_checkpoint) are not "
+                                      "supported with dist=deepspeed_*/fsdp yet: the optimizer state (and ZeRO-3/FSDP "
+                                      "weights) are sharded over the ranks. Unset them or use dist=ddp.")
+        if args.nan_policy == "skip_step" and self.zero_stage:
+            raise NotImplementedError("trainer.nan_policy=skip_step cannot skip under DeepSpeed: its engine applies the "
+                                      "update inside backward(), before the loss is checked. Use nan_policy=stop.")
         self.total_steps = trainer.total_steps(self.global_batch_size)
         optimizer = build_optimizer(trainer.model, args)
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
@@ -219,8 +258,11 @@ class TrainingLoop:
         wall = time.perf_counter() - start
         if args.save_final_model:
             self.accelerator.wait_for_everyone()
+            # ZeRO-3: the weights are shards; every rank takes part in gathering them into one state dict.
+            state = self.accelerator.get_state_dict(self.model) if self.zero_stage == 3 else None
             if self.is_main:
-                save_model(trainer.bundle, self.accelerator.unwrap_model(self.model), self.run_dir / "final_model")
+                save_model(trainer.bundle, self.accelerator.unwrap_model(self.model), self.run_dir / "final_model",
+                           state_dict=state)
         summary = {
             "run_dir": str(self.run_dir), "steps": total_steps, "wall_time_s": wall,
             "train_samples_per_s": samples / wall, "train_tokens_per_s": tokens * self.world_size / wall,

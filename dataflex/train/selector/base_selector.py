@@ -45,6 +45,8 @@ class SelectionContext:
     target_domain: str | None = None
     """trainer.target_domain: the default target set of selectors that need one."""
     target_dataset: str | None = None
+    lockstep: bool = False
+    """Every rank must run the same number of forwards (DeepSpeed ZeRO-3: each one gathers the weights)."""
 
 
 class Selector:

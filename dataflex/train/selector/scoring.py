@@ -26,8 +26,12 @@ def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: Sele
     ids = np.asarray(ids, dtype=np.int64)
     if ctx.world_size <= 1:
         return fn(ids).cpu()
-    shard = np.array_split(ids, ctx.world_size)[ctx.rank]
-    out = fn(shard).to(ctx.device)
+    shards = np.array_split(ids, ctx.world_size)
+    shard = shards[ctx.rank]
+    if ctx.lockstep and len(shard) < len(shards[0]):  # as many items (so forwards) as the longest shard
+        out = fn(np.concatenate([shard, ids[:1]]))[:len(shard)].to(ctx.device)
+    else:
+        out = fn(shard).to(ctx.device)
     return all_gather_cat(out).cpu()
 
 

@@ -32,6 +32,15 @@ import torch.nn as nn
 from dataflex.data.processor import collate
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.projection import RandomProjector
+from dataflex.train.signals.zero3 import (
+    full_adam_state,
+    full_numel,
+    full_shape,
+    functional_forward,
+    gathered,
+    param_groups_by_param,
+    unwrap_optimizer,
+)
 
 REDUCTIONS = ("mean", "sum")
 
@@ -42,7 +51,7 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def num_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for _, p in trainable_parameters(model))
+    return sum(full_numel(p) for _, p in trainable_parameters(model))
 
 
 @dataclass
@@ -108,20 +117,21 @@ def _embedding_grad(call: _Call, g: torch.Tensor) -> torch.Tensor:
 
 def _generic_grads(call: _Call, g: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample VJP of one module w.r.t. its own parameters (vmap over the batch)."""
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
 
     module = call.module
-    params = {n: p.detach() for n, p in module.named_parameters(recurse=False) if p.requires_grad}
     batch = g.shape[0]
     batched = tuple(isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch for a in call.args)
 
     def vjp(p, cotangent, *args):
         full = [a.unsqueeze(0) if is_b else a for a, is_b in zip(args, batched)]
-        out = functional_call(module, p, tuple(full), call.kwargs)
+        out = functional_forward(module, p, tuple(full), call.kwargs)
         return (out.float() * cotangent.unsqueeze(0)).sum()
 
     in_dims = (None, 0) + tuple(0 if b else None for b in batched)
-    grads = vmap(grad(vjp), in_dims=in_dims)(params, g.float(), *call.args)
+    with gathered(module.parameters(recurse=False)):  # ZeRO-3: the full weights (a collective)
+        params = {n: p.detach() for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+        grads = vmap(grad(vjp), in_dims=in_dims)(params, g.float(), *call.args)
     return {n: t.float() for n, t in grads.items()}
 
 
@@ -140,6 +150,40 @@ def _forward_losses(model: nn.Module, batch: dict[str, torch.Tensor], device) ->
     return per_sample_losses(logits, batch["labels"].to(device))
 
 
+@dataclass
+class OutputGradients:
+    """What one batched forward + one backward to the module outputs leaves: the recorded module calls,
+    the gradient of the summed per-sample losses w.r.t. each call's output (row b = sample b), and, per
+    trainable parameter (by id), the (call index, attribute) pairs that use it."""
+
+    calls: list[_Call]
+    grads: tuple
+    uses: dict[int, list[tuple[int, str]]]
+    batch_size: int
+
+
+def output_gradients(model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
+                     weights: torch.Tensor | None = None, device=None) -> OutputGradients:
+    """Runs the forward with recording hooks and one `autograd.grad` to the recorded outputs (see the
+    module docstring); the per-sample loss is as in `per_sample_gradient_pieces`."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    device = device if device is not None else next(model.parameters()).device
+    with torch.enable_grad(), _Recorder(model) as rec:
+        losses = _forward_losses(model, batch, device)
+    per = losses.mean if reduction == "mean" else losses.token_sum
+    if weights is not None:
+        per = per * weights.to(per.device, per.dtype)
+    outputs = [c.output for c in rec.calls]
+    grads = torch.autograd.grad(per.sum(), outputs, allow_unused=True) if outputs else ()
+    uses: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for ci, call in enumerate(rec.calls):
+        for attr, p in call.module.named_parameters(recurse=False):
+            if p.requires_grad and grads[ci] is not None:
+                uses[id(p)].append((ci, attr))
+    return OutputGradients(rec.calls, grads, uses, batch["input_ids"].shape[0])
+
+
 def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
                                weights: torch.Tensor | None = None, device=None,
                                params: Sequence[tuple[str, nn.Parameter]] | None = None,
@@ -152,27 +196,14 @@ def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor],
     The per-sample loss is the token mean (`reduction="mean"`, as `model(...).loss` of a batch of one) or
     the token sum (`"sum"`, a sequence's negative log-likelihood), times `weights[b]` if given. The model
     is used as it is (call `model.eval()` first to switch dropout off)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     device = device if device is not None else next(model.parameters()).device
     params = list(params) if params is not None else trainable_parameters(model)
-    with torch.enable_grad(), _Recorder(model) as rec:
-        losses = _forward_losses(model, batch, device)
-    per = losses.mean if reduction == "mean" else losses.token_sum
-    if weights is not None:
-        per = per * weights.to(per.device, per.dtype)
-    outputs = [c.output for c in rec.calls]
-    grads = torch.autograd.grad(per.sum(), outputs, allow_unused=True) if outputs else ()
-    batch_size = batch["input_ids"].shape[0]
-    uses: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for ci, call in enumerate(rec.calls):
-        for attr, p in call.module.named_parameters(recurse=False):
-            if p.requires_grad and grads[ci] is not None:
-                uses[id(p)].append((ci, attr))
+    out = output_gradients(model, batch, reduction=reduction, weights=weights, device=device)
+    calls, grads, uses, batch_size = out.calls, out.grads, out.uses, out.batch_size
     for name, p in params:
         found = uses.get(id(p), [])
-        if len(found) == 1 and found[0][1] == "weight" and isinstance(rec.calls[found[0][0]].module, nn.Linear):
-            call, g = rec.calls[found[0][0]], grads[found[0][0]]
+        if len(found) == 1 and found[0][1] == "weight" and isinstance(calls[found[0][0]].module, nn.Linear):
+            call, g = calls[found[0][0]], grads[found[0][0]]
             g = g.reshape(batch_size, -1, g.shape[-1]).float()
             a = call.args[0].reshape(batch_size, -1, call.args[0].shape[-1]).float()
             rows = max(1, max_piece // a.shape[-1])
@@ -182,10 +213,10 @@ def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor],
             continue
         total = None
         for ci, attr in found:
-            piece = _call_param_grad(rec.calls[ci], attr, grads[ci])
+            piece = _call_param_grad(calls[ci], attr, grads[ci])
             total = piece if total is None else total + piece
         if total is None:
-            total = torch.zeros(batch_size, *p.shape, device=device)
+            total = torch.zeros(batch_size, *full_shape(p), device=device)
         yield name, p, 0, total.reshape(batch_size, -1)
 
 
@@ -196,12 +227,12 @@ def per_sample_gradients(model: nn.Module, batch: dict[str, torch.Tensor], **kw)
     current, pieces = None, []
     for name, p, _, piece in per_sample_gradient_pieces(model, batch, **kw):
         if current is not None and current[1] is not p:
-            yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *current[1].shape)
+            yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *full_shape(current[1]))
             pieces = []
         current = (name, p)
         pieces.append(piece)
     if current is not None:
-        yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *current[1].shape)
+        yield current[0], current[1], torch.cat(pieces, dim=1).reshape(-1, *full_shape(current[1]))
 
 
 class AdamPreconditioner:
@@ -213,9 +244,10 @@ class AdamPreconditioner:
     we follow the paper (`bias_correction=True`); pass `bias_correction=False` for the code's variant."""
 
     def __init__(self, optimizer, *, bias_correction: bool = True) -> None:
-        self.optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+        self.optimizer = unwrap_optimizer(optimizer)  # accelerate's AcceleratedOptimizer -> the optimizer
         self.bias_correction = bias_correction
-        self._group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+        self._group = param_groups_by_param(self.optimizer)
+        self._state: tuple = (None, None, None, 0.0)  # (param, exp_avg, exp_avg_sq, step) of the last param
 
     def __call__(self, param: nn.Parameter, g: torch.Tensor, start: int = 0) -> torch.Tensor:
         """`g`: (B, *param.shape) per-sample gradients, or a (B, n) piece starting at flat offset `start`."""
@@ -225,10 +257,9 @@ class AdamPreconditioner:
                              "preconditioner from the optimizer that trains this model.")
         beta1, beta2 = group["betas"]
         eps = group["eps"]
-        state = self.optimizer.state.get(param, {})
-        m = state.get("exp_avg")
-        v = state.get("exp_avg_sq")
-        step = float(state.get("step", 0))
+        if self._state[0] is not param:  # once per parameter, not per piece (a collective under DeepSpeed)
+            self._state = (param, *full_adam_state(self.optimizer, param))
+        _, m, v, step = self._state
         n = g[0].numel()
 
         def moment(t):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from dataflex.train.signals.zero3 import full_numel  # ZeRO-3: the full size, not the shard
+
 BYTES = 4  # features and per-sample gradients are kept in float32
 SAFETY = 0.8  # leave room for the model, optimizer and activations
 
@@ -28,7 +30,7 @@ def gradient_feature_bytes(trainable_params: int, grad_batch_size: int, proj_dim
 
 def check_gradient_feature_memory(model: torch.nn.Module, *, grad_batch_size: int, proj_dim: int, num_features: int,
                                   device: torch.device | str) -> None:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad)
     need = gradient_feature_bytes(trainable, grad_batch_size, proj_dim, num_features)
     available = available_memory_bytes(device)
     if need > SAFETY * available:

@@ -112,7 +112,8 @@ class DynamicSelectTrainer(BaseTrainer):
                 batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
                 eval_batch_size=self.args.per_device_eval_batch_size,
                 rank=loop.rank, world_size=loop.world_size, run_dir=self.run_dir,
-                target_domain=self.args.target_domain, target_dataset=self.args.target_dataset))
+                target_domain=self.args.target_domain, target_dataset=self.args.target_dataset,
+                lockstep=loop.zero_stage == 3))
         return selector
 
     def setup(self, loop) -> None:
