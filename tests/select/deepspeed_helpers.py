@@ -11,6 +11,7 @@ from select_helpers import make_setup
 
 from dataflex.train.selector.scoring import GradientFeatureSpec, gradient_feature_rows
 from dataflex.train.signals.gradients import AdamPreconditioner, collect_gradient_features, gradient_features
+from dataflex.train.signals.kronecker import KroneckerProjector
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.projection import RandomProjector
 
@@ -38,6 +39,7 @@ def _features(model, setup, optimizer, num_params: int, rank: int = 0, world: in
                                            precondition=True),
         "sgd": gradient_features(model, setup.batch(IDS)),
         "adam": gradient_features(model, setup.batch(IDS), preconditioner=AdamPreconditioner(optimizer)),
+        "kronecker": gradient_features(model, setup.batch(IDS), projector=KroneckerProjector(model, 512, seed=1)),
         "projected": collect_gradient_features(model, setup.train, IDS, batch_size=4, pad_token_id=setup.pad,
                                                projector=projector, preconditioner=AdamPreconditioner(optimizer)),
     }

@@ -191,3 +191,14 @@ def test_resumed_run_trains_the_same_ids_as_an_uninterrupted_one(compose, tmp_pa
         assert redone == (step > 4)  # selections before the checkpoint are restored, not redone
         if redone:
             assert _selection(resumed, update)["selected"] == _selection(full, update)["selected"]
+
+
+def test_less_with_kronecker_features_runs_end_to_end(compose, tmp_path):
+    """proj_type=kronecker (SGD features, never formed per sample) selects each phase with LESS scores."""
+    run_dir = _run(compose, tmp_path, "component=less", "component.target_domain=target",
+                   "component.proj_type=kronecker", "component.gradient_type=sgd", "component.proj_dim=256",
+                   "trainer.candidate_pool_size=30")
+    for update in (1, 2):
+        sel = _selection(run_dir, update)
+        assert len(sel["selected"]) == len(set(sel["selected"])) == 3 * 4
+        assert len(sel["scores"]) == 12 and all(-1.0 <= s <= 1.0 for s in sel["scores"])

@@ -163,6 +163,6 @@ def test_zero_features_equal_the_plain_ones(stage, monkeypatch):
     ranks = run_distributed(zero_features, 2, stage, timeout=300)  # a rank out of lockstep would hang
     for rank in ranks:
         assert rank["sharded"] == (stage == 3)
-        for key in ("sgd", "adam", "projected", "less_rows"):
+        for key in ("sgd", "adam", "projected", "less_rows", "kronecker"):
             err = ((rank[key] - plain[key]).norm(dim=1) / plain[key].norm(dim=1)).max()
             assert err < 1e-4, (key, float(err))

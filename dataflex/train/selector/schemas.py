@@ -13,7 +13,10 @@ from omegaconf import MISSING
 
 from dataflex.config.trainer import TrainingArguments
 
-PROJ_TYPES = ("sparse", "rademacher", "gaussian")
+PROJ_TYPES = ("sparse", "rademacher", "gaussian", "kronecker")
+KRONECKER_NEEDS_SGD = ("component.proj_type=kronecker projects per-sample gradients without forming them, which "
+                       "Adam preconditioning (elementwise g^2) needs: set component.gradient_type=sgd, or use "
+                       "component.proj_type=sparse for Adam features.")
 
 
 @dataclass
@@ -173,7 +176,8 @@ class LessSelectorConfig(TargetSelectorConfig):
     _target_: str = "dataflex.train.selector.less_selector.LessSelector"
     proj_dim: int = 2048
     proj_type: str = "sparse"
-    """sparse (count sketch, fast on CPU) | rademacher | gaussian (dense, as TRAK)."""
+    """sparse (count sketch, fast on CPU) | rademacher | gaussian (dense, as TRAK) | kronecker (LoGra: projected
+    without forming per-sample gradients, fastest; needs gradient_type=sgd)."""
     gradient_type: str = "adam"
     """Training-sample features: adam (LESS) | sgd."""
     bias_correction: bool = True
@@ -190,6 +194,8 @@ class LessSelectorConfig(TargetSelectorConfig):
             raise ValueError(f"component.proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}.")
         if self.gradient_type not in ("adam", "sgd"):
             raise ValueError(f"component.gradient_type must be adam or sgd, got {self.gradient_type!r}.")
+        if self.proj_type == "kronecker" and self.gradient_type == "adam":
+            raise ValueError(KRONECKER_NEEDS_SGD)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataflex.train.distributed import all_gather_cat
 from dataflex.train.selector.base_selector import SelectionContext
 from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.signals.gradients import AdamPreconditioner, collect_gradient_features, num_trainable
+from dataflex.train.signals.kronecker import KroneckerProjector
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.projection import PROJECTION_KINDS, RandomProjector
 
@@ -70,9 +71,12 @@ class GradientFeatureSpec:
     """Training features: `adam` (Adam-preconditioned, LESS) or `sgd` (plain gradient)."""
     bias_correction: bool = True
 
-    def projector(self, model) -> RandomProjector:
+    def projector(self, model) -> RandomProjector | KroneckerProjector:
+        if self.proj_type == "kronecker":
+            return KroneckerProjector(model, self.proj_dim, seed=self.seed)
         if self.proj_type not in PROJECTION_KINDS:
-            raise ValueError(f"component.proj_type={self.proj_type!r} is unknown; choose one of {PROJECTION_KINDS}.")
+            raise ValueError(f"component.proj_type={self.proj_type!r} is unknown; choose one of "
+                             f"{PROJECTION_KINDS + ('kronecker',)}.")
         return RandomProjector(num_trainable(model), self.proj_dim, seed=self.seed, kind=self.proj_type)
 
 

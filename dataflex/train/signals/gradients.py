@@ -277,10 +277,16 @@ class AdamPreconditioner:
 
 
 def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
-                      projector: RandomProjector | None = None, preconditioner=None, reduction: str = "mean",
+                      projector: RandomProjector | Any | None = None, preconditioner=None, reduction: str = "mean",
                       weights: torch.Tensor | None = None, device=None) -> torch.Tensor:
     """(B, proj_dim) projected — or (B, P) full, without a projector — per-sample gradient features of a
-    collated batch, optionally Adam-preconditioned. Not normalised."""
+    collated batch, optionally Adam-preconditioned. Not normalised. A `KroneckerProjector` projects without
+    forming the per-sample gradients (signals/kronecker.py)."""
+    if getattr(projector, "kind", None) == "kronecker":
+        if preconditioner is not None:
+            raise ValueError("Kronecker-projected features cannot be Adam-preconditioned (that needs each "
+                             "per-sample gradient squared); use a RandomProjector (proj_type=sparse) for them.")
+        return projector.features(model, batch, reduction=reduction, weights=weights, device=device)
     device = device if device is not None else next(model.parameters()).device
     batch_size = batch["input_ids"].shape[0]
     out = torch.zeros(batch_size, projector.proj_dim, device=device) if projector is not None else None

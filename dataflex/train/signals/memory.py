@@ -29,8 +29,9 @@ def gradient_feature_bytes(trainable_params: int, grad_batch_size: int, proj_dim
 
 
 def check_gradient_feature_memory(model: torch.nn.Module, *, grad_batch_size: int, proj_dim: int, num_features: int,
-                                  device: torch.device | str) -> None:
-    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad)
+                                  device: torch.device | str, forms_per_sample_gradients: bool = True) -> None:
+    """`forms_per_sample_gradients=False` (Kronecker projection) leaves only the features to hold."""
+    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad) if forms_per_sample_gradients else 0
     need = gradient_feature_bytes(trainable, grad_batch_size, proj_dim, num_features)
     available = available_memory_bytes(device)
     if need > SAFETY * available:

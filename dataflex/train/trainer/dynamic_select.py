@@ -129,7 +129,8 @@ class DynamicSelectTrainer(BaseTrainer):
         if proj_dim:  # a gradient-feature selector: fail now, with the knob to turn, rather than OOM later
             check_gradient_feature_memory(
                 loop.model, grad_batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
-                proj_dim=int(proj_dim), num_features=pool, device=loop.accelerator.device)
+                proj_dim=int(proj_dim), num_features=pool, device=loop.accelerator.device,
+                forms_per_sample_gradients=getattr(self.component_config, "proj_type", None) != "kronecker")
 
     def _first_plan(self) -> None:
         """The warmup samples, or with warmup_step=0 the first selection. Made on the first `next_indices`

@@ -11,6 +11,7 @@ high-water mark above the level after loading model and data. Methods:
 - loop:    per-sample gradients by one forward + autograd.grad per sample (batch size 1), flattened
 - batched: per-sample gradients of the whole batch from one forward + one backward (dataflex.train.signals)
 - batched+sparse8192 / batched+rademacher512: the same, projected on the fly (LESS-style features)
+- kronecker8192: Kronecker-factored projection (budget 8192) without forming the per-sample gradients
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ["plain", "loop", "batched", "batched+sparse8192", "batched+rademacher512"]
+METHODS = ["plain", "loop", "batched", "batched+sparse8192", "batched+rademacher512", "kronecker8192"]
 
 
 def _rss_kb(field: str) -> int:
@@ -42,6 +43,7 @@ def _setup(finetuning: str, batch_size: int, threads: int):
     from dataflex.data.processor import TokenizedData, collate
     from dataflex.models.tiny import build_tiny_model
     from dataflex.train.signals.gradients import gradient_features, num_trainable, trainable_parameters
+    from dataflex.train.signals.kronecker import KroneckerProjector
     from dataflex.train.signals.losses import per_sample_losses
     from dataflex.train.signals.projection import RandomProjector
 
@@ -69,10 +71,12 @@ def _setup(finetuning: str, batch_size: int, threads: int):
         return torch.stack(rows)
 
     sparse = RandomProjector(dim, 8192, kind="sparse")
+    kronecker = KroneckerProjector(model, 8192)
     dense = RandomProjector(dim, 512, kind="rademacher")
     fns = {"plain": plain, "loop": loop, "batched": lambda: gradient_features(model, batch),
            "batched+sparse8192": lambda: gradient_features(model, batch, projector=sparse),
-           "batched+rademacher512": lambda: gradient_features(model, batch, projector=dense)}
+           "batched+rademacher512": lambda: gradient_features(model, batch, projector=dense),
+           "kronecker8192": lambda: kronecker.features(model, batch)}
     return fns, dim
 
 
