@@ -1,10 +1,12 @@
 """Table and plot of a `dataflex-run -m experiment=mixing_study` sweep.
 
     python experiments/mixing/summarize.py multirun_outputs/<date>/<time> [--out experiments/mixing] [--extra RUN_DIR ...]
+    python experiments/mixing/summarize.py SWEEP_SEED42 SWEEP_SEED43 ... --seeds-only   # the seed table only
 
 Per method: final eval loss per domain, their unweighted average and the worst domain, the mixture in
 force at the end (its weight on `noise`) and the mixture averaged over the training steps. Writes
-results.json and mixing_study.png into --out and prints the markdown table.
+results.json and mixing_study.png into --out and prints the markdown table. Given several sweeps (one per
+seed), it also prints mean ± std over the seeds and writes results_seeds.json.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("uniform", "stratified", "random", "odm", "doremi_proxy", "doremi")
+METHODS = ("uniform", "stratified", "random", "odm", "odm_progress", "doremi_proxy", "doremi")
 
 
 def mixture_per_step(history: dict, total: int) -> np.ndarray:
@@ -59,6 +61,27 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(per_seed: list[dict[str, dict]]) -> tuple[str, dict]:
+    """Mean ± std over seeds of each method's eval losses, average, worst-domain loss and noise weight."""
+    methods = [m for m in per_seed[0] if all(m in rows for rows in per_seed)]
+    names = per_seed[0][methods[0]]["domains"]
+    head = ("| method | " + " | ".join(f"eval {d}" for d in names)
+            + " | average | worst-domain loss | noise: final | noise: mean | seeds |")
+    lines, out = [head, "|---" * (len(names) + 6) + "|"], {}
+    for m in methods:
+        runs = [rows[m] for rows in per_seed]
+        stats = {f"eval_{d}": [r["eval_loss"][d] for r in runs] for d in names}
+        stats["average"] = [r["average"] for r in runs]
+        stats["worst_loss"] = [r["eval_loss"][r["worst"]] for r in runs]
+        stats["noise_final"] = [r["final_mixture"]["noise"] for r in runs]
+        stats["noise_mean"] = [r["mean_mixture"]["noise"] for r in runs]
+        out[m] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in stats.items()}
+        cell = {k: f"{np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in stats.items()}
+        lines.append(f"| {m} | " + " | ".join(cell[f"eval_{d}"] for d in names) + f" | {cell['average']} | "
+                     f"{cell['worst_loss']} | {cell['noise_final']} | {cell['noise_mean']} | {len(runs)} |")
+    return "\n".join(lines), out
+
+
 def plot(rows: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -68,6 +91,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     names = next(iter(rows.values()))["domains"]
     panels = [("random", "random: mixture in force", "per_step_mixture"),
               ("odm", "ODM: mixture in force", "per_step_mixture"),
+              ("odm_progress", "ODM, learning-progress reward", "per_step_mixture"),
               ("doremi_proxy", "DoReMi step 2: running average of alpha", "alpha_average_per_step")]
     panels = [p for p in panels if p[0] in rows and rows[p[0]].get(p[2])]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 4))
@@ -94,11 +118,20 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sweep_dir", type=Path)
+    p.add_argument("sweep_dirs", type=Path, nargs="+", help="one sweep, or one per seed (the first is plotted)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     p.add_argument("--extra", type=Path, nargs="*", default=[], help="more run dirs (rows named by folder)")
+    p.add_argument("--seeds-only", action="store_true", help="only the mean ± std table over the given sweeps")
     args = p.parse_args()
-    rows = {m: load(args.sweep_dir / m) for m in METHODS if (args.sweep_dir / m / "summary.json").is_file()}
+    per_seed = [{m: load(d / m) for m in METHODS if (d / m / "summary.json").is_file()} for d in args.sweep_dirs]
+    if len(per_seed) > 1:
+        text, stats = seed_table(per_seed)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results_seeds.json").write_text(json.dumps(stats, indent=2))
+        print(text + "\n")
+    if args.seeds_only:
+        return
+    rows = per_seed[0]
     rows.update({d.name: load(d) for d in args.extra})
     args.out.mkdir(parents=True, exist_ok=True)
     slim = {m: {k: v for k, v in r.items() if k not in ("per_step_mixture", "alpha_average_per_step")}

@@ -99,7 +99,7 @@ def test_mixing_study_sweep_scaled_down(cli, tmp_path):
         path.write_text(text)
     cli("-cp", str(conf), "-cn", "config", "-m", "experiment=mixing_study", *FAST_MIX, timeout=1200)
     sweep = next((tmp_path / "multirun_outputs").glob("*/*"))
-    for method in ("uniform", "stratified", "random", "odm", "doremi_proxy", "doremi"):
+    for method in ("uniform", "stratified", "random", "odm", "odm_progress", "doremi_proxy", "doremi"):
         assert (sweep / method / "summary.json").is_file(), method
     weights = json.loads((sweep / "doremi_proxy" / "doremi_weights.json").read_text())
     doremi = json.loads((sweep / "doremi" / "mixture_history.json").read_text())

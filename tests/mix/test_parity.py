@@ -132,18 +132,55 @@ def test_odm_every_parameter_changes_the_result():
     def run(**kw):
         mixer = OdmMixer(manager(names=NAMES3), **kw)
         for step in range(1, 30):
-            mixer.observe(stats(step, [2.0, 1.0, 3.0]))
+            mixer.observe(stats(step, [2.0 * 0.9 ** step, 1.0 + 0.5 * 0.8 ** step, 3.0]))  # learning a and b
         return mixer.mix(None, 30)
 
     base = run()
     for kw in ({"alpha": 0.5}, {"reward_scale": 0.1}, {"min_exploration_rate": 0.25}):
         assert not np.allclose(run(**kw), base), kw
+    progress = run(reward="learning_progress")
+    assert not np.allclose(progress, base)
+    for kw in ({"progress_fast": 0.5}, {"progress_slow": 0.999}):
+        assert not np.allclose(run(reward="learning_progress", **kw), progress), kw
 
 
 def test_odm_reward_goes_to_each_domains_own_loss():
     mixer = OdmMixer(manager(names=NAMES3), alpha=0.0)
     mixer.observe(stats(1, [1.0, 2.0, 4.0]))
     np.testing.assert_allclose(mixer.estimated_reward, [3.0, 6.0, 12.0])  # r_i / (1/3), alpha=0
+
+
+def test_odm_learning_progress_reward_on_fixed_numbers():
+    # fast beta 0.5, slow beta 0.75, alpha 0 (R = r / pi), pi uniform (1/3)
+    mixer = OdmMixer(manager(names=NAMES3), alpha=0.0, reward="learning_progress", progress_fast=0.5,
+                     progress_slow=0.75)
+    mixer.observe(stats(1, [4.0, 2.0, 1.0]))  # the first loss starts both averages: no progress yet
+    np.testing.assert_allclose(mixer.estimated_reward, [0.0, 0.0, 0.0])
+    mixer.observe(stats(2, [2.0, 2.0, 3.0]))
+    # fast = [3, 2, 2], slow = [3.5, 2, 1.5] -> progress [0.5, 0, -0.5] / 0.5 = [1, 0, -1] -> R = 3 r
+    np.testing.assert_allclose(mixer.loss_fast, [3.0, 2.0, 2.0])
+    np.testing.assert_allclose(mixer.loss_slow, [3.5, 2.0, 1.5])
+    np.testing.assert_allclose(mixer.estimated_reward, [3.0, 0.0, -3.0])
+    mixer.observe(stats(3, [2.0, 2.0, 9.0], present=[True, True, False]))
+    # a: fast 2.5, slow 3.125 -> progress 0.625 = the largest among the present -> r_a = 1; c is absent: kept
+    np.testing.assert_allclose(mixer.loss_fast, [2.5, 2.0, 2.0])
+    np.testing.assert_allclose(mixer.loss_slow, [3.125, 2.0, 1.5])
+    np.testing.assert_allclose(mixer.estimated_reward, [3.0, 0.0, -3.0])
+    np.testing.assert_allclose(mixer.last_reward, [1.0, 0.0, np.nan])
+
+
+def test_odm_learning_progress_starves_a_flat_loss_domain():
+    """A domain whose loss never falls (noise) ends below its uniform share; with the loss reward it would
+    end above it, because its loss is the highest."""
+    def final_noise_weight(reward: str) -> float:
+        mixer = OdmMixer(manager(names=NAMES3), reward=reward)
+        for step in range(1, 301):
+            learnable = 3.0 * np.exp(-step / 100)
+            mixer.observe(stats(step, [learnable, learnable + 0.5, 3.5]))
+            mixer.mixture_manager.set_proportions(mixer.mix(None, step))
+        return float(mixer.mixture_manager.proportions[2])
+
+    assert final_noise_weight("learning_progress") < 1 / 3 < final_noise_weight("loss")
 
 
 def test_exp3_policy_is_a_distribution():

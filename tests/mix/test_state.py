@@ -46,10 +46,11 @@ def run_updates(mixer, first: int, last: int, model=None) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("make", [
     lambda: OdmMixer(manager(), alpha=0.7, reward_scale=0.5, min_exploration_rate=0.01),
+    lambda: OdmMixer(manager(), reward="learning_progress", progress_fast=0.5, progress_slow=0.8),
     lambda: RandomMixer(manager(), seed=5),
     lambda: StaticMixer(manager(), proportions=[0.4, 0.3, 0.1, 0.1, 0.1]),
     lambda: KeepMixer(manager([0.4, 0.3, 0.1, 0.1, 0.1])),
-], ids=["odm", "random", "static", "none"])
+], ids=["odm", "odm_progress", "random", "static", "none"])
 def test_restored_mixer_continues_identically(make):
     running = make()
     run_updates(running, 1, 12)

@@ -15,6 +15,13 @@ its *own* reward (the original DataFlex credited the whole batch's loss to the f
 Rewards are observed at every step (warmup included); `mix` recomputes pi at the trainer's updates, so
 `update_step=1, warmup_step=0` is the paper's per-step algorithm. Every configured parameter is used
 (the original DataFlex ignored two of them).
+
+`reward=learning_progress` (a documented deviation, off by default): the paper's loss reward cannot tell an
+irreducible loss from a learnable one, so Exp3 keeps feeding a pure-noise domain (highest loss, nothing to
+learn). With this option r_i is domain i's learning progress instead — the drop of its training loss, a
+slow minus a fast exponential moving average (betas `progress_slow`, `progress_fast`), the slope signal of
+teacher-student curricula (Matiisen et al. 2017; Graves et al. 2017 use Exp3 with progress rewards too) —
+divided by the largest |progress| of the step so rewards lie in [-1, 1] whatever the loss scale.
 """
 
 from __future__ import annotations
@@ -43,6 +50,28 @@ def exp3_policy(estimated_reward: np.ndarray, t: int, floor: float = 0.0) -> np.
     return (1.0 - k * eps_t) * softmax(eps_prev * np.asarray(estimated_reward, dtype=np.float64)) + eps_t
 
 
+REWARDS = ("loss", "learning_progress")
+
+
+def update_loss_averages(fast: np.ndarray, slow: np.ndarray, loss: np.ndarray, present: np.ndarray,
+                         beta_fast: float, beta_slow: float) -> tuple[np.ndarray, np.ndarray]:
+    """EMAs of each domain's training loss over the steps it was present; a domain's first loss starts both."""
+    fast, slow = fast.copy(), slow.copy()
+    first = present & np.isnan(fast)
+    fast[first] = slow[first] = loss[first]
+    seen = present & ~first
+    fast[seen] = beta_fast * fast[seen] + (1 - beta_fast) * loss[seen]
+    slow[seen] = beta_slow * slow[seen] + (1 - beta_slow) * loss[seen]
+    return fast, slow
+
+
+def normalised_progress(fast: np.ndarray, slow: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(slow - fast) / max |slow - fast| over the present domains: > 0 where the loss is falling."""
+    progress = np.nan_to_num(slow - fast)
+    top = float(np.abs(progress[present]).max()) if present.any() else 0.0
+    return progress / top if top > 0 else np.zeros_like(progress)
+
+
 def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray,
                            observed: np.ndarray, alpha: float) -> np.ndarray:
     """R_i <- alpha R_i + (1 - alpha) r_i / pi_i for the observed domains; the others keep their estimate."""
@@ -55,20 +84,33 @@ def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi
 @register_mixer("odm")
 class OdmMixer(Mixer):
     def __init__(self, mixture_manager: MixtureManager, alpha: float = 0.9, reward_scale: float = 1.0,
-                 min_exploration_rate: float = 0.0) -> None:
+                 min_exploration_rate: float = 0.0, reward: str = "loss", progress_fast: float = 0.9,
+                 progress_slow: float = 0.99) -> None:
         super().__init__(mixture_manager)
         k = len(mixture_manager.names)
+        if reward not in REWARDS:
+            raise ValueError(f"component.reward={reward!r} is unknown; choose one of {REWARDS}.")
         if min_exploration_rate > 1.0 / k:
             raise ValueError(f"component.min_exploration_rate={min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
                              f"for K={k} domains {mixture_manager.names}; the policy would not be a distribution.")
         self.alpha = float(alpha)
         self.reward_scale = float(reward_scale)
         self.min_exploration_rate = float(min_exploration_rate)
+        self.reward, self.progress_fast, self.progress_slow = reward, float(progress_fast), float(progress_slow)
         self.estimated_reward = np.zeros(k)
         self.last_reward = np.full(k, np.nan)
+        self.loss_fast = np.full(k, np.nan)  # learning_progress only
+        self.loss_slow = np.full(k, np.nan)
 
     def observe(self, stats: DomainStats) -> None:
-        rewards = self.reward_scale * np.nan_to_num(stats.loss, nan=0.0)
+        if self.reward == "loss":
+            raw = np.nan_to_num(stats.loss, nan=0.0)
+        else:
+            self.loss_fast, self.loss_slow = update_loss_averages(
+                self.loss_fast, self.loss_slow, np.nan_to_num(stats.loss, nan=0.0), stats.present,
+                self.progress_fast, self.progress_slow)
+            raw = normalised_progress(self.loss_fast, self.loss_slow, stats.present)
+        rewards = self.reward_scale * raw
         self.estimated_reward = smoothed_reward_update(self.estimated_reward, rewards,
                                                        self.mixture_manager.proportions, stats.present, self.alpha)
         self.last_reward = np.where(stats.present, rewards, np.nan)

@@ -194,8 +194,20 @@ class OdmMixerConfig:
     """Rewards are the domain's token-mean training loss times this (the authors' code divides by 10)."""
     min_exploration_rate: float = 0.0
     """Floor on the exploration rate eps_t = min(1/K, sqrt(ln K / (K t))); must be <= 1/K."""
+    reward: str = "loss"
+    """loss (the paper) | learning_progress (documented deviation: the drop of the domain's loss, so an
+    irreducible-loss domain earns nothing; see dataflex/train/mixer/odm.py)."""
+    progress_fast: float = 0.9
+    """learning_progress: beta of the fast moving average of each domain's loss."""
+    progress_slow: float = 0.99
+    """learning_progress: beta of the slow moving average (must exceed progress_fast)."""
 
     def __post_init__(self) -> None:
+        if self.reward not in ("loss", "learning_progress"):
+            raise ValueError(f"component.reward must be loss or learning_progress, got {self.reward!r}.")
+        if not 0.0 <= self.progress_fast < self.progress_slow < 1.0:
+            raise ValueError("component.progress_fast and component.progress_slow must satisfy 0 <= fast < slow < 1, "
+                             f"got {self.progress_fast} and {self.progress_slow}.")
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"component.alpha must be in [0, 1), got {self.alpha}.")
         if self.reward_scale <= 0:
