@@ -64,6 +64,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
+        import torch  # (here, not at import time: the CLI's completion and --cfg paths stay light)
+
+        # trainer.seed also fixes what the model build draws from the global RNG (LoRA adapters of a hub model)
+        torch.manual_seed(int(cfg.trainer.seed))
         bundle = instantiate(cfg.model)
         data_kwargs = dict(tokenizer=bundle.tokenizer, cutoff_len=data_cfg.cutoff_len, mode=data_cfg.mode,
                            template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt)

@@ -28,6 +28,19 @@ def test_tiny_init_is_seeded():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
+def test_lora_adapters_are_seeded_too():
+    """The adapters' random init comes from the model seed, not from whatever the global RNG holds."""
+    first = build_tiny_model(finetuning_type="lora", **SMALL_MODEL).model
+    torch.manual_seed(1234)
+    second = build_tiny_model(finetuning_type="lora", **SMALL_MODEL).model
+    adapters = [(n, p) for n, p in first.named_parameters() if "lora_A" in n]
+    assert adapters and any(p.abs().sum() > 0 for _, p in adapters)
+    other = dict(second.named_parameters())
+    assert all(torch.equal(p, other[n]) for n, p in adapters)
+    reseeded = build_tiny_model(finetuning_type="lora", seed=1, **SMALL_MODEL).model
+    assert not torch.equal(adapters[0][1], dict(reseeded.named_parameters())[adapters[0][0]])
+
+
 def test_hf_loads_a_local_model_folder(tmp_path):
     tiny = build_tiny_model(**SMALL_MODEL)
     tiny.model.save_pretrained(tmp_path)

@@ -37,11 +37,11 @@ def build_tiny_model(*, tokenizer_path: str | None = None, hidden_size: int = 19
 
 
 def build_from_config(model_cls, config, tokenizer, seed: int, finetuning_type: str, **finetuning) -> ModelBundle:
-    """Seeded random init of `model_cls(config)` plus fine-tuning; LoRA keeps a copy of the base weights,
-    which have no checkpoint on disk, so the saved adapter can be loaded back."""
+    """Seeded random init of `model_cls(config)` plus fine-tuning (LoRA adapters included); LoRA keeps a copy
+    of the base weights, which have no checkpoint on disk, so the saved adapter can be loaded back."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
-    base = copy.deepcopy(model) if finetuning_type == "lora" else None
-    model = apply_finetuning(model, finetuning_type, **finetuning)
+        base = copy.deepcopy(model) if finetuning_type == "lora" else None
+        model = apply_finetuning(model, finetuning_type, **finetuning)
     return ModelBundle(model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, unsaved_base=base)
