@@ -135,7 +135,9 @@ def _generic_grads(call: _Call, g: torch.Tensor) -> dict[str, torch.Tensor]:
     return {n: t.float() for n, t in grads.items()}
 
 
-def _call_param_grad(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
+def param_grad_of_call(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
+    """(B, *shape) per-sample gradient of the module's own parameter `attr` from one recorded call, given
+    the gradient `g` of that call's output."""
     if isinstance(call.module, nn.Linear):
         return _linear_grad(call, attr, g)
     if isinstance(call.module, nn.Embedding):
@@ -213,7 +215,7 @@ def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor],
             continue
         total = None
         for ci, attr in found:
-            piece = _call_param_grad(calls[ci], attr, grads[ci])
+            piece = param_grad_of_call(calls[ci], attr, grads[ci])
             total = piece if total is None else total + piece
         if total is None:
             total = torch.zeros(batch_size, *full_shape(p), device=device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dataflex.train.signals.gradients import _call_param_grad, output_gradients, trainable_parameters
+from dataflex.train.signals.gradients import output_gradients, param_grad_of_call, trainable_parameters
 from dataflex.train.signals.zero3 import full_numel, full_shape
 
 
@@ -39,7 +39,7 @@ def _factor(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor | 
 
 def _apply(factor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """x (..., n) -> (..., k): x @ factor^T, or x itself for the identity."""
-    return x if factor is None else x @ factor.to(x.device).T
+    return x if factor is None else x @ factor.T
 
 
 def _project_matrix(full: torch.Tensor, r_out: torch.Tensor | None, r_in: torch.Tensor | None) -> torch.Tensor:
@@ -79,6 +79,14 @@ class KroneckerProjector:
             self.offsets[id(p)] = (offset, size)
             offset += size
         self.proj_dim = offset
+        self._device = torch.device("cpu")
+
+    def _to(self, device: torch.device) -> None:
+        """Keeps the factors on the device of use (moved once, not at every call)."""
+        if device != self._device:
+            self.factors = {i: tuple(None if f is None else f.to(device) for f in pair)
+                            for i, pair in self.factors.items()}
+            self._device = device
 
     def _matrix_block(self, p: nn.Parameter, call, attr: str, g: torch.Tensor) -> torch.Tensor:
         """(B, k_out, k_in) projected per-sample gradient of matrix `p` from one module call."""
@@ -97,17 +105,18 @@ class KroneckerProjector:
         if isinstance(module, nn.Embedding) and not (module.scale_grad_by_freq or module.sparse):
             ids = call.args[0].reshape(batch, -1)
             rows = (torch.nn.functional.one_hot(ids, module.num_embeddings).float() if r_out is None
-                    else r_out.to(g.device).T[ids])  # (B, T, k_out): R_out times the one-hot of each token
+                    else r_out.T[ids])  # (B, T, k_out): R_out times the one-hot of each token
             if module.padding_idx is not None:
                 rows = rows * (ids != module.padding_idx).unsqueeze(-1)
             return torch.bmm(rows.transpose(1, 2), _apply(r_in, g))
-        return _project_matrix(_call_param_grad(call, attr, raw), r_out, r_in)  # any other module
+        return _project_matrix(param_grad_of_call(call, attr, raw), r_out, r_in)  # any other module
 
     def features(self, model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
                  weights: torch.Tensor | None = None, device=None) -> torch.Tensor:
         """(B, proj_dim) projected per-sample gradient features of a collated batch (not normalised)."""
         out = output_gradients(model, batch, reduction=reduction, weights=weights, device=device)
-        device = device if device is not None else next(model.parameters()).device
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        self._to(device)
         result = torch.zeros(out.batch_size, self.proj_dim, device=device)
         for _, p in self.params:
             offset, size = self.offsets[id(p)]
@@ -116,6 +125,6 @@ class KroneckerProjector:
                 if self._is_matrix[id(p)]:
                     block = self._matrix_block(p, call, attr, g)
                 else:
-                    block = _apply(self.factors[id(p)][1], _call_param_grad(call, attr, g).reshape(out.batch_size, -1))
+                    block = _apply(self.factors[id(p)][1], param_grad_of_call(call, attr, g).reshape(out.batch_size, -1))
                 result[:, offset:offset + size] += block.reshape(out.batch_size, -1)
         return result
