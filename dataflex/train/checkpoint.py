@@ -3,9 +3,12 @@ trainer's state (sampler position, component state), written atomically.
 
 Layout of `checkpoint-<step>/`: the model as `save_pretrained` writes it (a peft adapter for LoRA), the
 tokenizer, `training_state.pt` (optimizer, scheduler, step, trainer state), `rng_state_<rank>.pt`, and
-`trainer_state.json`. Everything is written into `checkpoint-<step>.tmp/` first and renamed when complete,
-so a kill during a save leaves the previous checkpoint intact; `.tmp` folders are never resumed from.
-Loading uses `torch.load(weights_only=True)`: numpy arrays are stored as tagged tensors, not pickles.
+`trainer_state.json`. Under DeepSpeed the optimizer is not in `training_state.pt`: every rank's model and
+optimizer shards are in `deepspeed/`, written and read by the engine (the HF-format model is still written,
+gathered under ZeRO-3, so plain transformers can load a checkpoint). Everything is written into
+`checkpoint-<step>.tmp/` first and renamed when complete, so a kill during a save leaves the previous
+checkpoint intact; `.tmp` folders are never resumed from. Our files load with `torch.load(weights_only=True)`
+(numpy arrays are stored as tagged tensors, not pickles); DeepSpeed loads its shard files as pickles.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataflex.train.saving import save_model
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _ND = "__ndarray__"
+DEEPSPEED_TAG = "deepspeed"
+"""Folder (DeepSpeed's checkpoint tag) inside `checkpoint-<step>/` for the engine's model/optimizer shards."""
 
 
 def to_safe(obj: Any) -> Any:
@@ -86,15 +91,41 @@ def resolve_resume(run_dir: Path, value: str | None) -> Path | None:
     return path
 
 
+def deepspeed_engine(loop) -> Any:
+    """The DeepSpeed engine when accelerate runs DeepSpeed (`loop.model` is then a `DeepSpeedEngine` whose
+    weights and optimizer state may be shards), else None."""
+    return loop.model if loop.accelerator.distributed_type.name == "DEEPSPEED" else None
+
+
+def _hf_state_dict(loop, engine) -> tuple[bool, dict | None]:
+    """(write the HF model?, the weights to write). Collective under ZeRO-3, where the live model holds only
+    shards: every rank gathers. Skipped when ZeRO-3 is told not to gather 16-bit weights (the engine's shards
+    still resume the run)."""
+    if engine is None or loop.zero_stage != 3:
+        return True, None
+    if not engine.zero_gather_16bit_weights_on_model_save():
+        return False, None
+    return True, loop.accelerator.get_state_dict(loop.model)
+
+
 def save_checkpoint(loop, path: Path, step: int) -> None:
-    """Collective: every rank calls it; rank 0 writes the shared parts, each rank its RNG state."""
+    """Collective: every rank calls it. Rank 0 writes the shared parts, each rank its RNG state; under DeepSpeed
+    every rank also writes its model/optimizer shards through the engine (into `deepspeed/`)."""
     acc = loop.accelerator
     tmp = path.with_name(path.name + ".tmp")
-    acc.wait_for_everyone()
+    engine = deepspeed_engine(loop)
     if loop.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp)
-        torch.save({"step": step, "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    write_model, weights = _hf_state_dict(loop, engine)
+    if engine is not None:
+        engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
+    if loop.is_main:
+        if write_model:
+            save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights)
+        optimizer = None if engine is not None else loop.optimizer.state_dict()  # the engine saved its shards
+        torch.save({"step": step, "optimizer": optimizer, "scheduler": loop.scheduler.state_dict(),
                     "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval},
                    tmp / "training_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
@@ -139,11 +170,27 @@ def load_model_weights(model, path: Path) -> None:
                            f"unexpected {sorted(unexpected)[:5]}).")
 
 
+def _load_weights_and_optimizer(loop, path: Path, optimizer_state: dict | None) -> None:
+    """Under DeepSpeed the engine restores its own shards (every rank, collectively); our LR scheduler is not
+    the engine's, so its state comes from training_state.pt."""
+    engine = deepspeed_engine(loop)
+    if (engine is not None) != (optimizer_state is None):
+        raise RuntimeError(f"{path} was written {'without' if engine is not None else 'with'} DeepSpeed; resume "
+                           "with the same dist= setting that wrote it.")
+    if engine is None:
+        load_model_weights(loop.accelerator.unwrap_model(loop.model), path)
+        loop.optimizer.load_state_dict(optimizer_state)
+        return
+    loaded, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                       load_lr_scheduler_states=False)
+    if loaded is None:
+        raise FileNotFoundError(f"{path / DEEPSPEED_TAG}: DeepSpeed found no checkpoint to load.")
+
+
 def load_checkpoint(loop, path: Path) -> int:
     """Restores model, optimizer, scheduler, trainer state and this rank's RNG; returns the step."""
-    load_model_weights(loop.accelerator.unwrap_model(loop.model), path)
     state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
-    loop.optimizer.load_state_dict(state["optimizer"])
+    _load_weights_and_optimizer(loop, path, state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])
     loop.trainer.load_state_dict(from_safe(state["trainer"]))
     loop.log_interval = dict(state["log_interval"])

@@ -195,11 +195,10 @@ class TrainingLoop:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed)
-        if (args.save_steps or args.resume_from_checkpoint) and self.accelerator.distributed_type.name in (
-                "DEEPSPEED", "FSDP"):
+        if (args.save_steps or args.resume_from_checkpoint) and self.accelerator.distributed_type.name == "FSDP":
             raise NotImplementedError("checkpoints (trainer.save_steps, trainer.resume_from_checkpoint) are not "
-                                      "supported with dist=deepspeed_*/fsdp yet: the optimizer state (and ZeRO-3/FSDP "
-                                      "weights) are sharded over the ranks. Unset them or use dist=ddp.")
+                                      "supported with dist=fsdp yet: the optimizer state and weights are sharded "
+                                      "over the ranks. Unset them, or use dist=ddp or dist=deepspeed_*.")
         if args.nan_policy == "skip_step" and self.zero_stage:
             raise NotImplementedError("trainer.nan_policy=skip_step cannot skip under DeepSpeed: its engine applies the "
                                       "update inside backward(), before the loss is checked. Use nan_policy=stop.")
