@@ -243,7 +243,9 @@ class AdamPreconditioner:
     m̂ / (sqrt(v̂) + ε). β1, β2, ε come from the parameter's own param group of the live optimizer.
 
     Deviation note: the official LESS code omits the bias correction and puts ε inside the square root;
-    we follow the paper (`bias_correction=True`); pass `bias_correction=False` for the code's variant."""
+    we follow the paper (`bias_correction=True`); pass `bias_correction=False` for the code's variant.
+    It keeps the moments of the parameter it read last (pieces of one parameter arrive in a row), so build
+    one per scoring pass, not across optimizer steps."""
 
     def __init__(self, optimizer, *, bias_correction: bool = True) -> None:
         self.optimizer = unwrap_optimizer(optimizer)  # accelerate's AcceleratedOptimizer -> the optimizer
