@@ -10,6 +10,7 @@ import torch
 from dataflex.data.processor import collate
 from dataflex.train.distributed import all_reduce_sum
 from dataflex.train.signals.losses import per_sample_losses
+from dataflex.utils.modes import eval_mode
 
 
 def eval_rows(domain_ids: np.ndarray, max_per_domain: int | None) -> np.ndarray:
@@ -25,8 +26,6 @@ def evaluate(model, data, *, batch_size: int, pad_token_id: int, device: torch.d
              world_size: int = 1, max_per_domain: int | None = None, lockstep: bool = False) -> dict[str, float]:
     """`lockstep`: every rank runs as many batches as the rank with the most rows (DeepSpeed ZeRO-3, where each
     forward gathers the weights from all ranks); the extra rows are computed and left out."""
-    was_training = model.training
-    model.eval()
     n_domains = len(data.domain_names)
     sums = torch.zeros(n_domains, dtype=torch.float64)
     counts = torch.zeros(n_domains, dtype=torch.float64)
@@ -36,16 +35,16 @@ def evaluate(model, data, *, batch_size: int, pad_token_id: int, device: torch.d
     keep = len(rows)
     if lockstep and keep < longest:
         rows = np.concatenate([rows, all_rows[:longest - keep]])
-    for start in range(0, len(rows), batch_size):
-        batch = collate([data[i] for i in rows[start : start + batch_size]], pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        losses = per_sample_losses(logits, batch["labels"].to(device))
-        used = slice(0, max(0, min(len(batch["domain_ids"]), keep - start)))  # not the lockstep extras
-        domains = batch["domain_ids"][used]
-        sums.index_add_(0, domains, losses.token_sum[used].double().cpu())
-        counts.index_add_(0, domains, losses.token_count[used].double().cpu())
+    with eval_mode(model):
+        for start in range(0, len(rows), batch_size):
+            batch = collate([data[i] for i in rows[start : start + batch_size]], pad_token_id)
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            losses = per_sample_losses(logits, batch["labels"].to(device))
+            used = slice(0, max(0, min(len(batch["domain_ids"]), keep - start)))  # not the lockstep extras
+            domains = batch["domain_ids"][used]
+            sums.index_add_(0, domains, losses.token_sum[used].double().cpu())
+            counts.index_add_(0, domains, losses.token_count[used].double().cpu())
     sums, counts = all_reduce_sum(sums.to(device)).cpu(), all_reduce_sum(counts.to(device)).cpu()
-    model.train(was_training)
     total = float(sums.sum() / counts.sum().clamp(min=1))
     metrics = {"eval/loss": total, "eval/ppl": math.exp(min(total, 50.0))}
     for d, name in enumerate(data.domain_names):

@@ -26,6 +26,7 @@ from dataflex.core.registry import register_mixer
 from dataflex.data.processor import collate
 from dataflex.train.distributed import all_reduce_sum
 from dataflex.utils.logging import logger
+from dataflex.utils.modes import eval_mode
 
 from .base_mixer import Mixer, MixtureManager, softmax
 
@@ -111,28 +112,26 @@ class DynamicMoeMixer(Mixer):
     def router_loads(self, model) -> np.ndarray:
         """(K, E) per-domain expert loads (top-k choices over real tokens, summed over layers), L1-normalised."""
         inner = getattr(model, "module", model)
-        top_k = int(inner.config.num_experts_per_tok)
-        was_training = inner.training
-        inner.eval()  # the unwrapped module: ranks may run different numbers of forwards (no DDP collectives)
-        totals = []
-        for rows in self._rows:
-            load = None
-            mine = rows[self._rank::self._world]
-            for start in range(0, len(mine), self.batch_size):
-                batch = collate([self._data[int(i)] for i in mine[start:start + self.batch_size]], self.pad_token_id)
-                out = inner(input_ids=batch["input_ids"].to(self._device),
-                            attention_mask=batch["attention_mask"].to(self._device), output_router_logits=True)
-                real = batch["attention_mask"].reshape(-1).to(self._device).bool()
-                for logits in out.router_logits:
-                    chosen = logits[real].topk(top_k, dim=-1).indices.reshape(-1)
-                    counts = torch.bincount(chosen, minlength=logits.shape[-1]).to(torch.float64)
-                    load = counts if load is None else load + counts
-            if load is None:  # this rank got no rows of the domain: contribute zeros of the right width
-                load = torch.zeros(_num_experts(inner), dtype=torch.float64, device=self._device)
-            totals.append(load)
-        inner.train(was_training)
+        # the unwrapped module: ranks may run different numbers of forwards (no DDP collectives)
+        with eval_mode(inner):
+            totals = [self._domain_load(inner, rows) for rows in self._rows]
         loads = all_reduce_sum(torch.stack(totals)).cpu().numpy()
         return loads / np.maximum(loads.sum(axis=1, keepdims=True), 1e-12)
+
+    def _domain_load(self, inner, rows) -> torch.Tensor:
+        """(E,) top-k expert choices over the real tokens of this rank's share of one domain's rows."""
+        top_k = int(inner.config.num_experts_per_tok)
+        load = torch.zeros(_num_experts(inner), dtype=torch.float64, device=self._device)
+        mine = rows[self._rank::self._world]
+        for start in range(0, len(mine), self.batch_size):
+            batch = collate([self._data[int(i)] for i in mine[start:start + self.batch_size]], self.pad_token_id)
+            out = inner(input_ids=batch["input_ids"].to(self._device),
+                        attention_mask=batch["attention_mask"].to(self._device), output_router_logits=True)
+            real = batch["attention_mask"].reshape(-1).to(self._device).bool()
+            for logits in out.router_logits:
+                chosen = logits[real].topk(top_k, dim=-1).indices.reshape(-1)
+                load += torch.bincount(chosen, minlength=load.shape[0]).to(torch.float64)
+        return load
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:
         self.last_loads = self.router_loads(model)

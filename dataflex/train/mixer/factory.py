@@ -12,13 +12,13 @@ that name them, so the spec's `RandomMixer(mixture_manager, seed)` works unchang
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dataflex.config.component import run_schema_checks
 from dataflex.core.registry import get_component
 
 from .base_mixer import Mixer
@@ -33,12 +33,7 @@ def _validate_schema(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"{', '.join('component.' + m for m in missing)} must be set (no default).")
-    schema = OmegaConf.get_type(cfg)
-    if schema is None or not dataclasses.is_dataclass(schema):
-        return
-    fields = {f.name for f in dataclasses.fields(schema)}
-    values = OmegaConf.to_container(cfg, resolve=True)
-    schema(**{k: v for k, v in values.items() if k in fields})
+    run_schema_checks(cfg)
 
 
 def resolve_class(target: str) -> type:

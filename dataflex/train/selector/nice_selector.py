@@ -30,6 +30,7 @@ from dataflex.train.selector.reward_model import RewardModel, load_reward_model
 from dataflex.train.selector.scoring import sharded
 from dataflex.train.selector.targeted import GradientSelector
 from dataflex.train.signals.gradients import gradient_features
+from dataflex.utils.modes import eval_mode
 
 
 def token_f1(prediction: Sequence[int], reference: Sequence[int]) -> float:
@@ -110,11 +111,9 @@ class NiceSelector(GradientSelector):
 
     # ---- features -----------------------------------------------------------------------------------------
     def _policy_features(self, model, data, ids: np.ndarray, step_id: int) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
         projector = self.spec.projector(model)
         rows, weights, owner = [], [], []
-        try:
+        with eval_mode(model):
             for slot, i in enumerate(ids):
                 prompt, reference = split_prompt(data[int(i)])
                 responses = self.sample_responses(model, prompt, int(self.rng(step_id, int(i)).integers(2**31)))
@@ -130,8 +129,6 @@ class NiceSelector(GradientSelector):
                 f = gradient_features(model, batch, projector=projector, reduction="sum",
                                       weights=torch.tensor(weights[start:start + bs]), device=self.ctx.device)
                 feats.index_add_(0, torch.as_tensor(owner[start:start + bs]), f.cpu())
-        finally:
-            model.train(was_training)
         return torch.nn.functional.normalize(feats / self.mc_samples, dim=-1)
 
     def target_features(self, model, step_id: int = 0) -> torch.Tensor:

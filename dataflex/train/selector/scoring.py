@@ -20,6 +20,7 @@ from dataflex.train.signals.gradients import AdamPreconditioner, collect_gradien
 from dataflex.train.signals.kronecker import KroneckerProjector
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.projection import PROJECTION_KINDS, RandomProjector
+from dataflex.utils.modes import eval_mode
 
 
 def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: SelectionContext) -> torch.Tensor:
@@ -40,16 +41,12 @@ def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: Sele
 @torch.no_grad()
 def sample_losses(model, data, ids: Sequence[int], *, batch_size: int, pad_token_id: int, device) -> torch.Tensor:
     """Token-mean loss of each item (one batched forward per `batch_size` items), eval mode."""
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(ids), batch_size):
             batch = collate([data[int(i)] for i in ids[start:start + batch_size]], pad_token_id)
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
             out.append(per_sample_losses(logits, batch["labels"].to(device)).mean.float().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 

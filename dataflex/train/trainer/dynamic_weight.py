@@ -18,13 +18,13 @@ instead, so no second forward of the training model is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dataflex.config.component import run_schema_checks
 from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
@@ -41,14 +41,8 @@ NO_WEIGHTER = ("trainer=dynamic_weight needs a weighter: add component=loss|adap
 def check_component_config(cfg: Any) -> None:
     """Runs the component schema's value checks (its __post_init__) on the composed config, before any
     training; extra keys a user added with `+component.x=` are left to the weighter's constructor."""
-    if not isinstance(cfg, DictConfig):
-        return
-    schema = OmegaConf.get_type(cfg)
-    if schema is None or not dataclasses.is_dataclass(schema):
-        return
-    names = {f.name for f in dataclasses.fields(schema)}
-    values = OmegaConf.to_container(cfg, resolve=True)
-    schema(**{k: v for k, v in values.items() if k in names})
+    if isinstance(cfg, DictConfig):
+        run_schema_checks(cfg)
 
 
 def build_weighter(cfg: Any, context: dict[str, Any]) -> Weighter:
