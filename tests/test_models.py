@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dataflex.models.finetuning import linear_module_names
 from dataflex.models.hf import check_model_source, load_hf_model, looks_local
 from dataflex.models.tiny import build_tiny_model
 
@@ -54,9 +53,15 @@ def test_hf_loads_a_local_model_folder(tmp_path):
 
 
 def test_lora_all_targets_every_linear_but_the_head():
-    names = linear_module_names(build_tiny_model(**SMALL_MODEL).model)
-    assert "lm_head" not in names
-    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(names)
+    model = build_tiny_model(**SMALL_MODEL, finetuning_type="lora", lora_rank=2).model
+    adapted = {name.split(".")[-1] for name, mod in model.named_modules() if hasattr(mod, "lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+@pytest.mark.parametrize("target", [["all", "q_proj"], []])
+def test_lora_target_all_alone_or_names(target):
+    with pytest.raises(ValueError, match="model.lora_target"):
+        build_tiny_model(**SMALL_MODEL, finetuning_type="lora", lora_target=target)
 
 
 def test_unknown_finetuning_type():

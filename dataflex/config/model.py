@@ -15,11 +15,22 @@ class FinetuningConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_target: list[str] = field(default_factory=lambda: ["all"])
-    """Module names to adapt; `all` = every linear layer except the output head."""
+    """Module names to adapt; `[all]` = every linear layer (also GPT-2's `Conv1D`) except the output head
+    (peft's `all-linear`)."""
     freeze_trainable_layers: int = 1
-    """`freeze`: train the last N decoder layers (a negative N trains the first |N|)."""
+    """`freeze`: train the last N decoder layers (a negative N trains the first |N|); the decoder layers are
+    found by structure (`model.layers`, GPT-2's `transformer.h`, ...)."""
     freeze_extra_modules: list[str] = field(default_factory=list)
     """`freeze`: extra module name fragments that also train, e.g. [embed_tokens, lm_head]."""
+
+    def __post_init__(self) -> None:
+        if self.finetuning_type not in ("full", "lora", "freeze"):
+            raise ValueError(f"model.finetuning_type={self.finetuning_type!r} is unknown; choose full, lora or freeze.")
+        if self.finetuning_type == "lora":
+            targets = list(self.lora_target)
+            if not targets or ("all" in targets and len(targets) > 1):
+                raise ValueError(f"model.lora_target={targets}: pass [all] (every linear layer) or module names "
+                                 "such as [q_proj,v_proj], not both.")
 
 
 @dataclass

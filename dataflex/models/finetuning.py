@@ -1,4 +1,4 @@
-"""full / lora / freeze: which parameters train."""
+"""full / lora / freeze: which parameters train, for any HF causal LM (LLaMA-style `layers`, GPT-2's `h`, ...)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,33 @@ import torch.nn as nn
 from dataflex.utils.logging import logger
 
 FINETUNING_TYPES = ("full", "lora", "freeze")
+ALL_LINEAR = "all-linear"
+"""peft's shorthand: every nn.Linear and transformers `Conv1D` (GPT-2's projections) except the output head."""
 
 
-def linear_module_names(model: nn.Module) -> list[str]:
-    """Leaf names of every nn.Linear except the output head (LoRA's `all` target)."""
-    output = model.get_output_embeddings()
-    names = {name.split(".")[-1] for name, mod in model.named_modules()
-             if isinstance(mod, nn.Linear) and mod is not output}
-    return sorted(names)
+def lora_target_modules(lora_target: Sequence[str]) -> str | list[str]:
+    """`[all]` → peft's `all-linear` (finds `Conv1D` too), else the module names as given."""
+    targets = [str(t) for t in lora_target]
+    if "all" in targets:
+        if len(targets) > 1:
+            raise ValueError(f"model.lora_target={targets}: `all` already targets every linear layer; pass either "
+                             "[all] or a list of module names (e.g. [q_proj,v_proj]).")
+        return ALL_LINEAR
+    if not targets:
+        raise ValueError("model.lora_target is empty; pass [all] or module names such as [q_proj,v_proj].")
+    return targets
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The list of decoder blocks, whatever it is called (`model.layers`, `transformer.h`, `gpt_neox.layers`,
+    ...): the `nn.ModuleList` with `config.num_hidden_layers` entries holding the most parameters."""
+    num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    lists = [(name, mod) for name, mod in model.named_modules()
+             if isinstance(mod, nn.ModuleList) and len(mod) == num_layers and num_layers > 0]
+    if not lists:
+        raise ValueError(f"model.finetuning_type=freeze: no list of {num_layers} decoder layers found in "
+                         f"{type(model).__name__}; use finetuning_type=full or lora.")
+    return max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
 
 
 def apply_finetuning(model: nn.Module, finetuning_type: str, *, lora_rank: int = 8, lora_alpha: int = 16,
@@ -29,9 +48,8 @@ def apply_finetuning(model: nn.Module, finetuning_type: str, *, lora_rank: int =
 
         if lora_rank <= 0:
             raise ValueError(f"model.lora_rank must be > 0, got {lora_rank}.")
-        targets = linear_module_names(model) if list(lora_target) == ["all"] else list(lora_target)
         config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                            target_modules=targets, task_type="CAUSAL_LM")
+                            target_modules=lora_target_modules(lora_target), task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
     elif finetuning_type == "freeze":
         _freeze(model, freeze_trainable_layers, freeze_extra_modules)
@@ -43,11 +61,20 @@ def apply_finetuning(model: nn.Module, finetuning_type: str, *, lora_rank: int =
 
 
 def _freeze(model: nn.Module, trainable_layers: int, extra: Sequence[str]) -> None:
-    num_layers = model.config.num_hidden_layers
+    """Trains the last `trainable_layers` decoder blocks (the first |n| when negative) plus any parameter whose
+    name contains one of `extra`; everything else is frozen."""
+    prefix, layers = decoder_layers(model)
+    num_layers = len(layers)
     if trainable_layers == 0 or abs(trainable_layers) > num_layers:
         raise ValueError(f"model.freeze_trainable_layers must be in [-{num_layers}, -1] or [1, {num_layers}], "
                          f"got {trainable_layers}.")
     ids = range(num_layers - trainable_layers, num_layers) if trainable_layers > 0 else range(-trainable_layers)
-    keep = [f".layers.{i}." for i in ids] + [str(e) for e in extra]
+    keep = tuple(f"{prefix}.{i}." for i in ids)
+    extra = [str(e) for e in extra]
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [e for e in extra if not any(e in name for name in names)]
+    if unmatched:
+        raise ValueError(f"model.freeze_extra_modules={unmatched} match no parameter name of "
+                         f"{type(model).__name__} (e.g. {names[0]!r}); fix or drop them.")
     for name, param in model.named_parameters():
-        param.requires_grad_(any(k in name for k in keep))
+        param.requires_grad_(name.startswith(keep) or any(e in name for e in extra))
