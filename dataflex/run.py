@@ -29,9 +29,20 @@ def validate(cfg: DictConfig) -> None:
             OmegaConf.to_object(cfg[group])
     if cfg.get("component") is not None:
         OmegaConf.to_object(cfg.component)
+    check_packing(cfg)
     trainer_check = getattr(get_class(cfg.trainer._target_), "validate_config", None)
     if trainer_check is not None:  # cross-group checks a trainer needs (e.g. a selector's target set)
         trainer_check(cfg)
+
+
+def check_packing(cfg: DictConfig) -> None:
+    """`data.packing=true` with a component that reads the training forward's hidden states row by row (they
+    are laid out as packed rows, not per sample)."""
+    component = cfg.get("component")
+    if cfg.data.get("packing") and component is not None and component.get("reuse_forward"):
+        raise ValueError("data.packing=true cannot be combined with component.reuse_forward=true (it pools the "
+                         "training forward's hidden states per sample, which packing lays out as packed rows). "
+                         "Set component.reuse_forward=false (a separate embedding forward) or data.packing=false.")
 
 
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:
@@ -80,6 +91,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer = instantiate(cfg.trainer, _partial_=True, _convert_="object")(
             bundle=bundle, train_data=train_data, eval_data=eval_data, component=cfg.component, trackers=trackers,
             run_dir=str(run_dir))
+        trainer.pack_capacity = int(data_cfg.cutoff_len) if data_cfg.get("packing") else None
         trainer.dist_config = DistConfig(**OmegaConf.to_container(cfg.dist)) if "dist" in cfg else None
         return trainer.train()
     finally:

@@ -35,6 +35,11 @@ class DataArguments:
     """Force streaming for every dataset (also settable per dataset in dataset_info)."""
     on_error: str = "raise"
     """What to do with a malformed row: `raise` (default, names file and line) or `skip` (count and report)."""
+    packing: bool = False
+    """SFT only: pack each micro-batch's samples into rows of up to `cutoff_len` tokens (longest first, first
+    fit) with position ids restarting per sample and attention that never crosses samples, instead of padding
+    every sample to the longest. Samples, per-sample losses, domains and ids stay exactly those of the unpacked
+    run (see dataflex/data/packing.py); only the forward is cheaper."""
 
     def __post_init__(self) -> None:
         if self.cutoff_len is not None and self.cutoff_len <= 0:
@@ -43,5 +48,8 @@ class DataArguments:
             raise ValueError(f"data.max_samples must be > 0 or null, got {self.max_samples}.")
         if self.mode not in ("sft", "pretrain"):
             raise ValueError(f"data.mode must be 'sft' or 'pretrain', got {self.mode!r}.")
+        if self.packing and self.mode == "pretrain":
+            raise ValueError("data.packing=true is for data.mode=sft: data.mode=pretrain already packs the text into "
+                             "cutoff_len blocks. Drop data.packing.")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}.")

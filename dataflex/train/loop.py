@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dataflex.config.dist import accelerator_plugins
+from dataflex.data.packing import collate_packed
 from dataflex.data.processor import collate
 from dataflex.train.checkpoint import _fault_point, load_checkpoint, resolve_resume, save_checkpoint
 from dataflex.train.context import StepContext
@@ -27,6 +28,7 @@ from dataflex.train.evaluation import evaluate
 from dataflex.train.optim import build_optimizer, build_scheduler
 from dataflex.train.saving import save_model
 from dataflex.train.signals.losses import per_sample_losses
+from dataflex.train.signals.packed import check_packing_support, packed_sample_losses
 from dataflex.utils.logging import logger
 
 
@@ -68,6 +70,7 @@ class TrainingLoop:
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.pad_id = trainer.tokenizer.pad_token_id
+        self.pack_capacity = getattr(trainer, "pack_capacity", None)
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
         """Train-loss accumulators since the last log (checkpointed, so a resumed run logs the same values)."""
 
@@ -91,12 +94,20 @@ class TrainingLoop:
         local = indices[self.rank * self.per_rank_batch : (self.rank + 1) * self.per_rank_batch]
         size = self.args.per_device_train_batch_size
         data = self.trainer.train_data
-        return [collate([data[i] for i in local[s : s + size]], self.pad_id) for s in range(0, len(local), size)]
+        return [self._collate([data[i] for i in local[s : s + size]]) for s in range(0, len(local), size)]
+
+    def _collate(self, features) -> dict[str, torch.Tensor]:
+        if self.pack_capacity:
+            return collate_packed(features, self.pad_id, self.pack_capacity)
+        return collate(features, self.pad_id)
 
     def _forward(self, model, mb: dict[str, torch.Tensor], ctx: StepContext):
         device = self.accelerator.device
-        logits = model(input_ids=mb["input_ids"].to(device), attention_mask=mb["attention_mask"].to(device)).logits
-        losses = per_sample_losses(logits, mb["labels"].to(device))
+        if "packed" in mb:
+            losses = packed_sample_losses(model, mb, device)
+        else:
+            logits = model(input_ids=mb["input_ids"].to(device), attention_mask=mb["attention_mask"].to(device)).logits
+            losses = per_sample_losses(logits, mb["labels"].to(device))
         ctx.record(mb, losses)
         return losses
 
@@ -206,6 +217,8 @@ class TrainingLoop:
         optimizer = build_optimizer(trainer.model, args)
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(trainer.model, optimizer)
+        if self.pack_capacity:
+            check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))
         trainer.setup(self)
         self.resumed_from = resolve_resume(self.run_dir, args.resume_from_checkpoint)
         if self.resumed_from is None:

@@ -58,6 +58,9 @@ class BaseTrainer:
             self.train_data.set_epoch(self._data_epoch)
         return indices
 
+    pack_capacity: int | None = None
+    """Tokens per packed row when `data.packing=true` (set from data.cutoff_len by run.py); None: padded."""
+
     defer_backward: bool = False
     """True: the loop forwards all micro-batches of a step, calls `before_backward`, then back-propagates."""
 
