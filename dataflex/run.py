@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from dataflex.config.dist import DistConfig
 from dataflex.data.processor import TokenizedData
 from dataflex.tracking import TrackerGroup
+from dataflex.train.best_model import check_metric_available
 from dataflex.utils.logging import logger
 
 
@@ -75,6 +76,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
+        check_metric_available(cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None)
         import torch  # (here, not at import time: the CLI's completion and --cfg paths stay light)
 
         # trainer.seed also fixes what the model build draws from the global RNG (LoRA adapters of a hub model)

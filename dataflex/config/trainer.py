@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor")
+"""`trainer.optim` names (HF's); any other optimizer by its class path, e.g. `torch.optim.RMSprop`."""
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "warmup_stable_decay")
 
@@ -25,6 +28,16 @@ class TrainingArguments:
     """Any `transformers.get_scheduler` name: linear, cosine, constant, constant_with_warmup, ..."""
     warmup_ratio: float = 0.0
     """Fraction of the total optimizer steps used for linear LR warmup."""
+    warmup_steps: int = 0
+    """Linear LR warmup over this many optimizer steps (HF's `warmup_steps`; set it or `warmup_ratio`, not both).
+    Not the dynamic trainers' `warmup_step`, which is the phase before the first selection/mixing/weighting."""
+    optim: str = "adamw_torch"
+    """adamw_torch | adamw_torch_fused | sgd | adafactor (HF's names: Adafactor with a fixed `learning_rate`, no
+    relative step) or any optimizer by its class path (`_target_`), e.g. `torch.optim.RMSprop`; it is built as
+    `cls(param_groups, lr=learning_rate, **optim_args)` with weight decay set per group (none on biases/norms)."""
+    optim_args: dict[str, Any] = field(default_factory=dict)
+    """Extra optimizer keyword arguments, e.g. `trainer.optim_args={momentum:0.9}` for sgd. The Adam betas and
+    epsilon come from `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 64
     gradient_accumulation_steps: int = 1
@@ -48,6 +61,19 @@ class TrainingArguments:
     """`auto` (the newest complete checkpoint in output_dir, or a fresh start if there is none) or a
     checkpoint folder. Resuming continues model, optimizer, scheduler, RNG, data position and component state."""
     save_final_model: bool = True
+    load_best_model_at_end: bool = False
+    """Save as `final_model` the checkpoint whose `metric_for_best_model` was best (HF semantics: only
+    evaluated checkpoints compete, plus the last step; needs `eval_steps > 0` and `save_steps` a multiple of
+    `eval_steps`). The best checkpoint is never pruned by `save_total_limit`."""
+    metric_for_best_model: str = "eval/loss"
+    """Any logged eval metric: `eval/loss` (token-weighted over all domains), `eval/loss/<domain>`,
+    `eval/ppl`, `eval/ppl/<domain>`; `loss` or `loss/<domain>` mean the same (`eval/` is added)."""
+    greater_is_better: bool | None = None
+    """None: False for losses and perplexities (names with `loss` or `ppl`), else True."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations in a row without `metric_for_best_model` improving by more than
+    `early_stopping_threshold` (HF's EarlyStoppingCallback); None: never stop early."""
+    early_stopping_threshold: float = 0.0
     bf16: bool = False
     fp16: bool = False
     loss_reduction: str = "token"
@@ -67,6 +93,13 @@ class TrainingArguments:
             raise ValueError(f"trainer.learning_rate must be >= 0, got {self.learning_rate}.")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"trainer.warmup_steps must be >= 0, got {self.warmup_steps}.")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError(f"Set trainer.warmup_steps ({self.warmup_steps}) or trainer.warmup_ratio "
+                             f"({self.warmup_ratio}), not both.")
+        check_optim(self.optim)
+        self._check_best_model()
         for key in ("logging_steps", "eval_steps", "save_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"trainer.{key} must be >= 0, got {getattr(self, key)}.")
@@ -80,6 +113,40 @@ class TrainingArguments:
             raise ValueError(f"trainer.save_total_limit must be > 0 or null, got {self.save_total_limit}.")
         if self.loss_reduction not in ("token", "sample"):
             raise ValueError(f"trainer.loss_reduction must be 'token' or 'sample', got {self.loss_reduction!r}.")
+
+
+    def _check_best_model(self) -> None:
+        if self.early_stopping_patience is not None and self.early_stopping_patience <= 0:
+            raise ValueError(f"trainer.early_stopping_patience must be > 0 or null, got {self.early_stopping_patience}.")
+        if self.early_stopping_threshold < 0:
+            raise ValueError(f"trainer.early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}.")
+        if self.metric_for_best_model.removeprefix("eval/").split("/")[0] not in ("loss", "ppl"):
+            raise ValueError(f"trainer.metric_for_best_model={self.metric_for_best_model!r}: use an eval metric, "
+                             "eval/loss, eval/ppl, eval/loss/<domain> or eval/ppl/<domain>.")
+        if not (self.load_best_model_at_end or self.early_stopping_patience):
+            return
+        what = "load_best_model_at_end" if self.load_best_model_at_end else "early_stopping_patience"
+        if not self.eval_steps:
+            raise ValueError(f"trainer.{what} needs evaluations: set trainer.eval_steps > 0.")
+        if self.load_best_model_at_end and (not self.save_steps or self.save_steps % self.eval_steps):
+            raise ValueError(f"trainer.load_best_model_at_end needs a checkpoint at evaluated steps: set "
+                             f"trainer.save_steps to a multiple of trainer.eval_steps={self.eval_steps} "
+                             f"(got save_steps={self.save_steps}).")
+
+
+def check_optim(optim: str) -> None:
+    """A known name, or a class path that imports (checked before anything is loaded)."""
+    if optim in OPTIMIZERS:
+        return
+    if "." not in optim:
+        raise ValueError(f"trainer.optim={optim!r} is unknown; choose one of {OPTIMIZERS} or give an optimizer "
+                         "class path such as torch.optim.RMSprop.")
+    from hydra.utils import get_class
+
+    try:
+        get_class(optim)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ValueError: all mean "not found"
+        raise ValueError(f"trainer.optim={optim!r}: cannot import this optimizer class ({err}).") from err
 
 
 def _check_positive(key: str, value: int) -> None:

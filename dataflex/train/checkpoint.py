@@ -126,7 +126,8 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
             save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights)
         optimizer = None if engine is not None else loop.optimizer.state_dict()  # the engine saved its shards
         torch.save({"step": step, "optimizer": optimizer, "scheduler": loop.scheduler.state_dict(),
-                    "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval},
+                    "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval,
+                    "best_model": loop.best.state_dict()},
                    tmp / "training_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
     acc.wait_for_everyone()
@@ -137,16 +138,18 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-        _prune(path.parent, loop.args.save_total_limit)
+        _prune(path.parent, loop.args.save_total_limit, protect=loop.best.best_step)
     acc.wait_for_everyone()
 
 
-def _prune(run_dir: Path, keep: int | None) -> None:
+def _prune(run_dir: Path, keep: int | None, protect: int | None = None) -> None:
+    """Keeps the newest `keep` checkpoints, and the best one (`protect`: its step) as HF Trainer does."""
     if not keep:
         return
     found = sorted((int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name)))
-    for _, p in found[:-keep]:
-        shutil.rmtree(p)
+    for step, p in found[:-keep]:
+        if step != protect:
+            shutil.rmtree(p)
 
 
 def load_model_weights(model, path: Path) -> None:
@@ -194,6 +197,8 @@ def load_checkpoint(loop, path: Path) -> int:
     loop.scheduler.load_state_dict(state["scheduler"])
     loop.trainer.load_state_dict(from_safe(state["trainer"]))
     loop.log_interval = dict(state["log_interval"])
+    if state.get("best_model") is not None:
+        loop.best.load_state_dict(state["best_model"])
     rng_file = path / f"rng_state_{loop.rank}.pt"
     if not rng_file.is_file():
         raise FileNotFoundError(f"{rng_file} is missing: resume with the same number of processes "

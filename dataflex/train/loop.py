@@ -21,10 +21,12 @@ import torch
 from dataflex.config.dist import accelerator_plugins
 from dataflex.data.packing import collate_packed
 from dataflex.data.processor import collate
-from dataflex.train.checkpoint import _fault_point, load_checkpoint, resolve_resume, save_checkpoint
+from dataflex.train.best_model import BestModelTracker
+from dataflex.train.checkpoint import _fault_point, load_checkpoint, load_model_weights, resolve_resume, save_checkpoint
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
+from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
 from dataflex.train.saving import save_model
 from dataflex.train.signals.losses import per_sample_losses
@@ -73,6 +75,8 @@ class TrainingLoop:
         self.pack_capacity = getattr(trainer, "pack_capacity", None)
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
         """Train-loss accumulators since the last log (checkpointed, so a resumed run logs the same values)."""
+        self.best = BestModelTracker(self.args)
+        """metric_for_best_model over evaluations (checkpointed): best checkpoint and early stopping."""
 
     # ---- helpers -------------------------------------------------------------------------------------
     @property
@@ -153,6 +157,28 @@ class TrainingLoop:
                         world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain,
                         lockstep=self.zero_stage == 3)
 
+    def _stop_early(self, metrics: dict[str, float], step: int, candidate: bool) -> bool:
+        """Best-model bookkeeping for one evaluation; True when early stopping ends the run here."""
+        if not (self.args.load_best_model_at_end or self.args.early_stopping_patience):
+            return False
+        stop = self.best.update(metrics, step, candidate)
+        if stop:
+            logger.info(f"early stopping at step {step}: {self.best.key} did not improve by more than "
+                        f"{self.args.early_stopping_threshold:g} for {self.best.patience} evaluation(s) "
+                        f"(best {self.best.stop_value:.4f})")
+        return stop
+
+    def _load_best(self, last_step: int) -> None:
+        """load_best_model_at_end: the live weights become the best checkpoint's (every rank loads them)."""
+        best = self.best.best_step
+        if not self.args.load_best_model_at_end or best is None or best == last_step:
+            return
+        path = self.run_dir / f"checkpoint-{best}"
+        self.accelerator.wait_for_everyone()
+        load_model_weights(self.accelerator.unwrap_model(self.model), path)
+        logger.info(f"loaded the best model from {path} ({self.best.key}={self.best.best_value:.4f}, "
+                    f"step {best})")
+
     # ---- the loop ------------------------------------------------------------------------------------
     def _train_step(self, step: int) -> StepContext:
         """Forward/backward of one global batch and the optimizer update; returns what happened."""
@@ -213,6 +239,9 @@ class TrainingLoop:
         if args.nan_policy == "skip_step" and self.zero_stage:
             raise NotImplementedError("trainer.nan_policy=skip_step cannot skip under DeepSpeed: its engine applies the "
                                       "update inside backward(), before the loss is checked. Use nan_policy=stop.")
+        if args.load_best_model_at_end and self.zero_stage == 3:
+            raise NotImplementedError("trainer.load_best_model_at_end is not supported under dist=deepspeed_zero3 yet "
+                                      "(the live weights are shards); pick the best checkpoint-<step> by hand.")
         self.total_steps = trainer.total_steps(self.global_batch_size)
         optimizer = build_optimizer(trainer.model, args)
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
@@ -236,17 +265,22 @@ class TrainingLoop:
         start_step = self._prepare()
         total_steps = self.total_steps
         trackers = trainer.trackers if self.is_main else None
+        for line in run_description(trainer):
+            logger.info(line)
         logger.info(f"training {total_steps} steps, global batch {self.global_batch_size} "
                     f"({self.world_size} process(es) x {args.per_device_train_batch_size} x "
                     f"{args.gradient_accumulation_steps} accumulation), run dir {self.run_dir}")
         first_eval = self._evaluate(self.model) if args.eval_on_start and start_step == 0 else {}
         if trackers and first_eval:
             trackers.log(first_eval, step=0)
+        if first_eval:
+            logger.info(eval_line(0, first_eval))
         last_eval = first_eval
         bar = tqdm(total=total_steps, initial=start_step, disable=not self.is_main or args.disable_tqdm, desc="train",
                    dynamic_ncols=True)
         start = self._interval_start = time.perf_counter()
         samples = tokens = skipped = 0
+        stopped_at = None
         self.model.train()
         for step in range(start_step, total_steps):
             ctx = self._train_step(step)
@@ -257,17 +291,26 @@ class TrainingLoop:
             if metrics.get("loss") is not None:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                 samples_s=f"{metrics['samples_per_s']:.0f}")
+                logger.info(train_line(done, total_steps, metrics))
+            checkpoint = bool(args.save_steps and done % args.save_steps == 0 and done < total_steps)
             if done == total_steps or (args.eval_steps and done % args.eval_steps == 0):
                 last_eval = self._evaluate(self.model)
                 metrics.update(last_eval)
+                if last_eval:
+                    logger.info(eval_line(done, last_eval))
+                if last_eval and self._stop_early(last_eval, done, candidate=checkpoint or done == total_steps):
+                    stopped_at = done
             if trackers and metrics:
                 trackers.log(metrics, step=done)
-            if args.save_steps and done % args.save_steps == 0 and done < total_steps:
+            if checkpoint:
                 save_checkpoint(self, self.run_dir / f"checkpoint-{done}", done)
             bar.update(1)
             _fault_point("step", done)
+            if stopped_at is not None:
+                break
         bar.close()
         wall = time.perf_counter() - start
+        self._load_best(stopped_at or total_steps)
         if args.save_final_model:
             self.accelerator.wait_for_everyone()
             # ZeRO-3: the weights are shards; every rank takes part in gathering them into one state dict.
@@ -276,10 +319,13 @@ class TrainingLoop:
                 save_model(trainer.bundle, self.accelerator.unwrap_model(self.model), self.run_dir / "final_model",
                            state_dict=state)
         summary = {
-            "run_dir": str(self.run_dir), "steps": total_steps, "wall_time_s": wall,
+            "run_dir": str(self.run_dir), "steps": stopped_at or total_steps, "wall_time_s": wall,
             "train_samples_per_s": samples / wall, "train_tokens_per_s": tokens * self.world_size / wall,
             "initial_eval": first_eval, "final_eval": last_eval, "skipped_steps": skipped,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "stopped_early_at": stopped_at if stopped_at is not None and stopped_at < total_steps else None,
+            **({"best_step": self.best.best_step, "best_metric": {self.best.key: self.best.best_value}}
+               if args.load_best_model_at_end else {}),
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

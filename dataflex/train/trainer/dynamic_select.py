@@ -60,6 +60,10 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
         obj = OmegaConf.to_object(component)
     except TypeError:  # extra keys added with +component.x: the class itself will judge them
         return
+    if getattr(obj, "gradient_type", None) == "adam" and args.optim in ("sgd", "adafactor"):
+        raise ValueError(f"component.gradient_type=adam preconditions the gradient features with the AdamW moments, "
+                         f"and trainer.optim={args.optim} keeps none: set component.gradient_type=sgd or "
+                         "trainer.optim=adamw_torch.")
     if isinstance(obj, TargetSelectorConfig) and obj.needs_target():
         if not (obj.target_domain or obj.target_dataset or args.target_domain or args.target_dataset):
             names = {node: name for name, node in COMPONENT_SCHEMAS.items()}
