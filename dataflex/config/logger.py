@@ -14,6 +14,11 @@ class JsonlLoggerConfig:
     _target_: str = "dataflex.tracking.build_trackers"
     plots: bool = True
     """Draw plots/*.png in the run dir when the run ends (redraw any time: `dataflex-report plots RUN_DIR`)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (`logger=tensorboard` sets it; `logger=wandb logger.tensorboard=true`
+    writes both). View: `tensorboard --logdir <run dir>/tensorboard`."""
+    tensorboard_dir: str | None = None
+    """Where the event files go; None: `<run dir>/tensorboard`."""
 
 
 @dataclass

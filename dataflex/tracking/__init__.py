@@ -17,8 +17,10 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_trackers(*, run_dir: str | Path, plots: bool = True, **_: object) -> TrackerGroup:
-    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`); none off rank 0."""
+def build_trackers(*, run_dir: str | Path, plots: bool = True, tensorboard: bool = False,
+                   tensorboard_dir: str | None = None, run_config: object = None, **_: object) -> TrackerGroup:
+    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`, + TensorBoard event files
+    when `tensorboard`); none off rank 0."""
     if not is_main_process():
         return TrackerGroup([])
     trackers: list[Tracker] = [JsonlTracker(Path(run_dir) / METRICS_FILE)]
@@ -26,6 +28,10 @@ def build_trackers(*, run_dir: str | Path, plots: bool = True, **_: object) -> T
         from dataflex.tracking.plots import PlotTracker
 
         trackers.append(PlotTracker(Path(run_dir)))
+    if tensorboard:
+        from dataflex.tracking.tensorboard import TENSORBOARD_DIR, TensorBoardTracker
+
+        trackers.append(TensorBoardTracker(tensorboard_dir or Path(run_dir) / TENSORBOARD_DIR, run_config))
     return TrackerGroup(trackers)
 
 

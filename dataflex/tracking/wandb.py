@@ -182,6 +182,7 @@ def start_wandb_run(*, run_dir: Path, run_config: Any = None, project: str = "da
 
 
 def build_wandb_trackers(*, run_dir: str | Path, plots: bool = True, run_config: Any = None,
+                         tensorboard: bool = False, tensorboard_dir: str | None = None,
                          **wandb_args: Any) -> TrackerGroup:
     """`logger=wandb`: the default trackers (metrics.jsonl, plots) plus wandb; rank 0 only."""
     from dataflex.config.logger import WANDB_MODES
@@ -190,7 +191,8 @@ def build_wandb_trackers(*, run_dir: str | Path, plots: bool = True, run_config:
     mode = wandb_args.get("mode")
     if mode is not None and mode not in WANDB_MODES:
         raise ValueError(f"logger.mode={mode!r} is unknown; choose one of {WANDB_MODES} or null (auto).")
-    group = build_trackers(run_dir=run_dir, plots=plots)
+    group = build_trackers(run_dir=run_dir, plots=plots, tensorboard=tensorboard, tensorboard_dir=tensorboard_dir,
+                           run_config=run_config)
     if not is_main_process():
         return group
     tracker: Tracker | None = start_wandb_run(run_dir=Path(run_dir), run_config=run_config, **wandb_args)
