@@ -33,6 +33,10 @@ class DataArguments:
     """Seed for index building (size/weight draws) and per-epoch shuffles."""
     streaming: bool = False
     """Force streaming for every dataset (also settable per dataset in dataset_info)."""
+    val_size: float | None = None
+    """Hold out part of every dataset that has no `eval` entry as its eval split (LLaMA-Factory's `val_size`):
+    a fraction in (0, 1) of its rows, or a row count >= 1; seeded by `seed`, after `max_samples`. None: such
+    datasets are not evaluated (a warning names their domains)."""
     on_error: str = "raise"
     """What to do with a malformed row: `raise` (default, names file and line) or `skip` (count and report)."""
     packing: bool = False
@@ -51,5 +55,7 @@ class DataArguments:
         if self.packing and self.mode == "pretrain":
             raise ValueError("data.packing=true is for data.mode=sft: data.mode=pretrain already packs the text into "
                              "cutoff_len blocks. Drop data.packing.")
+        if self.val_size is not None and not (0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())):
+            raise ValueError(f"data.val_size must be a fraction in (0, 1) or a whole row count >= 1, got {self.val_size}.")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -132,19 +133,49 @@ class DataEngine(Dataset):
             all_infos = {n: replace(i, streaming=True) for n, i in all_infos.items()}
         self._all_infos = all_infos
         self.domain_names: list[str] = list(dict.fromkeys(i.domain for i in all_infos.values()))
+        without_eval = [n for n, i in all_infos.items() if i.eval is None]
+        self.held_out: set[str] = set(without_eval) if self.args.val_size else set()
+        """Datasets whose eval split is `val_size` of their own rows (and whose train split is the rest)."""
         if self.split == "train":
             self.dataset_infos = dict(all_infos)
+            self._warn_missing_eval(without_eval)
         else:
-            self.dataset_infos = {n: i.for_eval() for n, i in all_infos.items() if i.eval is not None}
+            self.dataset_infos = {n: i.for_eval() if n not in self.held_out else i for n, i in all_infos.items()
+                                  if i.eval is not None or n in self.held_out}
             if not self.dataset_infos:
                 raise ValueError(f"no dataset of data.dataset={self.args.dataset!r} declares an `eval` entry, so "
                                  "there is no eval split. Add `eval: <file or split>` to the datasets in "
-                                 "dataset_info, or turn evaluation off.")
+                                 "dataset_info, set data.val_size (e.g. 0.1) to hold out a fraction, or turn "
+                                 "evaluation off.")
+
+    def _warn_missing_eval(self, without_eval: list[str]) -> None:
+        if not without_eval:
+            return
+        domains = sorted({self._all_infos[n].domain for n in without_eval})
+        if self.args.val_size:
+            logger.warning("domain(s) %s have no eval split (datasets %s): holding out data.val_size=%g of their "
+                           "rows as eval", domains, without_eval, self.args.val_size)
+        else:
+            logger.warning("domain(s) %s have no eval split (datasets %s) and are not evaluated; add `eval:` to "
+                           "them or set data.val_size=0.1 to hold out a fraction of their rows", domains, without_eval)
 
     @property
     def has_eval(self) -> bool:
-        """Whether any dataset declares an ``eval`` file/split (an eval engine can then be built)."""
-        return any(i.eval is not None for i in self._all_infos.values())
+        """Whether any dataset declares an ``eval`` file/split or `val_size` holds rows out (an eval engine can
+        then be built)."""
+        return bool(self.held_out) or any(i.eval is not None for i in self._all_infos.values())
+
+    def _hold_out(self, name: str, table: RowTable) -> RowTable:
+        """The train or eval part of a dataset split by `val_size` (the same seeded draw in both engines)."""
+        n, size = len(table), self.args.val_size
+        n_val = int(size) if size >= 1 else max(1, round(size * n))
+        if n_val >= n:
+            raise DataError(f"data.val_size={size:g} holds out {n_val} of the {n} rows of dataset {name!r}, leaving "
+                            "none to train on; lower data.val_size or add an `eval:` file to that dataset.")
+        rng = np.random.default_rng([self.args.seed, zlib.crc32(name.encode())])
+        held = np.zeros(n, dtype=bool)
+        held[rng.permutation(n)[:n_val]] = True
+        return SubsetRows(table, np.flatnonzero(held if self.split == "eval" else ~held))
 
     def load_dataset(self) -> None:
         """Load every dataset: in memory (and validated) unless it streams; streaming datasets are only
@@ -153,6 +184,9 @@ class DataEngine(Dataset):
         for name, info in self.dataset_infos.items():
             ctx = LoadContext(name, self.args.on_error)
             if info.streaming:
+                if name in self.held_out:
+                    raise DataError(f"dataset {name!r} streams, so data.val_size cannot hold rows out of it; give it "
+                                    "an `eval:` file or unset data.val_size.")
                 if info.size is not None:
                     raise DataError(f"dataset {name!r} ({info.origin}): `size` needs the dataset's rows up front "
                                     "and cannot be used with `streaming: true`; use `weight` for its share.")
@@ -163,6 +197,8 @@ class DataEngine(Dataset):
             table = load_rows(info, ctx)
             if self.args.max_samples is not None and len(table) > self.args.max_samples:
                 table = SubsetRows(table, np.arange(self.args.max_samples))
+            if name in self.held_out:
+                table = self._hold_out(name, table)
             if len(table) == 0:
                 raise DataError(f"dataset {name!r} ({info.origin}) is empty{' after skipping bad rows' if ctx.skipped else ''}: "
                                 f"no rows in {info.path}. Fix the file or remove the dataset.")
