@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dataflex.run import run, validate
-from dataflex.train.trainer.dynamic_select import DynamicSelectTrainer, candidate_pool
+from dataflex.train.trainer.dynamic_select import DynamicSelectTrainer, candidate_pool, selection_permutation
 
 TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
         "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=40",
@@ -154,7 +154,7 @@ def test_user_selector_by_target_outside_the_package(compose, tmp_path, trained,
         "        return [n - 1 - self.offset - i for i in range(num_samples)]\n")
     monkeypatch.syspath_prepend(str(pkg))
     run_dir = _run(compose, tmp_path / "run", "component=custom", "component._target_=my_selectors.LastSelector",
-                   "+component.offset=3")
+                   "+component.offset=3", "trainer.selection_order=selector")
     flat = [i for step in trained for i in step]
     assert flat[8:20] == [200 - 1 - 3 - i for i in range(12)]
     assert _selection(run_dir, 2)["selected"] == [200 - 1 - 3 - i for i in range(12)]
@@ -202,3 +202,55 @@ def test_less_with_kronecker_features_runs_end_to_end(compose, tmp_path):
         sel = _selection(run_dir, update)
         assert len(sel["selected"]) == len(set(sel["selected"])) == 3 * 4
         assert len(sel["scores"]) == 12 and all(-1.0 <= s <= 1.0 for s in sel["scores"])
+
+
+class TargetFirstSelector:
+    """A top-k selector: score = 1 for `target` rows, else 0, plus a tiny id-based tie-breaker; returns the
+    picks sorted by descending score (as top_k does), so in the returned order every `target` row comes first."""
+
+    def __init__(self, dataset, accelerator, data_collator, cache_dir):
+        self.dataset = dataset
+        self.last_scores = None
+
+    def select(self, model, step_id, num_samples, candidates=None, **kwargs):
+        ids = np.arange(len(self.dataset)) if candidates is None else np.asarray(candidates)
+        target = self.dataset.domain_names.index("target")
+        scores = (self.dataset.domain_ids[ids] == target) + ids / (10 * len(self.dataset))
+        target_rows = ids[scores >= 1][: num_samples // 2]  # exactly half of the selection is `target`
+        others = ids[scores < 1]
+        picked = np.concatenate([target_rows, others[-(num_samples - len(target_rows)):]])
+        s = (self.dataset.domain_ids[picked] == target) + picked / (10 * len(self.dataset))
+        order = np.argsort(-s, kind="stable")
+        self.last_scores = s[order]
+        return picked[order].tolist()
+
+
+@pytest.mark.parametrize("order", ["shuffle", "selector"])
+def test_selections_are_trained_in_a_seeded_random_order_not_by_score(compose, tmp_path, trained, order):
+    """Item 1 of issue 13: a top-k selection (sorted by score) must not become a score-sorted curriculum. The
+    default trains it in a random order seeded by (seed, update): the trained scores are not monotone and every
+    half of the phase holds the selection's `target` share within hypergeometric noise; `selector` keeps the
+    returned (sorted) order. Scores stay attached to their ids either way."""
+    run_dir = _run(compose, tmp_path, "component=custom", f"component._target_={__name__}.TargetFirstSelector",
+                   "trainer.update_step=10", "trainer.update_times=2", f"trainer.selection_order={order}")
+    n, batch = 40, 4
+    for update in (1, 2):
+        rec = _selection(run_dir, update)
+        start = 2 + (update - 1) * 10  # warmup 2 steps, then 10 steps per phase
+        trained_ids = [i for step in trained[start:start + 10] for i in step]
+        assert trained_ids == rec["selected"]
+        scores = np.asarray(rec["scores"])
+        is_target = scores >= 1
+        assert is_target.sum() == n // 2  # scores were recorded per id: the target ids carry score >= 1
+        monotone = bool(np.all(np.diff(scores) <= 0))
+        if order == "selector":
+            assert monotone and is_target[: n // 2].all()
+            continue
+        assert not monotone
+        # the first half of the phase: hypergeometric(40, 20 target, 20 drawn) has sd ~1.6 around 10
+        assert abs(int(is_target[: n // 2].sum()) - n // 4) <= 5
+        pure = [b.all() or not b.any() for b in is_target.reshape(-1, batch)]
+        assert sum(pure) <= 5  # sorted: all 10 batches are one domain; shuffled: ~1 expected
+        returned = np.asarray(rec["selected"])[np.argsort(-scores, kind="stable")]  # the selector's own order
+        perm = selection_permutation(n, 42, update)
+        assert rec["selected"] == returned[perm].tolist()  # seeded by (trainer.seed, update number)

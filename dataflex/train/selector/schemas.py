@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from dataflex.config.trainer import TrainingArguments
 
+SELECTION_ORDERS = ("shuffle", "selector")
 PROJ_TYPES = ("sparse", "rademacher", "gaussian", "kronecker")
 KRONECKER_NEEDS_SGD = ("component.proj_type=kronecker projects per-sample gradients without forming them, which "
                        "Adam preconditioning (elementwise g^2) needs: set component.gradient_type=sgd, or use "
@@ -44,8 +45,16 @@ class DynamicSelectTrainerConfig(TrainingArguments):
     the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides it."""
     target_dataset: str | None = None
     """...or a named dataset (any data.dataset spec) as the default target set."""
+    selection_order: str = "shuffle"
+    """Order in which a selection's samples are trained: `shuffle` (default: a random order seeded by
+    (trainer.seed, update number), as LESS trains its subset with a shuffling sampler and the original
+    DataFlex rebuilds a RandomSampler over the selected ids) or `selector` (the order the selector returned:
+    for top-k selectors that is descending score, i.e. a score-sorted curriculum; ask for it explicitly)."""
 
     def __post_init__(self) -> None:
+        if self.selection_order not in SELECTION_ORDERS:
+            raise ValueError(f"trainer.selection_order must be one of {SELECTION_ORDERS}, got "
+                             f"{self.selection_order!r}.")
         if self.update_step <= 0:
             raise ValueError(f"trainer.update_step must be > 0, got {self.update_step} (steps per selection phase).")
         if self.warmup_step < 0:

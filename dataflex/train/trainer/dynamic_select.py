@@ -2,15 +2,20 @@
 
 Schedule (spec): `warmup_step` steps on the selector's `warmup()` samples (random by default); then, at
 the end of steps warmup_step + k * update_step (k = 0 .. update_times-1), the selector picks
-`update_step x global_batch_size` samples and those are, in the order returned, exactly the global batches
-of the next `update_step` steps (an `IndexListSampler`, which refuses to recycle). With warmup_step=0
+`update_step x global_batch_size` samples and those, in a random order seeded by (trainer.seed, update
+number), are exactly the global batches of the next `update_step` steps (an `IndexListSampler`, which
+refuses to recycle). The shuffle matters: top-k selectors (less, cluster_less, near, nice) return their
+picks sorted by score, and training them in that order is a score-sorted curriculum (whole domains or
+clusters per batch) that neither LESS (a shuffling sampler over the subset) nor the original DataFlex (a
+`RandomSampler` over the selected ids) trains; `trainer.selection_order=selector` keeps the returned order
+for whoever wants that curriculum. With warmup_step=0
 the first selection happens before step 0 (on the initial model). `state_dict()` holds the update
 count, the current plan's position and the selector's state, so a resumed run continues exactly.
 
 Per update: an optional seeded candidate pool (`candidate_pool_size`) bounds what is scored; the
 selector runs on every rank (built-in selectors share the scoring work and gather the results), then
 rank 0's selection is broadcast so every rank trains on the same ids whatever the selector does; the
-selected ids, their scores and per-domain counts are written to `<run dir>/selection/` (main process)
+selected ids (in training order), their scores and per-domain counts are written to `<run dir>/selection/` (main process)
 and returned as metrics (`select/domain_fraction/<domain>`, `select/score_mean`, ...). Global RNG state
 is forked around the selector, so selection does not change the training's random stream, and any
 gradient a selector leaves behind is cleared.
@@ -208,6 +213,7 @@ class DynamicSelectTrainer(BaseTrainer):
                                              None if scores is None else np.asarray(scores, dtype=np.float64)))
         selected = np.asarray(selected, dtype=np.int64)
         self._check_indices(selected, n, f"select() at step {step}")
+        selected, scores = self.training_order(selected, scores)
         self.sampler = IndexListSampler(selected)
         seconds = time.perf_counter() - start
         metrics = self._metrics(selected, scores, cands, seconds)
@@ -217,6 +223,17 @@ class DynamicSelectTrainer(BaseTrainer):
                     + ", ".join(f"{k.rsplit('/', 1)[-1]}={v:.2f}" for k, v in metrics.items()
                                 if k.startswith("select/domain_fraction/")))
         return metrics
+
+    def training_order(self, selected: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray | None]:
+        """The selection in the order it is trained, its scores permuted alongside (they stay per id).
+        `shuffle`: a permutation seeded by (trainer.seed, update number), the same on every rank and on
+        resume; `selector`: as returned (top-k selectors return descending scores: a curriculum)."""
+        if self.args.selection_order == "selector":
+            return selected, scores
+        perm = selection_permutation(len(selected), self.args.seed, self.update)
+        if scores is not None and len(scores) == len(selected):
+            scores = np.asarray(scores)[perm]
+        return selected[perm], scores
 
     def _metrics(self, selected: np.ndarray, scores, cands, seconds: float) -> dict[str, float]:
         names = self.train_data.domain_names
@@ -260,6 +277,11 @@ class DynamicSelectTrainer(BaseTrainer):
             self.sampler.load_state_dict(state["sampler"])
         if state.get("selector") is not None and hasattr(self.selector, "load_state_dict"):
             self.selector.load_state_dict(state["selector"])
+
+
+def selection_permutation(n: int, seed: int, update: int) -> np.ndarray:
+    """The training order of 1-based update `update`'s `n` selected samples (seeded by seed and update)."""
+    return np.random.default_rng([int(seed), 0x0DE5, int(update)]).permutation(n)
 
 
 def candidate_pool(num_items: int, size: int | None, seed: int, update: int) -> np.ndarray | None:
