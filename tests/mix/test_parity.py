@@ -39,6 +39,7 @@ def _doremi_without_reference(names=NAMES3, **kwargs) -> DoReMiMixer:
     mixer.alpha, mixer.average_alpha = np.full(k, 1 / k), np.zeros(k)
     mixer.num_updates, mixer.excess_loss = 0, np.zeros(k)
     mixer.weights_path, mixer._is_main, mixer._domain_tokens = None, True, None
+    mixer.loss_normalization, mixer._normalizer = kwargs.get("loss_normalization", "alpha_tokens"), None
     return mixer
 
 
@@ -76,7 +77,7 @@ def test_doremi_excess_is_clipped_per_token_over_all_micro_batches():
 
 def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
     """sum over micro-batches of weighted_loss == sum_i alpha_i * (token-mean loss of domain i in the batch)."""
-    mixer = _doremi_without_reference()
+    mixer = _doremi_without_reference(loss_normalization="domain_mean")  # the paper's form (an option)
     mixer.alpha = np.array([0.5, 0.3, 0.2])
     micro = [{"domain_ids": torch.tensor([0, 1])}, {"domain_ids": torch.tensor([0, 2])}]
     token_sum = [torch.tensor([4.0, 3.0], requires_grad=True), torch.tensor([2.0, 5.0], requires_grad=True)]
@@ -93,6 +94,28 @@ def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
     total.backward()
     assert token_sum[0].grad.tolist() == pytest.approx([0.5 / 6, 0.3 / 3])  # the weights reach the gradient
     assert mixer.alpha.tolist() == [0.5, 0.3, 0.2]  # update=False leaves alpha alone
+
+
+def test_doremi_default_loss_is_normalised_by_alpha_weighted_tokens_as_the_authors_code():
+    """Issue 13 item 12: the official trainer divides sum_j alpha[d(j)] l(j) by sum_j alpha[d(j)] (masked tokens)."""
+    mixer = _doremi_without_reference()
+    assert mixer.loss_normalization == "alpha_tokens"
+    mixer.alpha = np.array([0.5, 0.3, 0.2])
+    micro = [{"domain_ids": torch.tensor([0, 1])}, {"domain_ids": torch.tensor([0, 2])}]
+    token_sum = [torch.tensor([4.0, 3.0], requires_grad=True), torch.tensor([2.0, 5.0], requires_grad=True)]
+    counts = [torch.tensor([2, 3]), torch.tensor([4, 1])]
+    losses = [SampleLosses(token_sum=s, token_count=c, token_loss=torch.zeros(2, 4)) for s, c in zip(token_sum, counts)]
+    mixer.before_backward(losses, micro, ctx=None, update=False)
+
+    class Ctx:
+        world_size = 1
+
+    total = sum(mixer.weighted_loss(lo, mb, Ctx) for lo, mb in zip(losses, micro))
+    # tokens a: 2 + 4 = 6, b: 3, c: 1 -> normaliser .5*6 + .3*3 + .2*1 = 4.1; numerator .5*6 + .3*3 + .2*5 = 4.9
+    assert total.detach().item() == pytest.approx(4.9 / 4.1)
+    total.backward()
+    assert token_sum[0].grad.tolist() == pytest.approx([0.5 / 4.1, 0.3 / 4.1])
+    assert token_sum[1].grad.tolist() == pytest.approx([0.5 / 4.1, 0.2 / 4.1])
 
 
 # ---------------------------------------------------------------------------------------------- ODM
@@ -119,6 +142,21 @@ def test_odm_probabilities_after_a_few_rewards():
     np.testing.assert_allclose(mixer.estimated_reward, [2.5871014677556, 1.1306663060372293, 3.8455881310965747])
     np.testing.assert_allclose(mixer.mix(None, 6), [0.3310917196033606, 0.3037152608354511, 0.3651930195611883],
                                atol=1e-12)
+
+
+def test_odm_cumulative_estimator_is_the_authors_code():
+    """Issue 13 item 11: the released code accumulates R += (loss / 10) / pi (no smoothing)."""
+    mixer = OdmMixer(manager(names=NAMES3), estimator="cumulative", reward_scale=0.1)
+    for step in range(1, 6):
+        mixer.observe(stats(step, [2.0, 1.0, 3.0]))
+    # each step adds (loss / 10) / (1/3): a 0.6, b 0.3, c 0.9; five steps -> [3.0, 1.5, 4.5]
+    np.testing.assert_allclose(mixer.estimated_reward, [3.0, 1.5, 4.5])
+    # pi_5 = (1 - 3 eps_5) softmax(eps_4 R) + eps_5, eps_5 = sqrt(ln 3 / 15), eps_4 = sqrt(ln 3 / 12)
+    np.testing.assert_allclose(mixer.mix(None, 5), [0.3292394863547724, 0.30785719698752306, 0.3629033166577046],
+                               atol=1e-12)
+    smoothed = OdmMixer(manager(names=NAMES3), reward_scale=0.1)
+    smoothed.observe(stats(1, [2.0, 1.0, 3.0]))
+    np.testing.assert_allclose(smoothed.estimated_reward, [0.06, 0.03, 0.09])  # 0.1 x 0.6 (alpha 0.9)
 
 
 def test_odm_min_exploration_rate_is_used():

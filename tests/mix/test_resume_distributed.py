@@ -33,7 +33,7 @@ def test_resumed_mix_run_continues_exactly(tmp_path, mixer):
         np.testing.assert_allclose(ua["proportions"], ub["proportions"], rtol=0, atol=1e-9)
     if mixer == "doremi":
         np.testing.assert_allclose(full.mixer.average_alpha, resumed.mixer.average_alpha, rtol=0, atol=1e-9)
-        assert resumed.mixer.num_updates == full.mixer.num_updates == 7  # steps 2..8 (warmup 1)
+        assert resumed.mixer.num_updates == full.mixer.num_updates == 8  # every step, the warmup step included
     for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 

@@ -121,6 +121,42 @@ def test_doremi_updates_alpha_before_backward_and_applies_it(tmp_path, monkeypat
     assert sum("doremi/alpha/noise" in r for r in records) == 4
 
 
+def test_doremi_alpha_changes_at_every_step_under_the_default_schedule(tmp_path):
+    """Issue 13 item 2: with the trainer's generic schedule (warmup 50, update 25 by default; here warmup 3,
+    update 2) alpha still moves at every step, as in the paper and its code; sampling stays uniform."""
+    reference = save_reference(tmp_path / "reference")
+    trainer = with_metrics(mix_trainer(tmp_path / "run", component={
+        "_target_": "dataflex.train.mixer.doremi.DoReMiMixer", "reference_model_path": str(reference), "eta": 5.0},
+        warmup_step=3, update_step=2, update_times=2, per_device_train_batch_size=4), tmp_path)
+    trainer.train()
+    trainer.trackers.finish()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    alphas = {r["step"]: [r[f"doremi/alpha/{d}"] for d in NAMES] for r in records if "doremi/alpha/greet" in r}
+    assert sorted(alphas) == list(range(1, 8))  # every one of the 3 + 2 x 2 steps, warmup included
+    previous = [0.2] * 5
+    for step in range(1, 8):
+        assert not np.allclose(alphas[step], previous, rtol=0, atol=1e-9), step
+        previous = alphas[step]
+    assert trainer.mixer.num_updates == 7
+    assert all(u["proportions"] == pytest.approx([0.2] * 5) for u in history(tmp_path / "run")["updates"])
+
+
+def test_odm_observe_warmup_false_skips_the_warmup_rewards(tmp_path, monkeypatch):
+    """ODM's released code makes no update during warmup: observe_warmup=false keeps the bandit blind there."""
+    from dataflex.train.mixer.odm import OdmMixer
+
+    seen = []
+    original = OdmMixer.observe
+    monkeypatch.setattr(OdmMixer, "observe", lambda self, st: (seen.append(st.step), original(self, st))[1])
+    trainer = mix_trainer(tmp_path, component={**ODM, "observe_warmup": False}, warmup_step=2, update_step=1,
+                          update_times=2)
+    trainer.train()
+    assert seen == [3, 4]
+    seen.clear()
+    mix_trainer(tmp_path / "default", component=ODM, warmup_step=2, update_step=1, update_times=2).train()
+    assert seen == [1, 2, 3, 4]
+
+
 def test_doremi_reference_errors(tmp_path):
     run = mix_trainer(tmp_path, component={"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
                                            "reference_model_path": str(tmp_path / "nope")},

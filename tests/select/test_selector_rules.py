@@ -15,7 +15,16 @@ from dataflex.train.selector.less_selector import less_scores
 from dataflex.train.selector.loss_selector import loss_bucket_probs
 from dataflex.train.selector.near_selector import round_robin_neighbours
 from dataflex.train.selector.nice_selector import split_prompt, token_f1
-from dataflex.train.selector.tsds_selector import tsds_probabilities
+from dataflex.train.selector.tsds_selector import (
+    TsdsSelector,
+    capped_neighbours,
+    kernel_density,
+    near_uniform_warning,
+    nearest,
+    scaled_sigma,
+    tsds_memory_bytes,
+    tsds_probabilities,
+)
 
 LOSSES = np.arange(1, 11) / 10.0  # 0.1 .. 1.0
 
@@ -109,6 +118,78 @@ def test_tsds_kde_splits_the_mass_of_near_duplicates():
     cands = torch.tensor([[1.0, 0], [1.0, 0], [-1.0, 0], [0, 3.0], [0, -3.5], [3.6, 0]])
     p = tsds_probabilities(queries, cands, max_K=6, kde_K=6, sigma=1.0, alpha=0.5, C=20.0)
     assert np.allclose(p, [0.125, 0.125, 0.25, 0.25, 0.25, 0.0])
+
+
+def test_tsds_chunked_neighbours_and_density_equal_the_full_matrix():
+    """Issue 13 item 8: blocks of 3 query rows give the same neighbours and KDE as the whole distance matrix."""
+    g = torch.Generator().manual_seed(0)
+    cands, queries = torch.randn(20, 4, generator=g), torch.randn(5, 4, generator=g)
+    d2_full = torch.cdist(queries.double(), cands.double()).square()
+    d2, idx = nearest(queries, cands, 7, rows=3, use_faiss=False)
+    ref_d2, ref_idx = torch.topk(d2_full, 7, dim=1, largest=False)
+    np.testing.assert_allclose(d2, ref_d2.numpy(), atol=1e-12)
+    assert (idx == ref_idx.numpy()).all()
+    cd2 = torch.cdist(cands.double(), cands.double()).square()
+    kk = torch.topk(cd2, 6, dim=1, largest=False).values.numpy()
+    expected = np.maximum(0.0, 1.0 - kk / 1.5 ** 2).sum(axis=1)
+    density = kernel_density(cands, 6, 1.5, rows=3, use_faiss=False)
+    np.testing.assert_allclose(density.kde, expected, atol=1e-12)
+    assert (density.inside == (kk < 1.5 ** 2).sum(axis=1)).all()
+    full = tsds_probabilities(queries, cands, max_K=10, kde_K=6, sigma=1.5, alpha=0.5, C=5.0)
+    chunked = tsds_probabilities(queries, cands, max_K=10, kde_K=6, sigma=1.5, alpha=0.5, C=5.0, rows=2)
+    np.testing.assert_allclose(chunked, full, atol=1e-12)
+
+
+def test_tsds_kde_on_fixed_numbers():
+    # points 0, 0.5, 3 on a line, sigma 1, kde_K 2 (itself + nearest): 1 + (1 - .25) = 1.75 for the first two,
+    # 1 + max(0, 1 - 2.5^2) = 1 for the third
+    pts = torch.tensor([[0.0], [0.5], [3.0]])
+    np.testing.assert_allclose(kernel_density(pts, 2, 1.0, use_faiss=False).kde, [1.75, 1.75, 1.0])
+
+
+def test_tsds_official_caps_on_K():
+    # the authors' code: max_K = min(max_K, N // 10), kde_K = min(kde_K, N // 10)
+    assert capped_neighbours(900, 5000, 1000, cap=True) == (90, 90)
+    assert capped_neighbours(50_000, 5000, 1000, cap=True) == (5000, 1000)
+    assert capped_neighbours(15, 5000, 1000, cap=True) == (2, 1)
+    assert capped_neighbours(900, 5000, 1000, cap=False) == (900, 900)
+
+
+def test_tsds_sigma_is_scaled_to_the_embedding_space_and_flat_kdes_warn():
+    """Issue 15: orthonormal points (pairwise distance sqrt(2), like a sentence encoder's) keep the authors'
+    0.75; a space compressed 10x gets 0.075; a fixed 0.75 there makes the KDE flat, which warns."""
+    basis = torch.eye(40)
+    assert scaled_sigma(basis) == pytest.approx(0.75)
+    g = torch.Generator().manual_seed(1)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=1)
+    compressed = centres.repeat_interleave(50, 0) * 0.1 + 0.02 * torch.randn(200, 16, generator=g)
+    sigma = scaled_sigma(compressed)
+    assert sigma == pytest.approx(0.75 / math.sqrt(2) * float(torch.pdist(compressed.double()).median()))
+    assert sigma < 0.2
+    flat = kernel_density(compressed, 20, 0.75, use_faiss=False)
+    assert "near-uniform" in near_uniform_warning(flat, 20, 0.75, compressed)
+    assert near_uniform_warning(kernel_density(compressed, 20, sigma), 20, sigma, compressed) is None
+    assert near_uniform_warning(kernel_density(compressed, 20, 0.0), 20, 0.0, compressed) is None
+
+
+def test_tsds_memory_estimate_and_check(monkeypatch):
+    # 1000 candidates, 64 targets, width 32, K 100: embeddings 4 * 1064 * 32, neighbours 16 * 64 * 100,
+    # one distance block (all 1000 rows fit in 128 MiB: 1000 * 1000 * 8) twice, densities 16 * 1000
+    assert tsds_memory_bytes(1000, 64, 32, 100) == 4 * 1064 * 32 + 16 * 64 * 100 + 2 * 8_000_000 + 16_000
+    # 50k candidates: the block is capped at ~128 MiB instead of the 20 GB matrix
+    assert tsds_memory_bytes(50_000, 64, 1024, 5000) < 1 << 30
+    import dataflex.train.selector.tsds_selector as tsds
+
+    monkeypatch.setattr(tsds, "available_memory_bytes", lambda device: 10 << 20)
+    sel = TsdsSelector(None, None, None, None, target_domain="target")
+
+    class Model:
+        class config:  # noqa: N801
+            hidden_size = 64
+
+    with pytest.raises(MemoryError, match=r"trainer\.candidate_pool_size"):
+        sel.check_memory(Model(), num_candidates=50_000, device="cpu")
+    sel.check_memory(Model(), num_candidates=200, device="cpu")
 
 
 def test_kmeans_finds_separated_clusters():

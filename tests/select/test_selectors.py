@@ -161,6 +161,33 @@ def test_trainer_default_target_and_named_target_dataset(tmp_path):
     assert len(_select(named, tiny, 1, POOL_1, n=5)) == 5
 
 
+def test_target_split_is_honoured_with_a_target_domain():
+    """Issue 13 item 14: component.target_split=train takes the domain's first *training* rows (it was ignored)."""
+    tiny = shared_setup("full")
+    evaluated = _make(NearSelector, tiny, target_domain="target", target_max_samples=4)
+    trained = _make(NearSelector, tiny, target_domain="target", target_max_samples=4, target_split="train")
+    assert evaluated.target.data is tiny.eval
+    assert trained.target.data is tiny.train
+    target = tiny.train.domain_names.index("target")
+    assert trained.target.ids.tolist() == np.flatnonzero(np.asarray(tiny.train.domain_ids) == target)[:4].tolist()
+    no_eval = _make(NearSelector, tiny, target_domain="target", target_split="train")
+    no_eval.bind(tiny.context(eval_data=None))
+    assert no_eval.target.data is tiny.train  # no eval split needed for a training-split target
+
+
+def test_delta_loss_refuses_instead_of_silently_drawing_with_replacement():
+    """Issue 13 item 14: with outside_weight=0 the window holds fewer candidates than a selection needs."""
+    tiny = shared_setup("full")
+    sel = _make(DeltaLossSelector, tiny, outside_weight=0.0, window_size=0.2)
+    _select(sel, tiny, 1, POOL_1, n=12, update=1)  # baseline: a uniform draw of 12 of 50
+    with pytest.raises(ValueError, match="component.replacement=true"):
+        _select(sel, tiny, 2, POOL_1, n=12, update=2)  # window: at most 10 of the 50 baseline candidates
+    sel.replacement = True
+    assert len(_select(sel, tiny, 2, POOL_1, n=12, update=2)) == 12
+    with pytest.raises(ValueError, match="trainer.candidate_pool_size"):
+        _select(_make(DeltaLossSelector, tiny), tiny, 1, POOL_1[:5], n=12, update=1)
+
+
 def test_precomputed_near_and_tsds_files(tmp_path):
     tiny = shared_setup("full")
     ranked = np.array([[5, 6, 7], [6, 8, 9]])

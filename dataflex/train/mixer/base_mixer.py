@@ -69,6 +69,9 @@ class Mixer:
 
     reweights_loss: bool = False
     """True: the trainer defers backward and uses `before_backward` + `weighted_loss` (DoReMi)."""
+    updates_every_step: bool = False
+    """With `reweights_loss`: True makes `before_backward(..., update=True)` run at every step, whatever the
+    trainer's warmup_step/update_step (which then only schedule `mix`); False: only at the scheduled updates."""
 
     def __init__(self, mixture_manager: MixtureManager) -> None:
         self.mixture_manager = mixture_manager
@@ -77,8 +80,12 @@ class Mixer:
         """Proportions (one per `self.mixture_manager.names`, summing to 1) for the steps after `step_id`."""
         raise NotImplementedError(f"{type(self).__name__} must implement mix(model, step_id, **kwargs)")
 
+    observe_warmup: bool = True
+    """False: the trainer does not call `observe` during its warmup steps (ODM's released code)."""
+
     def observe(self, stats: DomainStats) -> None:
-        """Sees every step's per-domain signals (after the step), including warmup steps."""
+        """Sees every step's per-domain signals (after the step), including warmup steps unless
+        `observe_warmup` is False."""
 
     def metrics(self) -> dict[str, float]:
         """Extra metrics to log at each update (e.g. DoReMi's alpha)."""

@@ -1,16 +1,28 @@
 """`component=doremi`: DoReMi step 2 (Xie et al., 2023, "DoReMi: Optimizing Data Mixtures Speeds Up
 Language Model Pretraining", Algorithm 1): train a proxy model with group DRO against a reference model.
 
-At every update step t, on the step's batch B (all micro-batches of all ranks):
+At every training step t (all of them, as the paper and its code: alpha does not wait for the trainer's
+warmup_step / update_step, which only schedule `mix`, a no-op here), on the step's batch B (all
+micro-batches of all ranks):
 
     lambda_i = sum_{tokens j of domain i in B} max(l_proxy(j) - l_ref(j), 0) / #tokens of domain i in B
     log alpha <- log alpha_{t-1} + eta * lambda ;  alpha <- softmax(log alpha)
     alpha_t  = (1 - c) alpha + c / k
-    proxy loss = sum_i alpha_t[i] * (token-mean proxy loss of domain i in B)
+    proxy loss (loss_normalization=alpha_tokens, default, the authors' code):
+        sum_{tokens j in B} alpha_t[d(j)] l_proxy(j) / sum_{tokens j in B} alpha_t[d(j)]
+    proxy loss (loss_normalization=domain_mean, the paper's Algorithm 1 as written):
+        sum_i alpha_t[i] * (token-mean proxy loss of domain i in B)
+
+The two forms agree when every domain has the same number of tokens in B; with unequal counts the code's
+form weighs a domain by alpha_i x its tokens, the paper's by alpha_i alone. We default to the code's form
+because the paper's results were produced with it. One difference remains: the authors normalise each
+micro-batch by its own alpha-weighted token count (HF Trainer then averages the micro-batches); we
+normalise by the whole global batch's, so gradient accumulation does not change the objective.
 
 alpha_t is computed before the proxy's backward (the loop's `defer_backward` hook) and the alpha-weighted
-per-domain loss is what is back-propagated (the original DataFlex computed the weights but never applied
-them). The batches themselves keep following the trainer's mixture (the paper samples from the reference
+loss is what is back-propagated (the original DataFlex computed the weights but never applied them; it
+also only updated alpha on the mixer schedule: with the trainer defaults warmup_step=50 update_step=25,
+alpha stayed uniform for 50 steps and changed at 10 of 300 steps). The batches themselves keep following the trainer's mixture (the paper samples from the reference
 weights and reweights the loss). A domain absent from a step's batch keeps its previous lambda, as in the
 authors' code. The running average of alpha_t over the updates is DoReMi's output: it is written to
 `<run dir>/doremi_weights.json` (`{"domains", "proportions"}`), which step 3 trains with
@@ -33,6 +45,9 @@ from dataflex.train.signals.losses import per_sample_losses
 from dataflex.utils.logging import logger
 
 from .base_mixer import Mixer, MixtureManager, softmax
+
+
+LOSS_NORMALIZATIONS = ("alpha_tokens", "domain_mean")
 
 
 def doremi_update(alpha: np.ndarray, excess: np.ndarray, eta: float, smoothing: float) -> np.ndarray:
@@ -72,11 +87,17 @@ def load_reference_model(path: str, device, vocab_size: int | None = None):
 @register_mixer("doremi")
 class DoReMiMixer(Mixer):
     reweights_loss = True
+    updates_every_step = True
 
     def __init__(self, mixture_manager: MixtureManager, reference_model_path: str, eta: float = 1.0,
-                 smoothing: float = 1e-3, weights_file: str = "doremi_weights.json", model=None, accelerator=None,
+                 smoothing: float = 1e-3, weights_file: str = "doremi_weights.json",
+                 loss_normalization: str = "alpha_tokens", model=None, accelerator=None,
                  run_dir: str | None = None, is_main: bool = True) -> None:
         super().__init__(mixture_manager)
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"component.loss_normalization={loss_normalization!r} is unknown; choose one of "
+                             f"{LOSS_NORMALIZATIONS}.")
+        self.loss_normalization = loss_normalization
         k = len(mixture_manager.names)
         self.eta, self.smoothing = float(eta), float(smoothing)
         self.alpha = np.full(k, 1.0 / k)
@@ -90,6 +111,7 @@ class DoReMiMixer(Mixer):
         vocab = _vocab_size(model)
         self._reference = load_reference_model(reference_model_path, device, vocab)
         self._domain_tokens: torch.Tensor | None = None
+        self._normalizer: torch.Tensor | None = None
         logger.info(f"DoReMi: reference model from {reference_model_path}, eta={self.eta}, c={self.smoothing}")
 
     # ---- the update (before the proxy's backward) ---------------------------------------------------
@@ -115,6 +137,8 @@ class DoReMiMixer(Mixer):
         self._domain_tokens = totals[0].to(device)
         if update:
             self.update(totals[1].numpy(), totals[0].numpy())
+        alpha = torch.as_tensor(self.alpha, dtype=torch.float64, device=device)
+        self._normalizer = (alpha * self._domain_tokens).sum()  # sum over the batch's tokens of alpha[d(j)]
 
     def update(self, excess_sum: np.ndarray, token_count: np.ndarray) -> np.ndarray:
         """lambda from the global per-domain sums, then the alpha step and the running average."""
@@ -127,13 +151,17 @@ class DoReMiMixer(Mixer):
         return self.alpha
 
     def weighted_loss(self, losses, batch, ctx) -> torch.Tensor:
-        """sum_i alpha_i * (domain i's token-mean loss over the global batch), this micro-batch's share."""
+        """This micro-batch's share of the proxy loss over the global batch (see the module docstring):
+        alpha_tokens: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)]; domain_mean: sum_i alpha_i * mean_i."""
         if self._domain_tokens is None:
             raise RuntimeError("DoReMiMixer.weighted_loss called before before_backward (defer_backward is off?)")
-        device = losses.token_sum.device
+        device, dtype = losses.token_sum.device, losses.token_sum.dtype
         domains = batch["domain_ids"].to(device)
-        alpha = torch.as_tensor(self.alpha, dtype=losses.token_sum.dtype, device=device)
-        per_token = alpha[domains] / self._domain_tokens[domains].clamp(min=1).to(losses.token_sum.dtype)
+        alpha = torch.as_tensor(self.alpha, dtype=dtype, device=device)
+        if self.loss_normalization == "alpha_tokens":
+            per_token = alpha[domains] / self._normalizer.clamp(min=1e-12).to(dtype)
+        else:
+            per_token = alpha[domains] / self._domain_tokens[domains].clamp(min=1).to(dtype)
         return (losses.token_sum * per_token).sum() * ctx.world_size  # ranks' gradients are averaged
 
     # ---- outputs ------------------------------------------------------------------------------------
@@ -154,7 +182,7 @@ class DoReMiMixer(Mixer):
         avg = self.average_alpha if self.num_updates else self.alpha
         return {"domains": names, "proportions": [float(x) for x in avg / avg.sum()],
                 "final_alpha": [float(x) for x in self.alpha], "num_updates": self.num_updates,
-                "eta": self.eta, "smoothing": self.smoothing}
+                "eta": self.eta, "smoothing": self.smoothing, "loss_normalization": self.loss_normalization}
 
     def _write_weights(self) -> None:
         if self._is_main and self.weights_path is not None:

@@ -13,8 +13,17 @@ and pi is the mixture that produced that batch (importance weighting). The paper
 batch; DataFlex batches mix domains by the current proportions, so every domain present in the step gets
 its *own* reward (the original DataFlex credited the whole batch's loss to the first sample's domain).
 Rewards are observed at every step (warmup included); `mix` recomputes pi at the trainer's updates, so
-`update_step=1, warmup_step=0` is the paper's per-step algorithm. Every configured parameter is used
-(the original DataFlex ignored two of them).
+`update_step=1, warmup_step=0` is the paper's per-step algorithm (the paper updates every step: the
+generic dynamic_mix default 50 + 25 x 10 is *not* ODM's schedule; conf/components/dynamic_mix/odm.yaml's
+example command is). Every configured parameter is used (the original DataFlex ignored two of them).
+
+Estimator (`estimator`): `smoothed` (default) is the paper's Algorithm 1, R <- alpha R + (1 - alpha) r / pi.
+The authors' released code (megatron/data/data_sampling_utils.py, Exp3WeightUpdater) instead accumulates
+R += (r / 10) / pi with no smoothing and makes no update during its warmup steps; `estimator=cumulative
+reward_scale=0.1 observe_warmup=false` reproduces that code. We default to the paper's smoothed form
+because the cumulative sum grows with t and, multiplied by eps_{t-1} ~ t^-1/2, its policy keeps sharpening
+with training length; the paper states the smoothed estimator. `observe_warmup` (default true, ours)
+lets the bandit see the warmup steps' rewards: harmless with the paper's warmup 0.
 
 `reward=learning_progress` (a documented deviation, off by default): the paper's loss reward cannot tell an
 irreducible loss from a learnable one, so Exp3 keeps feeding a pure-noise domain (highest loss, nothing to
@@ -51,6 +60,7 @@ def exp3_policy(estimated_reward: np.ndarray, t: int, floor: float = 0.0) -> np.
 
 
 REWARDS = ("loss", "learning_progress")
+ESTIMATORS = ("smoothed", "cumulative")
 
 
 def update_loss_averages(fast: np.ndarray, slow: np.ndarray, loss: np.ndarray, present: np.ndarray,
@@ -72,6 +82,15 @@ def normalised_progress(fast: np.ndarray, slow: np.ndarray, present: np.ndarray)
     return progress / top if top > 0 else np.zeros_like(progress)
 
 
+def cumulative_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray,
+                             observed: np.ndarray) -> np.ndarray:
+    """The authors' code: R_i <- R_i + r_i / pi_i for the observed domains (no smoothing)."""
+    out = np.asarray(estimated_reward, dtype=np.float64).copy()
+    idx = np.flatnonzero(observed & (pi > 0))
+    out[idx] = out[idx] + rewards[idx] / pi[idx]
+    return out
+
+
 def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray,
                            observed: np.ndarray, alpha: float) -> np.ndarray:
     """R_i <- alpha R_i + (1 - alpha) r_i / pi_i for the observed domains; the others keep their estimate."""
@@ -85,11 +104,14 @@ def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi
 class OdmMixer(Mixer):
     def __init__(self, mixture_manager: MixtureManager, alpha: float = 0.9, reward_scale: float = 1.0,
                  min_exploration_rate: float = 0.0, reward: str = "loss", progress_fast: float = 0.9,
-                 progress_slow: float = 0.99) -> None:
+                 progress_slow: float = 0.99, estimator: str = "smoothed", observe_warmup: bool = True) -> None:
         super().__init__(mixture_manager)
         k = len(mixture_manager.names)
         if reward not in REWARDS:
             raise ValueError(f"component.reward={reward!r} is unknown; choose one of {REWARDS}.")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"component.estimator={estimator!r} is unknown; choose one of {ESTIMATORS}.")
+        self.estimator, self.observe_warmup = estimator, bool(observe_warmup)
         if min_exploration_rate > 1.0 / k:
             raise ValueError(f"component.min_exploration_rate={min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
                              f"for K={k} domains {mixture_manager.names}; the policy would not be a distribution.")
@@ -111,8 +133,12 @@ class OdmMixer(Mixer):
                 self.progress_fast, self.progress_slow)
             raw = normalised_progress(self.loss_fast, self.loss_slow, stats.present)
         rewards = self.reward_scale * raw
-        self.estimated_reward = smoothed_reward_update(self.estimated_reward, rewards,
-                                                       self.mixture_manager.proportions, stats.present, self.alpha)
+        pi = self.mixture_manager.proportions
+        if self.estimator == "cumulative":
+            self.estimated_reward = cumulative_reward_update(self.estimated_reward, rewards, pi, stats.present)
+        else:
+            self.estimated_reward = smoothed_reward_update(self.estimated_reward, rewards, pi, stats.present,
+                                                           self.alpha)
         self.last_reward = np.where(stats.present, rewards, np.nan)
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:

@@ -175,8 +175,16 @@ class DoReMiMixerConfig:
     """c: alpha <- (1 - c) softmax(...) + c / k (the paper's run scripts use 1e-3)."""
     weights_file: str = "doremi_weights.json"
     """Written into the run dir: the running average of alpha that step 3 trains with."""
+    loss_normalization: str = "alpha_tokens"
+    """Proxy loss: `alpha_tokens` (the authors' code: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)] over the
+    batch's tokens) or `domain_mean` (the paper's Algorithm 1 as written: sum_i alpha_i x domain i's
+    token-mean loss). Equal when domains have equal token counts in the batch. alpha itself is updated at
+    every step whatever trainer.warmup_step/update_step say (they only schedule mix(), a no-op for DoReMi)."""
 
     def __post_init__(self) -> None:
+        if self.loss_normalization not in ("alpha_tokens", "domain_mean"):
+            raise ValueError(f"component.loss_normalization must be alpha_tokens or domain_mean, got "
+                             f"{self.loss_normalization!r}.")
         if self.eta <= 0:
             raise ValueError(f"component.eta must be > 0, got {self.eta}.")
         if not 0.0 <= self.smoothing <= 1.0:
@@ -191,7 +199,7 @@ class OdmMixerConfig:
     alpha: float = 0.9
     """Smoothing of the importance-weighted reward average: R <- alpha R + (1 - alpha) r / pi."""
     reward_scale: float = 1.0
-    """Rewards are the domain's token-mean training loss times this (the authors' code divides by 10)."""
+    """Rewards are the domain's token-mean training loss times this (the authors' code divides by 10: 0.1)."""
     min_exploration_rate: float = 0.0
     """Floor on the exploration rate eps_t = min(1/K, sqrt(ln K / (K t))); must be <= 1/K."""
     reward: str = "loss"
@@ -201,8 +209,15 @@ class OdmMixerConfig:
     """learning_progress: beta of the fast moving average of each domain's loss."""
     progress_slow: float = 0.99
     """learning_progress: beta of the slow moving average (must exceed progress_fast)."""
+    estimator: str = "smoothed"
+    """smoothed (the paper's Algorithm 1: R <- alpha R + (1 - alpha) r / pi) | cumulative (the authors' released
+    code: R += r / pi; with reward_scale=0.1 observe_warmup=false it reproduces that code, which divides by 10)."""
+    observe_warmup: bool = True
+    """Observe rewards during trainer.warmup_step (ours); the released code makes no update during warmup."""
 
     def __post_init__(self) -> None:
+        if self.estimator not in ("smoothed", "cumulative"):
+            raise ValueError(f"component.estimator must be smoothed or cumulative, got {self.estimator!r}.")
         if self.reward not in ("loss", "learning_progress"):
             raise ValueError(f"component.reward must be loss or learning_progress, got {self.reward!r}.")
         if not 0.0 <= self.progress_fast < self.progress_slow < 1.0:

@@ -11,7 +11,10 @@
   `outside_weight`; `num_samples` are drawn with those weights.
 
 Fixed vs the original: it put the high weight on positions [start, end) of the *unsorted* candidates
-(not on the window of the ranking), and divided by zero with update_times=1.
+(not on the window of the ranking), and divided by zero with update_times=1. Too few candidates: with
+`replacement=false` (default) a selection that needs more distinct samples than have a positive weight
+(possible with outside_weight=0 and a narrow or cut window) is refused with the knobs to turn, instead of
+silently falling back to drawing with replacement; `replacement=true` draws with replacement throughout.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ class DeltaLossSelector(Selector):
         rng = self.rng(step_id)
         if self.baseline_ids is None:
             cands = self.candidate_ids(kwargs)
+            if not self.replacement and num_samples > len(cands):
+                raise ValueError(f"delta_loss: {num_samples} distinct samples requested from {len(cands)} candidates; "
+                                 "raise trainer.candidate_pool_size, lower trainer.update_step or set "
+                                 "component.replacement=true.")
             self.baseline_ids = cands.copy()
             self.baseline_losses = candidate_losses(model, cands, self.ctx).numpy().astype(np.float64)
             pos = rng.choice(len(cands), size=num_samples, replace=self.replacement)
@@ -80,8 +87,15 @@ class DeltaLossSelector(Selector):
         update_times = int(kwargs.get("update_times", update))
         probs, window = delta_loss_probs(delta, update, update_times, window_size=self.window_size,
                                          steepness=self.steepness, outside_weight=self.outside_weight)
-        replacement = self.replacement or num_samples > int((probs > 0).sum())
-        pos = weighted_sample(probs, num_samples, rng, replacement)
+        positive = int((probs > 0).sum())
+        if not self.replacement and num_samples > positive:
+            raise ValueError(
+                f"delta_loss: update {update} needs {num_samples} distinct samples but only {positive} of the "
+                f"{len(cands)} baseline candidates have a positive weight (component.outside_weight="
+                f"{self.outside_weight} and a window of {window[1] - window[0]}); set component.replacement=true "
+                "to draw with replacement, raise component.outside_weight or component.window_size, or lower "
+                "trainer.update_step.")
+        pos = weighted_sample(probs, num_samples, rng, self.replacement)
         self.last_scores = delta[pos]
         self.last_info = {"window_start": window[0], "window_end": window[1], "candidates": len(cands)}
         return [int(i) for i in cands[pos]]

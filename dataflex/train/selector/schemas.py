@@ -144,6 +144,8 @@ class DeltaLossSelectorConfig(SeededSelectorConfig):
     outside_weight: float = 0.025
     """Sampling weight of candidates outside the window (inside: 1)."""
     replacement: bool = False
+    """false: a selection needing more distinct samples than have a positive weight is refused (with the fix);
+    true: draw with replacement."""
 
     def __post_init__(self) -> None:
         if not 0 < self.window_size <= 1:
@@ -160,7 +162,8 @@ class TargetSelectorConfig(SeededSelectorConfig):
     target_dataset: str | None = None
     """...or a named dataset (any data.dataset spec, tokenized like the training data)."""
     target_split: str = "eval"
-    """Split of target_dataset: eval | train."""
+    """Split the target rows come from, for target_domain and target_dataset alike: eval | train (train: the
+    domain's first training rows, which stay in the candidate pool)."""
     target_max_samples: int | None = 64
     """At most this many target rows per subtask (the first ones)."""
 
@@ -248,22 +251,28 @@ class NearSelectorConfig(TargetSelectorConfig):
 @dataclass
 class TsdsSelectorConfig(TargetSelectorConfig):
     """`component=tsds` (Liu et al. 2024): optimal-transport distribution alignment with a KDE diversity
-    regulariser; samples drawn from the resulting probabilities."""
+    regulariser; samples drawn from the resulting probabilities. Exact chunked neighbour search (faiss
+    IndexFlatL2 when installed), memory checked before training; deviations: dataflex/train/selector/tsds_selector.py."""
 
     _target_: str = "dataflex.train.selector.tsds_selector.TsdsSelector"
     encoder_path: str | None = None
     probs_path: str | None = None
     """Precomputed .npy of sampling probabilities over the training set (skips the computation)."""
     max_K: int = 5000
-    """Nearest candidates considered per target (capped at the number of candidates)."""
+    """Nearest candidates considered per target (the authors' default; capped as cap_neighbours says)."""
     kde_K: int = 1000
-    """Neighbourhood size of the density estimate (capped at the number of candidates)."""
-    sigma: float = 0.75
-    """Kernel width of the KDE (0: no density correction)."""
+    """Neighbourhood size of the density estimate (the authors' default; capped as cap_neighbours says)."""
+    cap_neighbours: bool = True
+    """Cap max_K and kde_K at candidates // 10, as the authors' code (false: only at the number of candidates)."""
+    sigma: float | None = None
+    """Kernel width of the KDE. None (default): the authors' 0.75 scaled to the embedding space, 0.75 / sqrt(2) x
+    the candidates' median pairwise distance (= 0.75 for embeddings spread like a sentence encoder's; a training
+    model's states are often far more compressed, where a fixed 0.75 makes the KDE flat and TSDS uniform).
+    A number: fixed (0.75: the authors' value; 0: no density correction). A near-uniform KDE logs a warning."""
     alpha: float = 0.5
     """Trade-off between distribution alignment (→1) and diversity (→0)."""
     C: float = 5.0
-    """A constant on the scale of the embedding norms."""
+    """A constant on the scale of the embedding norms (the authors' 5; our embeddings are L2-normalised)."""
     replacement: bool = True
     """Draw with replacement (the paper's multinomial sampling)."""
 
@@ -272,7 +281,7 @@ class TsdsSelectorConfig(TargetSelectorConfig):
             self._check_target("tsds")
         if not 0 < self.alpha < 1:
             raise ValueError(f"component.alpha must be in (0, 1), got {self.alpha}.")
-        if self.sigma < 0 or self.C <= 0 or self.max_K < 2 or self.kde_K < 1:
+        if (self.sigma is not None and self.sigma < 0) or self.C <= 0 or self.max_K < 2 or self.kde_K < 1:
             raise ValueError("component.sigma >= 0, component.C > 0, component.max_K >= 2 and component.kde_K >= 1 "
                              f"required (got {self.sigma}, {self.C}, {self.max_K}, {self.kde_K}).")
 

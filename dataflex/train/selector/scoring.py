@@ -162,8 +162,8 @@ def _first_per_domain(domain_ids: np.ndarray, wanted: Sequence[int], cap: int | 
 def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str | None,
                    target_dataset: str | None, target_split: str = "eval",
                    target_max_samples: int | None = None) -> TargetSet:
-    """The target set from config: the eval split of `target_domain` (comma-separated for several
-    subtasks). At most `target_max_samples` rows per subtask (the first ones: deterministic). The
+    """The target set from config: the `target_split` (eval or train) split of `target_domain`
+    (comma-separated for several subtasks), or of the named `target_dataset`. At most `target_max_samples` rows per subtask (the first ones: deterministic). The
     selector's own keys win; else the trainer's defaults (trainer.target_domain / trainer.target_dataset)."""
     if not target_domain and not target_dataset:
         target_domain, target_dataset = ctx.target_domain, ctx.target_dataset
@@ -172,10 +172,13 @@ def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str |
     if target_domain and target_dataset:
         raise ValueError("set only one of component.target_domain and component.target_dataset.")
     if target_domain:
-        data = ctx.eval_data
+        if target_split not in ("eval", "train"):
+            raise ValueError(f"component.target_split must be eval or train, got {target_split!r}.")
+        data = ctx.eval_data if target_split == "eval" else ctx.train_data
         if data is None:
             raise ValueError(f"component.target_domain={target_domain!r} uses the eval split, but the data has no "
-                             "eval split; add `eval:` files to the dataset or set component.target_dataset.")
+                             "eval split; add `eval:` files to the dataset, set component.target_split=train (the "
+                             "first rows of the domain's training split) or set component.target_dataset.")
         names = [n.strip() for n in str(target_domain).split(",") if n.strip()]
         unknown = [n for n in names if n not in data.domain_names]
         if unknown:

@@ -140,7 +140,7 @@ class DynamicMixTrainer(BaseTrainer):
         return self.sampler.next(n)
 
     def before_backward(self, all_losses, micro_batches, ctx: StepContext) -> None:
-        self.mixer.before_backward(all_losses, micro_batches, ctx, update=self.is_update(ctx.step))
+        self.mixer.before_backward(all_losses, micro_batches, ctx, update=self._reweight_update(ctx.step))
 
     def compute_loss(self, losses, batch, ctx: StepContext) -> torch.Tensor:
         if self.mixer is not None and self.mixer.reweights_loss:
@@ -153,11 +153,13 @@ class DynamicMixTrainer(BaseTrainer):
         metrics: dict[str, Any] = {f"train/loss/{n}": float(v) for n, v, seen in
                                    zip(self.domain_names, stats.loss, stats.present) if seen}
         if self.mixer is not None:
-            if np.isfinite(stats.token_sum).all():
+            if done <= self.args.warmup_step and not getattr(self.mixer, "observe_warmup", True):
+                pass  # the mixer asked not to see the warmup steps (ODM's released code)
+            elif np.isfinite(stats.token_sum).all():
                 self.mixer.observe(stats)
             else:
                 logger.warning(f"dynamic_mix: step {done} has non-finite losses; the mixer does not observe it")
-            if self.mixer.reweights_loss and self.is_update(ctx.step):
+            if self.mixer.reweights_loss and self._reweight_update(ctx.step):
                 metrics.update(self.mixer.metrics())  # DoReMi updated alpha during this step
         if self.is_update(done):
             self._update(done, stats)
@@ -168,6 +170,11 @@ class DynamicMixTrainer(BaseTrainer):
         return metrics
 
     # ---- internals ----------------------------------------------------------------------------------------
+    def _reweight_update(self, step: int) -> bool:
+        """Whether a loss-reweighting mixer updates its weights during 0-based step `step`: at every step
+        when it says so (`updates_every_step`: DoReMi, whatever the sampling schedule), else on the schedule."""
+        return bool(getattr(self.mixer, "updates_every_step", False)) or self.is_update(step)
+
     def _domain_stats(self, done: int, ctx: StepContext) -> DomainStats:
         g = ctx.gathered()
         k = len(self.domain_names)

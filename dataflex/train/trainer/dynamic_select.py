@@ -134,6 +134,8 @@ class DynamicSelectTrainer(BaseTrainer):
             key = "trainer.candidate_pool_size" if self.args.candidate_pool_size else "the training set size"
             raise ValueError(f"each selection needs update_step x global batch = {n_sel} samples but {key} is {pool}; "
                              "lower trainer.update_step or raise the pool.")
+        if callable(getattr(self.selector, "check_memory", None)):  # e.g. tsds: its neighbour search
+            self.selector.check_memory(loop.model, num_candidates=pool, device=loop.accelerator.device)
         proj_dim = getattr(self.component_config, "proj_dim", None) if self.component_config else None
         if proj_dim:  # a gradient-feature selector: fail now, with the knob to turn, rather than OOM later
             check_gradient_feature_memory(
