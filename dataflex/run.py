@@ -10,7 +10,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config.dist import DistConfig
-from dataflex.data.processor import TokenizedData
+from dataflex.data.processor import TokenizedData, record_chat_template
 from dataflex.tracking import TrackerGroup
 from dataflex.train.best_model import check_metric_available
 from dataflex.utils.logging import logger
@@ -86,6 +86,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                            template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt)
         train_data = TokenizedData(train_engine, **data_kwargs)
         eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
+        record_chat_template(bundle.tokenizer, train_data)  # the saved tokenizer renders as in training
         logger.info(f"data: {len(train_data)} training items over domains {train_data.domain_names}"
                     + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split"))
         # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with its

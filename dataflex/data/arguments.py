@@ -26,7 +26,9 @@ class DataArguments:
     """`sft`: chat-formatted instruction data with prompt masking; `pretrain`: plain text packed into
     `cutoff_len` blocks."""
     template: str | None = None
-    """Chat template: None uses the tokenizer's own if it has one, else DataFlex's built-in `simple` one."""
+    """Chat template: None (= `auto`) uses the tokenizer's own if it has one, else DataFlex's built-in `simple`;
+    `tokenizer`, `simple`, or a named format as LLaMA-Factory writes it: `chatml`, `qwen`, `llama3`. The saved
+    tokenizer (final_model/, checkpoints) carries the template the model was trained with."""
     train_on_prompt: bool = False
     """Also compute the loss on prompt (user/system) tokens."""
     seed: int = 42
@@ -50,6 +52,9 @@ class DataArguments:
             raise ValueError(f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128.")
         if self.max_samples is not None and self.max_samples <= 0:
             raise ValueError(f"data.max_samples must be > 0 or null, got {self.max_samples}.")
+        from dataflex.data.templates import check_template_name
+
+        check_template_name(self.template)
         if self.mode not in ("sft", "pretrain"):
             raise ValueError(f"data.mode must be 'sft' or 'pretrain', got {self.mode!r}.")
         if self.packing and self.mode == "pretrain":

@@ -41,6 +41,11 @@ class SimpleTemplate:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
 
+    def jinja(self) -> str:
+        from dataflex.data.templates import simple_jinja
+
+        return simple_jinja()
+
     def segments(self, messages: Sequence[dict[str, Any]]) -> list[tuple[list[int], float]]:
         """One (token ids, loss_weight) pair per turn."""
         eos = self.tokenizer.eos_token or ""
@@ -65,6 +70,9 @@ class TokenizerTemplate:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self.name = "tokenizer"
+
+    def jinja(self) -> str:
+        return self.tokenizer.chat_template
 
     def _render(self, messages: Sequence[dict[str, Any]], generation_prompt: bool) -> list[int]:
         plain = [{"role": m["role"], "content": message_text(m)} for m in messages]
@@ -93,6 +101,11 @@ class TokenizerTemplate:
 
 
 def build_template(tokenizer, name: str | None):
+    from dataflex.data.templates import FORMATS, NamedTemplate, check_template_name
+
+    check_template_name(name)
+    if name in FORMATS:
+        return NamedTemplate(tokenizer, FORMATS[name])
     if name in (None, "auto"):
         return TokenizerTemplate(tokenizer) if getattr(tokenizer, "chat_template", None) else SimpleTemplate(tokenizer)
     if name == "simple":
@@ -101,7 +114,14 @@ def build_template(tokenizer, name: str | None):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("data.template=tokenizer but the tokenizer has no chat_template; use data.template=simple.")
         return TokenizerTemplate(tokenizer)
-    raise ValueError(f"Unknown data.template={name!r}; choose one of: null (auto), simple, tokenizer.")
+    raise AssertionError(name)  # (check_template_name refused it)
+
+
+def record_chat_template(tokenizer, data: TokenizedData) -> None:
+    """Sets `tokenizer.chat_template` to the template `data` is rendered with (SFT), so the saved tokenizer
+    (final_model/, checkpoints) formats conversations as in training."""
+    if data.mode == "sft":
+        tokenizer.chat_template = data.processor.template.jinja()
 
 
 @dataclass
