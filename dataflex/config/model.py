@@ -47,8 +47,15 @@ class TinyModelConfig(FinetuningConfig):
     num_key_value_heads: int = 6
     max_position_embeddings: int = 512
     tie_word_embeddings: bool = True
+    vocab_size: int | None = None
+    """Embedding/head rows; None: the tokenizer's size. A larger value pads the vocabulary (as real models
+    pad theirs) to give benchmarks realistic LM-head shapes (e.g. 32000, 128256) with the bundled tokenizer."""
     seed: int = 0
     """Seed of the weight initialisation."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size is not None and self.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 or null, got {self.vocab_size}.")
 
 
 @dataclass

@@ -9,6 +9,7 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor")
 """`trainer.optim` names (HF's); any other optimizer by its class path, e.g. `torch.optim.RMSprop`."""
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "warmup_stable_decay")
+LOSS_IMPLS = ("auto", "plain", "chunked", "liger")
 
 
 @dataclass
@@ -39,7 +40,22 @@ class TrainingArguments:
     """Extra optimizer keyword arguments, e.g. `trainer.optim_args={momentum:0.9}` for sgd. The Adam betas and
     epsilon come from `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
     per_device_train_batch_size: int = 16
-    per_device_eval_batch_size: int = 64
+    per_device_eval_batch_size: int | None = None
+    """Row cap of an evaluation/scoring batch. None: batches are sized by `scoring_max_tokens` alone."""
+    scoring_max_tokens: int | None = None
+    """Padded tokens per forward-only batch (evaluation, loss/delta-loss scoring, reference models); rows are
+    bucketed by length first. None: sized from the free memory (at most 16384)."""
+    loss_impl: str = "auto"
+    """How per-sample losses are computed: `plain` (full B x T x V float32 logits), `chunked` (final hidden
+    states through the LM head in chunks of `loss_chunk_size` supervised tokens, recomputed in backward),
+    `liger` (CUDA + liger-kernel's fused linear cross entropy, after a check that per-token weights reach the
+    gradient) or `auto` (chunked where the model allows, else plain; the log says which and why)."""
+    loss_chunk_size: int = 1024
+    """Tokens per chunk of the chunked loss (peak extra memory ~ 3 x chunk x vocab floats)."""
+    gradient_checkpointing: bool = False
+    """Recompute decoder-layer activations in backward (HF's, use_reentrant=False; with LoRA the input
+    embeddings are made to require grad). Per-sample gradient features run in eval mode, which HF does
+    not checkpoint, so they are unaffected."""
     gradient_accumulation_steps: int = 1
     max_steps: int = 300
     """Total optimizer steps; <= 0 means derive them from num_train_epochs."""
@@ -85,7 +101,12 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         _check_positive("trainer.per_device_train_batch_size", self.per_device_train_batch_size)
-        _check_positive("trainer.per_device_eval_batch_size", self.per_device_eval_batch_size)
+        for key in ("per_device_eval_batch_size", "scoring_max_tokens"):
+            if getattr(self, key) is not None:
+                _check_positive(f"trainer.{key}", getattr(self, key))
+        _check_positive("trainer.loss_chunk_size", self.loss_chunk_size)
+        if self.loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"trainer.loss_impl={self.loss_impl!r} is unknown; choose one of {LOSS_IMPLS}.")
         _check_positive("trainer.gradient_accumulation_steps", self.gradient_accumulation_steps)
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("Set trainer.max_steps > 0 or trainer.num_train_epochs > 0 (both are <= 0).")

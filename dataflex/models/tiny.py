@@ -21,13 +21,16 @@ def load_tokenizer(path: str | None = None):
 
 def build_tiny_model(*, tokenizer_path: str | None = None, hidden_size: int = 192, intermediate_size: int = 512,
                      num_hidden_layers: int = 4, num_attention_heads: int = 6, num_key_value_heads: int = 6,
-                     max_position_embeddings: int = 512, tie_word_embeddings: bool = True, seed: int = 0,
+                     max_position_embeddings: int = 512, tie_word_embeddings: bool = True,
+                     vocab_size: int | None = None, seed: int = 0,
                      finetuning_type: str = "full", **finetuning) -> ModelBundle:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(tokenizer_path)
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens).")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,

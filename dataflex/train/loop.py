@@ -21,6 +21,7 @@ import torch
 from dataflex.config.dist import accelerator_plugins
 from dataflex.data.packing import collate_packed
 from dataflex.data.processor import collate
+from dataflex.train.activation_checkpointing import enable_gradient_checkpointing
 from dataflex.train.best_model import BestModelTracker
 from dataflex.train.checkpoint import _fault_point, load_checkpoint, load_model_weights, resolve_resume, save_checkpoint
 from dataflex.train.context import StepContext
@@ -29,9 +30,10 @@ from dataflex.train.evaluation import evaluate
 from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
 from dataflex.train.saving import save_model
-from dataflex.train.signals.losses import per_sample_losses
+from dataflex.train.signals.losses import LossSettings, configure_losses, model_losses
 from dataflex.train.signals.packed import check_packing_support, packed_sample_losses
 from dataflex.utils.logging import logger
+from dataflex.utils.progress import configure_progress
 
 
 def build_accelerator(args, dist=None):
@@ -107,11 +109,7 @@ class TrainingLoop:
 
     def _forward(self, model, mb: dict[str, torch.Tensor], ctx: StepContext):
         device = self.accelerator.device
-        if "packed" in mb:
-            losses = packed_sample_losses(model, mb, device)
-        else:
-            logits = model(input_ids=mb["input_ids"].to(device), attention_mask=mb["attention_mask"].to(device)).logits
-            losses = per_sample_losses(logits, mb["labels"].to(device))
+        losses = packed_sample_losses(model, mb, device) if "packed" in mb else model_losses(model, mb, device)
         ctx.record(mb, losses)
         return losses
 
@@ -153,7 +151,7 @@ class TrainingLoop:
         if self.trainer.eval_data is None:
             return {}
         return evaluate(model, self.trainer.eval_data, batch_size=self.args.per_device_eval_batch_size,
-                        pad_token_id=self.pad_id, device=self.accelerator.device, rank=self.rank,
+                        max_tokens=self.args.scoring_max_tokens, pad_token_id=self.pad_id, device=self.accelerator.device, rank=self.rank,
                         world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain,
                         lockstep=self.zero_stage == 3)
 
@@ -232,6 +230,10 @@ class TrainingLoop:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(args.seed)
+        configure_losses(LossSettings(args.loss_impl, args.loss_chunk_size))
+        configure_progress(self.is_main and not args.disable_tqdm)
+        if args.gradient_checkpointing:
+            enable_gradient_checkpointing(trainer.model)
         if (args.save_steps or args.resume_from_checkpoint) and self.accelerator.distributed_type.name == "FSDP":
             raise NotImplementedError("checkpoints (trainer.save_steps, trainer.resume_from_checkpoint) are not "
                                       "supported with dist=fsdp yet: the optimizer state and weights are sharded "

@@ -63,7 +63,8 @@ def test_domain_mean_weights_average_relative_weights():
 
 
 def nan_trainer_class(poison_step: int):
-    """Makes sample row 1 of the first micro-batch NaN at `poison_step` (through the model's logits)."""
+    """Makes sample row 1 of the first micro-batch NaN at `poison_step` (through the decoder's final hidden
+    states, which both the plain and the chunked loss read)."""
     base = recording_trainer_class()
 
     class Poisoned(base):
@@ -74,10 +75,10 @@ def nan_trainer_class(poison_step: int):
             def hook(module, args, output):
                 if module.training and self._step == poison_step and not self._poisoned:
                     self._poisoned = True
-                    output.logits.data[1] = float("nan")
+                    output.last_hidden_state.data[1] = float("nan")
 
             self._poisoned = False
-            loop.accelerator.unwrap_model(loop.model).register_forward_hook(hook)
+            loop.accelerator.unwrap_model(loop.model).get_decoder().register_forward_hook(hook)
 
         def next_indices(self, step, n):
             self.batches[step] = super().next_indices(step, n)

@@ -41,7 +41,7 @@ import torch
 from dataflex.core.registry import register_mixer
 from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.distributed import all_reduce_sum
-from dataflex.train.signals.losses import per_sample_losses
+from dataflex.train.signals.losses import model_losses
 from dataflex.utils.logging import logger
 
 from .base_mixer import Mixer, MixtureManager, softmax
@@ -115,11 +115,11 @@ class DoReMiMixer(Mixer):
         logger.info(f"DoReMi: reference model from {reference_model_path}, eta={self.eta}, c={self.smoothing}")
 
     # ---- the update (before the proxy's backward) ---------------------------------------------------
-    @torch.no_grad()
     def _reference_token_loss(self, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-        logits = self._reference(input_ids=batch["input_ids"].to(device),
-                                 attention_mask=batch["attention_mask"].to(device)).logits
-        return per_sample_losses(logits, batch["labels"].to(device)).token_loss
+        """(B, T-1) per-token losses of the frozen reference (forward only, the memory-lean loss path)."""
+        with torch.inference_mode():
+            token_loss = model_losses(self._reference, batch, device).token_loss
+        return token_loss.clone()  # a normal tensor: it meets the proxy's losses outside inference mode
 
     def before_backward(self, all_losses, micro_batches, ctx, update: bool) -> None:
         k = len(self.alpha)

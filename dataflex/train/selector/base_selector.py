@@ -37,8 +37,11 @@ class SelectionContext:
     seed: int = 42
     batch_size: int = 16
     """Micro-batch size for per-sample gradient features (backward)."""
-    eval_batch_size: int = 64
-    """Batch size for forward-only scoring (losses, embeddings)."""
+    eval_batch_size: int | None = None
+    """Row cap of forward-only scoring batches (losses, embeddings; None: the token budget alone, 64 rows for
+    embeddings)."""
+    max_tokens: int | None = None
+    """Padded tokens per forward-only loss batch (trainer.scoring_max_tokens; None: sized from free memory)."""
     rank: int = 0
     world_size: int = 1
     run_dir: Path | None = None

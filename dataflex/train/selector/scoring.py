@@ -12,15 +12,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from dataflex.data.processor import Features, collate
+from dataflex.data.processor import Features
 from dataflex.train.distributed import all_gather_cat
+from dataflex.train.evaluation import domain_loss_sums, scoring_max_tokens
 from dataflex.train.selector.base_selector import SelectionContext
 from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.signals.gradients import AdamPreconditioner, collect_gradient_features, num_trainable
 from dataflex.train.signals.kronecker import KroneckerProjector
-from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.projection import PROJECTION_KINDS, RandomProjector
-from dataflex.utils.modes import eval_mode
 
 
 def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: SelectionContext) -> torch.Tensor:
@@ -38,22 +37,25 @@ def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: Sele
 
 
 # ---- losses ------------------------------------------------------------------------------------------
-@torch.no_grad()
-def sample_losses(model, data, ids: Sequence[int], *, batch_size: int, pad_token_id: int, device) -> torch.Tensor:
-    """Token-mean loss of each item (one batched forward per `batch_size` items), eval mode."""
-    out = []
-    with eval_mode(model):
-        for start in range(0, len(ids), batch_size):
-            batch = collate([data[int(i)] for i in ids[start:start + batch_size]], pad_token_id)
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-            out.append(per_sample_losses(logits, batch["labels"].to(device)).mean.float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+def sample_losses(model, data, ids: Sequence[int], *, batch_size: int | None, pad_token_id: int, device,
+                  max_tokens: int | None = None, lockstep: bool = False) -> torch.Tensor:
+    """Token-mean loss of each item, in the order of `ids`: forward only (inference mode, eval mode), length-
+    bucketed batches of at most `max_tokens` padded tokens (None: sized from free memory) and `batch_size`
+    rows (None: no row cap); `lockstep` (ZeRO-3): consecutive batches of `batch_size` rows instead."""
+    ids = np.asarray(ids, dtype=np.int64)
+    budget = scoring_max_tokens(model, data, ids, max_tokens, device)
+    per_row = domain_loss_sums(model, data, ids, pad_token_id=pad_token_id, device=device, max_tokens=budget,
+                               max_rows=batch_size, fixed_batches=lockstep)
+    if not len(per_row):
+        return torch.zeros(0)
+    return (per_row[:, 0] / per_row[:, 1].clamp(min=1)).float()
 
 
 def candidate_losses(model, ids: np.ndarray, ctx: SelectionContext, data=None) -> torch.Tensor:
     data = data if data is not None else ctx.train_data
-    return sharded(lambda s: sample_losses(model, data, s, batch_size=ctx.eval_batch_size,
-                                           pad_token_id=ctx.pad_token_id, device=ctx.device), ids, ctx)
+    return sharded(lambda s: sample_losses(model, data, s, batch_size=ctx.eval_batch_size, max_tokens=ctx.max_tokens,
+                                           pad_token_id=ctx.pad_token_id, device=ctx.device, lockstep=ctx.lockstep),
+                   ids, ctx)
 
 
 # ---- gradient features ---------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def embeddings(model, data, ids: np.ndarray, ctx: SelectionContext, encoder: Enc
     def fn(shard: np.ndarray) -> torch.Tensor:
         if len(shard) == 0:  # a rank with nothing to embed still joins the gather with the right width
             return torch.zeros(0, hidden)
-        return sample_embeddings(embedder, view, shard, batch_size=ctx.eval_batch_size, pad_token_id=pad,
+        return sample_embeddings(embedder, view, shard, batch_size=ctx.eval_batch_size or 64, pad_token_id=pad,
                                  device=ctx.device)
 
     return sharded(fn, ids, ctx)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from dataflex.data.processor import collate
-from dataflex.train.signals.losses import per_sample_losses
+from dataflex.train.signals.losses import LossSettings, head_path, loss_settings, model_losses, unwrap
 from dataflex.train.signals.projection import RandomProjector
 from dataflex.train.signals.zero3 import (
     full_adam_state,
@@ -148,9 +148,21 @@ def param_grad_of_call(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
     return call.cache["generic"].pop(attr)
 
 
-def _forward_losses(model: nn.Module, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    return per_sample_losses(logits, batch["labels"].to(device))
+def _head_trains(model: nn.Module) -> bool:
+    head = getattr(unwrap(model), "get_output_embeddings", lambda: None)()
+    return head is None or any(p.requires_grad for p in head.parameters())
+
+
+def _loss_settings(model: nn.Module) -> LossSettings:
+    """The configured (chunked) losses when the LM head is frozen (LoRA); the plain full-logit path when the
+    head trains, because its per-sample gradient needs the recorded head call on every position."""
+    settings = loss_settings()
+    return LossSettings("plain", settings.chunk_size) if _head_trains(model) else settings
+
+
+def checkpointing_in_train_mode(model: nn.Module) -> bool:
+    """HF gradient checkpointing recomputes layers in backward only in train mode."""
+    return model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
 @dataclass
@@ -171,9 +183,16 @@ def output_gradients(model: nn.Module, batch: dict[str, torch.Tensor], *, reduct
     module docstring); the per-sample loss is as in `per_sample_gradient_pieces`."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if checkpointing_in_train_mode(model):
+        raise RuntimeError("per-sample gradient features are computed from activations recorded by forward hooks, "
+                           "which gradient checkpointing would record again during its recompute; compute them "
+                           "in eval mode (dataflex.utils.modes.eval_mode, as every built-in selector does), where "
+                           "HF does not checkpoint.")
     device = device if device is not None else next(model.parameters()).device
+    settings = _loss_settings(model)
+    head_path(model, settings, {k: batch[k].to(device) for k in ("input_ids", "attention_mask")})  # probe unrecorded
     with torch.enable_grad(), _Recorder(model) as rec:
-        losses = _forward_losses(model, batch, device)
+        losses = model_losses(model, batch, device, settings)
     per = losses.mean if reduction == "mean" else losses.token_sum
     if weights is not None:
         per = per * weights.to(per.device, per.dtype)

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from dataflex.data.packing import unpack_token_values
 from dataflex.data.processor import IGNORE_INDEX
-from dataflex.train.signals.losses import SampleLosses, per_sample_losses
+from dataflex.train.signals.losses import SampleLosses, model_losses
 
 
 def packed_logits(model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -23,8 +23,8 @@ def packed_logits(model: nn.Module, input_ids: torch.Tensor, position_ids: torch
 def packed_sample_losses(model: nn.Module, batch: dict, device) -> SampleLosses:
     """Per-sample losses of a micro-batch collated by `collate_packed`, in its per-sample layout."""
     packed = batch["packed"]
-    logits = packed_logits(model, packed["input_ids"].to(device), packed["position_ids"].to(device))
-    rows = per_sample_losses(logits, packed["labels"].to(device))
+    rows = model_losses(model, {"input_ids": packed["input_ids"], "labels": packed["labels"]}, device,
+                        position_ids=packed["position_ids"].to(device), use_cache=False)  # see packed_logits
     token_loss = unpack_token_values(rows.token_loss, packed["gather"])
     mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
     return SampleLosses(token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss)

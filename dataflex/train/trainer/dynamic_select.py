@@ -119,7 +119,7 @@ class DynamicSelectTrainer(BaseTrainer):
                 train_data=self.train_data, eval_data=self.eval_data, pad_token_id=loop.pad_id,
                 tokenizer=self.tokenizer, device=loop.accelerator.device, seed=self.args.seed,
                 batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
-                eval_batch_size=self.args.per_device_eval_batch_size,
+                eval_batch_size=self.args.per_device_eval_batch_size, max_tokens=self.args.scoring_max_tokens,
                 rank=loop.rank, world_size=loop.world_size, run_dir=self.run_dir,
                 target_domain=self.args.target_domain, target_dataset=self.args.target_dataset,
                 lockstep=loop.zero_stage == 3))

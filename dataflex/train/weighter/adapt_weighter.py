@@ -17,8 +17,8 @@ centring makes tau act on the spread of similarities. This is our choice, not ta
 Anchors are re-embedded every `refresh_interval` optimizer steps, once, on rank 0, and broadcast, so all
 ranks weight with the same anchors; each rank embeds its own samples and the embeddings are all-gathered.
 With `reuse_forward=true` (default) a sample's embedding is pooled from the last hidden state of the
-training forward itself (a hook on the LM head's input, identical to `sample_embeddings` for models without
-dropout), so weighting costs no extra forward; `reuse_forward=false` runs `sample_embeddings` on the batch.
+training forward itself (a hook on the decoder's output, the LM head's input; identical to `sample_embeddings`
+for models without dropout), so weighting costs no extra forward; `reuse_forward=false` runs `sample_embeddings` on the batch.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
 from dataflex.train.signals.embeddings import sample_embeddings
+from dataflex.train.signals.losses import unwrap
 from dataflex.train.weighter.base_weighter import Weighter
 from dataflex.train.weighter.schemas import check_adapt_params
 
@@ -106,20 +107,24 @@ class AdaptWeighter(Weighter):
 
     # ---- reusing the training forward -----------------------------------------------------------------
     def attach(self, model) -> None:
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if self.reuse_forward and head is None:
-            raise ValueError("component.reuse_forward=true needs a model with get_output_embeddings(); set "
+        """Hooks the decoder's final hidden states (the LM head's input on every position, also when the loss
+        takes them through the chunked head, which runs the head module on the last position only)."""
+        inner = unwrap(model)
+        decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+        if self.reuse_forward and decoder is None:
+            raise ValueError("component.reuse_forward=true needs a model with get_decoder(); set "
                              "component.reuse_forward=false to embed the batch with a separate forward.")
         if self.reuse_forward:
-            head.register_forward_pre_hook(self._capture)
+            decoder.register_forward_hook(self._capture)
 
     def begin_step(self, step: int, weighted: bool) -> None:
         self._armed = weighted and self.reuse_forward
         self._hidden = []
 
-    def _capture(self, module, args) -> None:
+    def _capture(self, module, args, output) -> None:
         if self._armed and module.training and torch.is_grad_enabled():
-            self._hidden.append(args[0].detach())
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            self._hidden.append(hidden.detach())
 
     def _pooled_from_forward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         if len(self._hidden) != len(micro_batches):

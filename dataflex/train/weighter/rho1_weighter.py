@@ -19,9 +19,9 @@ import torch
 
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat
+from dataflex.train.signals.losses import model_losses
 from dataflex.train.weighter.base_weighter import Weighter
 from dataflex.train.weighter.schemas import check_rho1_params
-from dataflex.train.weighter.tokens import flat_token_losses
 
 
 def rho1_selection(losses: torch.Tensor, reference: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -64,15 +64,15 @@ class Rho1Weighter(Weighter):
                              f"training tokenizer has {len(self.tokenizer)}; the reference must share the tokenizer.")
         self.last_excess_mean = float("nan")
 
-    @torch.no_grad()
     def reference_losses(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """This rank's reference token losses, in the shared flattened order (see weighter/tokens.py)."""
+        """This rank's reference token losses, in the shared flattened order (see weighter/tokens.py); forward
+        only, by the memory-lean loss path (no B x T x V logits)."""
         out = []
-        for mb in micro_batches:
-            logits = self.reference(input_ids=mb["input_ids"].to(self.device),
-                                    attention_mask=mb["attention_mask"].to(self.device)).logits
-            out.append(flat_token_losses(logits, mb["labels"])[0].float())
-        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+        with torch.inference_mode():
+            for mb in micro_batches:
+                losses = model_losses(self.reference, mb, self.device)
+                out.append(losses.token_loss[losses.token_mask].float())
+        return torch.cat(out).clone() if out else torch.zeros(0, device=self.device)
 
     def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None) -> torch.Tensor:
         reference = all_gather_cat(self.reference_losses(inputs["micro_batches"])).cpu()
