@@ -172,3 +172,38 @@ def test_bad_settings_are_refused():
     model = copy.deepcopy(build_tiny_model(**SMALL).model)
     with pytest.raises(RuntimeError, match="liger"):
         model_losses(model, masked_batch(model.config.vocab_size), "cpu", LossSettings("liger"))
+
+
+def other_architecture(name: str):
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    torch.manual_seed(0)
+    if name == "gemma2":  # final logit soft-capping
+        return Gemma2ForCausalLM(Gemma2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                              final_logit_softcapping=3.0))
+    if name == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2, bos_token_id=1,
+                                          eos_token_id=2))
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False))
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gpt2", "qwen2"])
+def test_other_architectures_take_the_chunked_path_with_equal_losses_and_gradients(name):
+    model = other_architecture(name).double().eval()  # eval: no dropout, so both forwards see the same net
+    batch = masked_batch(300, seed=3)
+    plain_losses, plain = weighted_grads(model, batch, "plain")
+    chunk_losses, chunked = weighted_grads(model, batch, "chunked")
+    path = head_path(model, LossSettings("chunked"), batch)
+    assert path.kind == "linear" and path.softcap == (3.0 if name == "gemma2" else None)
+    assert_rel(chunk_losses, plain_losses, 1e-5)
+    for key in plain:
+        assert_rel(chunked[key], plain[key], 1e-5, key)

@@ -27,7 +27,8 @@ def packed_sample_losses(model: nn.Module, batch: dict, device) -> SampleLosses:
                         position_ids=packed["position_ids"].to(device), use_cache=False)  # see packed_logits
     token_loss = unpack_token_values(rows.token_loss, packed["gather"])
     mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
-    return SampleLosses(token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss)
+    return SampleLosses(token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss,
+                        token_mask=mask)
 
 
 def check_packing_support(model: nn.Module, device, vocab_size: int, tol: float = 1e-4) -> None:
