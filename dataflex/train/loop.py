@@ -23,7 +23,13 @@ from dataflex.data.packing import collate_packed
 from dataflex.data.processor import collate
 from dataflex.train.activation_checkpointing import enable_gradient_checkpointing
 from dataflex.train.best_model import BestModelTracker
-from dataflex.train.checkpoint import _fault_point, load_checkpoint, load_model_weights, resolve_resume, save_checkpoint
+from dataflex.train.checkpoint import (
+    _fault_point,
+    load_checkpoint,
+    load_model_weights,
+    resolve_resume,
+    save_checkpoint,
+)
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate

@@ -46,7 +46,6 @@ from dataflex.utils.logging import logger
 
 from .base_mixer import Mixer, MixtureManager, softmax
 
-
 LOSS_NORMALIZATIONS = ("alpha_tokens", "domain_mean")
 
 

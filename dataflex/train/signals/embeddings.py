@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 
 from dataflex.data.processor import collate
+from dataflex.train.signals.losses import unwrap
 from dataflex.utils.modes import eval_mode
+from dataflex.utils.progress import progress
 
 
 @torch.no_grad()
@@ -18,13 +21,17 @@ def sample_embeddings(model, data, indices: Sequence[int], *, batch_size: int, p
     Works for the training model (a causal LM: the last hidden state before the head) or any separate
     local encoder exposing `output_hidden_states`. L2-normalised unless `normalize=False`."""
     out = []
-    with eval_mode(model):
+    # a causal LM computes its head on the last position only: the logits are not used here
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters else {}
+    with eval_mode(model), progress(len(indices), "embed", unit="sample") as bar:
         for start in range(0, len(indices), batch_size):
             batch = collate([data[int(i)] for i in indices[start : start + batch_size]], pad_token_id)
             mask = batch["attention_mask"].to(device)
-            outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True)
+            outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True,
+                            **extra)
             hidden = outputs.hidden_states[-1].float()
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
             out.append(pooled.cpu())
+            bar.update(len(batch["input_ids"]))
     emb = torch.cat(out) if out else torch.zeros(0, 0)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize and len(emb) else emb

@@ -42,6 +42,7 @@ from dataflex.train.signals.zero3 import (
     unwrap_optimizer,
 )
 from dataflex.utils.modes import eval_mode
+from dataflex.utils.progress import progress
 
 REDUCTIONS = ("mean", "sum")
 
@@ -335,11 +336,12 @@ def collect_gradient_features(model: nn.Module, data, indices: Sequence[int], *,
     """(len(indices), proj_dim) features of `data[i]` (training items), in order, L2-normalised unless told
     otherwise. Runs the model in eval mode (no dropout) and restores its mode."""
     out = []
-    with eval_mode(model):
+    with eval_mode(model), progress(len(indices), "gradient features", unit="sample") as bar:
         for start in range(0, len(indices), batch_size):
             batch = collate([data[int(i)] for i in indices[start:start + batch_size]], pad_token_id)
             out.append(gradient_features(model, batch, projector=projector, preconditioner=preconditioner,
                                          device=device).cpu())
+            bar.update(len(batch["input_ids"]))
     dim = projector.proj_dim if projector is not None else num_trainable(model)
     feats = torch.cat(out) if out else torch.zeros(0, dim)
     return torch.nn.functional.normalize(feats, dim=-1) if normalize and len(feats) else feats
