@@ -30,7 +30,8 @@ def compare_eval_loss(jobs: list[JobResult], out: Path) -> Path | None:
     keys = [("all domains", "eval/loss")] + [(d, f"eval/loss/{d}") for d in domains]
     fig, axes = _grid(len(keys))
     for ax, (title, key) in zip(axes, keys):
-        _lines(ax, {_short(j): scalar(j.records, key) for j in jobs if scalar(j.records, key)[0]})
+        _lines(ax, {_short(j): scalar(j.records, key) for j in jobs if scalar(j.records, key)[0]},
+               ylabel="eval loss (nats/token)")
         ax.set_title(f"eval loss: {title}", fontsize="medium")
         if ax is not axes[0] and ax.get_legend():
             ax.get_legend().remove()
@@ -49,10 +50,8 @@ def compare_final_eval(jobs: list[JobResult], out: Path) -> Path | None:
         values = [job.domain_losses.get(d, math.nan) for d in domains[:-1]] + [job.average_loss]
         ax.bar([i + k * width - 0.4 + width / 2 for i in range(len(domains))], values, width, label=_short(job))
     ax.set_xticks(range(len(domains)), domains)
-    ax.set_ylabel("final eval loss")
-    lows = [v for j in done for v in j.domain_losses.values() if not math.isnan(v)]
-    if lows:
-        ax.set_ylim(bottom=max(0.0, min(lows) - 0.1 * (max(lows) - min(lows) + 1e-9) - 0.05))
+    ax.set_ylabel("final eval loss (nats/token)")
+    ax.set_ylim(bottom=0)  # bars start at zero: their lengths compare
     ax.set_title("final eval loss per domain")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out / "compare_final_eval.png")
@@ -63,7 +62,7 @@ def compare_train_loss(jobs: list[JobResult], out: Path) -> Path | None:
     if not data:
         return None
     fig, ax = pyplot().subplots(figsize=(7, 4))
-    _lines(ax, data)
+    _lines(ax, data, ylabel="training loss (nats/token)")
     ax.set_title("train loss")
     return _save(fig, out / "compare_train_loss.png")
 
@@ -76,7 +75,7 @@ def compare_proportions(jobs: list[JobResult], out: Path) -> Path | None:
         return None
     fig, axes = _grid(len(mixed), cols=4)
     for ax, (job, data) in zip(axes, mixed):
-        stacked_area(ax, data)
+        stacked_area(ax, data, max((int(r["step"]) for r in job.records), default=None))
         ax.set_title(_short(job, 40), fontsize="small")
     axes[-1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("mixture proportions over steps")
@@ -91,7 +90,8 @@ def compare_selection(jobs: list[JobResult], out: Path) -> Path | None:
         return None
     fig, axes = _grid(len(picked), cols=4)
     for ax, (job, data) in zip(axes, picked):
-        _lines(ax, data)
+        _lines(ax, data, ylabel="share of the selected samples")
+        ax.set_xlabel("step of the selection update")
         ax.set_ylim(0, 1)
         ax.set_title(_short(job, 40), fontsize="small")
         if ax is not axes[-1] and ax.get_legend():

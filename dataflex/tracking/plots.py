@@ -4,7 +4,14 @@
 
 Each plot is drawn only when its metrics exist (a static run has no mixture plot). Keys read:
 `loss`, `eval/loss`, `eval/loss/<domain>`, `train/loss/<domain>`, `mixture/<domain>`, `select/domain_fraction/<domain>`,
-`weight/values` (list of floats), `weight/min|max|entropy|ess`, `weight/domain_mean/<domain>`.
+`select/pool_fraction/<domain>`, `weight/values` (list of floats), `weight/active`, `weight/min|max|entropy|ess`,
+`weight/domain_mean/<domain>`.
+
+Meant for a paper: every y axis says what it measures and in which unit, the title names the run's trainer and
+component (from `.hydra/`), proportions are drawn as the step functions they are (a value logged at step s is
+in force from step s+1 to the next update, and the last one to the end of the run), the selection plot marks
+each domain's base rate (its share of the candidate pool: what random selection would pick), weight histograms
+show weighted steps only (after the trainer's warmup), and bars start at zero.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ Series = dict[str, tuple[list[int], list[float]]]
 
 MIXTURE = "mixture/"
 SELECT = "select/domain_fraction/"
+POOL = "select/pool_fraction/"
+STEP_LABEL = "optimizer step"
+LOSS_UNIT = "(nats/token)"
+RELATIVE_WEIGHT = "relative weight N·w (1 = uniform)"
 WEIGHT_VALUES = "weight/values"
 WEIGHT_DOMAIN = "weight/domain_mean/"
 WEIGHT_STATS = ("weight/min", "weight/max", "weight/entropy", "weight/ess")
@@ -59,11 +70,18 @@ def scalar(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[flo
     return steps, values
 
 
+def last_step(records: list[dict[str, Any]]) -> int:
+    return max((int(r["step"]) for r in records), default=0)
+
+
 def weight_values(records: list[dict[str, Any]]) -> list[tuple[int, list[float]]]:
-    """The logged per-sample weights `(step, values)` in step order."""
+    """The logged per-sample weights `(step, values)` in step order, of weighted steps only (`weight/active`
+    false: the plain-loss warmup, where every weight is 1)."""
     out = []
     for r in records:
         values = r.get(WEIGHT_VALUES)
+        if r.get("weight/active") in (0, 0.0, False):
+            continue
         if isinstance(values, list) and values:
             out.append((int(r["step"]), [float(v) for v in values if _number(v) is not None]))
     return out
@@ -85,94 +103,142 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _lines(ax, data: Series, marker_below: int = 20) -> None:
+def run_title(run_dir: Path | None) -> str:
+    """`dynamic_mix / odm` from the run's `.hydra/hydra.yaml` (the chosen options); "" when unknown."""
+    if run_dir is None or not (Path(run_dir) / ".hydra" / "hydra.yaml").is_file():
+        return ""
+    import yaml
+
+    try:
+        choices = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    except (KeyError, TypeError, yaml.YAMLError):
+        return ""
+    parts = [choices.get("trainer"), choices.get("component")]
+    return " / ".join(str(p) for p in parts if p and p != "none")
+
+
+def _title(ax, what: str, run: str) -> None:
+    ax.set_title(f"{what}\n{run}" if run else what, fontsize="medium")
+
+
+def _lines(ax, data: Series, marker_below: int = 20, ylabel: str | None = None) -> None:
     for label, (xs, ys) in data.items():
         ax.plot(xs, ys, label=label, marker="o" if len(xs) < marker_below else None, markersize=3)
-    ax.set_xlabel("step")
+    ax.set_xlabel(STEP_LABEL)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     if len(data) > 1:
         ax.legend(fontsize="small")
 
 
-def stacked_area(ax, data: Series) -> None:
-    """Proportions stacked to 1 over steps (domains share the steps at which the mixer logged them)."""
+def step_series(data: Series, end: int) -> Series:
+    """Piecewise-constant proportions: each value holds from its step to the next one, the last to `end`."""
+    out: Series = {}
+    for name, (xs, ys) in data.items():
+        if xs:
+            out[name] = (list(xs) + [max(end, xs[-1])], list(ys) + [ys[-1]])
+    return out
+
+
+def proportion_steps(ax, data: Series, end: int) -> None:
+    for name, (xs, ys) in step_series(data, end).items():
+        ax.step(xs, ys, where="post", label=name)
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel("sampling proportion (fraction of each batch)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, max(end, 1))
+
+
+def stacked_area(ax, data: Series, end: int | None = None) -> None:
+    """Proportions stacked to 1 as step functions through `end` (the run's last step; default the last
+    logged update). Domains share the steps at which the mixer logged them."""
     names = list(data)
     steps = data[names[0]][0]
-    rows = [data[n][1] for n in names if len(data[n][1]) == len(steps)]
-    ax.stackplot(steps, rows, labels=[n for n in names if len(data[n][1]) == len(steps)], alpha=0.85)
-    ax.set_xlabel("step")
+    keep = [n for n in names if len(data[n][1]) == len(steps)]
+    end = max(end if end is not None else steps[-1], steps[-1])
+    xs = list(steps) + [end]
+    rows = [list(data[n][1]) + [data[n][1][-1]] for n in keep]
+    ax.stackplot(xs, rows, labels=keep, alpha=0.85, step="post")
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel("sampling proportion (stacked)")
     ax.set_ylim(0, max(1.0, max((sum(col) for col in zip(*rows)), default=1.0)))
-    ax.margins(x=0)
+    ax.set_xlim(steps[0], end)
 
 
-def plot_loss(records, out: Path) -> Path | None:
+def plot_loss(records, out: Path, run: str = "") -> Path | None:
     train, evals = scalar(records, "loss"), scalar(records, "eval/loss")
     if not train[0] and not evals[0]:
         return None
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    _lines(ax, {k: v for k, v in {"train loss": train, "eval loss (all domains)": evals}.items() if v[0]})
-    ax.set_title("loss")
+    _lines(ax, {k: v for k, v in {"train loss (mean over the logging interval)": train,
+                                  "eval loss (all domains)": evals}.items() if v[0]},
+           ylabel=f"cross-entropy loss {LOSS_UNIT}")
+    _title(ax, "training and eval loss", run)
     return _save(fig, out / "train_loss.png")
 
 
-def plot_eval_per_domain(records, out: Path) -> Path | None:
+def plot_eval_per_domain(records, out: Path, run: str = "") -> Path | None:
     data = series(records, "eval/loss/")
     if not data:
         return None
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    _lines(ax, data)
-    ax.set_title("eval loss per domain")
+    _lines(ax, data, ylabel=f"eval loss {LOSS_UNIT}")
+    _title(ax, "eval loss per domain", run)
     return _save(fig, out / "eval_loss_per_domain.png")
 
 
-def plot_train_per_domain(records, out: Path) -> Path | None:
+def plot_train_per_domain(records, out: Path, run: str = "") -> Path | None:
     """Training loss per domain (`train/loss/<domain>`, logged by strategies that track it, e.g. mixers)."""
     data = series(records, "train/loss/")
     if not data:
         return None
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    _lines(ax, data, marker_below=0)
-    ax.set_title("train loss per domain")
+    _lines(ax, data, marker_below=0, ylabel=f"training loss {LOSS_UNIT}")
+    _title(ax, "training loss per domain", run)
     return _save(fig, out / "train_loss_per_domain.png")
 
 
-def plot_mixture(records, out: Path) -> Path | None:
+def plot_mixture(records, out: Path, run: str = "") -> Path | None:
     data = series(records, MIXTURE)
     if not data:
         return None
+    end = last_step(records)
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
-    _lines(left, data)
-    left.set_title("mixture proportions")
-    left.set_ylabel("proportion")
-    stacked_area(right, data)
-    right.set_title("mixture proportions (stacked)")
+    proportion_steps(left, data, end)
+    _title(left, "mixture proportions in force", run)
+    left.legend(fontsize="small")
+    stacked_area(right, data, end)
+    _title(right, "mixture proportions (stacked)", run)
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out / "mixture_proportions.png")
 
 
-def plot_selection(records, out: Path) -> Path | None:
-    """Stacked bars: for each selection update, the share of each domain in the selected samples."""
+def plot_selection(records, out: Path, run: str = "") -> Path | None:
+    """Per domain, its share of the selected samples at each update (markers), and its base rate (dashed:
+    its share of the candidate pool, what random selection picks on average)."""
     data = series(records, SELECT)
     if not data:
         return None
+    pool = series(records, POOL)
     fig, ax = pyplot().subplots(figsize=(7, 4))
-    steps = sorted({s for xs, _ in data.values() for s in xs})
-    positions = range(len(steps))
-    bottom = [0.0] * len(steps)
-    for name, (xs, ys) in data.items():
-        by_step = dict(zip(xs, ys))
-        heights = [by_step.get(s, 0.0) for s in steps]
-        ax.bar(positions, heights, bottom=bottom, label=name, width=0.85)
-        bottom = [b + h for b, h in zip(bottom, heights)]
-    ax.set_xticks(list(positions), [str(s) for s in steps], rotation=90 if len(steps) > 12 else 0, fontsize="small")
+    for k, (name, (xs, ys)) in enumerate(data.items()):
+        color = f"C{k % 10}"
+        ax.plot(xs, ys, marker="o", markersize=4, color=color, label=name)
+        if name in pool:
+            ax.axhline(pool[name][1][-1], color=color, linestyle="--", linewidth=1)
+    if pool:
+        ax.plot([], [], color="gray", linestyle="--", label="base rate (share of the pool)")
     ax.set_xlabel("step of the selection update")
-    ax.set_ylabel("fraction of selected samples")
-    ax.set_title("selected-sample domain fractions per update")
+    ax.set_ylabel("share of the selected samples")
+    ax.set_ylim(0, 1)
+    _title(ax, "selected samples per domain vs. base rate", run)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, out / "selection_domain_fractions.png")
 
 
-def plot_weight_histograms(records, out: Path, max_panels: int = 6) -> Path | None:
-    """Histograms of the per-sample weights at up to `max_panels` logging steps (first, last, evenly between)."""
+def plot_weight_histograms(records, out: Path, run: str = "", max_panels: int = 6) -> Path | None:
+    """Histograms of the per-sample weights at up to `max_panels` weighted logging steps (first, last, evenly
+    between); warmup steps (all weights 1) are left out."""
     logged = weight_values(records)
     if not logged:
         return None
@@ -188,14 +254,19 @@ def plot_weight_histograms(records, out: Path, max_panels: int = 6) -> Path | No
     for ax, (step, values) in zip(axes.flat, logged):
         ax.hist(values, bins=bins, range=(lo, hi) if hi > lo else None, color="tab:blue")
         ax.set_title(f"step {step} (n={len(values)})", fontsize="small")
-        ax.set_xlabel("per-sample weight")
+        ax.set_xlabel(RELATIVE_WEIGHT)
+        ax.set_ylabel("samples")
     for ax in list(axes.flat)[len(logged):]:
         ax.axis("off")
-    fig.suptitle("per-sample weight histograms")
+    fig.suptitle("per-sample weight histograms (weighted steps)" + (f" — {run}" if run else ""))
     return _save(fig, out / "weight_histograms.png")
 
 
-def plot_weight_stats(records, out: Path) -> Path | None:
+WEIGHT_PANEL_LABELS = {"min / max weight": RELATIVE_WEIGHT, "weight entropy": "entropy of w / Σw (nats)",
+                       "weight ess": "effective sample size (samples)", "mean weight per domain": RELATIVE_WEIGHT}
+
+
+def plot_weight_stats(records, out: Path, run: str = "") -> Path | None:
     stats = {key.split("/")[-1]: scalar(records, key) for key in WEIGHT_STATS}
     stats = {k: v for k, v in stats.items() if v[0]}
     domain_means = series(records, WEIGHT_DOMAIN)
@@ -207,8 +278,10 @@ def plot_weight_stats(records, out: Path) -> Path | None:
         return None
     fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (title, data) in zip(axes.flat, panels):
-        _lines(ax, data)
+        _lines(ax, data, ylabel=WEIGHT_PANEL_LABELS[title])
         ax.set_title(title, fontsize="medium")
+    if run:
+        fig.suptitle(f"per-sample weights — {run}")
     return _save(fig, out / "weight_stats.png")
 
 
@@ -223,7 +296,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     records = read_jsonl(run_dir / "metrics.jsonl")
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
-    return [path for plot in PLOTTERS if (path := plot(records, out_dir)) is not None]
+    run = run_title(run_dir)
+    return [path for plot in PLOTTERS if (path := plot(records, out_dir, run=run)) is not None]
 
 
 class PlotTracker:

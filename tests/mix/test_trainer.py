@@ -82,7 +82,7 @@ def test_odm_run_logs_mixture_and_per_domain_losses(tmp_path):
     assert any("eval/loss/noise" in r for r in records)
     hist = history(tmp_path)
     assert hist["domains"] == NAMES and [u["step"] for u in hist["updates"]] == [0, 2, 4, 6]
-    assert (tmp_path / "mixture_history.png").stat().st_size > 1000
+    assert not (tmp_path / "mixture_history.png").exists()  # drawn once, in plots/mixture_proportions.png
 
 
 def test_doremi_updates_alpha_before_backward_and_applies_it(tmp_path, monkeypatch):

@@ -77,6 +77,9 @@ def test_trained_ids_are_exactly_the_warmup_then_each_selection(compose, tmp_pat
         counts = rec["domain_counts"]
         for name in names:
             assert logged[f"select/domain_fraction/{name}"] == pytest.approx(counts[name] / 12)
+        pool_shares = [logged[f"select/pool_fraction/{name}"] for name in names]  # the plots' base rate
+        assert sum(pool_shares) == pytest.approx(1.0)
+        assert all(abs(p * 30 - round(p * 30)) < 1e-9 for p in pool_shares)  # shares of the 30 candidates
         assert logged["select/score_max"] == pytest.approx(max(rec["scores"]))
         assert logged["select/score_mean"] == pytest.approx(np.mean(rec["scores"]))
     assert "select/domain_fraction/target" not in metrics[1]

@@ -1,5 +1,5 @@
 """The record of a mix run: every proportion change (step, proportions, source) and the domain counts of
-every trained batch; written as `mixture_history.json` and plotted as `mixture_history.png`."""
+every trained batch; written as `mixture_history.json` (the proportions are drawn in `plots/mixture_proportions.png`)."""
 
 from __future__ import annotations
 
@@ -35,25 +35,3 @@ class MixtureHistory:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.as_dict()))
         tmp.replace(path)
-
-    def plot(self, path: Path, total_steps: int) -> None:
-        """Proportions in force at each step (a step function per domain)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [u["step"] for u in self.updates] + [total_steps]
-        values = np.asarray([u["proportions"] for u in self.updates])
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for d, name in enumerate(self.names):
-            ys = list(values[:, d]) + [values[-1, d]]
-            ax.step(steps, ys, where="post", label=name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("proportion")
-        ax.set_ylim(0, max(1e-3, float(values.max()) * 1.1))
-        ax.set_title("mixture proportions (in force after each step)")
-        ax.legend(fontsize="small", ncol=min(len(self.names), 5))
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)

@@ -49,8 +49,6 @@ class DynamicMixArguments(TrainingArguments):
     """Number of mixer calls (the last one governs the final `update_step` steps)."""
     train_step: int | None = None
     """Total steps with static_mix=true (required there, refused otherwise)."""
-    plot_mixture: bool = True
-    """Write mixture_history.png (proportions over steps) into the run dir at the end (main process)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

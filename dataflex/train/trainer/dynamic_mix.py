@@ -9,8 +9,8 @@ from a `ProportionSampler` (deficit rule: every prefix within one sample of the 
 
 Visibility: `mixture/<domain>` at step 0 and at every update and `train/loss/<domain>` at every step go
 to metrics.jsonl/trackers (with the mixer's own metrics, e.g. `odm/estimated_reward/<domain>`); the run
-dir gets `mixture_history.json` (every change and the domain counts of every trained batch) and
-`mixture_history.png` at the end of the run (main process only).
+dir gets `mixture_history.json` (every change and the domain counts of every trained batch) at the end of
+the run (main process only); the proportions are drawn in `plots/mixture_proportions.png`.
 
 Data repeats: under no replacement each domain is drawn as reshuffled passes over its rows; when the
 schedule needs more rows of a domain than it has, the domain is reshuffled and continues (a new pass),
@@ -39,7 +39,6 @@ from dataflex.train.trainer.base import BaseTrainer
 from dataflex.utils.logging import logger
 
 HISTORY_JSON = "mixture_history.json"
-HISTORY_PNG = "mixture_history.png"
 
 
 def read_proportions_file(path: str, names: list[str]) -> np.ndarray:
@@ -229,8 +228,6 @@ class DynamicMixTrainer(BaseTrainer):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.history.write_json(self.run_dir / HISTORY_JSON)
-        if self.args.plot_mixture:
-            self.history.plot(self.run_dir / HISTORY_PNG, self.args.schedule_steps)
 
     @property
     def epoch(self) -> float:

@@ -245,6 +245,9 @@ class DynamicSelectTrainer(BaseTrainer):
                                      "select/unique_fraction": len(np.unique(selected)) / max(len(selected), 1)}
         for name, c in zip(names, counts):
             metrics[f"select/domain_fraction/{name}"] = float(c / max(len(selected), 1))
+        pool = self.train_data.domain_ids if cands is None else self.train_data.domain_ids[np.asarray(cands)]
+        for name, c in zip(names, np.bincount(pool, minlength=len(names))):
+            metrics[f"select/pool_fraction/{name}"] = float(c / max(len(pool), 1))  # the base rate (random's share)
         if scores is not None and len(scores) == len(selected) and len(scores):
             s = np.asarray(scores, dtype=np.float64)
             metrics.update({"select/score_mean": float(s.mean()), "select/score_std": float(s.std()),

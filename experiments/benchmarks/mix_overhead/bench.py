@@ -48,13 +48,13 @@ def run_once(kind: str, steps: int, batch: int, reference: str, engine) -> float
         if kind == "static":
             trainer = StaticTrainer(**kw, max_steps=steps, **common)
         elif kind == "mix_none":
-            trainer = DynamicMixTrainer(**kw, static_mix=True, train_step=steps, plot_mixture=False, **common)
+            trainer = DynamicMixTrainer(**kw, static_mix=True, train_step=steps, **common)
         else:
             component = {"odm": {"_target_": "dataflex.train.mixer.odm.OdmMixer"},
                          "doremi": {"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
                                     "reference_model_path": reference}}[kind]
             trainer = DynamicMixTrainer(**kw, component=OmegaConf.create(component), warmup_step=0, update_step=1,
-                                        update_times=steps, plot_mixture=False, **common)
+                                        update_times=steps, **common)
         hook_time = instrument(trainer)
         summary = trainer.train()
     return summary["wall_time_s"] / steps, hook_time[0] / steps
