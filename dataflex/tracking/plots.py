@@ -98,7 +98,7 @@ def pyplot():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=150)
     pyplot().close(fig)
     return path
 

@@ -28,7 +28,8 @@ def run_description(trainer) -> list[str]:
     own = [f.name for f in fields(trainer.args) if f.name not in {g.name for g in fields(TrainingArguments)}
            and not f.name.startswith("_")]
     args = trainer.args
-    lines = [f"trainer: {type(trainer).__name__} (" + ", ".join(f"{k}={getattr(args, k)}" for k in own) + ")",
+    schedule = ", ".join(f"{k}={getattr(args, k)}" for k in own)
+    lines = [f"trainer: {type(trainer).__name__}" + (f" ({schedule})" if schedule else ""),
              f"optimizer: {args.optim} lr={args.learning_rate:g} weight_decay={args.weight_decay:g} "
              f"scheduler={args.lr_scheduler_type}"]
     component = trainer.component_config
