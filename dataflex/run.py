@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config.dist import DistConfig
 from dataflex.data.processor import TokenizedData, record_chat_template
+from dataflex.data.token_store import StoreSettings, check_cache_dir
 from dataflex.tracking import TrackerGroup
 from dataflex.train.best_model import check_metric_available
 from dataflex.utils.logging import logger
@@ -74,6 +75,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trackers = TrackerGroup([])
     try:
         data_cfg = cfg.data
+        store = StoreSettings(cache_dir=data_cfg.get("cache_dir"), rebuild=bool(data_cfg.get("rebuild_cache")),
+                              num_proc=data_cfg.get("preprocessing_num_workers"))
+        check_cache_dir(store.cache_dir)  # before any data or model loads
         train_engine = instantiate(data_cfg)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
         check_metric_available(cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None)
@@ -83,7 +87,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         torch.manual_seed(int(cfg.trainer.seed))
         bundle = instantiate(cfg.model)
         data_kwargs = dict(tokenizer=bundle.tokenizer, cutoff_len=data_cfg.cutoff_len, mode=data_cfg.mode,
-                           template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt)
+                           template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt, store=store)
         train_data = TokenizedData(train_engine, **data_kwargs)
         eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
         record_chat_template(bundle.tokenizer, train_data)  # the saved tokenizer renders as in training

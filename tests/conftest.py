@@ -14,6 +14,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Token stores built by the runs under test go to a throw-away cache, not the user's ~/.cache/dataflex.
+if "DATAFLEX_CACHE" not in os.environ:
+    import atexit
+    import tempfile
+
+    os.environ["DATAFLEX_CACHE"] = tempfile.mkdtemp(prefix="dataflex-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DATAFLEX_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -47,6 +47,16 @@ class DataArguments:
     every sample to the longest. Samples, per-sample losses, domains and ids stay exactly those of the unpacked
     run (see dataflex/data/packing.py); only the forward is cheaper."""
 
+    cache_dir: str | None = None
+    """Where `dataflex-run` keeps the token store (tokenized data as memory-mapped arrays, built once per data +
+    tokenizer + processing key and shared by every rank and sweep job). None: $DATAFLEX_CACHE, else
+    $XDG_CACHE_HOME/dataflex, else ~/.cache/dataflex. See dataflex/data/README.md "Token store"."""
+    rebuild_cache: bool = False
+    """Build the token store again even when a valid one exists for this key."""
+    preprocessing_num_workers: int | None = None
+    """Tokenizer processes of a token-store build (HF `datasets` map(num_proc)); None: every core for builds of
+    20k+ rows, one process below."""
+
     def __post_init__(self) -> None:
         if self.cutoff_len is not None and self.cutoff_len <= 0:
             raise ValueError(f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128.")
@@ -62,5 +72,7 @@ class DataArguments:
                              "cutoff_len blocks. Drop data.packing.")
         if self.val_size is not None and not (0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())):
             raise ValueError(f"data.val_size must be a fraction in (0, 1) or a whole row count >= 1, got {self.val_size}.")
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
+            raise ValueError(f"data.preprocessing_num_workers must be >= 1 or null, got {self.preprocessing_num_workers}.")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}.")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.data.token_store import StoreSettings, TokenStore
+
 IGNORE_INDEX = -100
 
 SIMPLE_TEMPLATE_TAGS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>",
@@ -159,13 +161,26 @@ class TokenizedData:
     (SFT) or of packed block ``i`` (pretrain). Exposes per-item domain ids for the samplers."""
 
     def __init__(self, engine, tokenizer, cutoff_len: int, mode: str = "sft", template: str | None = None,
-                 train_on_prompt: bool = False) -> None:
+                 train_on_prompt: bool = False, store: StoreSettings | None = None) -> None:
         self.engine = engine
         self.mode = mode
         self.domain_names: list[str] = list(engine.domain_names)
         self.processor = SFTProcessor(tokenizer, cutoff_len, template, train_on_prompt)
         self._cache: dict[tuple[int, int] | int, tuple[list[int], list[int]]] = {}
-        if mode == "pretrain":
+        self.store_settings = store
+        """How the items are held: None tokenizes in this process (SFT lazily, pretrain up front: small data,
+        tests); `StoreSettings` reads them from the memory-mapped token store (`dataflex-run` always does)."""
+        self.store: TokenStore | None = None
+        if store is not None:
+            from dataflex.data.token_store import open_or_build
+
+            self.store = open_or_build(engine, self.processor, mode, store)
+            self._blocks = None
+            if mode == "pretrain":
+                self.domain_ids = np.asarray(self.store.domains, dtype=np.int64)
+            else:
+                self.domain_ids = np.asarray(engine.domain_ids, dtype=np.int64)
+        elif mode == "pretrain":
             self._blocks, self.domain_ids = self._pack(engine, tokenizer, cutoff_len)
         else:
             self._blocks = None
@@ -196,7 +211,7 @@ class TokenizedData:
 
     def set_epoch(self, epoch: int) -> None:
         """Datasets with `size`/`weight` serve another window of rows in each epoch (see DataEngine)."""
-        if self._blocks is None and hasattr(self.engine, "set_epoch"):
+        if self.mode == "sft" and hasattr(self.engine, "set_epoch"):
             self.engine.set_epoch(epoch)
 
     def _source_key(self, i: int) -> tuple[int, int] | int:
@@ -206,6 +221,14 @@ class TokenizedData:
 
     def __getitem__(self, i: int) -> Features:
         i = int(i)
+        if self.store is not None:
+            if self.mode == "pretrain":
+                ids, labels = self.store.item(i)
+            else:
+                index = self.engine.data_index
+                k = int(index.dataset_ids[i])
+                ids, labels = self.store.item(int(self.store.dataset_start[k]) + int(index.row_ids[i]))
+            return Features(ids, labels, int(self.domain_ids[i]), i)
         if self._blocks is not None:
             ids = self._blocks[i]
             return Features(ids, list(ids), int(self.domain_ids[i]), i)

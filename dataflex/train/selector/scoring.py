@@ -206,7 +206,8 @@ def load_target_dataset(train_data, spec: str, split: str):
     engine = DataEngine(args, split=split)
     proc = train_data.processor
     return TokenizedData(engine, proc.tokenizer, cutoff_len=proc.cutoff_len, mode=train_data.mode,
-                         template=args.template, train_on_prompt=args.train_on_prompt)
+                         template=args.template, train_on_prompt=args.train_on_prompt,
+                         store=getattr(train_data, "store_settings", None))
 
 
 def group_mean_max(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
