@@ -4,6 +4,7 @@ stopping, and the log lines (loss / lr / samples/s every logging_steps, per-doma
 from __future__ import annotations
 
 import json
+import re
 import logging
 
 import pytest
@@ -46,6 +47,8 @@ def test_warmup_steps_ramp_the_learning_rate_linearly():
     ("trainer.warmup_steps=3 trainer.warmup_ratio=0.1", "not both"),
     ("trainer.optim=adam_w", "trainer.optim='adam_w'"),
     ("trainer.optim=torch.optim.NoSuchOptim", "cannot import"),
+    ("trainer.optim=sgd +trainer.optim_args.momentun=0.9", "['momentun'] are not arguments of SGD"),
+    ("trainer.optim=sgd ++trainer.optim_args={nesterov:true,momentun:0.9}", "['momentun'] are not arguments of SGD"),
     ("trainer.load_best_model_at_end=true trainer.eval_steps=2", "save_steps to a multiple"),
     ("trainer.load_best_model_at_end=true trainer.eval_steps=2 trainer.save_steps=3", "save_steps to a multiple"),
     ("trainer.early_stopping_patience=2 trainer.eval_steps=0", "trainer.eval_steps > 0"),
@@ -54,7 +57,7 @@ def test_warmup_steps_ramp_the_learning_rate_linearly():
     ("trainer=dynamic_select component=less trainer.target_domain=target trainer.optim=sgd", "gradient_type=sgd"),
 ])
 def test_bad_options_are_refused_at_validation(compose, override, needle):
-    with pytest.raises(ValueError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(needle)):
         validate(compose(*override.split()))
 
 
@@ -179,3 +182,17 @@ def test_log_lines_every_logging_step_and_eval(tmp_path, caplog):
     assert all(f"| {d} " in evals[-1] for d in ("arith", "greet", "noise", "reverse", "target"))
     assert any(ln.startswith("trainer: StaticTrainer") for ln in lines)
     assert any(ln.startswith("optimizer: adamw_torch lr=") for ln in lines)
+
+
+def test_the_chosen_component_is_logged_with_its_parameters(compose):
+    from omegaconf import OmegaConf
+
+    from dataflex.train.log_lines import run_description
+    from dataflex.train.trainer.dynamic_mix import DynamicMixTrainer
+
+    cfg = compose("trainer=dynamic_mix", "component=odm", "component.alpha=0.5")
+    trainer = DynamicMixTrainer.__new__(DynamicMixTrainer)  # only what run_description reads
+    trainer.args, trainer.component_config = OmegaConf.to_object(cfg.trainer), cfg.component
+    lines = run_description(trainer)
+    assert lines[0].startswith("trainer: DynamicMixTrainer (") and "warmup_step=50" in lines[0]
+    assert lines[2].startswith("component: OdmMixer (") and "alpha=0.5" in lines[2]

@@ -37,8 +37,9 @@ class TrainingArguments:
     relative step) or any optimizer by its class path (`_target_`), e.g. `torch.optim.RMSprop`; it is built as
     `cls(param_groups, lr=learning_rate, **optim_args)` with weight decay set per group (none on biases/norms)."""
     optim_args: dict[str, Any] = field(default_factory=dict)
-    """Extra optimizer keyword arguments, e.g. `trainer.optim_args={momentum:0.9}` for sgd. The Adam betas and
-    epsilon come from `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
+    """Extra optimizer keyword arguments, checked against the optimizer's signature: `+trainer.optim_args.momentum=0.9`
+    (Hydra adds keys to a dict with `+`) or `'++trainer.optim_args={momentum:0.9,nesterov:true}'`. The Adam betas
+    and epsilon come from `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int | None = None
     """Row cap of an evaluation/scoring batch. None: batches are sized by `scoring_max_tokens` alone."""
@@ -119,7 +120,7 @@ class TrainingArguments:
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError(f"Set trainer.warmup_steps ({self.warmup_steps}) or trainer.warmup_ratio "
                              f"({self.warmup_ratio}), not both.")
-        check_optim(self.optim)
+        check_optim(self.optim, self.optim_args)
         self._check_best_model()
         for key in ("logging_steps", "eval_steps", "save_steps"):
             if getattr(self, key) < 0:
@@ -155,19 +156,29 @@ class TrainingArguments:
                              f"(got save_steps={self.save_steps}).")
 
 
-def check_optim(optim: str) -> None:
-    """A known name, or a class path that imports (checked before anything is loaded)."""
-    if optim in OPTIMIZERS:
-        return
-    if "." not in optim:
+def check_optim(optim: str, optim_args: dict[str, Any] | None = None) -> None:
+    """A known name, or a class path that imports, and `optim_args` its constructor accepts (checked before
+    anything is loaded)."""
+    if optim not in OPTIMIZERS and "." not in optim:
         raise ValueError(f"trainer.optim={optim!r} is unknown; choose one of {OPTIMIZERS} or give an optimizer "
                          "class path such as torch.optim.RMSprop.")
-    from hydra.utils import get_class
+    if optim in OPTIMIZERS and not optim_args:
+        return
+    import inspect
+
+    from dataflex.train.optim import optimizer_class
 
     try:
-        get_class(optim)
+        cls = optimizer_class(optim)
     except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ValueError: all mean "not found"
         raise ValueError(f"trainer.optim={optim!r}: cannot import this optimizer class ({err}).") from err
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(optim_args or {}) - set(params) - {"params"})
+        if unknown:
+            accepted = [n for n in params if n not in ("params", "lr")]
+            raise ValueError(f"trainer.optim_args: {unknown} are not arguments of {cls.__name__} "
+                             f"(trainer.optim={optim}); it accepts {accepted}.")
 
 
 def _check_positive(key: str, value: int) -> None:

@@ -20,23 +20,28 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def optimizer_class(optim: str) -> type[torch.optim.Optimizer]:
+    """The class behind a `trainer.optim` name or class path."""
+    if optim in ("adamw_torch", "adamw_torch_fused"):
+        return torch.optim.AdamW
+    if optim == "sgd":
+        return torch.optim.SGD
+    if optim == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor
+    from hydra.utils import get_class
+
+    return get_class(optim)
+
+
 def optimizer_class_and_kwargs(args) -> tuple[type[torch.optim.Optimizer], dict]:
     """`trainer.optim` → (class, keyword arguments) the way HF Trainer maps its names."""
     adam = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
-    if args.optim == "adamw_torch":
-        return torch.optim.AdamW, adam
-    if args.optim == "adamw_torch_fused":
-        return torch.optim.AdamW, {**adam, "fused": True}
-    if args.optim == "sgd":
-        return torch.optim.SGD, {}
-    if args.optim == "adafactor":
-        from transformers.optimization import Adafactor
-
-        # HF Trainer's `adafactor`: the learning rate is ours (no relative step, no parameter scaling).
-        return Adafactor, {"scale_parameter": False, "relative_step": False}
-    from hydra.utils import get_class
-
-    return get_class(args.optim), {}
+    kwargs = {"adamw_torch": adam, "adamw_torch_fused": {**adam, "fused": True},
+              # HF Trainer's `adafactor`: the learning rate is ours (no relative step, no parameter scaling).
+              "adafactor": {"scale_parameter": False, "relative_step": False}}.get(args.optim, {})
+    return optimizer_class(args.optim), kwargs
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
