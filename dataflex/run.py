@@ -63,6 +63,9 @@ def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
+    store = StoreSettings(cache_dir=cfg.data.get("cache_dir"), rebuild=bool(cfg.data.get("rebuild_cache")),
+                          num_proc=cfg.data.get("preprocessing_num_workers"))
+    check_cache_dir(store.cache_dir)  # before any output, data or model
     run_dir = Path(cfg.trainer.output_dir or run_dir)
     # Side effects on rank 0 only: the output-dir check, metrics files and trackers (torchrun sets RANK).
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -75,9 +78,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trackers = TrackerGroup([])
     try:
         data_cfg = cfg.data
-        store = StoreSettings(cache_dir=data_cfg.get("cache_dir"), rebuild=bool(data_cfg.get("rebuild_cache")),
-                              num_proc=data_cfg.get("preprocessing_num_workers"))
-        check_cache_dir(store.cache_dir)  # before any data or model loads
         train_engine = instantiate(data_cfg)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
         check_metric_available(cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None)
