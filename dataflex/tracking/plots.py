@@ -253,17 +253,18 @@ def plot_weight_histograms(records, out: Path, run: str = "", max_panels: int = 
     fig, axes = pyplot().subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False, sharex=True)
     for ax, (step, values) in zip(axes.flat, logged):
         ax.hist(values, bins=bins, range=(lo, hi) if hi > lo else None, color="tab:blue")
+        ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)  # uniform weighting
         ax.set_title(f"step {step} (n={len(values)})", fontsize="small")
         ax.set_xlabel(RELATIVE_WEIGHT)
         ax.set_ylabel("samples")
     for ax in list(axes.flat)[len(logged):]:
         ax.axis("off")
-    fig.suptitle("per-sample weight histograms (weighted steps)" + (f" — {run}" if run else ""))
+    fig.suptitle("per-sample weight histograms after warmup (dashed: uniform)" + (f" — {run}" if run else ""))
     return _save(fig, out / "weight_histograms.png")
 
 
 WEIGHT_PANEL_LABELS = {"min / max weight": RELATIVE_WEIGHT, "weight entropy": "entropy of w / Σw (nats)",
-                       "weight ess": "effective sample size (samples)", "mean weight per domain": RELATIVE_WEIGHT}
+                       "effective sample size (Kish)": "effective sample size (samples)", "mean weight per domain": RELATIVE_WEIGHT}
 
 
 def plot_weight_stats(records, out: Path, run: str = "") -> Path | None:
@@ -271,7 +272,8 @@ def plot_weight_stats(records, out: Path, run: str = "") -> Path | None:
     stats = {k: v for k, v in stats.items() if v[0]}
     domain_means = series(records, WEIGHT_DOMAIN)
     panels = [("min / max weight", {k: stats[k] for k in ("min", "max") if k in stats})]
-    panels += [(f"weight {k}", {k: stats[k]}) for k in ("entropy", "ess") if k in stats]
+    titles = {"entropy": "weight entropy", "ess": "effective sample size (Kish)"}
+    panels += [(titles[k], {k: stats[k]}) for k in ("entropy", "ess") if k in stats]
     panels += [("mean weight per domain", domain_means)]
     panels = [(title, data) for title, data in panels if data]
     if not panels:
