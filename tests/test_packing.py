@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import small_trainer
 
-from dataflex.data.packing import collate_packed, plan_rows, unpack_token_values
+from dataflex.data.packing import best_plan, collate_packed, plan_rows, unpack_token_values
 from dataflex.data.processor import IGNORE_INDEX, Features, collate
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.packed import check_packing_support, packed_logits, packed_sample_losses
@@ -35,14 +35,28 @@ def test_plan_rows_is_first_fit_decreasing_within_capacity():
         plan_rows([11], capacity=10)
 
 
+def test_best_plan_never_holds_more_slots_than_padding():
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        lengths = torch.randint(1, 60, (int(torch.randint(1, 20, (1,), generator=gen)),), generator=gen).tolist()
+        rows = best_plan(lengths, max_capacity=64)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        assert width <= 64 and len(rows) * width <= len(lengths) * max(lengths)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    # short samples share rows as wide as the longest one: 4 x 10 slots instead of 6 x 10 padded
+    assert best_plan([10, 5, 5, 10, 5, 5], max_capacity=30) == [[0], [3], [1, 2], [4, 5]]
+    # equal lengths: packing cannot save a slot, so the narrowest rows (one sample each) are kept
+    assert best_plan([10] * 4, max_capacity=40) == [[0], [1], [2], [3]]
+
+
 def test_collate_packed_layout_restarts_positions_and_maps_back():
     feats = _features([6, 4, 9, 3])
-    batch = collate_packed(feats, pad_token_id=0, capacity=12)
+    batch = collate_packed(feats, pad_token_id=0, max_capacity=12)
     packed = batch["packed"]
     plain = collate(feats, pad_token_id=0)
     for key in ("input_ids", "attention_mask", "labels", "domain_ids", "sample_ids"):
         assert torch.equal(batch[key], plain[key]), key  # the per-sample view is the ordinary batch
-    assert packed["input_ids"].shape[0] == 2 and packed["input_ids"].shape[1] <= 12
+    assert packed["input_ids"].shape == (3, 9)  # rows 9 | 6 | 4+3: 27 slots instead of 4 x 9 padded
     # every sample's tokens appear once, positions restart at 0, its first token is never a target
     for f in feats:
         n = len(f.input_ids)
@@ -75,7 +89,7 @@ def _model(arch: str, attn: str = "sdpa"):
 def test_packed_logits_equal_each_sample_alone(arch, attn):
     model = _model(arch, attn)
     feats = _features([7, 4, 11, 5, 3])
-    batch = collate_packed(feats, pad_token_id=0, capacity=16)
+    batch = collate_packed(feats, pad_token_id=0, max_capacity=16)
     packed = batch["packed"]
     assert packed["input_ids"].shape[0] < len(feats)  # really several samples per row
     with torch.no_grad():
@@ -95,7 +109,7 @@ def test_per_sample_losses_and_gradients_equal_unpacked():
     plain = collate(feats, pad_token_id=0)
     ref = per_sample_losses(model(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits,
                             plain["labels"])
-    got = packed_sample_losses(model, collate_packed(feats, 0, capacity=16), "cpu")
+    got = packed_sample_losses(model, collate_packed(feats, 0, max_capacity=16), "cpu")
     torch.testing.assert_close(got.token_sum, ref.token_sum, atol=1e-5, rtol=1e-5)
     assert torch.equal(got.token_count, ref.token_count)
     torch.testing.assert_close(got.token_loss, ref.token_loss, atol=1e-5, rtol=1e-5)
@@ -138,11 +152,21 @@ def _train(trainer_base, tmp_path, capacity, **args):
     return trainer
 
 
-def test_training_with_packing_sees_the_unpacked_per_sample_signals(tmp_path):
+def test_training_with_packing_sees_the_unpacked_per_sample_signals(tmp_path, monkeypatch):
+    import dataflex.train.loop as loop_module
     from dataflex.train.trainer.static import StaticTrainer
 
+    shapes = []
+
+    def recording_collate(features, pad_token_id, max_capacity):
+        batch = collate_packed(features, pad_token_id, max_capacity)
+        shapes.append((len(features), batch["packed"]["input_ids"].shape[0]))
+        return batch
+
+    monkeypatch.setattr(loop_module, "collate_packed", recording_collate)
     args = dict(max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2, learning_rate=1e-2)
     plain, packed = (_train(StaticTrainer, tmp_path, cap, **args) for cap in (None, 64))
+    assert len(shapes) == 6 and any(rows < samples for samples, rows in shapes)  # the packed run really packed
     for a, b in zip(plain.seen, packed.seen, strict=True):
         for key in ("sample_ids", "domain_ids", "token_count"):
             assert torch.equal(a[key], b[key]), key

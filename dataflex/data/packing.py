@@ -4,8 +4,11 @@ The loop has already decided which samples form each micro-batch (the sampler's 
 only changes how that micro-batch is laid out for the model's forward:
 
 - **Rows.** The samples are placed greedily by length, longest first, each into the first row that still has
-  room (first-fit decreasing), rows holding at most `capacity` tokens (`data.cutoff_len`, which no sample
-  exceeds). Rows are right-padded to the longest row, not to `capacity`.
+  room (first-fit decreasing). Rows are right-padded to the longest row. The row capacity is chosen per
+  micro-batch: each multiple of the longest sample up to `max_capacity` (`data.cutoff_len`) is tried and the
+  plan with the fewest token slots (rows x longest row; ties: the narrower rows, as attention grows with the
+  row length) is kept. The longest sample alone is one candidate, so a packed micro-batch never holds more
+  token slots than the padded one.
 - **Positions and attention.** Position ids restart at 0 for every sample. The model is called with these
   `position_ids`, no 2D attention mask and `use_cache=False`: transformers (>= 4.56, the `masking_utils` path
   of LLaMA, Qwen2, Mistral, GPT-2, ...) then derives a block-diagonal causal mask from the position ids, so no
@@ -56,13 +59,26 @@ def plan_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return [sorted(r) for r in rows]
 
 
-def collate_packed(features: Sequence[Features], pad_token_id: int, capacity: int) -> dict[str, torch.Tensor]:
+def best_plan(lengths: Sequence[int], max_capacity: int) -> list[list[int]]:
+    """The first-fit-decreasing plan with the fewest token slots over capacities k x longest <= max_capacity."""
+    longest = max(lengths)
+    best, best_cost = None, None
+    for capacity in range(longest, max(max_capacity, longest) + 1, longest):
+        rows = plan_rows(lengths, capacity)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        cost = (len(rows) * width, width)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = rows, cost
+    return best
+
+
+def collate_packed(features: Sequence[Features], pad_token_id: int, max_capacity: int) -> dict[str, torch.Tensor]:
     """The ordinary padded micro-batch (see `collate`) plus `batch["packed"]`: `input_ids`, `labels`,
     `position_ids` (R, W) of the packed rows and `gather` (B, T-1), the flat index into the packed (R, W-1)
     shifted per-token values of each sample's shifted tokens (padding points one past the end)."""
     batch = collate(features, pad_token_id)
     lengths = [len(f.input_ids) for f in features]
-    rows = plan_rows(lengths, capacity)
+    rows = best_plan(lengths, max_capacity)
     width = max(sum(lengths[i] for i in row) for row in rows)
     n_rows, seq = len(rows), batch["input_ids"].shape[1]
     input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
