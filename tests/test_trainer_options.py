@@ -196,3 +196,15 @@ def test_the_chosen_component_is_logged_with_its_parameters(compose):
     lines = run_description(trainer)
     assert lines[0].startswith("trainer: DynamicMixTrainer (") and "warmup_step=50" in lines[0]
     assert lines[2].startswith("component: OdmMixer (") and "alpha=0.5" in lines[2]
+
+
+@pytest.mark.parametrize("name,key", [("loss", "eval/loss"), ("eval_loss", "eval/loss"), ("loss/target", "eval/loss/target"),
+                                      ("eval/ppl/noise", "eval/ppl/noise")])
+def test_metric_names_as_hf_users_write_them(name, key):
+    from dataflex.train.best_model import check_metric_available, metric_key
+
+    assert metric_key(name) == key
+    args = TrainingArguments(load_best_model_at_end=True, eval_steps=2, save_steps=2, metric_for_best_model=name)
+    check_metric_available(args, ["target", "noise"])
+    with pytest.raises(ValueError, match="need an eval split"):
+        check_metric_available(args, None)

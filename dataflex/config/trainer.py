@@ -84,7 +84,7 @@ class TrainingArguments:
     `eval_steps`). The best checkpoint is never pruned by `save_total_limit`."""
     metric_for_best_model: str = "eval/loss"
     """Any logged eval metric: `eval/loss` (token-weighted over all domains), `eval/loss/<domain>`,
-    `eval/ppl`, `eval/ppl/<domain>`; `loss` or `loss/<domain>` mean the same (`eval/` is added)."""
+    `eval/ppl`, `eval/ppl/<domain>`; `loss`, `eval_loss` (HF's names) or `loss/<domain>` mean the same."""
     greater_is_better: bool | None = None
     """None: False for losses and perplexities (names with `loss` or `ppl`), else True."""
     early_stopping_patience: int | None = None
@@ -142,7 +142,9 @@ class TrainingArguments:
             raise ValueError(f"trainer.early_stopping_patience must be > 0 or null, got {self.early_stopping_patience}.")
         if self.early_stopping_threshold < 0:
             raise ValueError(f"trainer.early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}.")
-        if self.metric_for_best_model.removeprefix("eval/").split("/")[0] not in ("loss", "ppl"):
+        from dataflex.train.best_model import metric_key
+
+        if metric_key(self.metric_for_best_model).removeprefix("eval/").split("/")[0] not in ("loss", "ppl"):
             raise ValueError(f"trainer.metric_for_best_model={self.metric_for_best_model!r}: use an eval metric, "
                              "eval/loss, eval/ppl, eval/loss/<domain> or eval/ppl/<domain>.")
         if not (self.load_best_model_at_end or self.early_stopping_patience):

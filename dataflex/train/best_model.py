@@ -12,8 +12,10 @@ from typing import Any
 
 
 def metric_key(name: str) -> str:
-    """`loss` / `loss/target` / `eval/loss/target` → `eval/loss/target` (HF accepts names without `eval_`)."""
-    return name if name.startswith("eval/") else f"eval/{name}"
+    """`loss` / `eval_loss` (HF's spellings) / `loss/target` / `eval/loss/target` → `eval/...`."""
+    if name.startswith("eval/"):
+        return name
+    return "eval/" + name.removeprefix("eval_")
 
 
 def check_metric_available(args, domain_names: Sequence[str] | None) -> None:
