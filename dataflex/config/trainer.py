@@ -99,6 +99,12 @@ class TrainingArguments:
     nan_policy: str = "stop"
     """On a NaN/inf loss: `stop` (error naming the step and sample ids) or `skip_step` (drop that update)."""
     disable_tqdm: bool = False
+    dataloader_num_workers: int = 0
+    """DataLoader worker processes that collate the next step's micro-batches while this one trains (HF's
+    name). 0: collate on the training thread (exactly the ids either way: only already decided steps are
+    prefetched; a step after a selection/mixing update or a checkpoint is drawn when it is due)."""
+    dataloader_pin_memory: bool = True
+    """Pin the collated batches in page-locked memory (CUDA only; ignored on a CPU) when workers collate."""
 
     def __post_init__(self) -> None:
         _check_positive("trainer.per_device_train_batch_size", self.per_device_train_batch_size)
@@ -109,6 +115,8 @@ class TrainingArguments:
         if self.loss_impl not in LOSS_IMPLS:
             raise ValueError(f"trainer.loss_impl={self.loss_impl!r} is unknown; choose one of {LOSS_IMPLS}.")
         _check_positive("trainer.gradient_accumulation_steps", self.gradient_accumulation_steps)
+        if self.dataloader_num_workers < 0:
+            raise ValueError(f"trainer.dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}.")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("Set trainer.max_steps > 0 or trainer.num_train_epochs > 0 (both are <= 0).")
         if self.learning_rate < 0:

@@ -31,7 +31,7 @@ INFO_NAMES = ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json")
 # DataFlex keys (the spec's plus `subset`, `columns`, `tags`, `loader`, `index`).
 NATIVE_KEYS = {
     "path", "hf_hub_url", "file_name", "source", "split", "subset", "converter", "columns", "tags",
-    "size", "weight", "streaming", "domain", "eval", "loader", "index",
+    "size", "weight", "streaming", "domain", "eval", "loader", "index", "max_repetitions",
 }
 # LLaMA-Factory v0 dataset_info.json keys.
 V0_ONLY_KEYS = {"formatting", "ranking", "num_samples", "ms_hub_url", "om_hub_url", "script_url", "folder"}
@@ -59,6 +59,10 @@ class DatasetInfo:
     eval: str | None = None
     loader: str | None = None
     index: str = "size_weight"
+    max_repetitions: float | None = None
+    """Proportion mixing (static_mix/dynamic_mix) may use this dataset's domain at most this many times over
+    (in the mixing unit: samples or tokens; 1 = no row repeats); None: no bound. As OLMo-core's
+    `max_repetition_ratio`; a mixture that would need more fails before training."""
     origin: str = "<arguments>"
     """Where this record came from (the info file), for error messages."""
     hub_file: str | None = None
@@ -316,6 +320,13 @@ def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file
                 or weight == float("inf"):
             raise DataError(f"{where}: `weight` must be a finite number >= 0 (length multiplier), got {weight!r}")
         weight = float(weight)
+    max_repetitions = entry.get("max_repetitions")
+    if max_repetitions is not None:
+        if isinstance(max_repetitions, bool) or not isinstance(max_repetitions, (int, float)) \
+                or not 0 < max_repetitions < float("inf"):
+            raise DataError(f"{where}: `max_repetitions` must be a finite number > 0 (how many times over the "
+                            f"domain's data may be used; 1 = each row at most once), got {max_repetitions!r}")
+        max_repetitions = float(max_repetitions)
     streaming = entry.get("streaming", False)
     if not isinstance(streaming, bool):
         raise DataError(f"{where}: `streaming` must be true or false, got {streaming!r}")
@@ -331,7 +342,8 @@ def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file
         converter=converter, converter_options=options, size=size, weight=weight, streaming=streaming,
         domain=_str(entry.get("domain", name), "domain", where),
         eval=None if entry.get("eval") is None else _str(entry["eval"], "eval", where),
-        loader=loader, index=index, origin=origin, hub_file=hub_file, base_dir=str(base_dir),
+        loader=loader, index=index, max_repetitions=max_repetitions, origin=origin, hub_file=hub_file,
+        base_dir=str(base_dir),
     )
 
 

@@ -31,3 +31,7 @@ class RowFormatError(DataError):
 
 class SamplerExhausted(RuntimeError):
     """An `IndexListSampler` was asked for more indices than its list still holds."""
+
+
+class MixtureInfeasible(DataError):
+    """A mixture needs more of a domain than its `max_repetitions` allows; the message gives the numbers."""

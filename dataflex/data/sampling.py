@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SamplerExhausted
+from .errors import MixtureInfeasible, SamplerExhausted
 
 _EPS = 1e-9
+MIXTURE_UNITS = ("samples", "tokens")
 
 
 class EpochSampler:
@@ -109,6 +110,43 @@ class ProportionScheduler:
         self.t, self.counts = int(state["t"]), [int(c) for c in state["counts"]]
 
 
+class TokenProportionScheduler:
+    """Which domain gets the next sample so that the proportions hold for *tokens* (OLMo-core mixes sources by
+    token ratios): the domain furthest behind its token target, largest ``p_d * T - c_d`` over domains with
+    ``p_d > 0`` (``T`` tokens drawn since the proportions were set, ``c_d`` of them from domain d; ties: the
+    lowest domain id). Call `add(d, tokens)` with the length of the sample drawn.
+
+    Bound: the deficits sum to zero, so the largest is >= 0 and a domain is only chosen while it is not ahead
+    of its target; after its sample it is ahead by less than that one sample (``c_d - p_d T < len``). Being
+    behind is bounded by the others' lead: ``p_d T - c_d <`` one sample of every other domain. OLMo-core fixes
+    every source's token budget before training (Hamilton rounding over whole instances); we decide sample by
+    sample, because a dynamic mixer changes the proportions during the run."""
+
+    def __init__(self, proportions: Sequence[float]) -> None:
+        self.p = [float(x) for x in proportions]
+        self.total = 0
+        self.tokens = [0] * len(self.p)
+
+    def next_domain(self) -> int:
+        best, best_deficit = -1, -math.inf
+        for d, p in enumerate(self.p):
+            if p > 0.0:
+                deficit = p * self.total - self.tokens[d]
+                if deficit > best_deficit + _EPS:
+                    best, best_deficit = d, deficit
+        return best
+
+    def add(self, d: int, tokens: int) -> None:
+        self.tokens[d] += int(tokens)
+        self.total += int(tokens)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "tokens": list(self.tokens)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.tokens = int(state["total"]), [int(c) for c in state["tokens"]]
+
+
 def validate_proportions(proportions: Sequence[float], names: Sequence[str],
                          available: Sequence[int] | None = None) -> np.ndarray:
     """Check a proportion vector against the domains; returns it as float64. It is *not* normalised: it
@@ -147,11 +185,25 @@ class ProportionSampler:
     at zero (the new plan's prefixes are measured from the switch, so the one-sample bound holds for the
     new plan from its first batch), while the within-domain positions continue (no row is re-used early
     because the plan changed).
+
+    `unit="tokens"` (with `item_tokens`, the length of every item): proportions are shares of the drawn
+    tokens (`TokenProportionScheduler`). `max_uses[d]`: the most a domain may be drawn, in the unit (rows or
+    tokens times its `max_repetitions`); a draw past it raises `MixtureInfeasible` naming the numbers.
     """
 
     def __init__(self, domain_rows: Sequence[np.ndarray], proportions: Sequence[float], seed: int = 0,
-                 domain_names: Sequence[str] | None = None) -> None:
+                 domain_names: Sequence[str] | None = None, unit: str = "samples",
+                 item_tokens: np.ndarray | None = None, max_uses: Sequence[float | None] | None = None) -> None:
+        if unit not in MIXTURE_UNITS:
+            raise ValueError(f"mixture unit must be one of {MIXTURE_UNITS}, got {unit!r}")
+        if unit == "tokens" and item_tokens is None:
+            raise ValueError("unit='tokens' needs item_tokens (the token count of every item)")
+        self.unit = unit
+        self.item_tokens = None if item_tokens is None else np.asarray(item_tokens, dtype=np.int64)
         self.domain_rows = [np.asarray(r, dtype=np.int64) for r in domain_rows]
+        self.max_uses = list(max_uses) if max_uses is not None else [None] * len(self.domain_rows)
+        self.used = np.zeros(len(self.domain_rows), dtype=np.int64)
+        """Drawn per domain since construction, in the unit (what `max_uses` bounds)."""
         self.names = list(domain_names) if domain_names is not None else [f"domain{d}" for d in
                                                                           range(len(self.domain_rows))]
         if len(self.names) != len(self.domain_rows):
@@ -170,7 +222,7 @@ class ProportionSampler:
 
     def set_proportions(self, proportions: Sequence[float]) -> None:
         p = validate_proportions(proportions, self.names, [len(r) for r in self.domain_rows])
-        self._scheduler = ProportionScheduler(p)
+        self._scheduler = TokenProportionScheduler(p) if self.unit == "tokens" else ProportionScheduler(p)
 
     def _take(self, d: int) -> int:
         perm = self._perm[d]
@@ -187,14 +239,27 @@ class ProportionSampler:
         out = np.empty(int(n), dtype=np.int64)
         for i in range(int(n)):
             d = self._scheduler.next_domain()
-            out[i] = self._take(d)
+            row = out[i] = self._take(d)
+            amount = 1
+            if self.unit == "tokens":
+                amount = int(self.item_tokens[row])
+                self._scheduler.add(d, amount)
+            self.used[d] += amount
+            if self.max_uses[d] is not None and self.used[d] > self.max_uses[d]:
+                raise MixtureInfeasible(f"domain {self.names[d]!r} reached its max_repetitions bound: "
+                                        f"{self.used[d]} {self.unit} drawn > {self.max_uses[d]:g} allowed (its "
+                                        f"data times max_repetitions) at proportions "
+                                        f"{', '.join(f'{n}={v:.3f}' for n, v in zip(self.names, self.proportions))}. "
+                                        "Raise the domain's max_repetitions in dataset_info, lower its proportion "
+                                        "or train fewer steps.")
             self.drawn[d] += 1
         return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "proportion", "seed": self.seed, "proportions": self.proportions.tolist(),
                 "scheduler": self._scheduler.state_dict(), "pos": list(self.pos), "passes": list(self.passes),
-                "drawn": self.drawn.tolist(), "domain_sizes": [len(r) for r in self.domain_rows]}
+                "drawn": self.drawn.tolist(), "domain_sizes": [len(r) for r in self.domain_rows],
+                "unit": self.unit, "used": self.used.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_kind(state, "proportion")
@@ -202,11 +267,15 @@ class ProportionSampler:
         if list(state["domain_sizes"]) != sizes:
             raise ValueError(f"ProportionSampler state is for domain sizes {state['domain_sizes']}, this "
                              f"sampler has {sizes}: the dataset changed since the checkpoint")
+        if state.get("unit", "samples") != self.unit:
+            raise ValueError(f"ProportionSampler state mixes by {state.get('unit', 'samples')}, this sampler by "
+                             f"{self.unit}: trainer.mixture_unit changed since the checkpoint")
         self.seed = int(state["seed"])
         self.set_proportions(state["proportions"])
         self._scheduler.load_state_dict(state["scheduler"])
         self.pos, self.passes = [int(x) for x in state["pos"]], [int(x) for x in state["passes"]]
         self.drawn = np.asarray(state["drawn"], dtype=np.int64)
+        self.used = np.asarray(state.get("used", self.drawn), dtype=np.int64)
         self._perm = [None] * len(self.domain_rows)
 
 

@@ -3,7 +3,8 @@
 Per optimizer step: the strategy names the global batch (item ids), this rank takes its contiguous share,
 splits it into `gradient_accumulation_steps` micro-batches, and every micro-batch's loss is already
 normalised by the *global* token/sample count, so accumulation and the number of ranks do not change the
-update. The strategy's decision at the end of step t governs the batch of step t+1 exactly (no prefetch).
+update. The strategy's decision at the end of step t governs the batch of step t+1 exactly: the feeder
+(`dataflex/train/loader.py`) prefetches, with `trainer.dataloader_num_workers > 0`, only ids already decided.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dataflex.config.dist import accelerator_plugins
@@ -33,6 +34,7 @@ from dataflex.train.checkpoint import (
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
+from dataflex.train.loader import StepFeeder
 from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
 from dataflex.train.saving import save_model
@@ -102,16 +104,20 @@ class TrainingLoop:
             return 0
         return int(self.accelerator.state.deepspeed_plugin.zero_stage)
 
-    def _micro_batches(self, indices: np.ndarray) -> list[dict[str, torch.Tensor]]:
-        local = indices[self.rank * self.per_rank_batch : (self.rank + 1) * self.per_rank_batch]
-        size = self.args.per_device_train_batch_size
-        data = self.trainer.train_data
-        return [self._collate([data[i] for i in local[s : s + size]]) for s in range(0, len(local), size)]
-
-    def _collate(self, features) -> dict[str, torch.Tensor]:
+    def _collate_fn(self):
+        """micro-batch items -> tensors (a picklable callable: DataLoader workers run it)."""
         if self.pack_capacity:
-            return collate_packed(features, self.pad_id, self.pack_capacity)
-        return collate(features, self.pad_id)
+            return partial(collate_packed, pad_token_id=self.pad_id, capacity=self.pack_capacity)
+        return partial(collate, pad_token_id=self.pad_id)
+
+    def _build_feeder(self) -> StepFeeder:
+        args = self.args
+        return StepFeeder(self.trainer, data=self.trainer.train_data, collate_fn=self._collate_fn(), rank=self.rank,
+                          per_rank_batch=self.per_rank_batch, micro_batch_size=args.per_device_train_batch_size,
+                          global_batch_size=self.global_batch_size, total_steps=self.total_steps,
+                          num_workers=args.dataloader_num_workers,
+                          pin_memory=args.dataloader_pin_memory and self.accelerator.device.type == "cuda",
+                          checkpoint_after=lambda done: bool(args.save_steps and done % args.save_steps == 0))
 
     def _forward(self, model, mb: dict[str, torch.Tensor], ctx: StepContext):
         device = self.accelerator.device
@@ -187,8 +193,7 @@ class TrainingLoop:
     def _train_step(self, step: int) -> StepContext:
         """Forward/backward of one global batch and the optimizer update; returns what happened."""
         args, trainer, model = self.args, self.trainer, self.model
-        indices = np.asarray(trainer.next_indices(step, self.global_batch_size), dtype=np.int64)
-        micro = self._micro_batches(indices)
+        indices, micro = self.feeder.step(step)
         local_tokens = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)
         global_tokens = int(all_reduce_sum(torch.tensor(local_tokens, device=self.accelerator.device)))
         ctx = StepContext(step=step, indices=indices, global_tokens=global_tokens, global_samples=len(indices),
@@ -216,6 +221,7 @@ class TrainingLoop:
     def _train_metrics(self, ctx: StepContext, done: int, total_steps: int) -> dict[str, Any]:
         """Accumulates the train loss and, at logging steps, returns loss / lr / samples/s."""
         interval = self.log_interval
+        epoch = self.feeder.epoch_at(ctx.step, self.trainer.epoch)
         interval["loss"] += float(all_reduce_sum(self.trainer.reported_loss(ctx).to(self.accelerator.device)))
         interval["steps"] += 1
         interval["samples"] += ctx.global_samples
@@ -223,7 +229,8 @@ class TrainingLoop:
             return {}
         elapsed = time.perf_counter() - self._interval_start
         metrics = {"loss": interval["loss"] / interval["steps"], "lr": self.scheduler.get_last_lr()[0],
-                   "samples_per_s": interval["samples"] / max(elapsed, 1e-9), "epoch": self.trainer.epoch}
+                   "samples_per_s": interval["samples"] / max(elapsed, 1e-9),
+                   "epoch": epoch}
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
         self._interval_start = time.perf_counter()
         return metrics
@@ -272,6 +279,7 @@ class TrainingLoop:
         args, trainer = self.args, self.trainer
         start_step = self._prepare()
         total_steps = self.total_steps
+        self.feeder = self._build_feeder()
         trackers = trainer.trackers if self.is_main else None
         for line in run_description(trainer):
             logger.info(line)
@@ -317,6 +325,7 @@ class TrainingLoop:
             if stopped_at is not None:
                 break
         bar.close()
+        self.feeder.close()
         wall = time.perf_counter() - start
         self._load_best(stopped_at or total_steps)
         if args.save_final_model:

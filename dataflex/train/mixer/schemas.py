@@ -49,9 +49,16 @@ class DynamicMixArguments(TrainingArguments):
     """Number of mixer calls (the last one governs the final `update_step` steps)."""
     train_step: int | None = None
     """Total steps with static_mix=true (required there, refused otherwise)."""
+    mixture_unit: str = "samples"
+    """What the proportions are shares of: `samples` (each prefix of the batches within one sample per domain of
+    them) or `tokens` (shares of the trained tokens, as OLMo-core's source mixtures; every item's length is
+    read once at start; logged as `mixture/achieved_tokens/<domain>`). Pretrain blocks all have cutoff_len
+    tokens, so there both units give the same batches."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.mixture_unit not in ("samples", "tokens"):
+            raise ValueError(f"trainer.mixture_unit={self.mixture_unit!r} is unknown; choose samples or tokens.")
         if self.mixture_sample_rule not in MIXTURE_SAMPLE_RULES:
             raise ValueError(f"trainer.mixture_sample_rule={self.mixture_sample_rule!r} is unknown; choose one of "
                              f"{MIXTURE_SAMPLE_RULES}.")

@@ -7,6 +7,8 @@
 - `defer_backward` + `before_backward(all_losses, micro_batches, ctx)`: when the loss needs statistics of
   the whole global batch, the loop forwards every micro-batch first and shows all losses to the strategy;
 - `on_step_end(done, ctx)`: update the plan (selection, proportions) for the next step; returns metrics.
+- `plan_fixed_after(done)`: True when `on_step_end(done)` cannot change the ids of the next step and
+  `next_indices` has no other effect, so the loader may draw them before step `done` ends (prefetch).
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ class BaseTrainer:
             self._data_epoch = self.sampler.epoch
             self.train_data.set_epoch(self._data_epoch)
         return indices
+
+    def plan_fixed_after(self, done: int) -> bool:
+        """Conservative default for strategies that do not say: never drawn early."""
+        return False
+
+    @property
+    def data_epoch(self) -> int:
+        """The epoch of the `size`/`weight` row windows that the last drawn ids refer to."""
+        return self._data_epoch
 
     pack_capacity: int | None = None
     """Tokens per packed row when `data.packing=true` (set from data.cutoff_len by run.py); None: padded."""

@@ -31,6 +31,13 @@ from dataflex.train.checkpoint import resolve_resume
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
 from dataflex.train.mixer.base_mixer import DomainStats, Mixer, MixtureManager
+from dataflex.train.mixer.budget import (
+    check_feasible,
+    domain_max_repetitions,
+    domain_supply,
+    expected_demand,
+    item_token_counts,
+)
 from dataflex.train.mixer.factory import build_mixer
 from dataflex.train.mixer.history import MixtureHistory
 from dataflex.train.mixer.schemas import DynamicMixArguments, check_proportion_values
@@ -68,6 +75,11 @@ class DynamicMixTrainer(BaseTrainer):
         self.domain_rows = [np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))]
         sizes = [len(r) for r in self.domain_rows]
         self.mixture = MixtureManager(self.domain_names, sizes, self.initial_proportions())
+        self.item_tokens = item_token_counts(self.train_data) if self.args.mixture_unit == "tokens" else None
+        self.max_repetitions = domain_max_repetitions(self.train_data, self.domain_names)
+        self.supply = domain_supply(self.domain_rows, self.item_tokens)
+        self.trained_tokens = np.zeros(len(self.domain_names), dtype=np.int64)
+        """Input tokens trained per domain so far (mixture_unit=tokens; logged as achieved shares)."""
         self.mixer: Mixer | None = None
         self.history = MixtureHistory(self.domain_names, self._schedule())
         self.loop = None
@@ -115,7 +127,11 @@ class DynamicMixTrainer(BaseTrainer):
     def setup(self, loop) -> None:
         self.loop = loop
         init = self.mixture.proportions
-        self.sampler = ProportionSampler(self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names)
+        self._check_budget(loop.global_batch_size)
+        self.sampler = ProportionSampler(
+            self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names, unit=self.args.mixture_unit,
+            item_tokens=self.item_tokens,
+            max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)])
         self.history.record(0, init, "init")
         self._log_repeats(loop.global_batch_size)
         if not self.args.static_mix:
@@ -138,6 +154,9 @@ class DynamicMixTrainer(BaseTrainer):
     def next_indices(self, step: int, n: int) -> np.ndarray:
         return self.sampler.next(n)
 
+    def plan_fixed_after(self, done: int) -> bool:
+        return not self.is_update(done)  # only an update changes the proportions the sampler follows
+
     def before_backward(self, all_losses, micro_batches, ctx: StepContext) -> None:
         self.mixer.before_backward(all_losses, micro_batches, ctx, update=self._reweight_update(ctx.step))
 
@@ -151,6 +170,8 @@ class DynamicMixTrainer(BaseTrainer):
         self.history.record_batch(stats.sample_count)
         metrics: dict[str, Any] = {f"train/loss/{n}": float(v) for n, v, seen in
                                    zip(self.domain_names, stats.loss, stats.present) if seen}
+        if self.item_tokens is not None:
+            metrics.update(self._achieved_tokens(ctx.indices))
         if self.mixer is not None:
             if done <= self.args.warmup_step and not getattr(self.mixer, "observe_warmup", True):
                 pass  # the mixer asked not to see the warmup steps (ODM's released code)
@@ -211,6 +232,28 @@ class DynamicMixTrainer(BaseTrainer):
     def _listing(self, p) -> str:
         return ", ".join(f"{n}={v:.3f}" for n, v in zip(self.domain_names, p))
 
+    def _achieved_tokens(self, indices: np.ndarray) -> dict[str, float]:
+        """`mixture/achieved_tokens/<domain>`: each domain's share of the tokens trained so far."""
+        ids = np.asarray(indices, dtype=np.int64)
+        domains = np.asarray(self.train_data.domain_ids, dtype=np.int64)[ids]
+        self.trained_tokens += np.bincount(domains, weights=self.item_tokens[ids],
+                                           minlength=len(self.domain_names)).astype(np.int64)
+        total = max(int(self.trained_tokens.sum()), 1)
+        return {f"mixture/achieved_tokens/{n}": float(t / total) for n, t in zip(self.domain_names, self.trained_tokens)}
+
+    def _check_budget(self, global_batch_size: int) -> None:
+        """max_repetitions: the steps whose proportions are known now (all of them with static_mix, else the
+        warmup before the first mixer call) must fit, or the run stops here with the numbers. A mixer's later
+        proportions are held to the bound as they are drawn (the sampler raises naming the domain)."""
+        a = self.args
+        steps = a.schedule_steps if a.static_mix else a.warmup_step
+        if not steps or all(r is None for r in self.max_repetitions):
+            return
+        p = self.mixture.proportions
+        demand = expected_demand(p, steps * global_batch_size, self.domain_rows, self.item_tokens)
+        what = f"the {steps} steps" + ("" if a.static_mix else " before the first mixer update (warmup_step)")
+        check_feasible(self.domain_names, p, demand, self.supply, self.max_repetitions, a.mixture_unit, what)
+
     def _log_repeats(self, global_batch_size: int) -> None:
         """Says which domains the schedule will draw more often than they have rows (they are reshuffled
         and repeated: a new pass), judged from the initial proportions."""
@@ -240,7 +283,8 @@ class DynamicMixTrainer(BaseTrainer):
     # ---- state (sampler + mixer + history) ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict(), "mixer": self.mixer.state_dict() if self.mixer else None,
-                "proportions": self.mixture.proportions.tolist(), "history": self.history.as_dict()}
+                "proportions": self.mixture.proportions.tolist(), "history": self.history.as_dict(),
+                "trained_tokens": self.trained_tokens.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
@@ -249,3 +293,4 @@ class DynamicMixTrainer(BaseTrainer):
             self.mixer.load_state_dict(state["mixer"])
         self.history.updates = list(state["history"]["updates"])
         self.history.trained_counts = list(state["history"]["trained_counts"])
+        self.trained_tokens = np.asarray(state.get("trained_tokens", self.trained_tokens), dtype=np.int64)

@@ -181,6 +181,9 @@ class DynamicSelectTrainer(BaseTrainer):
         self.trained_samples += n
         return out
 
+    def plan_fixed_after(self, done: int) -> bool:
+        return self.sampler is not None and not self._is_update_point(done)
+
     def on_step_end(self, done: int, ctx) -> dict[str, Any]:
         metrics, self._pending = self._pending, {}
         if done < self.total_steps(self.loop.global_batch_size) and self._is_update_point(done):
