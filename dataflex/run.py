@@ -32,6 +32,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("component") is not None:
         OmegaConf.to_object(cfg.component)
     check_packing(cfg)
+    check_streaming(cfg)
     trainer_check = getattr(get_class(cfg.trainer._target_), "validate_config", None)
     if trainer_check is not None:  # cross-group checks a trainer needs (e.g. a selector's target set)
         trainer_check(cfg)
@@ -45,6 +46,33 @@ def check_packing(cfg: DictConfig) -> None:
         raise ValueError("data.packing=true cannot be combined with component.reuse_forward=true (it pools the "
                          "training forward's hidden states per sample, which packing lays out as packed rows). "
                          "Set component.reuse_forward=false (a separate embedding forward) or data.packing=false.")
+
+
+STREAMING_TRAINERS = ("StaticTrainer", "DynamicMixTrainer")
+"""Trainers that can train from streams (they need the next sample of a domain, never a sample by id)."""
+
+
+def check_streaming(cfg: DictConfig) -> None:
+    """A streaming source (`data.streaming=true` or `streaming: true` in dataset_info) for a trainer that needs
+    random access by id (a selector scores a pool, a weighter's targets): refused by name before any load."""
+    from dataflex.data.dataset_info import resolve_dataset_arg
+
+    trainer = cfg.trainer._target_.rsplit(".", 1)[-1]
+    if trainer in STREAMING_TRAINERS:
+        return
+    if cfg.data.get("streaming"):
+        what = "data.streaming=true"
+    else:
+        infos = resolve_dataset_arg(cfg.data.dataset, cfg.data.get("dataset_dir"))
+        streamed = [n for n, i in infos.items() if i.streaming]
+        if not streamed:
+            return
+        what = f"dataset(s) {streamed} set `streaming: true` in dataset_info"
+    raise ValueError(f"{cfg.trainer._target_.rsplit('.', 1)[-1]} needs an index over the training data (it reads "
+                     f"samples by id) but {what}. Streaming training works with trainer=static and "
+                     "trainer=dynamic_mix; for this trainer drop streaming and use the token store (the data is "
+                     "tokenized once into memory-mapped arrays under data.cache_dir, so a large corpus costs "
+                     "disk, not memory).")
 
 
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:

@@ -107,7 +107,7 @@ class TrainingLoop:
     def _collate_fn(self):
         """micro-batch items -> tensors (a picklable callable: DataLoader workers run it)."""
         if self.pack_capacity:
-            return partial(collate_packed, pad_token_id=self.pad_id, capacity=self.pack_capacity)
+            return partial(collate_packed, pad_token_id=self.pad_id, max_capacity=self.pack_capacity)
         return partial(collate, pad_token_id=self.pad_id)
 
     def _build_feeder(self) -> StepFeeder:

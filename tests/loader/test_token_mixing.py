@@ -94,6 +94,9 @@ def test_static_mix_by_tokens_meets_proportions_every_step(compose, tmp_path, mo
                 "data.max_samples=40", *TINY), run_dir)
     trainer = seen[0][0]
     lengths, domain_of = trainer.item_tokens, np.asarray(trainer.train_data.domain_ids)
+    data = trainer.train_data
+    assert data.store is not None  # lengths read from the token store's offsets equal the items' lengths
+    assert lengths.tolist() == [len(data[i].input_ids) for i in range(len(data))]
     max_len = np.asarray([lengths[r].max() for r in trainer.domain_rows], dtype=float)
     assert max_len.max() > max_len.min()  # lengths differ by domain, so samples != tokens
     records = [r for r in _metrics(run_dir) if any(k.startswith("mixture/achieved_tokens/") for k in r)]

@@ -15,6 +15,13 @@ def item_token_counts(data) -> np.ndarray:
     so for free; otherwise every item is built once (SFT items are tokenized and cached, as training would)."""
     if callable(getattr(data, "token_counts", None)):
         return np.asarray(data.token_counts(), dtype=np.int64)
+    store = getattr(data, "store", None)
+    if store is not None:  # the token store's offsets: no item is read
+        lengths = np.diff(np.asarray(store.offsets, dtype=np.int64))
+        if data.mode == "pretrain":
+            return lengths
+        index = data.engine.data_index
+        return lengths[np.asarray(store.dataset_start)[index.dataset_ids] + index.row_ids]
     return np.fromiter((len(data[i].input_ids) for i in range(len(data))), dtype=np.int64, count=len(data))
 
 
