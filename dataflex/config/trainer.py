@@ -51,8 +51,9 @@ class TrainingArguments:
     states through the LM head in chunks of `loss_chunk_size` supervised tokens, recomputed in backward),
     `liger` (CUDA + liger-kernel's fused linear cross entropy, after a check that per-token weights reach the
     gradient) or `auto` (chunked where the model allows, else plain; the log says which and why)."""
-    loss_chunk_size: int = 1024
-    """Tokens per chunk of the chunked loss (peak extra memory ~ 3 x chunk x vocab floats)."""
+    loss_chunk_size: int | None = None
+    """Tokens per chunk of the chunked loss (peak extra memory ~ 3 x chunk x vocab floats). None: sized so
+    one chunk holds ~32M logits (256 tokens at a 128k vocabulary, 1024 at 32k)."""
     gradient_checkpointing: bool = False
     """Recompute decoder-layer activations in backward (HF's, use_reentrant=False; with LoRA the input
     embeddings are made to require grad). Per-sample gradient features run in eval mode, which HF does
@@ -111,7 +112,8 @@ class TrainingArguments:
         for key in ("per_device_eval_batch_size", "scoring_max_tokens"):
             if getattr(self, key) is not None:
                 _check_positive(f"trainer.{key}", getattr(self, key))
-        _check_positive("trainer.loss_chunk_size", self.loss_chunk_size)
+        if self.loss_chunk_size is not None:
+            _check_positive("trainer.loss_chunk_size", self.loss_chunk_size)
         if self.loss_impl not in LOSS_IMPLS:
             raise ValueError(f"trainer.loss_impl={self.loss_impl!r} is unknown; choose one of {LOSS_IMPLS}.")
         _check_positive("trainer.gradient_accumulation_steps", self.gradient_accumulation_steps)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from dataflex.data.processor import collate
+from dataflex.train.signals.batching import score_in_buckets
 from dataflex.train.signals.losses import LossSettings, head_path, loss_settings, model_losses, unwrap
 from dataflex.train.signals.projection import RandomProjector
 from dataflex.train.signals.zero3 import (
@@ -42,7 +42,6 @@ from dataflex.train.signals.zero3 import (
     unwrap_optimizer,
 )
 from dataflex.utils.modes import eval_mode
-from dataflex.utils.progress import progress
 
 REDUCTIONS = ("mean", "sum")
 
@@ -293,12 +292,12 @@ class AdamPreconditioner:
             return t.reshape(-1)[start:start + n].to(g.device, torch.float32).reshape(g.shape[1:])
 
         m, v = moment(m), moment(v)
-        m_new = beta1 * m + (1 - beta1) * g
-        v_new = beta2 * v + (1 - beta2) * g.square()
-        if self.bias_correction:
-            m_new = m_new / (1 - beta1 ** (step + 1))
-            v_new = v_new / (1 - beta2 ** (step + 1))
-        return m_new / (v_new.sqrt() + eps)
+        c1 = 1 - beta1 ** (step + 1) if self.bias_correction else 1.0
+        c2 = 1 - beta2 ** (step + 1) if self.bias_correction else 1.0
+        # m_hat / (sqrt(v_hat) + eps) with m_hat = (b1 m + (1-b1) g) / c1, v_hat = (b2 v + (1-b2) g^2) / c2,
+        # computed in place on two (B, n) buffers: this elementwise pass dominated LESS scoring on CPU.
+        denominator = g.square().mul_((1 - beta2) / c2).add_(v * (beta2 / c2)).sqrt_().add_(eps)
+        return torch.add(m * (beta1 / c1), g, alpha=(1 - beta1) / c1).div_(denominator)
 
 
 def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
@@ -334,14 +333,15 @@ def collect_gradient_features(model: nn.Module, data, indices: Sequence[int], *,
                               projector: RandomProjector | None = None, preconditioner=None,
                               normalize: bool = True, device=None) -> torch.Tensor:
     """(len(indices), proj_dim) features of `data[i]` (training items), in order, L2-normalised unless told
-    otherwise. Runs the model in eval mode (no dropout) and restores its mode."""
-    out = []
-    with eval_mode(model), progress(len(indices), "gradient features", unit="sample") as bar:
-        for start in range(0, len(indices), batch_size):
-            batch = collate([data[int(i)] for i in indices[start:start + batch_size]], pad_token_id)
-            out.append(gradient_features(model, batch, projector=projector, preconditioner=preconditioner,
-                                         device=device).cpu())
-            bar.update(len(batch["input_ids"]))
-    dim = projector.proj_dim if projector is not None else num_trainable(model)
-    feats = torch.cat(out) if out else torch.zeros(0, dim)
+    otherwise. Runs the model in eval mode (no dropout) and restores its mode. Batches of `batch_size` rows
+    of similar length (sorted by length; the features come back in the order of `indices`): per-sample
+    gradient work grows with the padded width, so padding to the batch's longest row is what bucketing saves."""
+    def fn(batch):
+        return gradient_features(model, batch, projector=projector, preconditioner=preconditioner, device=device)
+
+    with eval_mode(model):
+        feats = score_in_buckets(fn, data, indices, pad_token_id=pad_token_id, max_tokens=1 << 62,
+                                 max_rows=batch_size, desc="gradient features")
+    if not len(feats):
+        feats = torch.zeros(0, projector.proj_dim if projector is not None else num_trainable(model))
     return torch.nn.functional.normalize(feats, dim=-1) if normalize and len(feats) else feats

@@ -4,7 +4,8 @@ Two ways to get them from a causal LM (`trainer.loss_impl`):
 - `plain`: `model(...).logits` (B x T x V) and a float32 cross entropy over all of it;
 - `chunked` (what `auto` picks where the model allows): the final hidden states are taken from the model's
   decoder during the same forward (the head itself runs on the last position only, `logits_to_keep=1`), and
-  only the supervised tokens go through the LM head, `trainer.loss_chunk_size` tokens at a time, with the
+  only the supervised tokens go through the LM head, `trainer.loss_chunk_size` tokens at a time (default: sized
+  so one chunk's logits are ~128 MiB), with the
   logits recomputed in backward (signals/chunked_ce.py): peak memory no longer scales with V x T;
 - `liger` (CUDA, liger-kernel installed): liger's fused linear cross entropy with per-token losses, used only
   after a self-check proves its gradient honours per-token weights (else it is refused, never silently
@@ -71,14 +72,25 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> SampleLosse
 class LossSettings:
     impl: str = "auto"
     """auto | plain | chunked | liger (see the module docstring)."""
-    chunk_size: int = 1024
-    """Tokens per chunk through the LM head (chunked/liger)."""
+    chunk_size: int | None = None
+    """Tokens per chunk through the LM head (chunked); None: `auto_chunk_size` of the head."""
 
     def __post_init__(self) -> None:
         if self.impl not in LOSS_IMPLS:
             raise ValueError(f"trainer.loss_impl={self.impl!r} is unknown; choose one of {LOSS_IMPLS}.")
-        if self.chunk_size <= 0:
-            raise ValueError(f"trainer.loss_chunk_size must be > 0, got {self.chunk_size}.")
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise ValueError(f"trainer.loss_chunk_size must be > 0 or null, got {self.chunk_size}.")
+
+
+CHUNK_LOGITS = 1 << 25
+"""Logit entries of one automatic chunk (128 MiB in float32): 256 tokens at a 128k vocabulary, 1024 at 32k."""
+
+
+def auto_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so one chunk's logits hold about CHUNK_LOGITS entries, a power of two in [64, 8192]
+    (measured: at a 128k vocabulary 256-token chunks were faster than 1024, experiments/benchmarks/chunked_loss)."""
+    tokens = max(1, CHUNK_LOGITS // max(1, vocab_size))
+    return int(min(8192, max(64, 1 << (tokens.bit_length() - 1))))
 
 
 _DEFAULT = [LossSettings()]
@@ -104,6 +116,8 @@ class HeadPath:
     head: nn.Module | None = None
     scale: float = 1.0
     softcap: float | None = None
+    chunk_size: int = 1024
+    """Tokens per chunk (trainer.loss_chunk_size, or sized from the vocabulary)."""
 
 
 _PATHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -165,12 +179,15 @@ def _resolve(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Te
                                "(falls back to the plain loss) or plain.")
         logger.info(f"per-sample losses: plain full-logit path ({why})")
         return HeadPath("plain", why)
-    logger.info(f"per-sample losses: {path.kind} head ({settings.impl}, chunk {settings.chunk_size} tokens)")
+    vocab = int(getattr(path.head, "out_features", 0) or inner.config.vocab_size)
+    path.chunk_size = settings.chunk_size or auto_chunk_size(vocab)
+    logger.info(f"per-sample losses: {path.kind} head ({settings.impl}, chunks of {path.chunk_size} tokens)")
     return path
 
 
 def head_path(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Tensor]) -> HeadPath:
-    key = (settings.impl,)
+    """The path of `model` under `settings`, decided (and probed) once per model."""
+    key = (settings.impl, settings.chunk_size)
     cache = _PATHS.setdefault(model, {})
     if key not in cache:
         cache[key] = _resolve(model, settings, probe)
@@ -306,4 +323,4 @@ def model_losses(model: nn.Module, batch: dict[str, torch.Tensor], device, setti
     path = head_path(model, settings, inputs)
     if path.kind == "plain":
         return per_sample_losses(model(**inputs).logits, labels)
-    return _lean_forward(model, path, inputs, labels, settings.chunk_size)
+    return _lean_forward(model, path, inputs, labels, path.chunk_size)
