@@ -1,0 +1,207 @@
+"""data_scale benchmark (issue 12a): the token store at 25M / 125M pretrain tokens and 100k SFT rows.
+
+Measures, side by side in one run on the same machine (see README.md for the command and the table):
+  (a) cold store build vs the batched fast tokenizer call on the same texts and cores,
+  (b) peak RSS of a 3-step `dataflex-run` (warm store) on the small vs the large corpus,
+  (c) warm start: wall of that run on the large corpus over the same run on a tiny corpus,
+  (d) steps/s on the embedded default vs a checkout of the pre-store main (`--base`).
+Every run is a fresh subprocess; corpora are generated under --work (never committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
+RUN = ["trainer.max_steps=3", "trainer.eval_steps=0", "trainer.logging_steps=1", "trainer.disable_tqdm=true",
+       "trainer.save_final_model=false"]
+
+
+# ------------------------------------------------------------------------------------------ corpora
+def generate_pretrain(folder: Path, tokens: float, seed: int = 0) -> Path:
+    """3 domains of generated text (parquet, `text` column), ~830 tokens per document like the issue's corpus."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataflex.models.tiny import load_tokenizer
+
+    info = folder / "dataset_info.yaml"
+    if info.exists():
+        return info
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    tok = load_tokenizer()
+    domains = {}
+    for d, name in enumerate(("web", "code", "books")):
+        words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(4000)]
+        domains[name] = np.array(words)
+    probe = [" ".join(rng.choice(domains["web"], 200)) for _ in range(20)]
+    per_word = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in probe) / (20 * 200)
+    words_per_doc = int(830 / per_word)
+    docs_per_domain = int(tokens / 830 / 3) + 1
+    for name, vocab in domains.items():
+        rows = []
+        for start in range(0, docs_per_domain, 2000):
+            n = min(2000, docs_per_domain - start)
+            idx = rng.zipf(1.3, size=(n, words_per_doc)) % len(vocab)
+            rows.extend(" ".join(vocab[r]) for r in idx)
+        pq.write_table(pa.table({"text": rows}), folder / f"{name}.parquet")
+        del rows
+    info.write_text("".join(f"{n}:\n  path: {n}.parquet\n  converter: text\n" for n in domains))
+    return info
+
+
+def generate_sft(folder: Path, rows: int, seed: int = 0) -> Path:
+    """3 domains of alpaca rows (parquet)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    info = folder / "dataset_info.yaml"
+    if info.exists():
+        return info
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    vocab = np.array(["".join(rng.choice(list("abcdefghijklmnop"), size=rng.integers(2, 8))) for _ in range(3000)])
+    for name in ("qa", "math", "chat"):
+        n = rows // 3 + 1
+        ins = [" ".join(vocab[rng.integers(0, 3000, rng.integers(5, 30))]) for _ in range(n)]
+        out = [" ".join(vocab[rng.integers(0, 3000, rng.integers(10, 60))]) for _ in range(n)]
+        pq.write_table(pa.table({"instruction": ins, "input": [""] * n, "output": out}), folder / f"{name}.parquet")
+    info.write_text("".join(f"{n}:\n  path: {n}.parquet\n  converter: alpaca\n" for n in ("qa", "math", "chat")))
+    return info
+
+
+# --------------------------------------------------------------------------- in-subprocess measurements
+def child_build(info: str, cache: str, mode: str, cutoff: int) -> None:
+    """Times the store build alone (engine loaded first, outside the timer)."""
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData
+    from dataflex.data.token_store import StoreSettings
+    from dataflex.models.tiny import load_tokenizer
+
+    engine = DataEngine(DataArguments(dataset=info, mode=mode, cutoff_len=cutoff))
+    tok = load_tokenizer()
+    start = time.perf_counter()
+    data = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=cache, rebuild=True))
+    print(json.dumps({"seconds": time.perf_counter() - start, "tokens": int(len(data.store.tokens))}))
+
+
+def child_tokenize(info: str, mode: str) -> None:
+    """The batched fast tokenizer call alone on the same texts (pretrain: each document's text; SFT: each
+    message's text), both cores (TOKENIZERS_PARALLELISM=true)."""
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import message_text
+    from dataflex.models.tiny import load_tokenizer
+
+    engine = DataEngine(DataArguments(dataset=info, mode=mode))
+    texts = []
+    for i in range(len(engine)):
+        msgs = engine[i]["messages"]
+        texts.extend([" ".join(message_text(m) for m in msgs)] if mode == "pretrain" else [message_text(m) for m in msgs])
+    tok = load_tokenizer()
+    start = time.perf_counter()
+    n = 0
+    for s in range(0, len(texts), 1000):
+        n += sum(len(x) for x in tok(texts[s : s + 1000], add_special_tokens=False)["input_ids"])
+    print(json.dumps({"seconds": time.perf_counter() - start, "tokens": n}))
+
+
+# ----------------------------------------------------------------------------------------- drivers
+def _child(*args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], env={**ENV, **(env or {})}, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _dataflex_run(pythonpath: Path, overrides: list[str], out: Path) -> dict:
+    """A `dataflex-run` in a fresh process under /usr/bin/time: wall seconds, peak RSS, samples/s."""
+    cmd = ["/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "dataflex.cli", *overrides,
+           f"trainer.output_dir={out}", "trainer.overwrite_output_dir=true"]
+    proc = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(pythonpath)}, capture_output=True, text=True,
+                          cwd="/tmp")
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    line = [x for x in proc.stderr.splitlines() if x.startswith("TIME ")][-1]
+    wall, rss_kb = line.split()[1:]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [m["samples_per_s"] for m in metrics if "samples_per_s" in m]
+    return {"wall": float(wall), "rss_mb": int(rss_kb) / 1024, "samples_per_s": rates}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", default="/tmp/data_scale")
+    p.add_argument("--tokens", default="25e6,125e6", help="small,large pretrain corpus sizes")
+    p.add_argument("--sft-rows", default="100000")
+    p.add_argument("--base", default="/tmp/base_store", help="checkout of the pre-store main (00a941c)")
+    p.add_argument("--steps-repeats", type=int, default=2)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,d,sft")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    work, skip = Path(a.work), set(a.skip.split(","))
+    small, large = (float(x) for x in a.tokens.split(","))
+    results: dict = {"load_avg_start": os.getloadavg()}
+    tiny_info = generate_pretrain(work / "tiny", 0.3e6)
+    infos = {"small": generate_pretrain(work / f"pt_{small:.0e}", small),
+             "large": generate_pretrain(work / f"pt_{large:.0e}", large)}
+    cache = str(work / "cache")
+    pre = ["data=custom", "data.mode=pretrain", "data.cutoff_len=256", f"data.cache_dir={cache}"]
+    if "a" not in skip:  # cold build vs the tokenizer call, alternating, one each (heavy)
+        for size, info in infos.items():
+            build = _child("build", str(info), cache, "pretrain", "256", env={"TOKENIZERS_PARALLELISM": "false"})
+            tok = _child("tokenize", str(info), "pretrain", env={"TOKENIZERS_PARALLELISM": "true"})
+            results[f"a_{size}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"]}
+            print(size, results[f"a_{size}"], flush=True)
+    if "b" not in skip:  # warm runs: tiny, small, large (stores built above or on the first run here)
+        for name, info in (("tiny", tiny_info), *infos.items()):
+            _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / f"warmup_{name}")
+            results[f"b_{name}"] = _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / name)
+            print(name, results[f"b_{name}"], flush=True)
+        if Path(a.base).is_dir() and "base_b" not in skip:
+            for name in ("tiny", "small"):
+                info = tiny_info if name == "tiny" else infos["small"]
+                results[f"b_base_{name}"] = _dataflex_run(Path(a.base), [*pre[:-1], f"data.dataset={info}", *RUN],
+                                                          work / "runs" / f"base_{name}")
+                print("base", name, results[f"b_base_{name}"], flush=True)
+    if "d" not in skip and Path(a.base).is_dir():  # steps/s on the embedded default, alternating trees
+        steps = ["trainer.max_steps=60", "trainer.logging_steps=10", "trainer.eval_steps=0", "trainer.disable_tqdm=true",
+                 "trainer.save_final_model=false"]
+        ours, base = [], []
+        _dataflex_run(REPO, [f"data.cache_dir={cache}", *steps], work / "runs" / "d_warm")
+        for r in range(a.steps_repeats):
+            ours += _dataflex_run(REPO, [f"data.cache_dir={cache}", *steps], work / "runs" / f"d_ours{r}")["samples_per_s"][1:]
+            base += _dataflex_run(Path(a.base), steps, work / "runs" / f"d_base{r}")["samples_per_s"][1:]
+        results["d"] = {"ours": statistics.median(ours), "base": statistics.median(base),
+                        "ratio": statistics.median(ours) / statistics.median(base)}
+        print("d", results["d"], flush=True)
+    if "sft" not in skip:
+        for rows in (int(x) for x in a.sft_rows.split(",")):
+            info = generate_sft(work / f"sft_{rows}", rows)
+            build = _child("build", str(info), cache, "sft", "1024", env={"TOKENIZERS_PARALLELISM": "false"})
+            tok = _child("tokenize", str(info), "sft", env={"TOKENIZERS_PARALLELISM": "true"})
+            results[f"sft_{rows}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"]}
+            print("sft", rows, results[f"sft_{rows}"], flush=True)
+    results["load_avg_end"] = os.getloadavg()
+    print(json.dumps(results, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "build":
+        child_build(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "tokenize":
+        child_tokenize(sys.argv[2], sys.argv[3])
+    else:
+        main()
