@@ -186,6 +186,10 @@ class TokenStore:
         self.mode: str = self.manifest["mode"]
         self.dataset_start = np.asarray(self.manifest.get("dataset_start", [0]), dtype=np.int64)
 
+    def __reduce__(self):
+        """Pickles as its path (spawned DataLoader workers re-map the files instead of copying the arrays)."""
+        return (TokenStore, (self.path, False))
+
     def __len__(self) -> int:
         return len(self.domains)
 

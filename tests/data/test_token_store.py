@@ -257,3 +257,13 @@ def test_two_processes_build_each_store_once(cli, tmp_path):
     again = cli(*[o for o in run if "nproc" not in o], f"trainer.output_dir={tmp_path / 'again'}")
     assert "tokenizing (token store)" not in again.stdout + again.stderr
     assert (again.stdout + again.stderr).count("loaded from the cache") == 2
+
+
+def test_store_pickles_as_its_path(tok, tmp_path):
+    import pickle
+
+    data = _stored(tok, tmp_path / "cache", _custom(tmp_path))
+    blob = pickle.dumps(data.store)
+    assert len(blob) < 2000  # the path, not the arrays
+    again = pickle.loads(blob)
+    assert isinstance(again.tokens, np.memmap) and again.item(3) == data.store.item(3)

@@ -92,9 +92,18 @@ def child_build(info: str, cache: str, mode: str, cutoff: int) -> None:
 
     engine = DataEngine(DataArguments(dataset=info, mode=mode, cutoff_len=cutoff))
     tok = load_tokenizer()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     data = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=cache, rebuild=True))
-    print(json.dumps({"seconds": time.perf_counter() - start, "tokens": int(len(data.store.tokens))}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu,
+                      "tokens": int(len(data.store.tokens))}))
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and its finished children (the map workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def child_tokenize(info: str, mode: str) -> None:
@@ -110,11 +119,11 @@ def child_tokenize(info: str, mode: str) -> None:
         msgs = engine[i]["messages"]
         texts.extend([" ".join(message_text(m) for m in msgs)] if mode == "pretrain" else [message_text(m) for m in msgs])
     tok = load_tokenizer()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     n = 0
     for s in range(0, len(texts), 1000):
         n += sum(len(x) for x in tok(texts[s : s + 1000], add_special_tokens=False)["input_ids"])
-    print(json.dumps({"seconds": time.perf_counter() - start, "tokens": n}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu, "tokens": n}))
 
 
 # ----------------------------------------------------------------------------------------- drivers
@@ -146,6 +155,7 @@ def main() -> None:
     p.add_argument("--sft-rows", default="100000")
     p.add_argument("--base", default="/tmp/base_store", help="checkout of the pre-store main (00a941c)")
     p.add_argument("--steps-repeats", type=int, default=2)
+    p.add_argument("--corpora", default="small,large", help="which pretrain corpora parts a and b run on")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,d,sft")
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -155,21 +165,23 @@ def main() -> None:
     tiny_info = generate_pretrain(work / "tiny", 0.3e6)
     infos = {"small": generate_pretrain(work / f"pt_{small:.0e}", small),
              "large": generate_pretrain(work / f"pt_{large:.0e}", large)}
+    infos = {k: v for k, v in infos.items() if k in a.corpora.split(",")}
     cache = str(work / "cache")
     pre = ["data=custom", "data.mode=pretrain", "data.cutoff_len=256", f"data.cache_dir={cache}"]
     if "a" not in skip:  # cold build vs the tokenizer call, alternating, one each (heavy)
         for size, info in infos.items():
             build = _child("build", str(info), cache, "pretrain", "256", env={"TOKENIZERS_PARALLELISM": "false"})
             tok = _child("tokenize", str(info), "pretrain", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"a_{size}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"]}
+            results[f"a_{size}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"],
+                                    "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"]}
             print(size, results[f"a_{size}"], flush=True)
     if "b" not in skip:  # warm runs: tiny, small, large (stores built above or on the first run here)
-        for name, info in (("tiny", tiny_info), *infos.items()):
+        for name, info in ((("tiny", tiny_info),) if "tiny" not in skip else ()) + tuple(infos.items()):
             _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / f"warmup_{name}")
             results[f"b_{name}"] = _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / name)
             print(name, results[f"b_{name}"], flush=True)
         if Path(a.base).is_dir() and "base_b" not in skip:
-            for name in ("tiny", "small"):
+            for name in [n for n in ("tiny", "small") if n not in skip and (n == "tiny" or n in infos)]:
                 info = tiny_info if name == "tiny" else infos["small"]
                 results[f"b_base_{name}"] = _dataflex_run(Path(a.base), [*pre[:-1], f"data.dataset={info}", *RUN],
                                                           work / "runs" / f"base_{name}")
@@ -190,7 +202,8 @@ def main() -> None:
             info = generate_sft(work / f"sft_{rows}", rows)
             build = _child("build", str(info), cache, "sft", "1024", env={"TOKENIZERS_PARALLELISM": "false"})
             tok = _child("tokenize", str(info), "sft", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"sft_{rows}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"]}
+            results[f"sft_{rows}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"],
+                                      "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"]}
             print("sft", rows, results[f"sft_{rows}"], flush=True)
     results["load_avg_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))
