@@ -203,14 +203,17 @@ class DynamicSelectTrainer(BaseTrainer):
         self.update += 1
         n = self.args.update_step * loop.global_batch_size
         cands = self.candidates(self.update)
-        model = loop.accelerator.unwrap_model(loop.model)
+        if getattr(self, "_unwrapped_model", None) is None:  # once: accelerate re-reads package metadata per call
+            self._unwrapped_model = loop.accelerator.unwrap_model(loop.model)
+        model = self._unwrapped_model
         start = time.perf_counter()
         devices = [loop.accelerator.device] if loop.accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             selected = self.selector.select(
                 model, step, n, candidates=cands, update_index=self.update, current_update_times=self.update,
                 update_times=self.args.update_times, update_step=self.args.update_step, optimizer=loop.optimizer)
-        model.train()
+        if not model.training:  # (train() walks every module: only when the selector left eval mode on)
+            model.train()
         loop.optimizer.zero_grad(set_to_none=True)
         scores = getattr(self.selector, "last_scores", None)
         info = dict(getattr(self.selector, "last_info", None) or {})
