@@ -58,8 +58,6 @@ def check_streaming(cfg: DictConfig) -> None:
     from dataflex.data.dataset_info import resolve_dataset_arg
 
     trainer = cfg.trainer._target_.rsplit(".", 1)[-1]
-    if trainer in STREAMING_TRAINERS:
-        return
     if cfg.data.get("streaming"):
         what = "data.streaming=true"
     else:
@@ -68,6 +66,10 @@ def check_streaming(cfg: DictConfig) -> None:
         if not streamed:
             return
         what = f"dataset(s) {streamed} set `streaming: true` in dataset_info"
+    if trainer == "StaticTrainer" and cfg.trainer.get("max_steps", 0) <= 0:
+        raise ValueError(f"training from streams ({what}) has no epochs to count: set trainer.max_steps.")
+    if trainer in STREAMING_TRAINERS:
+        return
     raise ValueError(f"{cfg.trainer._target_.rsplit('.', 1)[-1]} needs an index over the training data (it reads "
                      f"samples by id) but {what}. Streaming training works with trainer=static and "
                      "trainer=dynamic_mix; for this trainer drop streaming and use the token store (the data is "
@@ -116,10 +118,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         bundle = instantiate(cfg.model)
         data_kwargs = dict(tokenizer=bundle.tokenizer, cutoff_len=data_cfg.cutoff_len, mode=data_cfg.mode,
                            template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt, store=store)
-        train_data = TokenizedData(train_engine, **data_kwargs)
+        if train_engine.streaming:
+            from dataflex.data.stream_training import StreamingTrainData
+
+            train_data = StreamingTrainData(train_engine, **{k: v for k, v in data_kwargs.items() if k != "store"})
+        else:
+            train_data = TokenizedData(train_engine, **data_kwargs)
         eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
         record_chat_template(bundle.tokenizer, train_data)  # the saved tokenizer renders as in training
-        logger.info(f"data: {len(train_data)} training items over domains {train_data.domain_names}"
+        size = "streamed" if train_engine.streaming else f"{len(train_data)}"
+        logger.info(f"data: {size} training items over domains {train_data.domain_names}"
                     + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split"))
         # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with its
         # own context objects) instead of being instantiated recursively by Hydra.

@@ -132,6 +132,9 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
     acc.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_state_{loop.rank}.pt")
+    data_state = loop.trainer.rank_state_dict() if hasattr(loop.trainer, "rank_state_dict") else None
+    if data_state is not None:  # per-rank data positions (stream readers)
+        (tmp / f"data_state_{loop.rank}.json").write_text(json.dumps(data_state))
     acc.wait_for_everyone()
     if loop.is_main:
         _fault_point("save", step)
@@ -204,6 +207,9 @@ def load_checkpoint(loop, path: Path) -> int:
         raise FileNotFoundError(f"{rng_file} is missing: resume with the same number of processes "
                                 "that wrote the checkpoint.")
     set_rng_state(torch.load(rng_file, weights_only=True))
+    data_file = path / f"data_state_{loop.rank}.json"
+    if data_file.is_file():
+        loop.trainer.load_rank_state_dict(json.loads(data_file.read_text()))
     return int(state["step"])
 
 

@@ -16,11 +16,13 @@ guarantee:
   window of rows of the epoch the id was drawn in (`size`/`weight` datasets move their window per epoch).
 
 Works on any map-style `dataset[i] -> item` with `collate(items) -> dict of tensors` (TokenizedData, packed
-rows, the token store).
+rows, the token store). Streams (`data.in_process`) are read on the training thread when ids are drawn; their
+items travel to the workers inside the keys, which still collate them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-Key = tuple[int, Any]
-"""(item id, data epoch): what a DataLoader worker turns into one item."""
+Key = tuple[int, Any, Any]
+"""(item id, data epoch, the item itself or None): what a DataLoader worker turns into one item. The item
+travels in the key only for data whose items exist in the training process alone (streams)."""
 
 
 @dataclass
@@ -54,7 +57,9 @@ class _DecidedItems(Dataset):
         return len(self.data)
 
     def __getitem__(self, key: Key):
-        i, epoch = key
+        i, epoch, item = key
+        if item is not None:
+            return item
         if epoch is not None and epoch != self._epoch and hasattr(self.data, "set_epoch"):
             self.data.set_epoch(epoch)
             self._epoch = epoch
@@ -89,7 +94,7 @@ class _Plan:
                 self._stopped = True
                 break
             drawn = self.feeder.draw(step, early)
-            self._keys = iter(self.feeder.micro_keys(drawn))
+            self._keys = iter(self.feeder.micro_keys(drawn, with_items=self.feeder.items_in_process))
             self._next_step = step + 1
         raise StopIteration
 
@@ -105,6 +110,7 @@ class StepFeeder:
         self.rank, self.per_rank_batch, self.micro_batch_size = rank, per_rank_batch, micro_batch_size
         self.global_batch_size, self.total_steps = global_batch_size, total_steps
         self.num_workers = int(num_workers)
+        self.items_in_process = bool(getattr(data, "in_process", False))
         self.checkpoint_after = checkpoint_after
         self._drawn: dict[int, DrawnStep] = {}
         self._early_epochs: dict[int, float] = {}
@@ -138,21 +144,22 @@ class StepFeeder:
     def local_ids(self, indices: np.ndarray) -> np.ndarray:
         return indices[self.rank * self.per_rank_batch : (self.rank + 1) * self.per_rank_batch]
 
-    def micro_keys(self, drawn: DrawnStep) -> list[list[Key]]:
+    def micro_keys(self, drawn: DrawnStep, with_items: bool = False) -> list[list[Key]]:
         local, size = self.local_ids(drawn.indices), self.micro_batch_size
-        return [[(int(i), drawn.data_epoch) for i in local[s : s + size]] for s in range(0, len(local), size)]
+        return [[(int(i), drawn.data_epoch, self.data[i] if with_items else None) for i in local[s : s + size]]
+                for s in range(0, len(local), size)]
 
     # ---- feeding ----------------------------------------------------------------------------------------
     def step(self, step: int) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         if self._loader is None:
             drawn = self.draw(step)
-            return drawn.indices, [self.collate_fn([self.data[i] for i, _ in keys]) for keys in self.micro_keys(drawn)]
+            return drawn.indices, [self.collate_fn([self.data[i] for i, _, _ in keys]) for keys in self.micro_keys(drawn)]
         if step not in self._drawn:  # a window starts: nothing was prefetched past the last decision point
             self.first_step_of_window = step
             self._plan.start(step)
             self._iter = iter(self._loader)
         drawn = self._drawn.pop(step)
-        micro = [next(self._iter) for _ in range(len(self.micro_keys(drawn)))]
+        micro = [next(self._iter) for _ in range(math.ceil(len(self.local_ids(drawn.indices)) / self.micro_batch_size))]
         return drawn.indices, micro
 
     def epoch_at(self, step: int, live: float) -> float:

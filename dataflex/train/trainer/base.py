@@ -51,11 +51,17 @@ class BaseTrainer:
         return max(1, math.ceil(self.args.num_train_epochs * len(self.train_data) / global_batch_size))
 
     def setup(self, loop) -> None:
+        if getattr(self.train_data, "streaming", False):  # domains mixed by their datasets' weights
+            from dataflex.data.stream_training import StreamSampler
+
+            self.train_data.open()
+            self.sampler = StreamSampler(self.train_data, self.train_data.domain_weights())
+            return
         self.sampler = EpochSampler(len(self.train_data), seed=self.args.seed)
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
         indices = self.sampler.next(n)
-        if self.sampler.epoch != self._data_epoch:  # a new epoch: size/weight datasets move to their next window
+        if getattr(self.sampler, "epoch", 0) != self._data_epoch:  # a new epoch: size/weight datasets move to their next window
             self._data_epoch = self.sampler.epoch
             self.train_data.set_epoch(self._data_epoch)
         return indices
@@ -99,6 +105,14 @@ class BaseTrainer:
         """Everything that decides the data and the loss from here on (saved in checkpoints). Subclasses
         extend it with their component's state."""
         return {"sampler": self.sampler.state_dict() if self.sampler is not None else None}
+
+    def rank_state_dict(self) -> dict[str, Any] | None:
+        """This rank's own data position (stream readers; None when every rank's is in `state_dict`)."""
+        get = getattr(self.train_data, "rank_state_dict", None)
+        return get() if get is not None else None
+
+    def load_rank_state_dict(self, state: dict[str, Any]) -> None:
+        self.train_data.load_rank_state_dict(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("sampler") is not None:

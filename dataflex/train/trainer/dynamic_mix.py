@@ -72,12 +72,19 @@ class DynamicMixTrainer(BaseTrainer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.domain_names: list[str] = list(self.train_data.domain_names)
-        self.domain_rows = [np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))]
-        sizes = [len(r) for r in self.domain_rows]
+        self.streaming = bool(getattr(self.train_data, "streaming", False))
+        """Domains read from streams (`dataflex.data.stream_training`): no rows up front, no sizes."""
+        if self.streaming:
+            self._check_streaming()
+            self.domain_rows = None
+            sizes = [0] * len(self.domain_names)
+        else:
+            self.domain_rows = [np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))]
+            sizes = [len(r) for r in self.domain_rows]
         self.mixture = MixtureManager(self.domain_names, sizes, self.initial_proportions())
         self.item_tokens = item_token_counts(self.train_data) if self.args.mixture_unit == "tokens" else None
         self.max_repetitions = domain_max_repetitions(self.train_data, self.domain_names)
-        self.supply = domain_supply(self.domain_rows, self.item_tokens)
+        self.supply = None if self.streaming else domain_supply(self.domain_rows, self.item_tokens)
         self.trained_tokens = np.zeros(len(self.domain_names), dtype=np.int64)
         """Input tokens trained per domain so far (mixture_unit=tokens; logged as achieved shares)."""
         self.mixer: Mixer | None = None
@@ -90,12 +97,21 @@ class DynamicMixTrainer(BaseTrainer):
                                  "component=none (the default) or trainer.static_mix=false.")
 
     # ---- the plan ---------------------------------------------------------------------------------------
+    def _check_streaming(self) -> None:
+        if self.args.mixture_sample_rule == "stratified":
+            raise ValueError("trainer.mixture_sample_rule=stratified needs every domain's size, which a stream does "
+                             "not know up front; use uniform or mixture (init_mixture_proportions) when streaming.")
+        if self.args.mixture_unit == "tokens":
+            raise ValueError("trainer.mixture_unit=tokens is not supported when training from streams (each slot's "
+                             "domain would depend on the lengths of samples other ranks read); use "
+                             "mixture_unit=samples, or the token store (drop streaming) to mix by tokens.")
+
     def initial_proportions(self) -> np.ndarray:
         rule, names = self.args.mixture_sample_rule, self.domain_names
-        sizes = np.asarray([len(r) for r in self.domain_rows], dtype=np.float64)
         if rule == "uniform":
             return np.full(len(names), 1.0 / len(names))
         if rule == "stratified":
+            sizes = np.asarray([len(r) for r in self.domain_rows], dtype=np.float64)
             return sizes / sizes.sum()
         if self.args.mixture_proportions_file is not None:
             return read_proportions_file(self.args.mixture_proportions_file, names)
@@ -127,13 +143,19 @@ class DynamicMixTrainer(BaseTrainer):
     def setup(self, loop) -> None:
         self.loop = loop
         init = self.mixture.proportions
-        self._check_budget(loop.global_batch_size)
-        self.sampler = ProportionSampler(
-            self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names, unit=self.args.mixture_unit,
-            item_tokens=self.item_tokens,
-            max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)])
+        if self.streaming:
+            from dataflex.data.stream_training import StreamSampler
+
+            self.train_data.open(self.max_repetitions)
+            self.sampler = StreamSampler(self.train_data, init)
+        else:
+            self._check_budget(loop.global_batch_size)
+            self.sampler = ProportionSampler(
+                self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names,
+                unit=self.args.mixture_unit, item_tokens=self.item_tokens,
+                max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)])
+            self._log_repeats(loop.global_batch_size)
         self.history.record(0, init, "init")
-        self._log_repeats(loop.global_batch_size)
         if not self.args.static_mix:
             self.mixer = build_mixer(self.component_config, self._mixer_context(loop))
             self.defer_backward = bool(self.mixer.reweights_loss)
@@ -277,6 +299,8 @@ class DynamicMixTrainer(BaseTrainer):
         """Passes over the most-repeated domain so far."""
         if self.sampler is None:
             return 0.0
+        if self.streaming:  # passes over the most-repeated domain's stream (this rank's)
+            return float(max((r.passes for r in self.train_data.readers or []), default=0))
         return float(max(p + pos / len(r) for p, pos, r in zip(self.sampler.passes, self.sampler.pos,
                                                                  self.domain_rows)))
 
