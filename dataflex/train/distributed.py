@@ -53,11 +53,26 @@ def broadcast_object(obj, src: int = 0):
 
 
 def average_gradients(model: torch.nn.Module) -> None:
-    """Averages `.grad` over ranks (for steps that bypass DDP's own sync)."""
+    """Averages `.grad` over ranks (for steps that bypass DDP's own sync).
+
+    Every rank must issue the same collectives in the same order, so the set of parameters to reduce is
+    agreed first: one all-reduce (MAX) of a has-gradient flag per trainable parameter. A parameter with a
+    gradient on any rank (a conditionally used one: an MoE expert no token of this rank was routed to) gets a
+    zero gradient where it has none, and is reduced everywhere; a parameter with a gradient on no rank keeps
+    `.grad=None` (so optimizers skip it exactly as in one process)."""
     if not is_distributed():
         return
     world = dist.get_world_size()
-    for param in model.parameters():
-        if param.grad is not None:
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad.div_(world)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    flag_device = _comm_device(params[0])
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=flag_device)
+    dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
+    for param, anyone in zip(params, has_grad.tolist()):
+        if not anyone:
+            continue
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+        param.grad.div_(world)
