@@ -3,6 +3,9 @@ the live AdamW update; projections are block-invariant and track exact cosines."
 
 from __future__ import annotations
 
+import logging
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +89,34 @@ def test_adam_without_state_uses_zero_moments():
     assert torch.allclose(out, g / (g.abs() + 1e-6), atol=1e-6)
     raw = AdamPreconditioner(opt, bias_correction=False)(params[1], g)
     assert torch.allclose(raw, 0.2 * g / ((0.1 * g.square()).sqrt() + 1e-6), atol=1e-6)
+
+
+def test_adam_code_variant_is_the_official_less_formula():
+    """Issue 13 item 9: LESS's collect_grad_reps uses beta1 .9, beta2 .999, eps 1e-8 inside the root, no bias
+    correction, whatever the optimizer's own betas/eps. m = .1, v = .01, g = .5: m' = .9*.1 + .1*.5 = .14,
+    v' = .999*.01 + .001*.25 = .01024, out = .14 / sqrt(.01024 + 1e-8) = 1.3834..."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=1e-3, betas=(0.5, 0.5), eps=0.1)  # ignored by the code variant
+    opt.state[param] = {"step": torch.tensor(7.0), "exp_avg": torch.tensor([0.1]), "exp_avg_sq": torch.tensor([0.01])}
+    out = AdamPreconditioner(opt, variant="code")(param, torch.tensor([[0.5]]))
+    assert out.item() == pytest.approx(0.14 / math.sqrt(0.01024 + 1e-8), rel=1e-6)
+    paper = AdamPreconditioner(opt)(param, torch.tensor([[0.5]]))  # the optimizer's betas .5/.5, eps .1, step 8
+    m, v = (0.5 * 0.1 + 0.5 * 0.5) / (1 - 0.5 ** 8), (0.5 * 0.01 + 0.5 * 0.25) / (1 - 0.5 ** 8)
+    assert paper.item() == pytest.approx(m / (math.sqrt(v) + 0.1), rel=1e-6)
+    with pytest.raises(ValueError, match="variant"):
+        AdamPreconditioner(opt, variant="other")
+
+
+def test_adam_features_before_the_first_step_warn(caplog):
+    from dataflex.train.selector import LessSelector
+
+    tiny = shared_setup("full")
+    sel = LessSelector(tiny.train, None, None, "unused", target_domain="target")
+    sel.bind(tiny.context())
+    opt = torch.optim.AdamW([p for _, p in trainable_parameters(tiny.model)], lr=1e-3)
+    with caplog.at_level(logging.WARNING, logger="dataflex"):
+        sel.train_features(tiny.model, np.arange(2), opt)
+    assert "sign gradients" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["sparse", "rademacher", "gaussian"])

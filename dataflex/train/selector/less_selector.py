@@ -10,7 +10,13 @@ Tuning"), computed online at each update with the live model and optimizer.
 Deviations from the paper, on purpose: one checkpoint (the current model) instead of a learning-rate-
 weighted sum over warmup checkpoints, because the selection happens during training; the projection
 defaults to a sparse sign sketch (`proj_type=sparse`, see signals/projection.py) because TRAK's dense
-projection is only affordable with its CUDA kernel (`proj_type=rademacher` gives the dense one).
+projection is only affordable with its CUDA kernel (`proj_type=rademacher` gives the dense one);
+`proj_dim` defaults to 2048 where the official scripts use 8192 (4x less feature memory and projection
+cost on CPU; set 8192 to match); Adam features follow the paper's formula (`adam_variant=paper`:
+bias-corrected, the live optimizer's betas/eps) where the official code uses fixed betas, eps inside the
+square root and no bias correction (`adam_variant=code` reproduces it exactly). Before the optimizer's first
+step Adam features are ~sign gradients: a warning says so. The selected subset is trained in a seeded
+shuffled order (trainer.selection_order), as LESS's own training script does, not in score order.
 """
 
 from __future__ import annotations

@@ -69,6 +69,8 @@ class GradientFeatureSpec:
     gradient_type: str = "adam"
     """Training features: `adam` (Adam-preconditioned, LESS) or `sgd` (plain gradient)."""
     bias_correction: bool = True
+    adam_variant: str = "paper"
+    """`paper` (bias-corrected, the optimizer's betas/eps) | `code` (the official LESS code; see AdamPreconditioner)."""
 
     def projector(self, model) -> RandomProjector | KroneckerProjector:
         if self.proj_type == "kronecker":
@@ -87,7 +89,7 @@ def gradient_feature_rows(model, data, ids: np.ndarray, ctx: SelectionContext, s
         if optimizer is None:
             raise ValueError("Adam-preconditioned gradient features need the live optimizer (the trainer passes "
                              "`optimizer=`); set component.gradient_type=sgd to use plain gradients.")
-        pre = AdamPreconditioner(optimizer, bias_correction=spec.bias_correction)
+        pre = AdamPreconditioner(optimizer, bias_correction=spec.bias_correction, variant=spec.adam_variant)
     projector = spec.projector(model)
     return sharded(lambda s: collect_gradient_features(model, data, s, batch_size=ctx.batch_size,
                                                        pad_token_id=ctx.pad_token_id, projector=projector,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataflex.train.selector.base_selector import Selector
+from dataflex.train.selector.base_selector import Selector, logger
 from dataflex.train.selector.scoring import (
     EncoderCache,
     GradientFeatureSpec,
@@ -19,6 +19,7 @@ from dataflex.train.selector.scoring import (
     gradient_feature_rows,
     resolve_target,
 )
+from dataflex.train.signals.gradients import optimizer_has_moments
 
 
 class TargetedSelector(Selector):
@@ -50,19 +51,27 @@ class GradientSelector(TargetedSelector):
 
     def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
                  proj_dim: int = 2048, proj_type: str = "sparse", gradient_type: str = "adam",
-                 bias_correction: bool = True, **target: Any) -> None:
+                 bias_correction: bool = True, adam_variant: str = "paper", **target: Any) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
         if gradient_type not in ("adam", "sgd"):
             raise ValueError(f"component.gradient_type must be adam or sgd, got {gradient_type!r}.")
         self.proj_dim, self.proj_type = int(proj_dim), proj_type
-        self.gradient_type, self.bias_correction = gradient_type, bias_correction
+        self.gradient_type, self.bias_correction, self.adam_variant = gradient_type, bias_correction, adam_variant
+        self._warned_no_moments = False
 
     @property
     def spec(self) -> GradientFeatureSpec:
         return GradientFeatureSpec(proj_dim=self.proj_dim, proj_type=self.proj_type, seed=int(self.seed),
-                                   gradient_type=self.gradient_type, bias_correction=self.bias_correction)
+                                   gradient_type=self.gradient_type, bias_correction=self.bias_correction,
+                                   adam_variant=self.adam_variant)
 
     def train_features(self, model, ids: np.ndarray, optimizer) -> torch.Tensor:
+        if (self.gradient_type == "adam" and optimizer is not None and not optimizer_has_moments(optimizer)
+                and not self._warned_no_moments):
+            self._warned_no_moments = True
+            logger.warning(f"{self.selector_name}: Adam-preconditioned features were requested before the optimizer "
+                           "has any moments (no optimizer step yet, e.g. trainer.warmup_step=0): they are elementwise "
+                           "sign gradients. Train a few warmup steps first or set component.gradient_type=sgd.")
         return gradient_feature_rows(model, self.ctx.train_data, ids, self.ctx, self.spec, optimizer=optimizer,
                                      precondition=self.gradient_type == "adam")
 

@@ -262,14 +262,22 @@ class AdamPreconditioner:
     Γ): m' = β1 m + (1-β1) g, v' = β2 v + (1-β2) g², with the bias correction of step t+1, then
     m̂ / (sqrt(v̂) + ε). β1, β2, ε come from the parameter's own param group of the live optimizer.
 
-    Deviation note: the official LESS code omits the bias correction and puts ε inside the square root;
-    we follow the paper (`bias_correction=True`); pass `bias_correction=False` for the code's variant.
+    `variant="code"` is the official LESS code exactly (less/data_selection/collect_grad_reps.py,
+    obtain_gradients_with_adam): fixed β1=0.9, β2=0.999, ε=1e-8 *inside* the square root, no bias correction:
+    m' / sqrt(v' + ε). `variant="paper"` (default) is the formula above; `bias_correction=False` drops only
+    the bias correction from it (neither the paper nor the code: kept for compatibility).
+    With no moments yet (before the first optimizer step) both reduce to ~sign(g) elementwise.
     It keeps the moments of the parameter it read last (pieces of one parameter arrive in a row), so build
     one per scoring pass, not across optimizer steps."""
 
-    def __init__(self, optimizer, *, bias_correction: bool = True) -> None:
+    VARIANTS = ("paper", "code")
+    CODE_BETAS, CODE_EPS = (0.9, 0.999), 1e-8
+
+    def __init__(self, optimizer, *, bias_correction: bool = True, variant: str = "paper") -> None:
+        if variant not in self.VARIANTS:
+            raise ValueError(f"AdamPreconditioner variant must be one of {self.VARIANTS}, got {variant!r}.")
         self.optimizer = unwrap_optimizer(optimizer)  # accelerate's AcceleratedOptimizer -> the optimizer
-        self.bias_correction = bias_correction
+        self.bias_correction, self.variant = bias_correction, variant
         self._group = param_groups_by_param(self.optimizer)
         self._state: tuple = (None, None, None, 0.0)  # (param, exp_avg, exp_avg_sq, step) of the last param
 
@@ -279,8 +287,8 @@ class AdamPreconditioner:
         if group is None:
             raise ValueError("AdamPreconditioner: a trainable parameter is not in the optimizer; build the "
                              "preconditioner from the optimizer that trains this model.")
-        beta1, beta2 = group["betas"]
-        eps = group["eps"]
+        beta1, beta2 = group["betas"] if self.variant == "paper" else self.CODE_BETAS
+        eps = group["eps"] if self.variant == "paper" else self.CODE_EPS
         if self._state[0] is not param:  # once per parameter, not per piece (a collective under DeepSpeed)
             self._state = (param, *full_adam_state(self.optimizer, param))
         _, m, v, step = self._state
@@ -292,12 +300,21 @@ class AdamPreconditioner:
             return t.reshape(-1)[start:start + n].to(g.device, torch.float32).reshape(g.shape[1:])
 
         m, v = moment(m), moment(v)
+        if self.variant == "code":  # the official LESS code: m' / sqrt(v' + eps), no bias correction
+            m_new = torch.add(m * beta1, g, alpha=1 - beta1)
+            return m_new.div_(g.square().mul_(1 - beta2).add_(v * beta2).add_(eps).sqrt_())
         c1 = 1 - beta1 ** (step + 1) if self.bias_correction else 1.0
         c2 = 1 - beta2 ** (step + 1) if self.bias_correction else 1.0
         # m_hat / (sqrt(v_hat) + eps) with m_hat = (b1 m + (1-b1) g) / c1, v_hat = (b2 v + (1-b2) g^2) / c2,
         # computed in place on two (B, n) buffers: this elementwise pass dominated LESS scoring on CPU.
         denominator = g.square().mul_((1 - beta2) / c2).add_(v * (beta2 / c2)).sqrt_().add_(eps)
         return torch.add(m * (beta1 / c1), g, alpha=(1 - beta1) / c1).div_(denominator)
+
+
+def optimizer_has_moments(optimizer) -> bool:
+    """Whether the optimizer holds Adam moments yet (False before its first step)."""
+    opt = unwrap_optimizer(optimizer)
+    return any("exp_avg_sq" in state or "step" in state for state in opt.state.values())
 
 
 def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
