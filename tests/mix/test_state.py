@@ -153,3 +153,38 @@ def test_dynamic_moe_restored_mid_run():
     for a, b in zip(run_updates(restored, 3, 5, bundle.model), expected):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     assert not np.allclose(expected[-1], 0.2)  # the routing moved the weights
+
+
+def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_default():
+    """Issue 13 item 4: the authors count the last MoE layer's routing and freeze the gates in dynamic runs."""
+    from dataflex.train.mixer.schemas import DynamicMoeMixerConfig
+
+    assert DynamicMoeMixerConfig().freeze_gate and DynamicMoeMixerConfig().router_layers == "last"
+    bundle = build_tiny_moe_model(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                  moe_intermediate_size=16, shared_expert_intermediate_size=16)
+    data = small_data(bundle.tokenizer, max_samples=6, split="eval")
+    pad = bundle.tokenizer.pad_token_id
+    last = DynamicMoeMixer(manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4,
+                           pad_token_id=pad)
+    assert all(not p.requires_grad for n, p in bundle.model.named_parameters() if n.endswith("mlp.gate.weight"))
+    every = DynamicMoeMixer(manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4,
+                            pad_token_id=pad, router_layers="all")
+    from dataflex.data.processor import collate
+
+    def manual(layers):
+        loads = []
+        for d in range(5):
+            rows = np.asarray(data.domain_rows(d))[:4]
+            batch = collate([data[int(i)] for i in rows], pad)
+            with torch.no_grad():
+                out = bundle.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                          output_router_logits=True)
+            real = batch["attention_mask"].reshape(-1).bool()
+            load = torch.zeros(4, dtype=torch.float64)
+            for logits in [out.router_logits[i] for i in layers]:
+                load += torch.bincount(logits[real].topk(2, dim=-1).indices.reshape(-1), minlength=4).double()
+            loads.append((load / load.sum()).numpy())
+        return np.stack(loads)
+
+    np.testing.assert_allclose(last.router_loads(bundle.model), manual([1]), atol=1e-12)
+    np.testing.assert_allclose(every.router_loads(bundle.model), manual([0, 1]), atol=1e-12)

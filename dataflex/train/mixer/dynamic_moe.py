@@ -2,8 +2,9 @@
 Maximizes Instruction Tuning for Mixture-of-Experts", Algorithm 1).
 
 At each update, every domain gets a representation from the model's own routing: the router's top-k
-choices over the supervised and prompt tokens of a fixed set of that domain's rows, counted per expert and
-summed over layers, then L1-normalised (the "gate load" O_i). A domain whose routing differs from the
+choices over the supervised and prompt tokens of a fixed set of that domain's rows, counted per expert in
+the last MoE layer (`router_layers=last`, the authors' code; `all` sums the layers), then L1-normalised
+(the "gate load" O_i). A domain whose routing differs from the
 others (large mean distance to them) is less redundant and gains weight:
 
     Delta_i = mean_j dist(O_i, O_j)            (dist = L2, or 1 - cosine; j includes i itself)
@@ -11,7 +12,11 @@ others (large mean distance to them) is less redundant and gains weight:
     w       = (1 - c) w + c / k,  renormalised
 
 Defaults eta=10, c=0.05 follow the authors' code. `freeze_gate` freezes exactly the router modules
-(the top-k routers over the experts), not the `gate_proj` of SwiGLU MLPs nor the shared-expert gate.
+(the top-k routers over the experts), not the `gate_proj` of SwiGLU MLPs nor the shared-expert gate; it
+defaults to true because the authors' dynamic-sampling runs freeze the gates (the loads then measure a
+fixed routing of a changing representation, not a router chasing the mixture). Cadence: the authors update
+the weights at every evaluation; here the trainer's schedule decides (set trainer.update_step to your
+trainer.eval_steps to match, as conf/components/dynamic_mix/dynamic_moe.yaml's example does).
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ class DynamicMoeMixer(Mixer):
     def __init__(self, mixture_manager: MixtureManager, model=None, train_data=None, eval_data=None,
                  pad_token_id: int = 0, accelerator=None, rank: int = 0, world_size: int = 1, eta: float = 10.0,
                  smoothing: float = 0.05, distance: str = "l2", samples_per_domain: int = 64, batch_size: int = 32,
-                 source: str = "eval", freeze_gate: bool = False) -> None:
+                 source: str = "eval", freeze_gate: bool = True, router_layers: str = "last") -> None:
         super().__init__(mixture_manager)
         if model is None or not router_modules(model):
             name = type(getattr(model, "module", model)).__name__
@@ -95,7 +100,10 @@ class DynamicMoeMixer(Mixer):
         missing = [n for n in mixture_manager.names if n not in data.domain_names]
         if missing:
             raise ValueError(f"component.source={source}: domain(s) {missing} have no rows in that split.")
+        if router_layers not in ("last", "all"):
+            raise ValueError(f"component.router_layers={router_layers!r} is unknown; choose last or all.")
         self.eta, self.smoothing, self.distance = float(eta), float(smoothing), distance
+        self.router_layers = router_layers
         self.batch_size, self.pad_token_id = int(batch_size), int(pad_token_id)
         self._data, self._rank, self._world = data, rank, world_size
         self._device = accelerator.device if accelerator is not None else torch.device("cpu")
@@ -110,7 +118,8 @@ class DynamicMoeMixer(Mixer):
 
     @torch.no_grad()
     def router_loads(self, model) -> np.ndarray:
-        """(K, E) per-domain expert loads (top-k choices over real tokens, summed over layers), L1-normalised."""
+        """(K, E) per-domain expert loads (top-k choices over real tokens of the last MoE layer, or summed over
+        all layers), L1-normalised."""
         inner = getattr(model, "module", model)
         # the unwrapped module: ranks may run different numbers of forwards (no DDP collectives)
         with eval_mode(inner):
@@ -128,7 +137,8 @@ class DynamicMoeMixer(Mixer):
             out = inner(input_ids=batch["input_ids"].to(self._device),
                         attention_mask=batch["attention_mask"].to(self._device), output_router_logits=True)
             real = batch["attention_mask"].reshape(-1).to(self._device).bool()
-            for logits in out.router_logits:
+            layers = out.router_logits if self.router_layers == "all" else out.router_logits[-1:]
+            for logits in layers:
                 chosen = logits[real].topk(top_k, dim=-1).indices.reshape(-1)
                 load += torch.bincount(chosen, minlength=load.shape[0]).to(torch.float64)
         return load

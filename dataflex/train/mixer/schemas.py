@@ -252,10 +252,14 @@ class DynamicMoeMixerConfig:
     batch_size: int = 32
     source: str = "eval"
     """Which split the per-domain batches come from: `eval` (needs an eval split) or `train`."""
-    freeze_gate: bool = False
-    """Freeze the router modules (only them: not the gate_proj of SwiGLU MLPs)."""
+    freeze_gate: bool = True
+    """Freeze the router modules (only them: not the gate_proj of SwiGLU MLPs). True as the authors' dynamic runs."""
+    router_layers: str = "last"
+    """Whose routing makes a domain's gate load: `last` MoE layer (the authors' code) or `all` layers summed."""
 
     def __post_init__(self) -> None:
+        if self.router_layers not in ("last", "all"):
+            raise ValueError(f"component.router_layers={self.router_layers!r} is unknown; choose last or all.")
         if self.eta <= 0:
             raise ValueError(f"component.eta must be > 0, got {self.eta}.")
         if not 0.0 <= self.smoothing <= 1.0:
