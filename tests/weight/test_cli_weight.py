@@ -43,7 +43,7 @@ def test_missing_component_names_the_weighters(compose):
 @pytest.mark.parametrize("overrides, key", [
     (("trainer.warmup_step=300",), "trainer.warmup_step"),
     (("trainer.train_step=10", "trainer.warmup_step=10"), "trainer.warmup_step"),
-    (("trainer.loss_reduction=token",), "trainer.loss_reduction"),
+    (("trainer.loss_reduction=tokens",), "trainer.loss_reduction"),
     (("trainer.warmup_step=-1",), "trainer.warmup_step"),
 ])
 def test_bad_trainer_values_fail_validation(compose, overrides, key):

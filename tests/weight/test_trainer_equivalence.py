@@ -57,6 +57,32 @@ def test_uniform_weights_reproduce_the_plain_mean_loss(name, params):
                                                 for w in weighted.weights[1:])
 
 
+@pytest.mark.parametrize("name, params", [("custom", {}), ("loss", {"strategy": "uniform"})])
+def test_uniform_weights_under_token_reduction_reproduce_trainer_static(name, params):
+    """Issue 13 item 7: with trainer.loss_reduction=token (trainer=static's loss) uniform weights give exactly the
+    static token-mean loss and update, through Sow et al.'s length-normalised form."""
+    kw = dict(steps=3, warmup_step=1, accumulation=2, per_device=4, loss_reduction="token")
+    weighted = train_tiny(component(schema(name), **params), **kw)
+    plain = train_tiny(component(schema(name), **params), trainer_cls=plain_trainer_class(), **kw)
+    assert [p[0] for p in weighted.loss_pairs] == [p[0] for p in plain.loss_pairs] == [0, 0, 1, 1, 2, 2]
+    for (step, value, _), (_, static, _) in zip(weighted.loss_pairs, plain.loss_pairs):
+        assert value == pytest.approx(static, rel=1e-6, abs=1e-7), f"step {step}"
+    assert_same_grads(weighted.grads, plain.grads)
+    lengths = [w for w in weighted.weights[1:]]
+    assert not all(torch.allclose(w, torch.full((8,), 1 / 8, dtype=w.dtype)) for w in lengths)  # length-weighted
+
+
+def test_length_weighted_form_on_fixed_numbers():
+    """Sow et al.'s trainer: loss = sum_i w_i * (n_i / sum n) * l_i * N. w = [.5, .25, .25], n = [2, 1, 1]:
+    effective weights [.5*3*.5, .25*3*.25, .25*3*.25] = [.75, .1875, .1875]."""
+    from dataflex.train.trainer.dynamic_weight import length_weighted
+
+    out = length_weighted(torch.tensor([0.5, 0.25, 0.25]), torch.tensor([2, 1, 1]))
+    torch.testing.assert_close(out, torch.tensor([0.75, 0.1875, 0.1875]))
+    uniform = length_weighted(torch.full((3,), 1 / 3), torch.tensor([2, 1, 1]))
+    torch.testing.assert_close(uniform, torch.tensor([0.5, 0.25, 0.25]))  # = n_i / sum n: the token mean
+
+
 def test_accumulation_1x8_equals_2x4():
     one = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=8, accumulation=1)
     two = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=4, accumulation=2)

@@ -14,6 +14,13 @@ loop averages gradients over ranks), which is exactly the gradient of L. So:
 - g is computed identically on every rank and broadcast from rank 0, so all ranks apply the same weights.
 Token-level weighters (rho1) get the per-token losses of the loop's own forward (`SampleLosses.token_loss`)
 instead, so no second forward of the training model is needed.
+
+`trainer.loss_reduction` decides what "plain loss" and a sample's weight mean: `sample` (default) — the
+mean of per-sample token-mean losses, weighted as sum_i w_i l_i (the form every weighter written against the
+spec's API assumes); `token` — the token-mean loss of trainer=static, and a sample-level weighter's w_i is
+applied as Sow et al.'s code does: sum_i w_i * N * (n_i / sum_j n_j) * l_i (`length_weighted`), with w still
+computed from the per-sample means. Under `token` uniform weights reproduce trainer=static's loss exactly;
+in the paper's setting (packed, equal-length sequences) the two reductions coincide.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ from dataflex.train.weighter.stats import weight_stats
 
 NO_WEIGHTER = ("trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or point "
                "component._target_ at your own Weighter subclass.")
+
+
+def length_weighted(weights: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
+    """Sow et al.'s length-normalised objective (their trainer: sum_i w_i * (n_i / sum_j n_j) * l_i * N):
+    each sample's weight times N x its share of the batch's supervised tokens. Uniform w = 1/N then gives
+    sum_i n_i l_i / sum_j n_j, the token-mean loss of trainer=static, exactly."""
+    n = token_count.to(weights.dtype)
+    return weights * len(weights) * n / n.sum().clamp(min=1)
 
 
 def check_component_config(cfg: Any) -> None:
@@ -197,6 +212,8 @@ class DynamicWeightTrainer(BaseTrainer):
             with torch.enable_grad():
                 loss = self.weighter.get_weighted_loss(leaf, ctx=wctx, model=self._unwrapped(), inputs=inputs)
             grads = self._unit_weights(loss, leaf)
+            if self.weighter.level == "sample" and self.args.loss_reduction == "token":
+                grads = length_weighted(grads, gathered["token_count"])
             if is_distributed():
                 grads = broadcast_object(grads)
             check_finite(grads, unit_ids, ctx.step, f"weight (from {type(self.weighter).__name__})")

@@ -15,6 +15,13 @@ sum_i w_i * loss_i is differentiated, never the weights.
 Deviations, said plainly: the authors' snippet maps `uniform` to f = h (which would still reweight); we use
 f = 0, i.e. exactly uniform weights, which is what their comment ("we do not reweight here; this is our
 baseline") and the paper's baseline mean. `quadratic` is the authors' `mid` function.
+
+Which loss is weighted: the authors' trainer computes w from the per-sample token-mean losses l_i and
+back-propagates sum_i w_i * N * (n_i / sum_j n_j) * l_i (n_i: the sample's supervised tokens), a
+length-normalised form whose uniform case is the token-mean loss. DataFlex applies that form with
+`trainer.loss_reduction=token` (then `uniform` reproduces trainer=static exactly); the dynamic_weight default
+`sample` weights the per-sample means, sum_i w_i l_i (uniform = the mean of per-sample means). In the
+paper's setting (packed sequences of equal length) both are the same objective.
 """
 
 from __future__ import annotations

@@ -27,8 +27,10 @@ class DynamicWeightArguments(TrainingArguments):
     train_step: int | None = None
     """Total optimizer steps including warmup (the spec's name). When set it replaces `max_steps`."""
     loss_reduction: str = "sample"
-    """Must stay `sample`: the plain loss is the mean of per-sample token-mean losses, so uniform weights
-    reproduce it exactly and the loss scale does not jump when weighting starts."""
+    """`sample` (default): the plain loss is the mean of per-sample token-mean losses and the weighted loss
+    sum_i w_i l_i. `token`: the plain loss is trainer=static's token-mean loss and sample weights apply to
+    length-normalised losses as in Sow et al.'s code (sum_i w_i N n_i / sum_j n_j l_i), so uniform weights
+    reproduce trainer=static exactly. Either way uniform weights reproduce the warmup's plain loss."""
 
     def __post_init__(self) -> None:
         if self.train_step is not None:
@@ -41,9 +43,6 @@ class DynamicWeightArguments(TrainingArguments):
         if self.max_steps > 0 and self.warmup_step >= self.max_steps:
             raise ValueError(f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
                              "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps.")
-        if self.loss_reduction != "sample":
-            raise ValueError("trainer.loss_reduction must be 'sample' for trainer=dynamic_weight (weights are per "
-                             f"sample; the plain loss is the mean per-sample loss), got {self.loss_reduction!r}.")
 
 
 @dataclass
