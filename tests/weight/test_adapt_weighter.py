@@ -28,6 +28,24 @@ def test_mean_similarity_parity():
     assert w.tolist() == pytest.approx([0.288586, 0.288586, 0.316662, 0.106165], abs=2e-6)
 
 
+def test_unnormalised_weights_are_the_ports_per_sample_learning_rate():
+    """Issue 13 item 6: normalize=false keeps the sigmoid values u_i and the loss is their batch mean of u_i l_i."""
+    w, _ = adapt_weights(EMB, ANCHORS, tau=0.5, normalize=False)
+    np.testing.assert_allclose(w.numpy(), sigmoid([1.0, 1.0, 1.4, -1.0]) / 4, rtol=1e-6)
+
+
+def test_position_weighted_pooling_on_fixed_numbers():
+    """The k-th real token weighs k: real tokens [a, b, c] -> (1a + 2b + 3c) / 6; padding ignored."""
+    from dataflex.train.signals.embeddings import pool_hidden
+
+    hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    torch.testing.assert_close(pool_hidden(hidden, mask, "position_weighted"), torch.tensor([[10 / 6, 11 / 6]]))
+    torch.testing.assert_close(pool_hidden(hidden, mask, "mean"), torch.tensor([[4 / 3, 4 / 3]]))
+    with pytest.raises(ValueError, match="pooling"):
+        pool_hidden(hidden, mask, "last")
+
+
 def test_max_similarity_and_clip_parity():
     w, _ = adapt_weights(EMB, ANCHORS, tau=0.5, aggregate="max")
     u = sigmoid([2.0, 2.0, 1.6, 0.0])

@@ -14,6 +14,16 @@ batch's mean similarity as c: LM embeddings are anisotropic (on the embedded tin
 about 0.86 +- 0.06), so the raw sigmoid saturates to uniform weights for any tau small enough to matter;
 centring makes tau act on the spread of similarities. This is our choice, not taken from the paper.
 
+Against the original DataFlex ADAPT port, each an option (`normalize`, `pooling`, `tau`):
+- `normalize=true` (default, ours): w = u / sum u over the global batch, so the weighted loss stays on the
+  plain loss's scale, uniform similarity gives exactly the plain loss, and accumulation/ranks cannot change
+  the update. The port uses the unnormalised sigmoid as a per-sample learning rate: `normalize=false` gives
+  L = (1/N) sum_i u_i l_i (every weight in (0, 1): the effective step size shrinks with the weights).
+- `pooling=mean` (default) vs the port's `position_weighted` (k-th real token weighs k, SGPT-style); mean
+  pooling is what every other DataFlex embedding signal uses (near, tsds), so one embedding space serves all.
+- tau 0.05 with centring (default) vs the port's tau 1 on raw cosines: with cosines within ~0.06 of each other
+  (anisotropic LM embeddings) sigmoid(s / 1) varies by ~1.5% across a batch, i.e. uniform weights.
+
 Anchors are re-embedded every `refresh_interval` optimizer steps, once, on rank 0, and broadcast, so all
 ranks weight with the same anchors; each rank embeds its own samples and the embeddings are all-gathered.
 With `reuse_forward=true` (default) a sample's embedding is pooled from the last hidden state of the
@@ -30,7 +40,7 @@ import torch
 
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
-from dataflex.train.signals.embeddings import sample_embeddings
+from dataflex.train.signals.embeddings import POOLINGS, pool_hidden, sample_embeddings
 from dataflex.train.signals.losses import unwrap
 from dataflex.train.weighter.base_weighter import Weighter
 from dataflex.train.weighter.schemas import check_adapt_params
@@ -38,8 +48,9 @@ from dataflex.train.weighter.schemas import check_adapt_params
 
 def adapt_weights(embeddings: torch.Tensor, anchors: torch.Tensor, tau: float, aggregate: str = "mean",
                   clip_min: float | None = None, clip_max: float | None = None,
-                  center: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights summing to 1, similarities) for L2-normalised `embeddings` (N, H) and `anchors` (M, H)."""
+                  center: bool = False, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, similarities) for L2-normalised `embeddings` (N, H) and `anchors` (M, H). normalize: the
+    weights sum to 1; else u_i / N (the unnormalised sigmoid as a per-sample learning rate on the mean loss)."""
     with torch.no_grad():
         cos = embeddings.double() @ anchors.double().T
         sims = cos.mean(dim=1) if aggregate == "mean" else cos.max(dim=1).values
@@ -49,7 +60,7 @@ def adapt_weights(embeddings: torch.Tensor, anchors: torch.Tensor, tau: float, a
         total = u.sum()
         if not total > 0:
             raise ValueError("component=adapt: every sigmoid weight was clipped to 0; lower component.clip_min.")
-        return (u / total).float(), sims.float()
+        return (u / (total if normalize else len(u))).float(), sims.float()
 
 
 @register_weighter("adapt")
@@ -57,8 +68,11 @@ class AdaptWeighter(Weighter):
     def __init__(self, tau: float = 0.05, anchor_domains: list[str] | None = None, max_anchors: int | None = 256,
                  refresh_interval: int = 50, aggregate: str = "mean", clip_min: float | None = None,
                  clip_max: float | None = None, embed_batch_size: int = 64, center: bool = True,
-                 reuse_forward: bool = True, **kwargs: Any) -> None:
+                 reuse_forward: bool = True, normalize: bool = True, pooling: str = "mean", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
+        self.normalize, self.pooling = bool(normalize), pooling
         check_adapt_params(tau, refresh_interval, max_anchors, aggregate, clip_min, clip_max, embed_batch_size)
         self.tau, self.aggregate = float(tau), aggregate
         self.clip_min, self.clip_max, self.center = clip_min, clip_max, bool(center)
@@ -97,7 +111,7 @@ class AdaptWeighter(Weighter):
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         if rank == 0:
             anchors = sample_embeddings(model, self.eval_data, self.anchor_rows, batch_size=self.embed_batch_size,
-                                        pad_token_id=self.pad_token_id, device=self.device)
+                                        pad_token_id=self.pad_token_id, device=self.device, pooling=self.pooling)
         self.anchors = broadcast_object(anchors)
         self.refreshed_at = step
         self.refreshes += 1
@@ -136,8 +150,7 @@ class AdaptWeighter(Weighter):
             if hidden.shape[:2] != mask.shape:
                 raise RuntimeError("adapt: captured hidden states do not match the micro-batch; set "
                                    "component.reuse_forward=false for this model.")
-            pooled = (hidden.float() * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1))
+            out.append(torch.nn.functional.normalize(pool_hidden(hidden.float(), mask, self.pooling), dim=-1))
         self._hidden = []
         return torch.cat(out)
 
@@ -149,10 +162,10 @@ class AdaptWeighter(Weighter):
         else:
             local = sample_embeddings(model, self.train_data, ctx.sample_ids[ctx.local_slice].tolist(),
                                       batch_size=self.embed_batch_size, pad_token_id=self.pad_token_id,
-                                      device=self.device)
+                                      device=self.device, pooling=self.pooling)
         embeddings = all_gather_cat(local.to(self.device)).cpu()
         weights, sims = adapt_weights(embeddings, self.anchors, self.tau, self.aggregate, self.clip_min, self.clip_max,
-                                      self.center)
+                                      self.center, self.normalize)
         self.last_similarity = sims
         return (weights.to(losses.dtype) * losses).sum()
 

@@ -128,7 +128,8 @@ class AdaptWeighterConfig:
 
     _target_: str = "dataflex.train.weighter.adapt_weighter.AdaptWeighter"
     tau: float = 0.05
-    """Sigmoid temperature on the cosine similarity."""
+    """Sigmoid temperature on the (centred) cosine similarity. The original port uses 1 on raw cosines, which
+    gives near-uniform weights on anisotropic LM embeddings (cosines within ~0.06 of each other)."""
     anchor_domains: list[str] | None = None
     """Eval-split domains used as anchors (e.g. [target]); null: the whole eval split."""
     max_anchors: int | None = 256
@@ -147,8 +148,16 @@ class AdaptWeighterConfig:
     reuse_forward: bool = True
     """Pool the batch's embeddings from the training forward (no extra cost); false: a separate no-grad
     forward with sample_embeddings."""
+    normalize: bool = True
+    """true (ours): weights normalised over the global batch (loss scale of the plain loss, uniform = plain);
+    false (the original DataFlex port): unnormalised sigmoid weights as a per-sample learning rate,
+    L = mean_i u_i l_i."""
+    pooling: str = "mean"
+    """mean (ours, as near/tsds) | position_weighted (the original port: the k-th real token weighs k)."""
 
     def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "position_weighted"):
+            raise ValueError(f"component.pooling must be mean or position_weighted, got {self.pooling!r}.")
         check_adapt_params(self.tau, self.refresh_interval, self.max_anchors, self.aggregate, self.clip_min,
                            self.clip_max, self.embed_batch_size)
 
