@@ -81,3 +81,14 @@ def test_missing_reference_model_is_a_clear_error(tmp_path):
         Rho1Weighter(reference_model=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="component.ratio"):
         Rho1Weighter(reference_model=str(tmp_path), ratio=0.0)
+
+
+def test_token_selection_applies_from_the_first_step_by_default(reference):
+    """Issue 13 item 13: the paper selects tokens from the start; trainer.warmup_step (default 20) no longer
+    delays rho1 unless component.warmup_step=null asks for it."""
+    comp = component(schema("rho1"), reference_model=reference, ratio=0.5)
+    paper = train_tiny(comp, steps=2, warmup_step=1, per_device=4, accumulation=2)
+    assert paper.warmup_step == 0 and paper.weights[0] is not None and paper.metrics[0]["weight/active"] == 1.0
+    delayed = train_tiny(component(schema("rho1"), reference_model=reference, ratio=0.5, warmup_step=None), steps=2,
+                         warmup_step=1, per_device=4, accumulation=2)
+    assert delayed.weights[0] is None and delayed.weights[1] is not None

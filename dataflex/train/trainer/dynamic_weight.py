@@ -107,6 +107,10 @@ class DynamicWeightTrainer(BaseTrainer):
         if self.component_config is None:
             raise ValueError(NO_WEIGHTER)
         check_component_config(self.component_config)
+        own = self.component_config.get("warmup_step") if isinstance(self.component_config, DictConfig) else None
+        self.warmup_step = self.args.warmup_step if own is None else int(own)
+        """Plain steps before weighting: trainer.warmup_step, unless the component sets its own (rho1: 0, the
+        paper applies token selection from the first step)."""
         self.weighter: Weighter | None = None
         self.loop = None
         self._step = 0
@@ -118,7 +122,7 @@ class DynamicWeightTrainer(BaseTrainer):
     # ---- schedule ------------------------------------------------------------------------------------
     def weighting(self, step: int) -> bool:
         """Step `step` (0-based) is weighted: the first `warmup_step` steps are plain."""
-        return step >= self.args.warmup_step
+        return step >= self.warmup_step
 
     @property
     def defer_backward(self) -> bool:  # type: ignore[override]
@@ -126,8 +130,8 @@ class DynamicWeightTrainer(BaseTrainer):
 
     def total_steps(self, global_batch_size: int) -> int:
         total = super().total_steps(global_batch_size)
-        if self.args.warmup_step >= total:
-            raise ValueError(f"trainer.warmup_step={self.args.warmup_step} >= the {total} training steps: no step "
+        if self.warmup_step >= total:
+            raise ValueError(f"trainer.warmup_step={self.warmup_step} >= the {total} training steps: no step "
                              "would be weighted. Lower trainer.warmup_step or train longer.")
         self._total = total
         return total
@@ -200,7 +204,7 @@ class DynamicWeightTrainer(BaseTrainer):
         else:
             check_finite(values, unit_ids, ctx.step, what)
             wctx = WeightContext(global_step=ctx.step, total_steps=self._total or 0,
-                                 warmup_steps=self.args.warmup_step, sample_ids=gathered["sample_ids"],
+                                 warmup_steps=self.warmup_step, sample_ids=gathered["sample_ids"],
                                  domain_ids=gathered["domain_ids"], token_count=gathered["token_count"],
                                  domain_names=list(self.train_data.domain_names),
                                  local_slice=slice(offset, offset + sum(sizes)), rank=ctx.rank,

@@ -9,6 +9,10 @@ The reference model (a local HF folder, same tokenizer; the paper trains it on h
 frozen and scored on this rank's micro-batches; scores are all-gathered so the top-K is global. Two-step
 recipe on the embedded data: train a reference on the target domain with `trainer=static`, then pass its
 `final_model` as `component.reference_model`.
+
+Schedule: token selection applies from the first step (`component.warmup_step=0`, the paper: SLM is the
+training objective throughout, there is no plain-loss phase). It overrides trainer.warmup_step (whose
+default, 20, suits the sample weighters); `component.warmup_step=null` follows trainer.warmup_step.
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ class Rho1Weighter(Weighter):
     level = "token"
 
     def __init__(self, reference_model: str | None = None, ratio: float = 0.6, reference_dtype: str = "float32",
-                 **kwargs: Any) -> None:
+                 warmup_step: int | None = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.warmup_step = warmup_step  # read by the trainer from the config (see DynamicWeightTrainer)
         check_rho1_params(reference_model, ratio)
         self.ratio = float(ratio)
         self.reference = load_reference(str(reference_model), reference_dtype, self.device)

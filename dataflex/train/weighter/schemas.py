@@ -181,9 +181,14 @@ class Rho1WeighterConfig:
     ratio: float = 0.6
     """Fraction of the global batch's supervised tokens kept (the paper's k%)."""
     reference_dtype: str = "float32"
+    warmup_step: int | None = 0
+    """Plain steps before token selection; overrides trainer.warmup_step. 0 (default): from the first step, as
+    the paper; null: follow trainer.warmup_step (20 by default)."""
 
     def __post_init__(self) -> None:
         check_rho1_params(self.reference_model, self.ratio)
+        if self.warmup_step is not None and self.warmup_step < 0:
+            raise ValueError(f"component.warmup_step must be >= 0 or null, got {self.warmup_step}.")
 
 
 @dataclass
