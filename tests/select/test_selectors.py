@@ -232,6 +232,32 @@ def test_nice_reward_model_dir_and_f1(tmp_path):
         _select(sel, tiny, 1, POOL_1, n=5, optimizer=opt)
 
 
+def test_nice_follows_the_authors_sampling_eos_and_reward_pairs():
+    """Issue 13 item 10: the authors' defaults, EOS out of the response gradient, (question, answer) pairs."""
+    from dataflex.train.selector.nice_selector import trim_response
+    from dataflex.train.selector.schemas import NiceSelectorConfig
+
+    cfg = NiceSelectorConfig(reward="f1")
+    assert (cfg.mc_samples, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, cfg.include_eos) == \
+        (20, 1.2, 50, 0.95, 100, False)
+    assert trim_response([5, 6, 2, 7, 0], eos=2, pad=0, include_eos=False) == [5, 6]
+    assert trim_response([5, 6, 2, 7, 0], eos=2, pad=0, include_eos=True) == [5, 6, 2]
+    assert trim_response([5, 0, 6], eos=2, pad=0, include_eos=False) == [5, 6]
+    tiny = shared_setup("full")
+    sel = _make(NiceSelector, tiny, reward="model", reward_model="tiny", target_domain="target")
+    seen = {}
+
+    def fake(texts, pairs=None):
+        seen["texts"], seen["pairs"] = list(texts), pairs
+        return np.zeros(len(texts))
+
+    sel._reward_model = fake
+    prompt = tiny.tokenizer("Question?")["input_ids"]
+    sel.rewards(prompt, [tiny.tokenizer("yes")["input_ids"], tiny.tokenizer("no")["input_ids"]], [])
+    assert len(seen["texts"]) == 2 and seen["texts"][0] == seen["texts"][1]
+    assert seen["pairs"] is not None and [p.strip() for p in seen["pairs"]] == ["yes", "no"]
+
+
 def test_nice_policy_feature_weights_responses_by_reward():
     tiny = shared_setup("full")
     """With a constant reward the policy feature is the normalised mean of the responses' NLL gradients;

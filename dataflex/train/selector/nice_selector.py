@@ -10,6 +10,12 @@ means training on that sample raises the expected reward). The per-row gradients
 batched per-sample machinery, with the reward as the row's loss weight. Training features are the Adam-
 preconditioned ones of LESS; the score is LESS's mean cosine per target subtask, max over subtasks.
 This is the paper's vanilla estimator (no rejection sampling or top-k filtering of responses).
+
+Defaults follow the authors' code (JTWang2000/NICE): `mc_samples=20` responses per target, sampled with
+`temperature=1.2`, `top_k=50`, `top_p=0.95`, up to `max_new_tokens=100`; the response's gradient covers its
+tokens up to, not including, EOS (`include_eos=false`); a reward model scores the (question, answer) pair
+as a text pair (its tokenizer inserts its own separator), as the authors call it. These are expensive on a
+CPU (20 x 100-token generations per target example): lower mc_samples / max_new_tokens for smoke runs.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ def token_f1(prediction: Sequence[int], reference: Sequence[int]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def trim_response(row: Sequence[int], eos: int | None, pad: int | None, include_eos: bool) -> list[int]:
+    """A generated continuation up to its first EOS (kept only with `include_eos`), padding dropped."""
+    row = list(row)
+    if eos is not None and eos in row:
+        row = row[: row.index(eos) + (1 if include_eos else 0)]
+    return [t for t in row if t != pad or t == eos]
+
+
 def split_prompt(item: Features) -> tuple[list[int], list[int]]:
     """(prompt ids, reference answer ids) of a tokenized SFT item: the prompt is everything before the first
     supervised token."""
@@ -64,8 +78,9 @@ class NiceSelector(GradientSelector):
     selector_name = "nice"
 
     def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None, reward: str = "model",
-                 reward_model: str | None = None, mc_samples: int = 4, max_new_tokens: int = 32,
-                 temperature: float = 1.0, top_k: int = 0, **less: Any) -> None:
+                 reward_model: str | None = None, mc_samples: int = 20, max_new_tokens: int = 100,
+                 temperature: float = 1.2, top_k: int = 50, top_p: float = 0.95, include_eos: bool = False,
+                 **less: Any) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **less)
         if reward not in ("model", "f1"):
             raise ValueError(f"component.reward must be model or f1, got {reward!r}.")
@@ -74,7 +89,8 @@ class NiceSelector(GradientSelector):
                              "(or `tiny` for tests), or component.reward=f1.")
         self.reward, self.reward_model_spec = reward, reward_model
         self.mc_samples, self.max_new_tokens = int(mc_samples), int(max_new_tokens)
-        self.temperature, self.top_k = float(temperature), int(top_k)
+        self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
+        self.include_eos = bool(include_eos)
         self._reward_model: RewardModel | None = None
 
     # ---- responses and rewards --------------------------------------------------------------------------
@@ -88,15 +104,11 @@ class NiceSelector(GradientSelector):
         ids = torch.tensor([prompt], device=self.ctx.device)
         with seeded(seed, self.ctx.device), torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                 temperature=self.temperature, top_k=self.top_k, max_new_tokens=self.max_new_tokens,
+                                 temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                 max_new_tokens=self.max_new_tokens,
                                  num_return_sequences=self.mc_samples, pad_token_id=tok.pad_token_id,
                                  eos_token_id=eos)
-        responses = []
-        for row in out[:, len(prompt):].tolist():
-            if eos is not None and eos in row:
-                row = row[: row.index(eos) + 1]
-            responses.append([t for t in row if t != tok.pad_token_id or t == eos])
-        return responses
+        return [trim_response(row, eos, tok.pad_token_id, self.include_eos) for row in out[:, len(prompt):].tolist()]
 
     def rewards(self, prompt: list[int], responses: list[list[int]], reference: list[int]) -> np.ndarray:
         special = self._special()
@@ -107,7 +119,8 @@ class NiceSelector(GradientSelector):
             self._reward_model = load_reward_model(self.reward_model_spec, self.ctx.device)
         tok = self.ctx.tokenizer
         prompt_text = tok.decode(prompt, skip_special_tokens=True)
-        return self._reward_model([prompt_text + tok.decode(r, skip_special_tokens=True) for r in responses])
+        return self._reward_model([prompt_text] * len(responses),
+                                  [tok.decode(r, skip_special_tokens=True) for r in responses])
 
     # ---- features -----------------------------------------------------------------------------------------
     def _policy_features(self, model, data, ids: np.ndarray, step_id: int) -> torch.Tensor:

@@ -41,11 +41,14 @@ class RewardModel:
         self.device, self.max_length, self.batch_size = device, max_length, batch_size
 
     @torch.no_grad()
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Scores `texts`, or (question, answer) pairs `texts[i], text_pairs[i]` encoded as a text pair (the
+        reward model's tokenizer inserts its own separator/template, as reward models are trained)."""
         self.tokenizer.padding_side = "right"
         out = []
         for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[start:start + self.batch_size]), return_tensors="pt", padding=True,
+            pairs = None if text_pairs is None else list(text_pairs[start:start + self.batch_size])
+            enc = self.tokenizer(list(texts[start:start + self.batch_size]), pairs, return_tensors="pt", padding=True,
                                  truncation=True, max_length=self.max_length)
             logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits.float()
             out.append(logits[:, 0] if logits.shape[-1] == 1 else logits.softmax(-1)[:, -1])

@@ -126,6 +126,9 @@ class LossSelectorConfig(SeededSelectorConfig):
             raise ValueError(f"component.focus_weight must be > 0, got {self.focus_weight}.")
         if self.temperature <= 0:
             raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
+            raise ValueError(f"component.top_p must be in (0, 1] and component.top_k >= 0, got {self.top_p} and "
+                             f"{self.top_k}.")
         q = list(self.quantiles)
         if len(q) != 2 or not 0 < q[0] < q[1] < 1:
             raise ValueError(f"component.quantiles must be two increasing numbers in (0, 1), got {q}.")
@@ -306,11 +309,18 @@ class NiceSelectorConfig(LessSelectorConfig):
     """model (a sequence-classification reward model) | f1 (token F1 against the reference answer)."""
     reward_model: str | None = None
     """Local HF sequence-classification model dir, or `tiny` (a small random one: tests only)."""
-    mc_samples: int = 4
-    """Responses sampled per target prompt."""
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
+    mc_samples: int = 20
+    """Responses sampled per target prompt (the authors' 20; costly on CPU: lower it for smoke runs)."""
+    max_new_tokens: int = 100
+    """The authors' 100."""
+    temperature: float = 1.2
+    """Sampling temperature (the authors' 1.2)."""
+    top_k: int = 50
+    """Top-k sampling (the authors' 50; 0: off)."""
+    top_p: float = 0.95
+    """Nucleus sampling (the authors' 0.95; 1.0: off)."""
+    include_eos: bool = False
+    """Keep the EOS token in the response whose gradient is taken (the authors' code does not)."""
 
     def __post_init__(self) -> None:
         self._check_target("nice")
@@ -325,6 +335,9 @@ class NiceSelectorConfig(LessSelectorConfig):
                 raise ValueError(f"component.{key} must be > 0, got {getattr(self, key)}.")
         if self.temperature <= 0:
             raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
+            raise ValueError(f"component.top_p must be in (0, 1] and component.top_k >= 0, got {self.top_p} and "
+                             f"{self.top_k}.")
 
 
 COMPONENT_SCHEMAS: dict[str, type] = {
