@@ -92,11 +92,22 @@ def main() -> None:
     hint = component_hint(sys.argv[1:])
     if hint:
         sys.exit(hint)
-    sys.argv = [sys.argv[0], *torchrun_prelude(sys.argv[1:])]
+    from dataflex.preflight import preflight
+    from dataflex.tracking.status import interrupted_message
+    from dataflex.train.interrupt import TrainingInterrupted
+
+    sys.argv = [sys.argv[0], *preflight(torchrun_prelude(sys.argv[1:]))]
     swept = _swept_keys(sys.argv[1:])
     if swept:
         os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(swept))
-    hydra_main()
+    try:
+        hydra_main()
+    except TrainingInterrupted as stop:  # status.json says `interrupted`; one line instead of a traceback
+        print(interrupted_message(stop), file=sys.stderr)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before a run started (e.g. while Hydra composes)
+        print("dataflex-run: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

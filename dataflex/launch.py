@@ -60,6 +60,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
+    """Runs torchrun in its own session, so a terminal's Ctrl-C reaches only this process, and forwards
+    SIGINT/SIGTERM to the ranks themselves: they stop together after the same step (see
+    dataflex.train.interrupt) and exit cleanly, and torchrun exits without a crash report. A second signal
+    kills them. Returns (exit code, name of the first signal received or None)."""
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    received: list[str] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signal.Signals(signum).name)
+        try:
+            targets = psutil.Process(proc.pid).children(recursive=True) or [psutil.Process(proc.pid)]
+        except psutil.NoSuchProcess:
+            return
+        for target in targets:
+            try:
+                target.send_signal(signum if len(received) == 1 else signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    try:
+        returncode = proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return returncode, (received[0] if received else None)
+
+
 def launch_workers(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Starts `launcher.nproc_per_node` ranks with torchrun on the composed config; returns rank 0's summary."""
     from dataflex.run import validate
@@ -73,9 +116,19 @@ def launch_workers(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.launcher.nproc_per_node}",
            "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "dataflex.worker", str(config_file), str(run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun with {cfg.launcher.nproc_per_node} processes failed (exit {proc.returncode}); "
+    returncode, signal_name = _run_forwarding_signals(cmd, env)
+    status = _read_status(run_dir)
+    if status.get("status") == "interrupted":
+        from dataflex.train.interrupt import TrainingInterrupted
+
+        raise TrainingInterrupted(int(status.get("step", 0)), signal_name or status.get("signal", "SIGTERM"),
+                                  status.get("checkpoint"))
+    if signal_name:
+        from dataflex.train.interrupt import TrainingInterrupted
+
+        raise TrainingInterrupted(0, signal_name)  # stopped before training began
+    if returncode != 0:
+        raise RuntimeError(f"torchrun with {cfg.launcher.nproc_per_node} processes failed (exit {returncode}); "
                            f"see {run_dir / 'dataflex.log'} and the output above.")
     summary_file = Path(cfg.trainer.output_dir or run_dir) / "summary.json"
     return json.loads(summary_file.read_text())

@@ -56,7 +56,8 @@ def table_rows(jobs: list[JobResult]) -> list[dict[str, object]]:
         losses = job.domain_losses
         row.update({f"eval_loss/{d}": losses.get(d, math.nan) for d in domains})
         row.update({"eval_loss_avg": job.average_loss, "eval_loss_worst": worst, "worst_domain": worst_domain,
-                    "eval_loss_all": job.final_eval.get("eval/loss", math.nan), "wall_time_s": job.wall_time_s,
+                    "eval_loss_all": job.final_eval.get("eval/loss", math.nan),
+                    "eval_step": job.eval_step if job.eval_step is not None else "", "wall_time_s": job.wall_time_s,
                     "samples_per_s": job.samples_per_s, "steps": job.steps if job.steps is not None else "",
                     "error": job.error, "job_dir": str(job.job_dir)})
         rows.append(row)
@@ -85,7 +86,7 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         values = [r[col] for r in rows if r["status"] == "completed" and not math.isnan(r[col])]  # type: ignore[arg-type]
         best[col] = min(values) if values else None
     headers = (["job", "overrides", "status"] + [c.removeprefix("eval_loss/") for c in loss_cols[:-2]]
-               + ["avg", "worst", "wall s", "samples/s"])
+               + ["avg", "worst", "eval step", "wall s", "samples/s"])
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(headers) - 3)) + "|"]
     for r in rows:
         job = str(r["job"])
@@ -96,17 +97,18 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
             if col == "eval_loss_worst" and r["worst_domain"]:
                 text += f" ({r['worst_domain']})"
             cells.append(f"**{text}**" if best[col] is not None and r[col] == best[col] else text)
-        cells += [_fmt(r["wall_time_s"], 1), _fmt(r["samples_per_s"], 1)]
+        cells += [str(r["eval_step"]), _fmt(r["wall_time_s"], 1), _fmt(r["samples_per_s"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def render_markdown(rows: list[dict[str, object]], sources: list[str], plots: list[Path], out_dir: Path) -> str:
     failed = [r for r in rows if r["status"] != "completed"]
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "incomplete")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "interrupted", "incomplete")}
     parts = [f"# DataFlex sweep report\n\nSource: {', '.join(f'`{s}`' for s in sources)}  \n"
              f"Jobs: {len(rows)} ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}). "
-             "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain; "
+             "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain, the step of that "
+             "eval (a job that did not complete shows its last eval after step 0); "
              "wall time and training samples/s from the job's summary.json.\n", markdown_table(rows)]
     if failed:
         parts.append("\n## Jobs that did not complete\n")

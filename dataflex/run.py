@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from dataflex.config.dist import DistConfig
 from dataflex.data.processor import TokenizedData, record_chat_template
 from dataflex.data.token_store import StoreSettings, check_cache_dir
+from dataflex.run_dir import check_output_dir
 from dataflex.tracking import TrackerGroup
 from dataflex.train.best_model import check_metric_available
 from dataflex.utils.logging import logger
@@ -21,8 +22,10 @@ def validate(cfg: DictConfig) -> None:
     """Cross-field checks that Hydra's typing cannot do; runs before any model or data is loaded.
 
     Building each group's schema object runs its `__post_init__` checks (e.g. `cutoff_len <= 0`)."""
+    from dataflex.config.checks import check_config
     from dataflex.models.hf import check_model_source
 
+    check_config(cfg)
     if "name_or_path" in cfg.model.keys():  # (`in cfg.model` is False for a missing value)
         missing = OmegaConf.is_missing(cfg.model, "name_or_path")
         check_model_source("" if missing else cfg.model.name_or_path)
@@ -77,20 +80,6 @@ def check_streaming(cfg: DictConfig) -> None:
                      "disk, not memory).")
 
 
-def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False) -> None:
-    """Refuses to write into a folder that already holds a run's results, unless told to (or resuming it)."""
-    existing = [p for p in ("metrics.jsonl", "final_model", "summary.json") if (run_dir / p).exists()]
-    existing += [p.name for p in run_dir.glob("checkpoint-*")]
-    if resuming:
-        return
-    if existing and not overwrite:
-        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(sorted(existing))}); pick another "
-                              "trainer.output_dir or set trainer.overwrite_output_dir=true to overwrite it.")
-    if existing:
-        for name in ("metrics.jsonl", "summary.json"):
-            (run_dir / name).unlink(missing_ok=True)
-
-
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
     store = StoreSettings(cache_dir=cfg.data.get("cache_dir"), rebuild=bool(cfg.data.get("rebuild_cache")),
@@ -100,7 +89,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     # Side effects on rank 0 only: the output-dir check, metrics files and trackers (torchrun sets RANK).
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
-        check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(cfg.trainer.resume_from_checkpoint))
+        from dataflex.train.checkpoint import resolve_resume
+
+        resume = cfg.trainer.resume_from_checkpoint
+        check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(resume))
+        if resume == "auto" and resolve_resume(run_dir, resume) is None and (run_dir / "metrics.jsonl").exists():
+            logger.warning(f"trainer.resume_from_checkpoint=auto: no checkpoint in {run_dir}; the run starts again "
+                           "from step 0 (its partial metrics.jsonl is discarded).")
+            (run_dir / "metrics.jsonl").unlink()
         # `_partial_` so the composed config reaches the tracker as it is (uploaded by logger=wandb, with the
         # sweep/job identity read from Hydra) instead of being merged into the logger node and instantiated.
         trackers = instantiate(cfg.logger, _partial_=True)(run_dir=str(run_dir), run_config=cfg)

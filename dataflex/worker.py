@@ -23,8 +23,15 @@ def main(argv: list[str] | None = None) -> None:
                         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     import dataflex.cli  # noqa: F401  (registers schemas and resolvers)
     from dataflex.run import run
+    from dataflex.tracking.status import write_status
+    from dataflex.train.interrupt import TrainingInterrupted
 
-    run(OmegaConf.load(config_file), run_dir)
+    try:
+        run(OmegaConf.load(config_file), run_dir)
+    except TrainingInterrupted as stop:
+        # A clean stop, not a failure: rank 0 tells the launching process where (it reads status.json) and
+        # every rank exits 0 so torchrun does not report a crash.
+        write_status(run_dir, "interrupted", **stop.fields())
 
 
 if __name__ == "__main__":

@@ -97,3 +97,33 @@ def test_mix_schedule_and_proportions_fail_by_name_or_train(compose, case):
             return
         summary = run(cfg, run_dir)
     assert summary["steps"] == 2
+
+
+# Regressions found by fault and bad-input testing (issue 15): each is refused at validation, before any data
+# or model loads, naming the key (and, for unknown keys, the nearest valid names).
+REFUSED = {
+    "unknown_key_push_to_hub": (["+trainer.push_to_hub=true"], r"trainer\.push_to_hub is not an option.*nearest"),
+    "unknown_key_hydra_hint": (["+trainer.no_such_option=1"], r"trainer\.no_such_option is not an option"),
+    "unknown_key_typo": (["+trainer.learning_rat=1"], r"trainer\.learning_rat .*did you mean learning_rate"),
+    "unknown_data_key": (["+data.cutof_len=8"], r"data\.cutof_len .*did you mean cutoff_len"),
+    "unknown_component_key": (["trainer=dynamic_mix", "component=odm", "+component.eta=1"],
+                              r"component\.eta is not an option"),
+    "max_grad_norm_nan": (["trainer.max_grad_norm=nan"], r"trainer\.max_grad_norm=nan is not a finite"),
+    "learning_rate_nan": (["trainer.learning_rate=nan"], r"trainer\.learning_rate=nan is not a finite"),
+    "learning_rate_inf": (["trainer.learning_rate=inf"], r"trainer\.learning_rate=inf is not a finite"),
+    "odm_reward_scale_nan": (["trainer=dynamic_mix", "component=odm", "component.reward_scale=nan"],
+                             r"component\.reward_scale=nan"),
+    "odm_reward_scale_inf": (["trainer=dynamic_mix", "component=odm", "component.reward_scale=inf"],
+                             r"component\.reward_scale=inf"),
+    "doremi_eta_nan": (["trainer=dynamic_mix", "component=doremi", "component.reference_model_path=/x",
+                        "component.eta=nan"], r"component\.eta=nan"),
+    "seed_negative": (["trainer.seed=-1"], r"trainer\.seed=-1 is out of range"),
+    "data_seed_too_large": (["data.seed=4294967296"], r"data\.seed=4294967296 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_bad_input_regressions_are_refused_by_name(compose, case):
+    overrides, message = REFUSED[case]
+    with pytest.raises(ValueError, match=message):
+        validate(compose(*overrides))

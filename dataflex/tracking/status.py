@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import time
 import traceback
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflex.tracking import is_main_process
+from dataflex.train.interrupt import SigtermAsInterrupt, TrainingInterrupted
 from dataflex.utils.logging import logger
 
 STATUS_FILE = "status.json"
@@ -28,6 +30,19 @@ def write_status(job_dir: str | Path, status: str, **fields: Any) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "host": socket.gethostname(), "pid": os.getpid(), **fields}
     (job_dir / STATUS_FILE).write_text(json.dumps(record, indent=2, default=str))
+
+
+def resume_command(job_dir: str | Path) -> str:
+    """The command that continues the run of `job_dir` (the folder holding its .hydra/)."""
+    return f"dataflex-run --resume {shlex.quote(str(Path(job_dir).resolve()))}"
+
+
+def interrupted_message(stop: TrainingInterrupted) -> str:
+    """The one line `dataflex-run` prints for an interrupted run."""
+    saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "no checkpoint (trainer.save_steps=0): it restarts from step 0"
+    command = getattr(stop, "resume_command", None)
+    return (f"dataflex-run: interrupted ({stop.signal_name}) after step {stop.step}; {saved}."
+            + (f" Resume with: {command}" if command else ""))
 
 
 def _output_dir(cfg: Any, job_dir: Path) -> str:
@@ -51,7 +66,14 @@ def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multir
     run_dir = _output_dir(cfg, Path(job_dir))
     write_status(job_dir, "running", run_dir=run_dir)
     try:
-        result = fn()
+        with SigtermAsInterrupt():
+            result = fn()
+    except KeyboardInterrupt as err:  # SIGINT/SIGTERM: record it and stop (a sweep stops too)
+        stop = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted(0, "SIGINT")
+        stop.resume_command = resume_command(job_dir)
+        write_status(job_dir, "interrupted", elapsed_s=time.perf_counter() - start, run_dir=run_dir,
+                     resume=stop.resume_command, **stop.fields())
+        raise stop from None
     except Exception as err:
         elapsed = time.perf_counter() - start
         message = f"{type(err).__name__}: {err}"

@@ -64,9 +64,11 @@ class JobResult:
     job_dir: Path
     label: str
     overrides: list[str]
-    status: str  # completed | failed | incomplete
+    status: str  # completed | failed | interrupted | incomplete
     error: str = ""
     final_eval: dict[str, float] = field(default_factory=dict)
+    eval_step: int | None = None
+    """The step `final_eval` was taken at (the last step of a completed job; the last eval of another)."""
     wall_time_s: float = math.nan
     samples_per_s: float = math.nan
     steps: int | None = None
@@ -116,14 +118,16 @@ def find_job_dirs(path: str | Path) -> list[Path]:
     return sorted(hydra_jobs or children, key=_job_sort_key)
 
 
-def _final_eval(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, float]:
+def _final_eval(summary: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, float], int | None]:
+    """(the job's final eval metrics, the step they were taken at). A job that did not finish (interrupted,
+    failed, killed) reports its last evaluation after step 0: the start eval is no result of training."""
     final = summary.get("final_eval")
     if final:
-        return {k: as_float(v) for k, v in final.items()}
-    for record in reversed(records):  # a failed/killed job: its last evaluation, if it got that far
-        if any(k.startswith(EVAL_PREFIX) for k in record):
-            return {k: as_float(v) for k, v in record.items() if k.startswith("eval/")}
-    return {}
+        return {k: as_float(v) for k, v in final.items()}, summary.get("steps")
+    for record in reversed(records):
+        if record.get("step", 0) > 0 and any(k.startswith(EVAL_PREFIX) for k in record):
+            return {k: as_float(v) for k, v in record.items() if k.startswith("eval/")}, record["step"]
+    return {}, None
 
 
 def read_job(job_dir: str | Path, label: str | None = None) -> JobResult:
@@ -137,9 +141,13 @@ def read_job(job_dir: str | Path, label: str | None = None) -> JobResult:
     state = status.get("status") or ("completed" if summary else "incomplete")
     if state == "running":  # started but never finished: still running, or killed (OOM, time limit)
         state = "incomplete"
+    error = status.get("error", "")
+    if state == "interrupted":
+        error = f"{status.get('signal', 'signal')} after step {status.get('step')}; resume: {status.get('resume', '')}"
+    final_eval, eval_step = _final_eval(summary, records)
     return JobResult(
         job_dir=job_dir, label=label or job_dir.name, overrides=_read_overrides(job_dir), status=state,
-        error=status.get("error", ""), final_eval=_final_eval(summary, records),
+        error=error, final_eval=final_eval, eval_step=eval_step,
         wall_time_s=as_float(summary.get("wall_time_s", status.get("elapsed_s"))),
         samples_per_s=as_float(summary.get("train_samples_per_s")), steps=summary.get("steps"), records=records)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from dataflex.train.checkpoint import (
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
+from dataflex.train.interrupt import TrainingInterrupted, interruptible
 from dataflex.train.loader import StepFeeder
 from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
@@ -273,6 +274,18 @@ class TrainingLoop:
             truncate_metrics(self.run_dir / "metrics.jsonl", start)
         return start
 
+    def _stop(self, done: int, signal_name: str, already_saved: bool) -> None:
+        """Ends training after step `done` on a signal: a checkpoint when `save_steps` is set, then raises."""
+        checkpoint = None
+        if self.args.save_steps:
+            path = self.run_dir / f"checkpoint-{done}"
+            if not already_saved:
+                save_checkpoint(self, path, done)
+            checkpoint = str(path.resolve())
+        logger.warning(f"{signal_name} received: stopped after step {done}"
+                       + (f", checkpoint written to {checkpoint}" if checkpoint else " (no checkpoint: trainer.save_steps=0)"))
+        raise TrainingInterrupted(done, signal_name, checkpoint)
+
     def run(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
@@ -287,9 +300,11 @@ class TrainingLoop:
                     f"({self.world_size} process(es) x {args.per_device_train_batch_size} x "
                     f"{args.gradient_accumulation_steps} accumulation), run dir {self.run_dir}")
         first_eval = self._evaluate(self.model) if args.eval_on_start and start_step == 0 else {}
-        if trackers and first_eval:
-            trackers.log(first_eval, step=0)
-        if first_eval:
+        if start_step > 0 and self.is_main:  # a resumed run's summary keeps the start eval its first part logged
+            first_eval = logged_eval(self.run_dir / "metrics.jsonl", 0)
+        if first_eval and start_step == 0:
+            if trackers:
+                trackers.log(first_eval, step=0)
             logger.info(eval_line(0, first_eval))
         last_eval = first_eval
         bar = tqdm(total=total_steps, initial=start_step, disable=not self.is_main or args.disable_tqdm, desc="train",
@@ -298,34 +313,38 @@ class TrainingLoop:
         samples = tokens = skipped = 0
         stopped_at = None
         self.model.train()
-        for step in range(start_step, total_steps):
-            ctx = self._train_step(step)
-            done = step + 1
-            samples, tokens, skipped = samples + ctx.global_samples, tokens + ctx.input_tokens, skipped + ctx.skipped
-            metrics = dict(trainer.on_step_end(done, ctx) or {})
-            metrics.update(self._train_metrics(ctx, done, total_steps))
-            if metrics.get("loss") is not None:
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                samples_s=f"{metrics['samples_per_s']:.0f}")
-                logger.info(train_line(done, total_steps, metrics))
-            checkpoint = bool(args.save_steps and done % args.save_steps == 0 and done < total_steps)
-            if done == total_steps or (args.eval_steps and done % args.eval_steps == 0):
-                last_eval = self._evaluate(self.model)
-                metrics.update(last_eval)
-                if last_eval:
-                    logger.info(eval_line(done, last_eval))
-                if last_eval and self._stop_early(last_eval, done, candidate=checkpoint or done == total_steps):
-                    stopped_at = done
-            if trackers and metrics:
-                trackers.log(metrics, step=done)
-            if checkpoint:
-                save_checkpoint(self, self.run_dir / f"checkpoint-{done}", done)
-            bar.update(1)
-            _fault_point("step", done)
-            if stopped_at is not None:
-                break
-        bar.close()
-        self.feeder.close()
+        completed = start_step
+        # closing(): the progress bar and the loader's workers end also when a signal stops the run.
+        with interruptible(lambda: completed) as stop, closing(self.feeder), closing(bar):
+            for step in range(start_step, total_steps):
+                ctx = self._train_step(step)
+                done = step + 1
+                samples, tokens, skipped = samples + ctx.global_samples, tokens + ctx.input_tokens, skipped + ctx.skipped
+                metrics = dict(trainer.on_step_end(done, ctx) or {})
+                metrics.update(self._train_metrics(ctx, done, total_steps))
+                if metrics.get("loss") is not None:
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                                    samples_s=f"{metrics['samples_per_s']:.0f}")
+                    logger.info(train_line(done, total_steps, metrics))
+                checkpoint = bool(args.save_steps and done % args.save_steps == 0 and done < total_steps)
+                if done == total_steps or (args.eval_steps and done % args.eval_steps == 0):
+                    last_eval = self._evaluate(self.model)
+                    metrics.update(last_eval)
+                    if last_eval:
+                        logger.info(eval_line(done, last_eval))
+                    if last_eval and self._stop_early(last_eval, done, candidate=checkpoint or done == total_steps):
+                        stopped_at = done
+                if trackers and metrics:
+                    trackers.log(metrics, step=done)
+                if checkpoint:
+                    save_checkpoint(self, self.run_dir / f"checkpoint-{done}", done)
+                bar.update(1)
+                _fault_point("step", done)
+                completed = done
+                if stopped_at is not None:
+                    break
+                if done < total_steps and stop.agreed(self.world_size, self.accelerator.device):
+                    self._stop(done, stop.signal_name or "SIGTERM", already_saved=checkpoint)
         wall = time.perf_counter() - start
         self._load_best(stopped_at or total_steps)
         if args.save_final_model:
@@ -355,6 +374,17 @@ def truncate_metrics(path: Path, step: int) -> None:
     if path.is_file():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def logged_eval(path: Path, step: int) -> dict[str, float]:
+    """The eval metrics metrics.jsonl holds for `step` (empty if none)."""
+    if not path.is_file():
+        return {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("step") == step and any(k.startswith("eval/") for k in record):
+            return {k: v for k, v in record.items() if k.startswith("eval/")}
+    return {}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -54,6 +54,23 @@ def test_killed_job_reports_its_last_evaluation(sweep):
     assert job.domain_losses["greet"] == last_eval["eval/loss/greet"]
 
 
+def test_interrupted_job_reports_its_last_eval_after_step_0_not_the_start_eval(tmp_path):
+    records = dynamic_records()
+    resume = f"dataflex-run --resume {tmp_path / 'sweep' / '0_x=1'}"
+    status = {"status": "interrupted", "step": 5, "signal": "SIGTERM", "resume": resume}
+    make_job(tmp_path / "sweep", "0_x=1", ["x=1"], records=records[:6], status=status)
+    job = read_job(tmp_path / "sweep" / "0_x=1")
+    assert job.status == "interrupted" and job.eval_step == 4
+    assert job.final_eval["eval/loss"] == records[4]["eval/loss"] != records[0]["eval/loss"]
+    assert job.error == f"SIGTERM after step 5; resume: {resume}"
+    make_job(tmp_path / "sweep", "1_x=2", ["x=2"], records=records[:2], status={**status, "step": 1})
+    early = read_job(tmp_path / "sweep" / "1_x=2")
+    assert early.final_eval == {} and early.eval_step is None  # only the step-0 eval: no result yet
+    main([str(tmp_path / "sweep"), "--no-plots"])
+    md = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert "1 interrupted" not in md and "2 interrupted" in md and "(interrupted): SIGTERM after step 5" in md
+
+
 def test_only_varying_overrides_are_shown(sweep):
     jobs = collect_jobs([sweep])
     assert swept_overrides(jobs) == [["component=a"], ["component=b"], ["component=c"], ["component=d"]]
@@ -74,7 +91,7 @@ def test_report_writes_csv_markdown_and_plots(sweep, capsys):
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4  # header + one row per job
     assert ("| 1_component=b | `component=b` | completed | 1.5000 | **1.8000** | **2.4000** | **1.9000** "
-            "| **2.4000 (noise)** | 3.5 | 30.0 |") in md  # bold: the best completed value of each loss column
+            "| **2.4000 (noise)** | 8 | 3.5 | 30.0 |") in md  # bold: the best completed value of each loss column
     assert "| 0_component=a | `component=a` | completed | **1.0000** | 2.0000 |" in md
     assert "2_component=c` (failed): ValueError: component.eta must be > 0" in md
     for name in ("compare_eval_loss.png", "compare_final_eval.png", "compare_train_loss.png",

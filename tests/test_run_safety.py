@@ -1,0 +1,132 @@
+"""Never lose or silently change a run: resume = the same run, completed runs are never resumed or
+overwritten, stale checkpoints never leak into another run, refusals come before any folder is touched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dataflex.preflight import Refused, expand_resume_flag
+from dataflex.run_dir import check_output_dir, config_changes
+
+from helpers import FAST
+
+# -- fast: the building blocks ---------------------------------------------------------------------------
+
+
+def test_config_changes_lists_what_differs_except_the_safe_keys():
+    saved = OmegaConf.create({"trainer": {"max_steps": 60, "disable_tqdm": False, "output_dir": None},
+                              "logger": {"_target_": "a"}, "data": {"dataset": ["x"]}})
+    new = OmegaConf.create({"trainer": {"max_steps": 300, "disable_tqdm": True, "output_dir": "/o", "foo": 1},
+                            "logger": {"_target_": "b", "project": "p"}, "data": {"dataset": ["y"]}})
+    assert config_changes(saved, new) == ["data.dataset: ['x'] -> ['y']", "trainer.foo: (absent) -> 1",
+                                          "trainer.max_steps: 60 -> 300"]
+    assert config_changes(saved, saved) == []
+
+
+def _fake_run(path: Path, *names: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name.startswith(("checkpoint-", "final_model")):
+            (path / name).mkdir()
+            (path / name / "model.safetensors").write_text("w")
+        else:
+            (path / name).write_text("{}")
+    return path
+
+
+def test_a_completed_run_is_never_resumed(tmp_path):
+    run = _fake_run(tmp_path / "done", "metrics.jsonl", "summary.json", "final_model")
+    with pytest.raises(FileExistsError, match="completed run .*nothing to resume"):
+        check_output_dir(run, overwrite=False, resuming=True)
+    with pytest.raises(ValueError, match="overwrite_output_dir=true and trainer.resume_from_checkpoint"):
+        check_output_dir(tmp_path / "new", overwrite=True, resuming=True)
+    killed = _fake_run(tmp_path / "killed", "metrics.jsonl", "checkpoint-3")
+    check_output_dir(killed, overwrite=False, resuming=True)  # a killed run resumes
+
+
+def test_overwrite_clears_stale_checkpoints(tmp_path):
+    run = _fake_run(tmp_path / "old", "metrics.jsonl", "summary.json", "final_model", "checkpoint-4", "wandb_run_id")
+    with pytest.raises(FileExistsError, match="checkpoint-4.*overwrite_output_dir"):
+        check_output_dir(run, overwrite=False)
+    check_output_dir(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == []
+    from dataflex.train.checkpoint import resolve_resume
+
+    assert resolve_resume(run, "auto") is None  # a later `auto` cannot pick up the old run's checkpoint
+
+
+def test_output_dir_that_is_a_file_is_refused_by_name(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    with pytest.raises(NotADirectoryError, match="trainer.output_dir=.*a_file is a file"):
+        check_output_dir(target, overwrite=False)
+
+
+def test_resume_flag_needs_a_run_folder(tmp_path):
+    with pytest.raises(Refused, match="not a DataFlex run folder"):
+        expand_resume_flag(["--resume", str(tmp_path)])
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    assert expand_resume_flag(["--resume", str(tmp_path), "logger=wandb"]) == [
+        f"trainer.output_dir={tmp_path.resolve()}", "trainer.resume_from_checkpoint=auto", "logger=wandb"]
+    with pytest.raises(Refused, match="multirun"):
+        expand_resume_flag(["-m", "--resume", str(tmp_path)])
+
+
+# -- end to end through dataflex-run ---------------------------------------------------------------------
+
+RUN = (*FAST, "trainer.max_steps=8", "trainer.save_steps=3", "trainer.eval_steps=4")
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_is_the_same_run(cli, tmp_path):
+    cut = tmp_path / "cut"
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"})
+    assert killed.returncode == -9
+    assert (cut / ".hydra" / "config.yaml").is_file() and (cut / "status.json").is_file()
+    assert not (tmp_path / "outputs").exists()  # .hydra/, status.json and the log sit in the output dir
+    before = _snapshot(cut / ".hydra") | {"status.json": (cut / "status.json").read_bytes()}
+
+    changed = cli("--resume", str(cut), "trainer.max_steps=300", "trainer.learning_rate=1e-2", "model=tiny_moe",
+                  "logger.plots=false", check=False)
+    assert changed.returncode != 0 and "Traceback" not in changed.stderr
+    for line in ("trainer.max_steps: 8 -> 300", "trainer.learning_rate: 0.003 -> 0.01", "model: 'tiny' -> 'tiny_moe'"):
+        assert line in changed.stderr, changed.stderr
+    assert "logger.plots" not in changed.stderr  # logger is a safe key
+    assert _snapshot(cut / ".hydra") | {"status.json": (cut / "status.json").read_bytes()} == before
+
+    # The new command line's defaults (300 steps) do not apply: the run continues with its saved config.
+    cli(f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto", "logger.plots=false")
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["resumed_from"].endswith("checkpoint-3")
+    step0 = json.loads((cut / "metrics.jsonl").read_text().splitlines()[0])
+    assert step0["step"] == 0 and summary["initial_eval"]["eval/loss"] == step0["eval/loss"]  # not nan
+    assert _snapshot(cut / ".hydra") == {k: v for k, v in before.items() if k != "status.json"}
+    assert json.loads((cut / "status.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "outputs").exists()
+
+    finished = _snapshot(cut)
+    again = cli("--resume", str(cut), check=False)
+    assert again.returncode != 0 and "completed run" in again.stderr and "nothing to resume" in again.stderr
+    assert _snapshot(cut) == finished
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_never_touched(cli, tmp_path):
+    done = tmp_path / "done"
+    cli(*FAST, f"trainer.output_dir={done}")  # no checkpoints
+    finished = _snapshot(done)
+    proc = cli(*FAST, f"trainer.output_dir={done}", "trainer.resume_from_checkpoint=auto", check=False)
+    assert proc.returncode != 0 and "nothing to resume" in proc.stderr
+    proc = cli(*FAST, f"hydra.run.dir={done}", check=False)
+    assert proc.returncode != 0 and "already holds a run" in proc.stderr
+    assert _snapshot(done) == finished  # .hydra/ and status.json included
+    assert not (tmp_path / "outputs").exists()
