@@ -50,7 +50,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dataflex.run import run
+    from dataflex.run import run, validate
     from dataflex.tracking.status import guarded_run
     from dataflex.train.loop import format_summary
     from dataflex.utils.logging import logger
@@ -64,7 +64,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         job = lambda: launch_workers(cfg, run_dir)  # noqa: E731
     else:
         job = lambda: run(cfg, run_dir)  # noqa: E731
-    summary = guarded_run(job, run_dir, multirun=multirun, cfg=cfg)
+    summary = guarded_run(job, run_dir, multirun=multirun, cfg=cfg, check=lambda: validate(cfg))
     if summary is None:
         return None  # a failed job; the Optuna sweeper records a non-float return as a failed trial
     logger.info(format_summary(summary))
@@ -102,6 +102,12 @@ def main() -> None:
         os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(swept))
     try:
         hydra_main()
+    except SystemExit as exit_:
+        from dataflex.tracking import sweep_callback
+
+        if exit_.code not in (0, None) and sweep_callback.remove_if_empty(sweep_callback.current_sweep_dir):
+            print("dataflex-run: the sweep stopped before any job ran; its empty folder was removed.", file=sys.stderr)
+        raise
     except TrainingInterrupted as stop:  # status.json says `interrupted`; one line instead of a traceback
         print(interrupted_message(stop), file=sys.stderr)
         sys.exit(stop.exit_code)

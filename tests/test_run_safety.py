@@ -130,3 +130,40 @@ def test_a_finished_run_is_never_touched(cli, tmp_path):
     assert proc.returncode != 0 and "already holds a run" in proc.stderr
     assert _snapshot(done) == finished  # .hydra/ and status.json included
     assert not (tmp_path / "outputs").exists()
+
+
+# -- sweeps ------------------------------------------------------------------------------------------------
+
+
+def test_sweep_summary_names_the_failed_jobs(tmp_path):
+    from dataflex.tracking.sweep_callback import remove_if_empty, sweep_summary
+
+    sweep = tmp_path / "multirun_outputs" / "2026-01-01" / "10-00-00"
+    for name, status in [("0_a=1", "completed"), ("1_a=2", "failed"), ("2_a=3", "failed")]:
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / "status.json").write_text(json.dumps({"status": status}))
+    assert sweep_summary(sweep) == f"2 of 3 jobs failed: {sweep / '1_a=2'}, {sweep / '2_a=3'}"
+    assert not remove_if_empty(sweep)
+    empty = tmp_path / "multirun_outputs" / "2026-01-02" / "11-00-00"
+    empty.mkdir(parents=True)
+    (empty / "multirun.yaml").write_text("{}")
+    assert remove_if_empty(empty) and not empty.parent.exists() and sweep.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_ends_with_one_line_naming_its_failed_jobs(cli, tmp_path):
+    proc = cli("-m", "trainer.learning_rate=1e-3,-1", *FAST, "trainer.max_steps=2", "logger.plots=false")
+    output = proc.stdout + proc.stderr
+    sweep = next((tmp_path / "multirun_outputs").glob("*/*"))
+    failed = sweep / "1_trainer.learning_rate=-1"
+    assert f"1 of 2 jobs failed: {failed.resolve()}" in output
+    refusal = [line for line in output.splitlines() if "job refused" in line]
+    assert len(refusal) == 1 and "trainer.learning_rate must be >= 0" in refusal[0]
+    assert "Traceback" not in output
+    assert "Traceback" in json.loads((failed / "status.json").read_text())["traceback"]  # kept for debugging
+
+    (tmp_path / "compose_error").mkdir()
+    proc = cli("-m", "trainer.learning_rate=1e-3,abc", *FAST, check=False, cwd=tmp_path / "compose_error")
+    assert proc.returncode != 0 and "learning_rate" in proc.stderr
+    assert not (tmp_path / "compose_error" / "multirun_outputs").exists() or not any(
+        (tmp_path / "compose_error" / "multirun_outputs").rglob("*"))

@@ -57,16 +57,30 @@ def _output_dir(cfg: Any, job_dir: Path) -> str:
     return str(Path(out or job_dir).resolve())
 
 
-def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multirun: bool,
-                cfg: Any = None) -> dict[str, Any] | None:
-    """Runs `fn()` and records the outcome in `job_dir/status.json` (with the run's output dir from `cfg`).
+class InvalidConfig(SystemExit):
+    """A single run refused at validation: one line on stderr, exit code 1, no traceback."""
 
-    Returns fn's result; on error returns None in a multirun (after logging it) and re-raises otherwise."""
+    def __init__(self, message: str) -> None:
+        super().__init__(f"dataflex-run: error: {message}")
+
+
+def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multirun: bool,
+                cfg: Any = None, check: Callable[[], None] | None = None) -> dict[str, Any] | None:
+    """Runs `check()` then `fn()` and records the outcome in `job_dir/status.json` (with the run's output dir
+    from `cfg`).
+
+    Returns fn's result; on error returns None in a multirun (after logging it) and re-raises otherwise. A
+    `check` failure (bad config) is one line, in a sweep's log and as `InvalidConfig` for a single run; the
+    traceback is kept in status.json."""
     start = time.perf_counter()
     run_dir = _output_dir(cfg, Path(job_dir))
     write_status(job_dir, "running", run_dir=run_dir)
+    checked = check is None
     try:
         with SigtermAsInterrupt():
+            if check is not None:
+                check()
+                checked = True
             result = fn()
     except KeyboardInterrupt as err:  # SIGINT/SIGTERM: record it and stop (a sweep stops too)
         stop = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted(0, "SIGINT")
@@ -80,8 +94,13 @@ def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multir
         write_status(job_dir, "failed", error=message, elapsed_s=elapsed, run_dir=run_dir,
                      traceback=traceback.format_exc())
         if not multirun:
+            if not checked:
+                raise InvalidConfig(str(err)) from None
             raise
-        logger.error(f"job failed, the sweep goes on ({job_dir}): {message}\n{traceback.format_exc()}")
+        if not checked:
+            logger.error(f"job refused, the sweep goes on ({job_dir}): {message}")
+        else:
+            logger.error(f"job failed, the sweep goes on ({job_dir}): {message}\n{traceback.format_exc()}")
         return None
     write_status(job_dir, "completed", elapsed_s=time.perf_counter() - start, run_dir=run_dir)
     return result
