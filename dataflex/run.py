@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from dataflex.config.dist import DistConfig
 from dataflex.data.processor import TokenizedData, record_chat_template
 from dataflex.data.token_store import StoreSettings, check_cache_dir
-from dataflex.run_dir import check_output_dir
+from dataflex.run_dir import check_output_dir, checkpoint_mismatch
 from dataflex.tracking import TrackerGroup
 from dataflex.train.best_model import check_metric_available
 from dataflex.utils.logging import logger
@@ -93,6 +93,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
         resume = cfg.trainer.resume_from_checkpoint
         check_output_dir(run_dir, cfg.trainer.overwrite_output_dir, resuming=bool(resume))
+        checkpoint = resolve_resume(run_dir, resume)
+        differs = checkpoint_mismatch(cfg, checkpoint) if checkpoint is not None else []
+        if differs:
+            raise ValueError(f"trainer.resume_from_checkpoint={resume}: {checkpoint} was written with another "
+                             f"trainer/component/model config: {'; '.join(differs)}. Resume it with the config "
+                             "that wrote it.")
         if resume == "auto" and resolve_resume(run_dir, resume) is None and (run_dir / "metrics.jsonl").exists():
             logger.warning(f"trainer.resume_from_checkpoint=auto: no checkpoint in {run_dir}; the run starts again "
                            "from step 0 (its partial metrics.jsonl is discarded).")

@@ -112,3 +112,30 @@ def config_changes(saved, new) -> list[str]:
             show = lambda v: "(absent)" if v is missing else repr(v)  # noqa: E731
             changes.append(f"{key}: {show(a)} -> {show(b)}")
     return changes
+
+
+CHECKPOINT_KEYS = ("trainer._target_", "component._target_", "model")
+"""What a checkpoint's weights and state depend on: its trainer, component and model config."""
+
+
+def saved_run_config(run_dir: Path):
+    """The config a run in `run_dir` was started with (`.hydra/config.yaml`, else the resolved one the
+    launcher wrote), or None."""
+    from omegaconf import OmegaConf
+
+    for name in ("config.yaml", "resolved_config.yaml"):
+        if (run_dir / ".hydra" / name).is_file():
+            return OmegaConf.load(run_dir / ".hydra" / name)
+    return None
+
+
+def checkpoint_mismatch(cfg, checkpoint: Path) -> list[str]:
+    """`key: saved -> now` for the trainer/component/model keys that differ from the run that wrote it."""
+    from omegaconf import OmegaConf
+
+    saved = saved_run_config(Path(checkpoint).parent)
+    if saved is None:
+        return []
+    wanted = lambda c: OmegaConf.masked_copy(c, [k.split(".")[0] for k in CHECKPOINT_KEYS if k.split(".")[0] in c])  # noqa: E731
+    changes = config_changes(wanted(saved), wanted(cfg))
+    return [c for c in changes if any(c.startswith(k) for k in CHECKPOINT_KEYS)]

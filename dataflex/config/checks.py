@@ -4,6 +4,7 @@
   would only fail when the object is built; here it fails naming the key and the nearest valid names.
 - Non-finite floats: `nan`/`inf` in any float key (a NaN `max_grad_norm` silently disables clipping, a NaN
   learning rate trains NaNs); seeds must be in numpy's range [0, 2**32).
+- A local model folder without tokenizer files; `data.cutoff_len` above the model's maximum positions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -105,3 +108,70 @@ def check_values(cfg: DictConfig) -> None:
 def check_config(cfg: DictConfig | ListConfig) -> None:
     check_known_keys(cfg)
     check_values(cfg)
+    if "model" in cfg and isinstance(cfg.model, DictConfig):
+        check_tokenizer_files(cfg.model)
+    check_cutoff_len(cfg)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")
+ABSOLUTE_POSITION_KEYS = ("n_positions", "n_ctx")
+"""config.json keys of learned absolute position tables (GPT-2 family): longer inputs index past them."""
+POSITION_KEYS = ("max_position_embeddings", "max_sequence_length", "seq_length", *ABSOLUTE_POSITION_KEYS)
+
+
+def _local_model_dir(model: DictConfig, key: str) -> Path | None:
+    from dataflex.models.hf import looks_local
+
+    value = model.get(key) if key in model else None
+    if not value or OmegaConf.is_missing(model, key) or not looks_local(str(value)):
+        return None
+    path = Path(str(value)).expanduser()
+    return path if path.is_dir() else None
+
+
+def check_tokenizer_files(model: DictConfig) -> None:
+    """A local model folder without any tokenizer file fails later with a sentencepiece/tiktoken message
+    that misses the cause; say it here."""
+    key = "tokenizer_path" if model.get("tokenizer_path") else "name_or_path"
+    folder = _local_model_dir(model, key)
+    if folder is None or (folder / "adapter_config.json").is_file():
+        return
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"model.{key}={model.get(key)}: {folder} has no tokenizer files (none of "
+                                f"{', '.join(TOKENIZER_FILES[:4])}, ...). Save the tokenizer there "
+                                "(tokenizer.save_pretrained(folder)) or point model.tokenizer_path at one.")
+
+
+def model_max_positions(model: DictConfig) -> tuple[int | None, str, bool]:
+    """(maximum positions, where that number comes from, whether they are learned absolute positions)."""
+    if "max_position_embeddings" in model and isinstance(model.get("max_position_embeddings"), int):
+        return int(model.max_position_embeddings), "model.max_position_embeddings", False
+    folder = _local_model_dir(model, "name_or_path")
+    if folder is None or not (folder / "config.json").is_file():
+        return None, "", False
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, "", False
+    for key in POSITION_KEYS:
+        if isinstance(config.get(key), int):
+            return config[key], f"{key} in {folder / 'config.json'}", key in ABSOLUTE_POSITION_KEYS
+    return None, "", False
+
+
+def check_cutoff_len(cfg: DictConfig) -> None:
+    """data.cutoff_len above the model's positions: refused for learned absolute positions (they would index
+    past the table), a warning for rotary models (they run, but beyond the length they were trained on)."""
+    if "data" not in cfg or "model" not in cfg or cfg.data.get("cutoff_len") is None:
+        return
+    limit, source, absolute = model_max_positions(cfg.model)
+    cutoff = int(cfg.data.cutoff_len)
+    if limit is None or cutoff <= limit:
+        return
+    message = f"data.cutoff_len={cutoff} is above the model's maximum of {limit} positions ({source})"
+    if absolute:
+        raise ValueError(f"{message}; lower data.cutoff_len to at most {limit}.")
+    from dataflex.utils.logging import logger
+
+    logger.warning(f"{message}: samples longer than {limit} tokens go beyond what the model was trained on.")

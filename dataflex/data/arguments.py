@@ -58,6 +58,9 @@ class DataArguments:
     20k+ rows, one process below."""
 
     def __post_init__(self) -> None:
+        if not str(self.dataset).strip():
+            raise ValueError("data.dataset is empty; data=custom needs data.dataset=<dataset_info.yaml, a data file "
+                             "or folder, or a hub dataset id> (see README, Your own data).")
         if self.cutoff_len is not None and self.cutoff_len <= 0:
             raise ValueError(f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128.")
         if self.max_samples is not None and self.max_samples <= 0:

@@ -211,12 +211,43 @@ def _resolve_local(value: str, base: Path) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- parsing
+class DuplicateKey(ValueError):
+    """A key that appears twice in one mapping of a dataset_info file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys without a word; this loader refuses them."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(f"{key!r} is listed twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(f"{key!r} is listed twice")
+        seen[key] = value
+    return seen
+
+
 def read_info_file(path: Path, hub_repo: str | None = None) -> dict[str, DatasetInfo]:
     """Parse a dataset_info yaml/json (DataFlex or LLaMA-Factory v0 spelling) into records."""
     origin = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        raw = (json.loads(text, object_pairs_hook=_unique_json_keys) if path.suffix.lower() == ".json"
+               else yaml.load(text, Loader=_UniqueKeyLoader))  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as e:
+        raise DataError(f"dataset_info file {origin!r}: {e}; each dataset needs its own name (the first entry "
+                        "would silently be replaced by the second).") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         raise DataError(f"cannot read dataset_info file {origin!r}: {e}") from e
     if not isinstance(raw, dict) or not raw:

@@ -159,6 +159,10 @@ class DataEngine(Dataset):
             logger.warning("domain(s) %s have no eval split (datasets %s) and are not evaluated; add `eval:` to "
                            "them or set data.val_size=0.1 to hold out a fraction of their rows", domains, without_eval)
 
+    def datasets_without_eval(self, domains: list[str]) -> list[str]:
+        """Names of the datasets of these domains that declare no `eval` entry (for error messages)."""
+        return [n for n, i in self._all_infos.items() if i.domain in domains and i.eval is None]
+
     @property
     def has_eval(self) -> bool:
         """Whether any dataset declares an ``eval`` file/split or `val_size` holds rows out (an eval engine can
@@ -215,14 +219,21 @@ class DataEngine(Dataset):
     def _validate_rows(self, name: str, table: RowTable, ctx: LoadContext) -> RowTable:
         """Convert every row once; bad rows raise (or are dropped with ``on_error=skip``)."""
         bad: list[int] = []
+        blank: list[int] = []
         for i, row in enumerate(table):
             try:
-                self._convert_data_sample(row, name, where=lambda i=i: table.where(i))
+                sample = self._convert_data_sample(row, name, where=lambda i=i: table.where(i))
             except DataError as e:
                 if self.args.on_error != "skip":
                     raise
                 bad.append(i)
                 ctx.skipped.append((table.where(i), str(e)))
+                continue
+            if _is_blank(sample):
+                blank.append(i)
+        if blank:
+            logger.warning("dataset %r: %d sample(s) have only empty or whitespace text (they would train on the end "
+                           "token alone), e.g. %s", name, len(blank), "; ".join(table.where(i) for i in blank[:3]))
         if not bad:
             return table
         keep = np.setdiff1d(np.arange(len(table)), np.asarray(bad))
@@ -444,6 +455,14 @@ class DataEngine(Dataset):
         converter = detect_converter(row)
         logger.info("dataset %r: no `converter` given, detected %r", info.name, converter)
         return converter
+
+
+def _is_blank(sample: Mapping[str, Any]) -> bool:
+    """True when every message of a standard sample has empty or whitespace-only text."""
+    from .processor import message_text
+
+    messages = sample.get("messages") or []
+    return all(not message_text(m).strip() for m in messages)
 
 
 def _is_saved(path: Path) -> bool:

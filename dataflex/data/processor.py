@@ -35,6 +35,15 @@ def message_text(message: dict[str, Any]) -> str:
                    for p in content)
 
 
+def check_domain_blocks(short: dict[str, int], cutoff_len: int) -> None:
+    """Pretrain: domains whose whole token stream (`short`: name → tokens) is shorter than one block would
+    have no rows; name them with their sizes instead of failing later with "no rows"."""
+    if short:
+        sizes = ", ".join(f"{name}: {n} tokens" for name, n in short.items())
+        raise ValueError(f"data.mode=pretrain: domain(s) shorter than one block of data.cutoff_len={cutoff_len} "
+                         f"tokens ({sizes}) would have no rows; lower data.cutoff_len or add text to them.")
+
+
 class SimpleTemplate:
     """Built-in chat template: ``<|role|>\\n{text}\\n`` per turn, assistant turns end with EOS."""
 
@@ -191,16 +200,18 @@ class TokenizedData:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         blocks: list[list[int]] = []
         domains: list[int] = []
+        short: dict[str, int] = {}
         for d in range(len(engine.domain_names)):
             stream: list[int] = []
             for idx in engine.domain_rows(d):
                 text = " ".join(message_text(m) for m in engine[int(idx)]["messages"])
                 stream += tokenizer.encode(text, add_special_tokens=False) + eos
+            if stream and len(stream) < cutoff_len:  # (a domain without rows in this split is not "short")
+                short[engine.domain_names[d]] = len(stream)
             for start in range(0, len(stream) - cutoff_len + 1, cutoff_len):
                 blocks.append(stream[start : start + cutoff_len])
                 domains.append(d)
-        if not blocks:
-            raise ValueError(f"data.mode=pretrain: not one full block of cutoff_len={cutoff_len} tokens; lower data.cutoff_len.")
+        check_domain_blocks(short, cutoff_len)
         return blocks, np.asarray(domains, dtype=np.int64)
 
     def __len__(self) -> int:

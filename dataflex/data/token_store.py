@@ -484,7 +484,7 @@ def _write_arrays(tokenized, processor, mode: str, tmp: Path, description: dict[
         item_domains, item_rows = domains, rows
     else:
         keep, item_offsets, item_domains, item_rows = _blocks(lengths, domains, rows, processor.cutoff_len,
-                                                              len(engine.domain_names))
+                                                              list(engine.domain_names))
     pos = 0
     for batch in table.to_batches():
         n = batch.num_rows
@@ -518,9 +518,16 @@ def _write_arrays(tokenized, processor, mode: str, tmp: Path, description: dict[
     return manifest
 
 
-def _blocks(lengths: np.ndarray, domains: np.ndarray, rows: np.ndarray, cutoff: int, n_domains: int):
+def _blocks(lengths: np.ndarray, domains: np.ndarray, rows: np.ndarray, cutoff: int, names: list[str]):
     """Pretrain: per document, how many of its tokens fall into the full `cutoff` blocks of its domain's stream;
     and per block its offset, domain and the engine index of the document its first token comes from."""
+    from dataflex.data.processor import check_domain_blocks
+
+    n_domains = len(names)
+    totals = np.bincount(domains, weights=lengths, minlength=n_domains).astype(np.int64)
+    docs = np.bincount(domains, minlength=n_domains)  # a domain without documents in this split is not "short"
+    check_domain_blocks({names[d]: int(totals[d]) for d in range(n_domains) if docs[d] and totals[d] < cutoff},
+                        cutoff)
     keep = np.zeros_like(lengths)
     offsets, block_domains, block_rows = [], [], []
     written = 0

@@ -123,7 +123,7 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
         engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
     if loop.is_main:
         if write_model:
-            save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights)
+            save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights, final_path=path)
         optimizer = None if engine is not None else loop.optimizer.state_dict()  # the engine saved its shards
         torch.save({"step": step, "optimizer": optimizer, "scheduler": loop.scheduler.state_dict(),
                     "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval,
@@ -196,9 +196,19 @@ def _load_weights_and_optimizer(loop, path: Path, optimizer_state: dict | None) 
 def load_checkpoint(loop, path: Path) -> int:
     """Restores model, optimizer, scheduler, trainer state and this rank's RNG; returns the step."""
     state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
-    _load_weights_and_optimizer(loop, path, state["optimizer"])
+    try:
+        _load_weights_and_optimizer(loop, path, state["optimizer"])
+    except RuntimeError as err:
+        if "size mismatch" not in str(err) and "does not match the model" not in str(err):
+            raise
+        raise RuntimeError(f"{path} holds a model of another size or architecture than model.* of this run; "
+                           f"resume it with the model config that wrote it. ({str(err).splitlines()[0]})") from None
     loop.scheduler.load_state_dict(state["scheduler"])
-    loop.trainer.load_state_dict(from_safe(state["trainer"]))
+    try:
+        loop.trainer.load_state_dict(from_safe(state["trainer"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RuntimeError(f"{path} was written by another trainer or component (its state has no {err}); resume "
+                           f"it with the trainer= and component= that wrote it.") from None
     loop.log_interval = dict(state["log_interval"])
     if state.get("best_model") is not None:
         loop.best.load_state_dict(state["best_model"])

@@ -38,7 +38,7 @@ from dataflex.train.interrupt import TrainingInterrupted, interruptible
 from dataflex.train.loader import StepFeeder
 from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
-from dataflex.train.saving import save_model
+from dataflex.train.saving import save_model_atomic
 from dataflex.train.signals.losses import LossSettings, configure_losses, model_losses
 from dataflex.train.signals.packed import check_packing_support, packed_sample_losses
 from dataflex.utils.logging import logger
@@ -352,8 +352,8 @@ class TrainingLoop:
             # ZeRO-3: the weights are shards; every rank takes part in gathering them into one state dict.
             state = self.accelerator.get_state_dict(self.model) if self.zero_stage == 3 else None
             if self.is_main:
-                save_model(trainer.bundle, self.accelerator.unwrap_model(self.model), self.run_dir / "final_model",
-                           state_dict=state)
+                save_model_atomic(trainer.bundle, self.accelerator.unwrap_model(self.model),
+                                  self.run_dir / "final_model", state_dict=state)
         summary = {
             "run_dir": str(self.run_dir), "steps": stopped_at or total_steps, "wall_time_s": wall,
             "train_samples_per_s": samples / wall, "train_tokens_per_s": tokens * self.world_size / wall,

@@ -185,6 +185,7 @@ def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str |
                              "first rows of the domain's training split) or set component.target_dataset.")
         names = [n.strip() for n in str(target_domain).split(",") if n.strip()]
         unknown = [n for n in names if n not in data.domain_names]
+        _explain_missing_eval(ctx, names, data)
         if unknown:
             raise ValueError(f"component.target_domain: {unknown} not among the eval domains {data.domain_names}.")
         wanted = [data.domain_names.index(n) for n in names]
@@ -197,6 +198,20 @@ def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str |
         raise ValueError(f"the target set of selector {selector!r} is empty (component.target_domain/target_dataset).")
     groups = np.asarray([wanted.index(int(data.domain_ids[i])) for i in ids], dtype=np.int64)
     return TargetSet(data=data, ids=ids, groups=groups, group_names=[names[k] for k in range(len(wanted))])
+
+
+def _explain_missing_eval(ctx: SelectionContext, names: list[str], eval_data) -> None:
+    """A target domain whose dataset(s) declare no `eval:` has an empty target set: say which datasets."""
+    engine = getattr(ctx.train_data, "engine", None)
+    if engine is None or not hasattr(engine, "datasets_without_eval"):
+        return
+    counts = np.bincount(np.asarray(eval_data.domain_ids), minlength=len(eval_data.domain_names))
+    empty = [n for n in names if n not in eval_data.domain_names or counts[eval_data.domain_names.index(n)] == 0]
+    lacking = engine.datasets_without_eval(empty)
+    if lacking:
+        raise ValueError(f"component.target_domain={','.join(names)}: its dataset(s) {lacking} declare no `eval:` "
+                         "entry in dataset_info, so the target set (that domain's eval split) is empty. Add "
+                         "`eval: <file or split>` to them, or set component.target_dataset.")
 
 
 def load_target_dataset(train_data, spec: str, split: str):

@@ -160,6 +160,9 @@ class AdaptWeighterConfig:
             raise ValueError(f"component.pooling must be mean or position_weighted, got {self.pooling!r}.")
         check_adapt_params(self.tau, self.refresh_interval, self.max_anchors, self.aggregate, self.clip_min,
                            self.clip_max, self.embed_batch_size)
+        if self.anchor_domains is not None and not list(self.anchor_domains):
+            raise ValueError("component.anchor_domains=[] names no anchor domain; list the eval domains to anchor "
+                             "on (e.g. [target]) or set it to null to anchor on the whole eval split.")
 
 
 @dataclass
