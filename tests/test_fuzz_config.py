@@ -127,3 +127,103 @@ def test_bad_input_regressions_are_refused_by_name(compose, case):
     overrides, message = REFUSED[case]
     with pytest.raises(ValueError, match=message):
         validate(compose(*overrides))
+
+
+def _write_info(folder, entries: dict[str, dict], rows: dict[str, list[dict]]):
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, items in rows.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    lines = []
+    for name, entry in entries.items():
+        lines.append(f"{name}:")
+        lines += [f"  {k}: {v}" for k, v in entry.items()]
+    (folder / "dataset_info.yaml").write_text("\n".join(lines) + "\n")
+    return folder / "dataset_info.yaml"
+
+
+ROWS = [{"instruction": f"say {i}", "output": f"word {i} " * 5} for i in range(12)]
+
+
+def test_custom_data_without_a_dataset_is_refused(compose):
+    with pytest.raises(ValueError, match=r"data\.dataset is empty; data=custom needs data\.dataset="):
+        validate(compose("data=custom"))
+
+
+def test_a_dataset_name_listed_twice_is_refused(tmp_path):
+    from dataflex.data.dataset_info import read_info_file
+    from dataflex.data.errors import DataError
+
+    info = tmp_path / "dataset_info.yaml"
+    info.write_text("math:\n  path: a.jsonl\nchat:\n  path: b.jsonl\nmath:\n  path: c.jsonl\n")
+    with pytest.raises(DataError, match=r"'math' is listed twice \(lines 1 and 5\)"):
+        read_info_file(info)
+    info_json = tmp_path / "dataset_info.json"
+    info_json.write_text('{"math": {"file_name": "a.jsonl"}, "math": {"file_name": "b.jsonl"}}')
+    with pytest.raises(DataError, match="'math' is listed twice"):
+        read_info_file(info_json)
+
+
+def test_model_folder_without_tokenizer_files_is_refused(compose, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 64}')
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files .*tokenizer_path"):
+        validate(compose("model=hf", f"model.name_or_path={tmp_path}"))
+
+
+def test_cutoff_len_above_the_model_positions(compose, tmp_path, caplog):
+    validate(compose("model.max_position_embeddings=64", "data.cutoff_len=128"))  # rotary: a warning
+    assert any("data.cutoff_len=128" in m and "maximum of 64 positions" in m for m in caplog.messages)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 32}')
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"data\.cutoff_len=128 is above the model's maximum of 32 .*n_positions"):
+        validate(compose("model=hf", f"model.name_or_path={tmp_path}", "data.cutoff_len=128"))
+
+
+def test_anchor_domains_empty_is_refused(compose):
+    with pytest.raises(ValueError, match=r"component\.anchor_domains=\[\] names no anchor domain"):
+        validate(compose("trainer=dynamic_weight", "component=adapt", "component.anchor_domains=[]"))
+
+
+def test_pretrain_domain_shorter_than_a_block_is_named(tmp_path):
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData
+    from dataflex.models.tiny import load_tokenizer
+
+    info = _write_info(tmp_path, {"long": {"path": "long.jsonl", "converter": "alpaca"},
+                                  "short": {"path": "short.jsonl", "converter": "alpaca"}},
+                       {"long.jsonl": ROWS, "short.jsonl": ROWS[:1]})
+    engine = DataEngine(DataArguments(dataset=str(info)))
+    with pytest.raises(ValueError, match=r"domain\(s\) shorter than one block of data\.cutoff_len=64 tokens "
+                                         r"\(short: \d+ tokens\)"):
+        TokenizedData(engine, load_tokenizer(), cutoff_len=64, mode="pretrain")
+
+
+def test_blank_samples_are_counted_with_example_rows(tmp_path, caplog):
+    from dataflex.data import DataArguments, DataEngine
+
+    rows = [*ROWS[:3], {"instruction": "  ", "output": "\n"}, {"instruction": "", "output": " "}]
+    info = _write_info(tmp_path, {"d": {"path": "d.jsonl", "converter": "alpaca"}}, {"d.jsonl": rows})
+    DataEngine(DataArguments(dataset=str(info)))
+    warning = [m for m in caplog.messages if "empty or whitespace" in m]
+    assert len(warning) == 1 and "2 sample(s)" in warning[0] and "line 4" in warning[0], caplog.messages
+
+
+def test_target_domain_of_a_dataset_without_eval_names_the_dataset(tmp_path):
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData
+    from dataflex.models.tiny import load_tokenizer
+    from dataflex.train.selector.base_selector import SelectionContext
+    from dataflex.train.selector.scoring import resolve_target
+
+    info = _write_info(tmp_path, {"a": {"path": "a.jsonl", "eval": "a.jsonl", "converter": "alpaca"},
+                                  "b": {"path": "b.jsonl", "converter": "alpaca"}},
+                       {"a.jsonl": ROWS, "b.jsonl": ROWS})
+    tok = load_tokenizer()
+    args = DataArguments(dataset=str(info))
+    train = TokenizedData(DataEngine(args), tok, 64)
+    evald = TokenizedData(DataEngine(args, split="eval"), tok, 64)
+    ctx = SelectionContext(train_data=train, eval_data=evald, target_domain="b")
+    with pytest.raises(ValueError, match=r"target_domain=b: its dataset\(s\) \['b'\] declare no `eval:`"):
+        resolve_target(ctx, selector="less", target_domain=None, target_dataset=None)
+    assert len(resolve_target(ctx, selector="less", target_domain="a", target_dataset=None).ids) > 0

@@ -167,3 +167,55 @@ def test_a_sweep_ends_with_one_line_naming_its_failed_jobs(cli, tmp_path):
     assert proc.returncode != 0 and "learning_rate" in proc.stderr
     assert not (tmp_path / "compose_error" / "multirun_outputs").exists() or not any(
         (tmp_path / "compose_error" / "multirun_outputs").rglob("*"))
+
+
+# -- checkpoints of another run, the final save ------------------------------------------------------------
+
+TINY = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_hidden_layers=1",
+        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=16",
+        "trainer.max_eval_samples_per_domain=2", "trainer.disable_tqdm=true", "logger.plots=false",
+        "trainer.per_device_train_batch_size=4", "trainer.eval_steps=0"]
+
+
+def test_a_checkpoint_of_another_model_or_trainer_says_what_differs(compose, tmp_path):
+    from dataflex.run import run
+
+    first = tmp_path / "first"
+    cfg = compose(*TINY, "trainer.max_steps=2", "trainer.save_steps=1", f"trainer.output_dir={first}")
+    run(cfg, first)
+    (first / ".hydra").mkdir()
+    (first / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    checkpoint = first / "checkpoint-1"
+    bigger = [*TINY, "model.hidden_size=32", "trainer.max_steps=2", f"trainer.resume_from_checkpoint={checkpoint}"]
+    with pytest.raises(ValueError, match=r"written with another trainer/component/model config: "
+                                         r"model\.hidden_size: 16 -> 32"):
+        run(compose(*bigger, f"trainer.output_dir={tmp_path / 'b'}"), tmp_path / "b")
+    mix = [*TINY, "trainer=dynamic_mix", "component=random", "trainer.warmup_step=1", "trainer.update_step=1",
+           "trainer.update_times=1", f"trainer.resume_from_checkpoint={checkpoint}"]
+    with pytest.raises(ValueError, match=r"trainer\._target_: .*StaticTrainer.* -> .*DynamicMix"):
+        run(compose(*mix, f"trainer.output_dir={tmp_path / 'c'}"), tmp_path / "c")
+    # Without the run's saved config the load itself says what is wrong (not torch's size-mismatch list).
+    (first / ".hydra" / "config.yaml").unlink()
+    with pytest.raises(RuntimeError, match="holds a model of another size"):
+        run(compose(*bigger, f"trainer.output_dir={tmp_path / 'd'}"), tmp_path / "d")
+    with pytest.raises(RuntimeError, match="written by another trainer or component"):
+        run(compose(*mix, f"trainer.output_dir={tmp_path / 'e'}"), tmp_path / "e")
+
+
+def test_the_final_model_is_written_atomically(tmp_path):
+    from dataflex.models.tiny import build_tiny_model
+    from dataflex.train.saving import save_model_atomic
+
+    bundle = build_tiny_model(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              num_key_value_heads=2)
+    final = tmp_path / "final_model"
+    save_model_atomic(bundle, bundle.model, final)
+    before = _snapshot(final)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    bundle.tokenizer.save_pretrained = full_disk  # the weights are written, then the disk is full
+    with pytest.raises(OSError, match="No space left"):
+        save_model_atomic(bundle, bundle.model, final)
+    assert _snapshot(final) == before and not (tmp_path / "final_model.tmp").exists()
