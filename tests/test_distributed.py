@@ -33,8 +33,9 @@ def test_two_processes_match_one_with_the_same_global_batch(cli, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=3e-5)
     steps = [json.loads(x)["step"] for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "metrics written more than once"
-    # The two-process job composed once: one Hydra dir (the parent's) holding the config the ranks ran.
-    assert len(list((tmp_path / "outputs").glob("*/*/.hydra/resolved_config.yaml"))) == 1
+    # The two-process job composed once: one Hydra dir (the parent's, the output dir) holding the config the
+    # ranks ran, and no stray outputs/<date>/<time>/.
+    assert (two / ".hydra" / "resolved_config.yaml").is_file() and not (tmp_path / "outputs").exists()
 
 
 def test_plain_torchrun_shares_one_run_dir(tmp_path):

@@ -16,13 +16,17 @@ SMALL = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_hidden
          "trainer.max_eval_samples_per_domain=2", "trainer.disable_tqdm=true", "trainer.save_final_model=false",
          "logger.plots=false"]
 
+NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
 # key -> (valid values, invalid values)
 KEYS = {
     "trainer.num_train_epochs": (st.floats(0.01, 2.0), st.floats(-2.0, 0.0)),  # with max_steps <= 0 below
     "trainer.per_device_train_batch_size": (st.integers(1, 4), st.integers(-3, 0)),
     "trainer.gradient_accumulation_steps": (st.integers(1, 2), st.integers(-3, 0)),
     "trainer.warmup_ratio": (st.floats(0.0, 0.9), st.floats(1.0, 5.0)),
-    "trainer.learning_rate": (st.floats(0.0, 1e-2), st.floats(-1.0, -1e-6)),
+    "trainer.learning_rate": (st.floats(0.0, 1e-2), st.one_of(st.floats(-1.0, -1e-6), NON_FINITE)),
+    "trainer.max_grad_norm": (st.floats(0.0, 2.0), NON_FINITE),
+    "trainer.seed": (st.integers(0, 2**31), st.one_of(st.integers(-5, -1), st.just(2**32))),
     "trainer.logging_steps": (st.integers(0, 3), st.integers(-3, -1)),
     "trainer.eval_steps": (st.integers(0, 3), st.integers(-3, -1)),
     "trainer.lr_scheduler_type": (st.sampled_from(["linear", "cosine", "constant"]), st.sampled_from(["wavy", ""])),
