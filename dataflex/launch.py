@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,6 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> tuple[int, s
     SIGINT/SIGTERM to the ranks themselves: they stop together after the same step (see
     dataflex.train.interrupt) and exit cleanly, and torchrun exits without a crash report. A second signal
     kills them. Returns (exit code, name of the first signal received or None)."""
-    import signal
-
     import psutil
 
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -90,8 +90,6 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> tuple[int, s
                 target.send_signal(signum if len(received) == 1 else signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
-
-    import threading
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}

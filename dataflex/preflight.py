@@ -13,6 +13,7 @@ Anything this step cannot compose (a typo, a bad value) is left to Hydra and val
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -158,11 +159,15 @@ def preflight(argv: list[str]) -> list[str]:
     run_dir = run_dir.expanduser().resolve()
     saved = run_dir / ".hydra" / "config.yaml"
     overwrite = bool(_select(cfg, "trainer.overwrite_output_dir"))
+    # Under plain torchrun every rank runs this; only rank 0 judges the folder (a slower rank could otherwise
+    # see the files rank 0 already started writing). torchrun stops the others when rank 0 refuses.
+    judge = int(os.environ.get("RANK", "0")) == 0
     try:
-        check_output_dir(run_dir, overwrite, resuming=bool(resume), clear=False)
+        if judge:
+            check_output_dir(run_dir, overwrite, resuming=bool(resume), clear=False)
     except (OSError, ValueError) as err:
         raise Refused(str(err)) from None
-    if explicit_hydra_dir and output_dir and hydra_dir and Path(hydra_dir).resolve() != run_dir:
+    if judge and explicit_hydra_dir and output_dir and hydra_dir and Path(hydra_dir).resolve() != run_dir:
         # The Hydra dir holds .hydra/ and status.json: it must not be another run's folder either.
         try:
             check_output_dir(Path(hydra_dir).resolve(), overwrite, resuming=bool(resume), clear=False)
