@@ -197,10 +197,15 @@ def test_pretrain_domain_shorter_than_a_block_is_named(tmp_path):
     info = _write_info(tmp_path, {"long": {"path": "long.jsonl", "converter": "alpaca"},
                                   "short": {"path": "short.jsonl", "converter": "alpaca"}},
                        {"long.jsonl": ROWS, "short.jsonl": ROWS[:1]})
+    from dataflex.data.token_store import StoreSettings
+
     engine = DataEngine(DataArguments(dataset=str(info)))
-    with pytest.raises(ValueError, match=r"domain\(s\) shorter than one block of data\.cutoff_len=64 tokens "
-                                         r"\(short: \d+ tokens\)"):
+    message = r"domain\(s\) shorter than one block of data\.cutoff_len=64 tokens \(short: \d+ tokens\)"
+    with pytest.raises(ValueError, match=message):
         TokenizedData(engine, load_tokenizer(), cutoff_len=64, mode="pretrain")
+    with pytest.raises(ValueError, match=message):  # the token store (what dataflex-run uses) says the same
+        TokenizedData(engine, load_tokenizer(), cutoff_len=64, mode="pretrain",
+                      store=StoreSettings(cache_dir=str(tmp_path / "cache")))
 
 
 def test_blank_samples_are_counted_with_example_rows(tmp_path, caplog):
