@@ -207,3 +207,24 @@ def test_other_architectures_take_the_chunked_path_with_equal_losses_and_gradien
     assert_rel(chunk_losses, plain_losses, 1e-5)
     for key in plain:
         assert_rel(chunked[key], plain[key], 1e-5, key)
+
+
+def test_trainer_keys_are_validated_before_anything_loads(compose):
+    from omegaconf import OmegaConf
+
+    from dataflex.config.trainer import TrainingArguments
+
+    for bad, key in ((dict(loss_impl="fast"), "trainer.loss_impl"), (dict(loss_chunk_size=0), "trainer.loss_chunk_size"),
+                     (dict(scoring_max_tokens=-1), "trainer.scoring_max_tokens")):
+        with pytest.raises(ValueError, match=key):
+            TrainingArguments(**bad)
+    cfg = compose("trainer.loss_impl=chunked", "trainer.gradient_checkpointing=true", "trainer.loss_chunk_size=128")
+    args = OmegaConf.to_object(cfg.trainer)
+    assert (args.loss_impl, args.gradient_checkpointing, args.loss_chunk_size) == ("chunked", True, 128)
+
+
+def test_padded_vocabulary_for_realistic_head_shapes():
+    bundle = build_tiny_model(**SMALL, vocab_size=1000)
+    assert bundle.model.get_output_embeddings().weight.shape[0] == 1000 > len(bundle.tokenizer)
+    with pytest.raises(ValueError, match="model.vocab_size"):
+        build_tiny_model(**SMALL, vocab_size=10)
