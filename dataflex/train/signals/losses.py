@@ -163,7 +163,10 @@ def _resolve(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Te
     if settings.impl == "plain":
         return HeadPath("plain", "trainer.loss_impl=plain")
     inner = unwrap(model)
-    why = _unsupported(inner)
+    sharded = any("FullyShardedDataParallel" in type(m).__name__ or type(m).__name__.startswith("FSDP")
+                  for m in model.modules())
+    why = "the model is sharded by FSDP (its weights exist only inside the wrapped forward)" if sharded else \
+        _unsupported(inner)
     if not why:
         head = inner.get_output_embeddings()
         scale, softcap = _logit_transform(inner.config)
@@ -172,7 +175,10 @@ def _resolve(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Te
             why = _liger_unavailable(head)
             kind = "liger"
         path = HeadPath(kind, decoder=inner.get_decoder(), head=head, scale=scale, softcap=softcap)
-        why = why or _probe_mismatch(inner, path, probe)
+        try:
+            why = why or _probe_mismatch(inner, path, probe)
+        except Exception as exc:  # noqa: BLE001 - a probe that cannot run means: do not use this path
+            why = f"the probe forward through decoder + head failed ({type(exc).__name__}: {exc})"
     if why:
         if settings.impl != "auto":
             raise RuntimeError(f"trainer.loss_impl={settings.impl} cannot be used: {why}. Use trainer.loss_impl=auto "
