@@ -29,6 +29,7 @@ def test_every_vs_dataflex_job_composes_and_validates(compose, job, tmp_path):
     for folder in (tmp_path / "peer" / "tiny_model", tmp_path / "ours" / "static_full" / "final_model"):
         folder.mkdir(parents=True)  # where the peer's model and our doremi reference live in a real run
         (folder / "config.json").write_text("{}")
+        (folder / "tokenizer_config.json").write_text("{}")  # validation checks tokenizer files exist
     data = tmp_path / "peer" / "data"  # the peer's LLaMA-Factory dataset_info.json layout (make_data.py)
     data.mkdir()
     names = ("arith", "revstr", "upper", "eval_mix")

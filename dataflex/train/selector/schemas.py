@@ -126,9 +126,6 @@ class LossSelectorConfig(SeededSelectorConfig):
             raise ValueError(f"component.focus_weight must be > 0, got {self.focus_weight}.")
         if self.temperature <= 0:
             raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
-            raise ValueError(f"component.top_p must be in (0, 1] and component.top_k >= 0, got {self.top_p} and "
-                             f"{self.top_k}.")
         q = list(self.quantiles)
         if len(q) != 2 or not 0 < q[0] < q[1] < 1:
             raise ValueError(f"component.quantiles must be two increasing numbers in (0, 1), got {q}.")
