@@ -106,6 +106,47 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def child_startup(info: str, cache: str, mode: str, cutoff: int) -> None:
+    """Data start-up of a warm run alone: DataEngine + TokenizedData on an existing store, and one batch read."""
+    import resource
+
+    start, cpu = time.perf_counter(), _cpu()
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData, collate
+    from dataflex.data.token_store import StoreSettings
+    from dataflex.models.tiny import load_tokenizer
+
+    engine = DataEngine(DataArguments(dataset=info, mode=mode, cutoff_len=cutoff))
+    tok = load_tokenizer()
+    data = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=cache))
+    collate([data[i] for i in range(0, len(data), max(1, len(data) // 8))], tok.pad_token_id)
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu, "items": len(data),
+                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def child_datapath(cache: str) -> None:
+    """(d') CPU ms per step of the data path on the embedded default: 8 items + collate, 60 random batches, today's
+    in-process tokenization (first access, then cached) vs the token store."""
+    import numpy as np
+
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData, collate
+    from dataflex.data.token_store import StoreSettings
+    from dataflex.models.tiny import load_tokenizer
+
+    tok, engine = load_tokenizer(), DataEngine(DataArguments())
+    today = TokenizedData(engine, tok, 128)
+    store = TokenizedData(engine, tok, 128, store=StoreSettings(cache_dir=cache))
+    batches = np.random.default_rng(0).permutation(len(today))[:480].reshape(60, 8)
+    out = {}
+    for name, data in (("today_first_access", today), ("store", store), ("today_cached", today), ("store_again", store)):
+        start = time.process_time()
+        for b in batches:
+            collate([data[i] for i in b], tok.pad_token_id)
+        out[name] = (time.process_time() - start) / 60 * 1000
+    print(json.dumps(out))
+
+
 def child_tokenize(info: str, mode: str) -> None:
     """The batched fast tokenizer call alone on the same texts (pretrain: each document's text; SFT: each
     message's text), both cores (TOKENIZERS_PARALLELISM=true)."""
@@ -135,17 +176,18 @@ def _child(*args: str, env: dict | None = None) -> dict:
 
 def _dataflex_run(pythonpath: Path, overrides: list[str], out: Path) -> dict:
     """A `dataflex-run` in a fresh process under /usr/bin/time: wall seconds, peak RSS, samples/s."""
-    cmd = ["/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "dataflex.cli", *overrides,
+    cmd = ["/usr/bin/time", "-f", "TIME %e %M %U %S", sys.executable, "-m", "dataflex.cli", *overrides,
            f"trainer.output_dir={out}", "trainer.overwrite_output_dir=true"]
     proc = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(pythonpath)}, capture_output=True, text=True,
                           cwd="/tmp")
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     line = [x for x in proc.stderr.splitlines() if x.startswith("TIME ")][-1]
-    wall, rss_kb = line.split()[1:]
+    wall, rss_kb, user, system = line.split()[1:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [m["samples_per_s"] for m in metrics if "samples_per_s" in m]
-    return {"wall": float(wall), "rss_mb": int(rss_kb) / 1024, "samples_per_s": rates}
+    return {"wall": float(wall), "cpu": float(user) + float(system), "rss_mb": int(rss_kb) / 1024,
+            "samples_per_s": rates}
 
 
 def main() -> None:
@@ -214,6 +256,10 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "build":
         child_build(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "startup":
+        child_startup(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "datapath":
+        child_datapath(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "tokenize":
         child_tokenize(sys.argv[2], sys.argv[3])
     else:
