@@ -28,9 +28,9 @@ TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_
 COMMON = ["trainer.disable_tqdm=true", "trainer.save_final_model=false", "trainer.eval_on_start=false",
           "trainer.eval_steps=0", "trainer.logging_steps=0"]
 CASES = {
-    # 512 pretrain blocks of 128 tokens per step through a 1-layer 32-dim model (vocabulary 640): reading the
+    # 512 pretrain blocks of 16 tokens per step through a 1-layer 32-dim model (vocabulary 640): reading the
     # items from the store and collating them is a visible share of the step
-    "collation": ["data.mode=pretrain", "data.cutoff_len=128", "trainer.per_device_train_batch_size=512",
+    "collation": ["data.mode=pretrain", "data.cutoff_len=16", "trainer.per_device_train_batch_size=512",
                   "trainer.max_steps=20", *TINY],
     # `dataflex-run` as it ships (embedded data, tiny default model), fewer steps
     "default": ["trainer.max_steps=60"],
