@@ -41,7 +41,7 @@ MIX = ["trainer=dynamic_mix", "trainer.mixture_sample_rule=mixture", "trainer.in
        *SCHEDULE]
 LESS = ["trainer=dynamic_select", "component=less", *SCHEDULE, "component.proj_dim=512", "component.gradient_type=adam",
         "component.seed=123", "component.target_dataset=eval_mix", "component.target_split=train",
-        "component.target_max_samples=64"]
+        "component.target_max_samples=64", "trainer.candidate_pool_size=null"]  # the peer scores all 1200
 
 # job -> (peer config name or None, our overrides); components_cpu.yaml of the peer holds its parameters.
 JOBS: dict[str, tuple[str | None, list[str]]] = {
