@@ -174,6 +174,7 @@ def main() -> None:
     work = Path(args.work or peer / "ours").resolve()
     (work / "_logs").mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, list]] = {j: {"peer": [], "ours": []} for j in jobs}
+    peer_done: dict[tuple[int, str], dict] = {}  # one peer run per (repeat, peer config)
     for rep in range(args.repeats):
         for job in jobs:
             peer_name, ours = JOBS[job]
@@ -183,8 +184,13 @@ def main() -> None:
                 if side == "peer" and (args.no_peer or peer_name is None):
                     continue
                 log = work / "_logs" / f"{job}.{side}.{rep}.log"
-                r = (run_peer(peer_name, harness, peer, log) if side == "peer"
-                     else run_ours(job, overrides, work, log))
+                if side == "peer" and (rep, peer_name) in peer_done:  # e.g. select_less_dense: same peer job
+                    r = peer_done[(rep, peer_name)]
+                else:
+                    r = (run_peer(peer_name, harness, peer, log) if side == "peer"
+                         else run_ours(job, overrides, work, log))
+                if side == "peer":
+                    peer_done[(rep, peer_name)] = r
                 runs[job][side].append(r)
                 print(f"[rep {rep}] {job:<18} {side:<4} ok={r['ok']} wall={r['wall_s']:.1f}s steps={r['steps']} "
                       f"loop={_fmt(r['loop_s'])}s updates={[round(u, 3) for u in r['updates_s']]}", flush=True)
