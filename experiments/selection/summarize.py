@@ -3,7 +3,7 @@
 the final eval loss per domain, and the time spent selecting.
 
     python experiments/selection/summarize.py SWEEP_DIR                      # one sweep (one seed)
-    python experiments/selection/summarize.py SWEEP_SEED42 SWEEP_SEED43 ...  # + mean ± std over the seeds
+    python experiments/selection/summarize.py SWEEP_SEED42 SWEEP_SEED43 ...  # + mean ± std (population) over seeds
         [--json experiments/selection/results_seeds.json]
 
 Jobs are matched across sweeps by their overrides (minus the seed), so every sweep must run the same jobs.
@@ -69,9 +69,9 @@ def seeds_table(sweeps: list[Path], target: str) -> tuple[str, dict]:
             per_job.setdefault(job_name(job), []).append(summarize(job, target))
     domains = next(iter(per_job.values()))[0]["domain_loss"].keys()
 
-    def ms(values) -> str:
+    def ms(values, digits: int = 3) -> str:
         v = np.asarray(values, dtype=float)
-        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+        return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
     head = (f"| job | `{target}` share | " + " | ".join(f"eval {d}" for d in domains)
             + " | eval all | selection s | seeds |")
@@ -79,7 +79,7 @@ def seeds_table(sweeps: list[Path], target: str) -> tuple[str, dict]:
     raw = {}
     for name, rows in per_job.items():
         cells = [ms([r["domain_loss"][d] for r in rows]) for d in domains]
-        out.append(f"| {name} | {ms([100 * r['target_fraction'] for r in rows])}% | " + " | ".join(cells)
+        out.append(f"| {name} | {ms([100 * r['target_fraction'] for r in rows], 1)}% | " + " | ".join(cells)
                    + f" | {ms([r['loss'] for r in rows])} | {np.mean([r['select_s'] for r in rows]):.0f} | {len(rows)} |")
         raw[name] = rows
     return "\n".join(out), raw
