@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,9 +151,14 @@ def test_a_ddp_checkpoint_is_not_resumed_under_deepspeed(cli, tmp_path):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     out = tmp_path / "r"
     cli(*CKPT, f"trainer.output_dir={out}")
+    # Make it look killed after its checkpoints (a completed run is refused before anything else is checked).
+    shutil.rmtree(out / "final_model")
+    (out / "summary.json").unlink()
+    (out / "status.json").write_text(json.dumps({"status": "running"}))
     proc = _deepspeed_run(tmp_path, *CKPT, "dist=deepspeed_zero2", f"trainer.output_dir={out}",
                           "trainer.resume_from_checkpoint=auto")
-    assert proc.returncode != 0 and "was written without DeepSpeed" in proc.stderr, proc.stderr[-3000:]
+    # Refused before loading, by the resume-is-the-same-run check that names the changed key.
+    assert proc.returncode != 0 and "dist: " in proc.stderr and "resumed from" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_deepspeed_killed_dynamic_mix_resumes_to_the_same_proportions(tmp_path):
