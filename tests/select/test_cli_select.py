@@ -16,8 +16,10 @@ from helpers import FAST
 
 pytestmark = pytest.mark.slow
 
+# selection_order=selector: the selection files keep the selector's own order, which these tests compare
+# (the default shuffles each selection for training; tests/select/test_trainer.py covers that).
 SCHEDULE = ("trainer=dynamic_select", "trainer.warmup_step=1", "trainer.update_step=2", "trainer.update_times=2",
-            "trainer.max_steps=-1")
+            "trainer.max_steps=-1", "trainer.selection_order=selector")
 
 # The spec's example, unchanged except that a module outside the package imports the base module by its
 # absolute name (the spec's `from .base_selector import ...` is the in-package form).
