@@ -75,20 +75,26 @@ def test_doremi_excess_is_clipped_per_token_over_all_micro_batches():
     np.testing.assert_allclose(mixer.alpha, np.exp([0.6, 0, 0]) / np.exp([0.6, 0, 0]).sum())
 
 
-def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
-    """sum over micro-batches of weighted_loss == sum_i alpha_i * (token-mean loss of domain i in the batch)."""
-    mixer = _doremi_without_reference(loss_normalization="domain_mean")  # the paper's form (an option)
+class _OneRank:
+    world_size = 1
+
+
+def _weighted_total_on_fixed_batch(mixer):
+    """alpha = (.5, .3, .2); two micro-batches, domains (0, 1) and (0, 2), token sums (4, 3) and (2, 5) over
+    (2, 3) and (4, 1) tokens: the mixer's weighted loss summed over them, and the token-sum leaves."""
     mixer.alpha = np.array([0.5, 0.3, 0.2])
     micro = [{"domain_ids": torch.tensor([0, 1])}, {"domain_ids": torch.tensor([0, 2])}]
     token_sum = [torch.tensor([4.0, 3.0], requires_grad=True), torch.tensor([2.0, 5.0], requires_grad=True)]
     counts = [torch.tensor([2, 3]), torch.tensor([4, 1])]
     losses = [SampleLosses(token_sum=s, token_count=c, token_loss=torch.zeros(2, 4)) for s, c in zip(token_sum, counts)]
     mixer.before_backward(losses, micro, ctx=None, update=False)
+    return sum(mixer.weighted_loss(lo, mb, _OneRank) for lo, mb in zip(losses, micro)), token_sum
 
-    class Ctx:
-        world_size = 1
 
-    total = sum(mixer.weighted_loss(lo, mb, Ctx) for lo, mb in zip(losses, micro))
+def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
+    """sum over micro-batches of weighted_loss == sum_i alpha_i * (token-mean loss of domain i in the batch)."""
+    mixer = _doremi_without_reference(loss_normalization="domain_mean")  # the paper's form (an option)
+    total, token_sum = _weighted_total_on_fixed_batch(mixer)
     # domain a: (4 + 2) / (2 + 4) = 1.0; b: 3 / 3 = 1.0; c: 5 / 1 = 5.0
     assert total.detach().item() == pytest.approx(0.5 * 1.0 + 0.3 * 1.0 + 0.2 * 5.0)
     total.backward()
@@ -100,17 +106,7 @@ def test_doremi_default_loss_is_normalised_by_alpha_weighted_tokens_as_the_autho
     """Issue 13 item 12: the official trainer divides sum_j alpha[d(j)] l(j) by sum_j alpha[d(j)] (masked tokens)."""
     mixer = _doremi_without_reference()
     assert mixer.loss_normalization == "alpha_tokens"
-    mixer.alpha = np.array([0.5, 0.3, 0.2])
-    micro = [{"domain_ids": torch.tensor([0, 1])}, {"domain_ids": torch.tensor([0, 2])}]
-    token_sum = [torch.tensor([4.0, 3.0], requires_grad=True), torch.tensor([2.0, 5.0], requires_grad=True)]
-    counts = [torch.tensor([2, 3]), torch.tensor([4, 1])]
-    losses = [SampleLosses(token_sum=s, token_count=c, token_loss=torch.zeros(2, 4)) for s, c in zip(token_sum, counts)]
-    mixer.before_backward(losses, micro, ctx=None, update=False)
-
-    class Ctx:
-        world_size = 1
-
-    total = sum(mixer.weighted_loss(lo, mb, Ctx) for lo, mb in zip(losses, micro))
+    total, token_sum = _weighted_total_on_fixed_batch(mixer)
     # tokens a: 2 + 4 = 6, b: 3, c: 1 -> normaliser .5*6 + .3*3 + .2*1 = 4.1; numerator .5*6 + .3*3 + .2*5 = 4.9
     assert total.detach().item() == pytest.approx(4.9 / 4.1)
     total.backward()
