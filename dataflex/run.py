@@ -99,7 +99,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"trainer.resume_from_checkpoint={resume}: {checkpoint} was written with another "
                              f"trainer/component/model config: {'; '.join(differs)}. Resume it with the config "
                              "that wrote it.")
-        if resume == "auto" and resolve_resume(run_dir, resume) is None and (run_dir / "metrics.jsonl").exists():
+        if resume == "auto" and checkpoint is None and (run_dir / "metrics.jsonl").exists():
             logger.warning(f"trainer.resume_from_checkpoint=auto: no checkpoint in {run_dir}; the run starts again "
                            "from step 0 (its partial metrics.jsonl is discarded).")
             (run_dir / "metrics.jsonl").unlink()
