@@ -106,7 +106,10 @@ def main() -> None:
         from dataflex.tracking import sweep_callback
 
         if exit_.code not in (0, None) and sweep_callback.remove_if_empty(sweep_callback.current_sweep_dir):
-            print("dataflex-run: the sweep stopped before any job ran; its empty folder was removed.", file=sys.stderr)
+            print(
+                "dataflex-run: the sweep stopped before any job ran; its empty folder was removed.",
+                file=sys.stderr,
+            )
         raise
     except TrainingInterrupted as stop:  # status.json says `interrupted`; one line instead of a traceback
         print(interrupted_message(stop), file=sys.stderr)

@@ -52,7 +52,11 @@ def torchrun_prelude(argv: list[str]) -> list[str]:
     dist.broadcast_object_list(box, src=0)
     os.environ[STAMP_ENV] = box[0]
     if dist.get_rank() > 0:
-        argv = argv + ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+        argv = argv + [
+            "hydra.output_subdir=null",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+        ]
     return argv
 
 
@@ -111,22 +115,37 @@ def launch_workers(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     port = cfg.launcher.master_port or _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.launcher.nproc_per_node}",
-           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "dataflex.worker", str(config_file), str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={cfg.launcher.nproc_per_node}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "dataflex.worker",
+        str(config_file),
+        str(run_dir),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     returncode, signal_name = _run_forwarding_signals(cmd, env)
     status = _read_status(run_dir)
     if status.get("status") == "interrupted":
         from dataflex.train.interrupt import TrainingInterrupted
 
-        raise TrainingInterrupted(int(status.get("step", 0)), signal_name or status.get("signal", "SIGTERM"),
-                                  status.get("checkpoint"))
+        raise TrainingInterrupted(
+            int(status.get("step", 0)),
+            signal_name or status.get("signal", "SIGTERM"),
+            status.get("checkpoint"),
+        )
     if signal_name:
         from dataflex.train.interrupt import TrainingInterrupted
 
         raise TrainingInterrupted(0, signal_name)  # stopped before training began
     if returncode != 0:
-        raise RuntimeError(f"torchrun with {cfg.launcher.nproc_per_node} processes failed (exit {returncode}); "
-                           f"see {run_dir / 'dataflex.log'} and the output above.")
+        raise RuntimeError(
+            f"torchrun with {cfg.launcher.nproc_per_node} processes failed (exit {returncode}); "
+            f"see {run_dir / 'dataflex.log'} and the output above."
+        )
     summary_file = Path(cfg.trainer.output_dir or run_dir) / "summary.json"
     return json.loads(summary_file.read_text())

@@ -62,8 +62,10 @@ def expand_resume_flag(argv: list[str]) -> list[str]:
                 raise Refused("--resume continues one run; it cannot be combined with -m/--multirun.")
             run_dir = Path(target).expanduser().resolve()
             if not (run_dir / ".hydra" / "config.yaml").is_file():
-                raise Refused(f"--resume {target}: {run_dir} has no .hydra/config.yaml, so it is not a DataFlex run "
-                              "folder (pass the folder that holds .hydra/, metrics.jsonl and checkpoint-*).")
+                raise Refused(
+                    f"--resume {target}: {run_dir} has no .hydra/config.yaml, so it is not a DataFlex run "
+                    "folder (pass the folder that holds .hydra/, metrics.jsonl and checkpoint-*)."
+                )
             out += [f"trainer.output_dir={quote(str(run_dir))}", "trainer.resume_from_checkpoint=auto"]
             continue
         out.append(arg)
@@ -126,17 +128,22 @@ def _same_run_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     new = [o for o in overrides if not _is_hydra(o)]
     group_changes = _group_changes(run_dir, new)
     changed_groups = {c.split(":", 1)[0] for c in group_changes}
-    merged = _merge_overrides([o for o in saved if not _is_hydra(o)],
-                              [o for o in new if _key(o) not in changed_groups])
+    merged = _merge_overrides(
+        [o for o in saved if not _is_hydra(o)], [o for o in new if _key(o) not in changed_groups]
+    )
     try:
         changes = group_changes + config_changes(saved_cfg, _compose(merged))
     except Exception as err:  # noqa: BLE001 - report what failed, briefly
-        raise Refused(f"cannot re-create the run saved in {run_dir}/.hydra from its overrides: {err}") from None
+        raise Refused(
+            f"cannot re-create the run saved in {run_dir}/.hydra from its overrides: {err}"
+        ) from None
     if changes:
         listed = "\n  ".join(changes)
-        raise Refused(f"{run_dir} would resume with a different config; a resumed run is the same run.\n  {listed}\n"
-                      f"Only {', '.join(RESUME_SAFE_KEYS)} may change on resume. To train differently, start a "
-                      "new run in another trainer.output_dir.")
+        raise Refused(
+            f"{run_dir} would resume with a different config; a resumed run is the same run.\n  {listed}\n"
+            f"Only {', '.join(RESUME_SAFE_KEYS)} may change on resume. To train differently, start a "
+            "new run in another trainer.output_dir."
+        )
     return merged
 
 

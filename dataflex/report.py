@@ -1,8 +1,8 @@
 """`dataflex-report`: a results table (markdown + CSV) and comparison plots for a sweep; plots for a run.
 
-    dataflex-report multirun_outputs/<date>/<time>            # -> <sweep>/report/report.{md,csv} + *.png
-    dataflex-report SWEEP_A SWEEP_B --out experiments/x/results   # several sweeps in one table
-    dataflex-report plots outputs/<date>/<time>               # (re)draw one run's plots/ from metrics.jsonl
+dataflex-report multirun_outputs/<date>/<time>            # -> <sweep>/report/report.{md,csv} + *.png
+dataflex-report SWEEP_A SWEEP_B --out experiments/x/results   # several sweeps in one table
+dataflex-report plots outputs/<date>/<time>               # (re)draw one run's plots/ from metrics.jsonl
 """
 
 from __future__ import annotations
@@ -51,15 +51,28 @@ def table_rows(jobs: list[JobResult]) -> list[dict[str, object]]:
     rows = []
     for job, swept in zip(jobs, swept_overrides(jobs)):
         worst_domain, worst = job.worst
-        row: dict[str, object] = {"job": job.label, "status": job.status, "overrides": " ".join(swept),
-                                  "all_overrides": " ".join(job.overrides)}
+        row: dict[str, object] = {
+            "job": job.label,
+            "status": job.status,
+            "overrides": " ".join(swept),
+            "all_overrides": " ".join(job.overrides),
+        }
         losses = job.domain_losses
         row.update({f"eval_loss/{d}": losses.get(d, math.nan) for d in domains})
-        row.update({"eval_loss_avg": job.average_loss, "eval_loss_worst": worst, "worst_domain": worst_domain,
-                    "eval_loss_all": job.final_eval.get("eval/loss", math.nan),
-                    "eval_step": job.eval_step if job.eval_step is not None else "", "wall_time_s": job.wall_time_s,
-                    "samples_per_s": job.samples_per_s, "steps": job.steps if job.steps is not None else "",
-                    "error": job.error, "job_dir": str(job.job_dir)})
+        row.update(
+            {
+                "eval_loss_avg": job.average_loss,
+                "eval_loss_worst": worst,
+                "worst_domain": worst_domain,
+                "eval_loss_all": job.final_eval.get("eval/loss", math.nan),
+                "eval_step": job.eval_step if job.eval_step is not None else "",
+                "wall_time_s": job.wall_time_s,
+                "samples_per_s": job.samples_per_s,
+                "steps": job.steps if job.steps is not None else "",
+                "error": job.error,
+                "job_dir": str(job.job_dir),
+            }
+        )
         rows.append(row)
     return rows
 
@@ -69,7 +82,9 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            )
 
 
 def _fmt(value: object, digits: int = 4) -> str:
@@ -85,9 +100,15 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     for col in loss_cols:
         values = [r[col] for r in rows if r["status"] == "completed" and not math.isnan(r[col])]  # type: ignore[arg-type]
         best[col] = min(values) if values else None
-    headers = (["job", "overrides", "status"] + [c.removeprefix("eval_loss/") for c in loss_cols[:-2]]
-               + ["avg", "worst", "eval step", "wall s", "samples/s"])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(headers) - 3)) + "|"]
+    headers = (
+        ["job", "overrides", "status"]
+        + [c.removeprefix("eval_loss/") for c in loss_cols[:-2]]
+        + ["avg", "worst", "eval step", "wall s", "samples/s"]
+    )
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(headers) - 3)) + "|",
+    ]
     for r in rows:
         job = str(r["job"])
         job = job if len(job) <= 60 else job[:59] + "…"  # the full path is in the CSV's job_dir column
@@ -102,18 +123,27 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[dict[str, object]], sources: list[str], plots: list[Path], out_dir: Path) -> str:
+def render_markdown(
+    rows: list[dict[str, object]], sources: list[str], plots: list[Path], out_dir: Path
+) -> str:
     failed = [r for r in rows if r["status"] != "completed"]
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "interrupted", "incomplete")}
-    parts = [f"# DataFlex sweep report\n\nSource: {', '.join(f'`{s}`' for s in sources)}  \n"
-             f"Jobs: {len(rows)} ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}). "
-             "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain, the step of that "
-             "eval (a job that did not complete shows its last eval after step 0); "
-             "wall time and training samples/s from the job's summary.json.\n", markdown_table(rows)]
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "interrupted", "incomplete")
+    }
+    parts = [
+        f"# DataFlex sweep report\n\nSource: {', '.join(f'`{s}`' for s in sources)}  \n"
+        f"Jobs: {len(rows)} ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}). "
+        "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain, the step of that "
+        "eval (a job that did not complete shows its last eval after step 0); "
+        "wall time and training samples/s from the job's summary.json.\n",
+        markdown_table(rows),
+    ]
     if failed:
         parts.append("\n## Jobs that did not complete\n")
-        parts += [f"- `{r['job']}` ({r['status']}): {r['error'] or 'no summary.json and no error recorded (killed or still running)'}"
-                  for r in failed]
+        parts += [
+            f"- `{r['job']}` ({r['status']}): {r['error'] or 'no summary.json and no error recorded (killed or still running)'}"
+            for r in failed
+        ]
     if plots:
         parts.append("\n## Plots\n")
         parts += [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in plots]
@@ -124,8 +154,10 @@ def report(paths: list[str | Path], out_dir: str | Path | None = None, plots: bo
     """Writes report.md, report.csv (and comparison plots) into out_dir; returns the markdown path."""
     jobs = collect_jobs(list(paths))
     if not jobs:
-        raise SystemExit(f"dataflex-report: no job dirs under {', '.join(map(str, paths))} (a job dir holds "
-                         ".hydra/, metrics.jsonl or summary.json); pass multirun_outputs/<date>/<time>.")
+        raise SystemExit(
+            f"dataflex-report: no job dirs under {', '.join(map(str, paths))} (a job dir holds "
+            ".hydra/, metrics.jsonl or summary.json); pass multirun_outputs/<date>/<time>."
+        )
     out = Path(out_dir) if out_dir else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(jobs)
@@ -143,7 +175,9 @@ def report(paths: list[str | Path], out_dir: str | Path | None = None, plots: bo
 def _plots_main(argv: list[str]) -> int:
     from dataflex.tracking.plots import plot_run
 
-    parser = argparse.ArgumentParser(prog="dataflex-report plots", description="(Re)draw a run's plots/*.png.")
+    parser = argparse.ArgumentParser(
+        prog="dataflex-report plots", description="(Re)draw a run's plots/*.png."
+    )
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run dirs holding metrics.jsonl")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
@@ -159,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "plots":
         return _plots_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="dataflex-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep dirs (multirun_outputs/<date>/<time>) or run dirs")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep>/report)")
+        prog="dataflex-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sweeps", nargs="+", type=Path, help="sweep dirs (multirun_outputs/<date>/<time>) or run dirs"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: <first sweep>/report)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="only the markdown and CSV tables")
     args = parser.parse_args(argv)
     md = report(args.sweeps, args.out, plots=not args.no_plots)

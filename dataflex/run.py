@@ -46,9 +46,11 @@ def check_packing(cfg: DictConfig) -> None:
     are laid out as packed rows, not per sample)."""
     component = cfg.get("component")
     if cfg.data.get("packing") and component is not None and component.get("reuse_forward"):
-        raise ValueError("data.packing=true cannot be combined with component.reuse_forward=true (it pools the "
-                         "training forward's hidden states per sample, which packing lays out as packed rows). "
-                         "Set component.reuse_forward=false (a separate embedding forward) or data.packing=false.")
+        raise ValueError(
+            "data.packing=true cannot be combined with component.reuse_forward=true (it pools the "
+            "training forward's hidden states per sample, which packing lays out as packed rows). "
+            "Set component.reuse_forward=false (a separate embedding forward) or data.packing=false."
+        )
 
 
 STREAMING_TRAINERS = ("StaticTrainer", "DynamicMixTrainer")
@@ -73,17 +75,22 @@ def check_streaming(cfg: DictConfig) -> None:
         raise ValueError(f"training from streams ({what}) has no epochs to count: set trainer.max_steps.")
     if trainer in STREAMING_TRAINERS:
         return
-    raise ValueError(f"{cfg.trainer._target_.rsplit('.', 1)[-1]} needs an index over the training data (it reads "
-                     f"samples by id) but {what}. Streaming training works with trainer=static and "
-                     "trainer=dynamic_mix; for this trainer drop streaming and use the token store (the data is "
-                     "tokenized once into memory-mapped arrays under data.cache_dir, so a large corpus costs "
-                     "disk, not memory).")
+    raise ValueError(
+        f"{cfg.trainer._target_.rsplit('.', 1)[-1]} needs an index over the training data (it reads "
+        f"samples by id) but {what}. Streaming training works with trainer=static and "
+        "trainer=dynamic_mix; for this trainer drop streaming and use the token store (the data is "
+        "tokenized once into memory-mapped arrays under data.cache_dir, so a large corpus costs "
+        "disk, not memory)."
+    )
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     validate(cfg)
-    store = StoreSettings(cache_dir=cfg.data.get("cache_dir"), rebuild=bool(cfg.data.get("rebuild_cache")),
-                          num_proc=cfg.data.get("preprocessing_num_workers"))
+    store = StoreSettings(
+        cache_dir=cfg.data.get("cache_dir"),
+        rebuild=bool(cfg.data.get("rebuild_cache")),
+        num_proc=cfg.data.get("preprocessing_num_workers"),
+    )
     check_cache_dir(store.cache_dir)  # before any output, data or model
     run_dir = Path(cfg.trainer.output_dir or run_dir)
     # Side effects on rank 0 only: the output-dir check, metrics files and trackers (torchrun sets RANK).
@@ -96,12 +103,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         checkpoint = resolve_resume(run_dir, resume)
         differs = checkpoint_mismatch(cfg, checkpoint) if checkpoint is not None else []
         if differs:
-            raise ValueError(f"trainer.resume_from_checkpoint={resume}: {checkpoint} was written with another "
-                             f"trainer/component/model config: {'; '.join(differs)}. Resume it with the config "
-                             "that wrote it.")
+            raise ValueError(
+                f"trainer.resume_from_checkpoint={resume}: {checkpoint} was written with another "
+                f"trainer/component/model config: {'; '.join(differs)}. Resume it with the config "
+                "that wrote it."
+            )
         if resume == "auto" and checkpoint is None and (run_dir / "metrics.jsonl").exists():
-            logger.warning(f"trainer.resume_from_checkpoint=auto: no checkpoint in {run_dir}; the run starts again "
-                           "from step 0 (its partial metrics.jsonl is discarded).")
+            logger.warning(
+                f"trainer.resume_from_checkpoint=auto: no checkpoint in {run_dir}; the run starts again "
+                "from step 0 (its partial metrics.jsonl is discarded)."
+            )
             (run_dir / "metrics.jsonl").unlink()
         # `_partial_` so the composed config reaches the tracker as it is (uploaded by logger=wandb, with the
         # sweep/job identity read from Hydra) instead of being merged into the logger node and instantiated.
@@ -112,30 +123,47 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
-        check_metric_available(cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None)
+        check_metric_available(
+            cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None
+        )
         import torch  # (here, not at import time: the CLI's completion and --cfg paths stay light)
 
         # trainer.seed also fixes what the model build draws from the global RNG (LoRA adapters of a hub model)
         torch.manual_seed(int(cfg.trainer.seed))
         bundle = instantiate(cfg.model)
-        data_kwargs = dict(tokenizer=bundle.tokenizer, cutoff_len=data_cfg.cutoff_len, mode=data_cfg.mode,
-                           template=data_cfg.template, train_on_prompt=data_cfg.train_on_prompt, store=store)
+        data_kwargs = dict(
+            tokenizer=bundle.tokenizer,
+            cutoff_len=data_cfg.cutoff_len,
+            mode=data_cfg.mode,
+            template=data_cfg.template,
+            train_on_prompt=data_cfg.train_on_prompt,
+            store=store,
+        )
         if train_engine.streaming:
             from dataflex.data.stream_training import StreamingTrainData
 
-            train_data = StreamingTrainData(train_engine, **{k: v for k, v in data_kwargs.items() if k != "store"})
+            train_data = StreamingTrainData(
+                train_engine, **{k: v for k, v in data_kwargs.items() if k != "store"}
+            )
         else:
             train_data = TokenizedData(train_engine, **data_kwargs)
         eval_data = TokenizedData(eval_engine, **data_kwargs) if eval_engine is not None else None
         record_chat_template(bundle.tokenizer, train_data)  # the saved tokenizer renders as in training
         size = "streamed" if train_engine.streaming else f"{len(train_data)}"
-        logger.info(f"data: {size} training items over domains {train_data.domain_names}"
-                    + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split"))
+        logger.info(
+            f"data: {size} training items over domains {train_data.domain_names}"
+            + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split")
+        )
         # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with its
         # own context objects) instead of being instantiated recursively by Hydra.
         trainer = instantiate(cfg.trainer, _partial_=True, _convert_="object")(
-            bundle=bundle, train_data=train_data, eval_data=eval_data, component=cfg.component, trackers=trackers,
-            run_dir=str(run_dir))
+            bundle=bundle,
+            train_data=train_data,
+            eval_data=eval_data,
+            component=cfg.component,
+            trackers=trackers,
+            run_dir=str(run_dir),
+        )
         trainer.pack_capacity = int(data_cfg.cutoff_len) if data_cfg.get("packing") else None
         trainer.dist_config = DistConfig(**OmegaConf.to_container(cfg.dist)) if "dist" in cfg else None
         return trainer.train()

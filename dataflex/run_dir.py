@@ -16,12 +16,25 @@ from typing import Any
 
 RESULT_FILES = ("metrics.jsonl", "final_model", "summary.json")
 """What makes a folder hold a run (besides `checkpoint-*`)."""
-CLEARED_ON_OVERWRITE = (*RESULT_FILES, "plots", "wandb_run_id", "selection", "mixture_history.json",
-                        "mixture_history.png")
+CLEARED_ON_OVERWRITE = (
+    *RESULT_FILES,
+    "plots",
+    "wandb_run_id",
+    "selection",
+    "mixture_history.json",
+    "mixture_history.png",
+)
 """Removed by `trainer.overwrite_output_dir=true` so nothing of the old run mixes into the new one."""
 
-RESUME_SAFE_KEYS = ("trainer.resume_from_checkpoint", "trainer.output_dir", "trainer.disable_tqdm",
-                    "trainer.save_steps", "trainer.save_total_limit", "launcher.master_port", "logger")
+RESUME_SAFE_KEYS = (
+    "trainer.resume_from_checkpoint",
+    "trainer.output_dir",
+    "trainer.disable_tqdm",
+    "trainer.save_steps",
+    "trainer.save_total_limit",
+    "launcher.master_port",
+    "logger",
+)
 """Keys (and whole nodes) a resume may change: how the run is watched, logged and checkpointed. Anything
 else (steps, learning rate, data, model, trainer, component, seed, ...) would make it another run."""
 
@@ -50,21 +63,28 @@ def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool = False, cle
     model, summary and metrics must not be overwritten)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"trainer.output_dir={run_dir} is a file, not a folder; point it at a new or "
-                                 "existing folder.")
+        raise NotADirectoryError(
+            f"trainer.output_dir={run_dir} is a file, not a folder; point it at a new or existing folder."
+        )
     if resuming:
         if overwrite:
-            raise ValueError("trainer.overwrite_output_dir=true and trainer.resume_from_checkpoint are both set: "
-                             "resume continues the run in the folder, overwrite deletes it. Choose one.")
+            raise ValueError(
+                "trainer.overwrite_output_dir=true and trainer.resume_from_checkpoint are both set: "
+                "resume continues the run in the folder, overwrite deletes it. Choose one."
+            )
         done = completed(run_dir)
         if done:
-            raise FileExistsError(f"{run_dir} holds a completed run ({', '.join(done)}); there is nothing to "
-                                  "resume. Start a new run in another trainer.output_dir.")
+            raise FileExistsError(
+                f"{run_dir} holds a completed run ({', '.join(done)}); there is nothing to "
+                "resume. Start a new run in another trainer.output_dir."
+            )
         return
     existing = run_results(run_dir)
     if existing and not overwrite:
-        raise FileExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); pick another "
-                              "trainer.output_dir or set trainer.overwrite_output_dir=true to overwrite it.")
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pick another "
+            "trainer.output_dir or set trainer.overwrite_output_dir=true to overwrite it."
+        )
     if existing and clear:
         clear_run(run_dir)
 
@@ -136,6 +156,9 @@ def checkpoint_mismatch(cfg, checkpoint: Path) -> list[str]:
     saved = saved_run_config(Path(checkpoint).parent)
     if saved is None:
         return []
-    wanted = lambda c: OmegaConf.masked_copy(c, [k.split(".")[0] for k in CHECKPOINT_KEYS if k.split(".")[0] in c])  # noqa: E731
+
+    def wanted(c):
+        return OmegaConf.masked_copy(c, [k.split(".")[0] for k in CHECKPOINT_KEYS if k.split(".")[0] in c])
+
     changes = config_changes(wanted(saved), wanted(cfg))
     return [c for c in changes if any(c.startswith(k) for k in CHECKPOINT_KEYS)]

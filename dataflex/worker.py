@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     handlers: list[logging.Handler] = []
     if rank == 0:
         handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(Path(run_dir) / "dataflex.log")]
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, handlers=handlers or None,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        handlers=handlers or None,
+        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+    )
     import dataflex.cli  # noqa: F401  (registers schemas and resolvers)
     from dataflex.run import run
     from dataflex.tracking.status import write_status

@@ -50,12 +50,22 @@ def dataflex_run_cmd() -> list[str]:
 def cli(tmp_path):
     """Runs the installed `dataflex-run` in a temp cwd; returns the CompletedProcess."""
 
-    def _run(*args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True, env: dict | None = None):
+    def _run(
+        *args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True, env: dict | None = None
+    ):
         env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-        proc = subprocess.run(dataflex_run_cmd() + list(args), cwd=cwd or tmp_path, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            dataflex_run_cmd() + list(args),
+            cwd=cwd or tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"dataflex-run {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+            raise AssertionError(
+                f"dataflex-run {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            )
         return proc
 
     return _run

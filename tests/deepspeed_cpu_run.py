@@ -29,7 +29,9 @@ def _shard_everything(build):
     def plugins(*args, **kwargs) -> dict:
         out = build(*args, **kwargs)
         if "deepspeed_plugin" in out:
-            out["deepspeed_plugin"].deepspeed_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+            out["deepspeed_plugin"].deepspeed_config["zero_optimization"][
+                "stage3_param_persistence_threshold"
+            ] = 0
         return out
 
     return plugins

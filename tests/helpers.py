@@ -10,16 +10,26 @@ from dataflex.models.tiny import build_tiny_model
 from dataflex.tracking import TrackerGroup
 
 # Tiny settings for fast end-to-end runs.
-FAST = ("trainer.max_steps=4", "trainer.logging_steps=2", "trainer.eval_steps=2",
-        "trainer.max_eval_samples_per_domain=8", "trainer.per_device_train_batch_size=4",
-        "model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=64",
-        "trainer.disable_tqdm=true")
+FAST = (
+    "trainer.max_steps=4",
+    "trainer.logging_steps=2",
+    "trainer.eval_steps=2",
+    "trainer.max_eval_samples_per_domain=8",
+    "trainer.per_device_train_batch_size=4",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "data.max_samples=64",
+    "trainer.disable_tqdm=true",
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
-SMALL_MODEL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                   num_key_value_heads=2)
+SMALL_MODEL = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
+)
 
 
 def small_data(tokenizer, max_samples: int = 32, split: str = "train", cutoff_len: int = 64) -> TokenizedData:
@@ -32,7 +42,20 @@ def small_trainer(trainer_cls, run_dir, *, model_kwargs=None, eval_data=False, *
     bundle = build_tiny_model(**{**SMALL_MODEL, **(model_kwargs or {})})
     train = small_data(bundle.tokenizer)
     evald = small_data(bundle.tokenizer, max_samples=8, split="eval") if eval_data else None
-    defaults = dict(max_steps=2, per_device_train_batch_size=8, disable_tqdm=True, eval_on_start=False,
-                    eval_steps=0, save_final_model=False, logging_steps=1)
-    return trainer_cls(bundle=bundle, train_data=train, eval_data=evald, trackers=TrackerGroup([]),
-                       run_dir=str(run_dir), **{**defaults, **args})
+    defaults = dict(
+        max_steps=2,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+        eval_on_start=False,
+        eval_steps=0,
+        save_final_model=False,
+        logging_steps=1,
+    )
+    return trainer_cls(
+        bundle=bundle,
+        train_data=train,
+        eval_data=evald,
+        trackers=TrackerGroup([]),
+        run_dir=str(run_dir),
+        **{**defaults, **args},
+    )

@@ -12,15 +12,25 @@ from dataflex.models.finetuning import decoder_layers
 from dataflex.models.hf import load_hf_model
 from dataflex.models.tiny import load_tokenizer
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=128)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
 
 
 def _config(arch: str, tokenizer):
     import transformers
 
-    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if arch == "gpt2":
         return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids)
     if arch == "gemma2":
@@ -32,19 +42,38 @@ def _config(arch: str, tokenizer):
 ARCHS = ("gpt2", "qwen2", "phi3", "gemma2")
 # The decoder-block list each architecture names its own way, and LoRA `all`'s targets (GPT-2: Conv1D).
 LAYERS = {"gpt2": "transformer.h", "qwen2": "model.layers", "phi3": "model.layers", "gemma2": "model.layers"}
-LORA_TARGETS = {"gpt2": {"c_attn", "c_proj", "c_fc"},
-                "qwen2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
-                "phi3": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
-                "gemma2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}
+LORA_TARGETS = {
+    "gpt2": {"c_attn", "c_proj", "c_fc"},
+    "qwen2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "phi3": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
+    "gemma2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+}
 # One dynamic trainer per architecture (all three fine-tuning types run under it).
 TRAINERS = {
-    "gpt2": ("trainer=dynamic_select", "component=less", "trainer.target_domain=target", "trainer.warmup_step=1",
-             "trainer.update_step=1", "trainer.update_times=1", "component.proj_dim=16"),
-    "qwen2": ("trainer=dynamic_mix", "component=odm", "trainer.warmup_step=1", "trainer.update_step=1",
-              "trainer.update_times=1"),
+    "gpt2": (
+        "trainer=dynamic_select",
+        "component=less",
+        "trainer.target_domain=target",
+        "trainer.warmup_step=1",
+        "trainer.update_step=1",
+        "trainer.update_times=1",
+        "component.proj_dim=16",
+    ),
+    "qwen2": (
+        "trainer=dynamic_mix",
+        "component=odm",
+        "trainer.warmup_step=1",
+        "trainer.update_step=1",
+        "trainer.update_times=1",
+    ),
     "phi3": ("trainer=dynamic_weight", "component=loss", "trainer.warmup_step=1", "trainer.train_step=2"),
-    "gemma2": ("trainer=dynamic_select", "component=loss", "trainer.warmup_step=1", "trainer.update_step=1",
-               "trainer.update_times=1"),
+    "gemma2": (
+        "trainer=dynamic_select",
+        "component=loss",
+        "trainer.warmup_step=1",
+        "trainer.update_step=1",
+        "trainer.update_times=1",
+    ),
 }
 
 
@@ -77,8 +106,9 @@ def test_lora_all_finds_every_projection_but_the_head(model_dirs, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("n", [1, -1])
 def test_freeze_trains_exactly_the_chosen_blocks(model_dirs, arch, n):
-    model = load_hf_model(name_or_path=str(model_dirs[arch]), finetuning_type="freeze",
-                          freeze_trainable_layers=n).model
+    model = load_hf_model(
+        name_or_path=str(model_dirs[arch]), finetuning_type="freeze", freeze_trainable_layers=n
+    ).model
     prefix, layers = decoder_layers(model)
     assert prefix == LAYERS[arch] and len(layers) == 2
     block = f"{prefix}.{1 if n == 1 else 0}."
@@ -88,11 +118,16 @@ def test_freeze_trains_exactly_the_chosen_blocks(model_dirs, arch, n):
 
 def test_freeze_extra_modules_must_match_something(model_dirs):
     with pytest.raises(ValueError, match="model.freeze_extra_modules.*no_such"):
-        load_hf_model(name_or_path=str(model_dirs["gpt2"]), finetuning_type="freeze",
-                      freeze_extra_modules=["no_such"])
-    model = load_hf_model(name_or_path=str(model_dirs["gpt2"]), finetuning_type="freeze",
-                          freeze_extra_modules=["wte"]).model
-    assert model.transformer.wte.weight.requires_grad and not model.transformer.h[0].attn.c_attn.weight.requires_grad
+        load_hf_model(
+            name_or_path=str(model_dirs["gpt2"]), finetuning_type="freeze", freeze_extra_modules=["no_such"]
+        )
+    model = load_hf_model(
+        name_or_path=str(model_dirs["gpt2"]), finetuning_type="freeze", freeze_extra_modules=["wte"]
+    ).model
+    assert (
+        model.transformer.wte.weight.requires_grad
+        and not model.transformer.h[0].attn.c_attn.weight.requires_grad
+    )
 
 
 @pytest.mark.parametrize("finetuning", ["full", "lora", "freeze"])
@@ -100,12 +135,26 @@ def test_freeze_extra_modules_must_match_something(model_dirs):
 def test_trains_under_a_dynamic_trainer(model_dirs, compose, tmp_path, arch, finetuning):
     from dataflex.run import run
 
-    cfg = compose("model=hf", f"model.name_or_path={model_dirs[arch]}", f"model.finetuning_type={finetuning}",
-                  "model.lora_rank=2", *TRAINERS[arch], "data.max_samples=8", "data.cutoff_len=48",
-                  "trainer.per_device_train_batch_size=4", "trainer.eval_steps=0", "trainer.eval_on_start=false",
-                  "trainer.max_eval_samples_per_domain=2", "trainer.logging_steps=1", "trainer.disable_tqdm=true",
-                  "logger.plots=false")
-    before = {n: p.detach().clone() for n, p in load_hf_model(name_or_path=str(model_dirs[arch])).model.named_parameters()}
+    cfg = compose(
+        "model=hf",
+        f"model.name_or_path={model_dirs[arch]}",
+        f"model.finetuning_type={finetuning}",
+        "model.lora_rank=2",
+        *TRAINERS[arch],
+        "data.max_samples=8",
+        "data.cutoff_len=48",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.eval_steps=0",
+        "trainer.eval_on_start=false",
+        "trainer.max_eval_samples_per_domain=2",
+        "trainer.logging_steps=1",
+        "trainer.disable_tqdm=true",
+        "logger.plots=false",
+    )
+    before = {
+        n: p.detach().clone()
+        for n, p in load_hf_model(name_or_path=str(model_dirs[arch])).model.named_parameters()
+    }
     summary = run(cfg, tmp_path / "run")
     assert summary["steps"] == 2
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

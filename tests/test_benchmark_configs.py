@@ -7,9 +7,10 @@ import importlib.util
 import json
 
 import pytest
-from helpers import REPO
 
 from dataflex.run import validate
+
+from helpers import REPO
 
 
 def _bench():
@@ -35,7 +36,9 @@ def test_every_vs_dataflex_job_composes_and_validates(compose, job, tmp_path):
     names = ("arith", "revstr", "upper", "eval_mix")
     (data / "dataset_info.json").write_text(json.dumps({n: {"file_name": f"{n}.json"} for n in names}))
     for n in names:
-        (data / f"{n}.json").write_text(json.dumps([{"instruction": "Add.", "input": "1 + 2", "output": "3"}] * 8))
+        (data / f"{n}.json").write_text(
+            json.dumps([{"instruction": "Add.", "input": "1 + 2", "output": "3"}] * 8)
+        )
     overrides = [o.format(peer=tmp_path / "peer", ours=tmp_path / "ours") for o in BENCH.COMMON + ours]
     cfg = compose(*overrides)
     validate(cfg)

@@ -99,8 +99,13 @@ def test_never_overwrites_a_previous_run(cli, tmp_path):
 
 
 def test_default_model_learns_every_learnable_domain(cli, tmp_path):
-    cli("trainer.max_steps=80", "trainer.eval_steps=0", "trainer.max_eval_samples_per_domain=40",
-        "trainer.disable_tqdm=true", "trainer.save_final_model=false")
+    cli(
+        "trainer.max_steps=80",
+        "trainer.eval_steps=0",
+        "trainer.max_eval_samples_per_domain=40",
+        "trainer.disable_tqdm=true",
+        "trainer.save_final_model=false",
+    )
     summary = json.loads(_only((tmp_path / "outputs").glob("*/*/summary.json")).read_text())
     start, end = summary["initial_eval"], summary["final_eval"]
     for domain in ("greet", "arith", "reverse", "target"):
@@ -118,8 +123,12 @@ def test_hf_model_from_a_local_folder(cli, tmp_path):
     bundle = build_tiny_model(**SMALL_MODEL)
     bundle.model.save_pretrained(model_dir)
     bundle.tokenizer.save_pretrained(model_dir)
-    cli(*[o for o in FAST if not o.startswith("model.")], "trainer.max_steps=1", "model=hf",
-        f"model.name_or_path={model_dir}")
+    cli(
+        *[o for o in FAST if not o.startswith("model.")],
+        "trainer.max_steps=1",
+        "model=hf",
+        f"model.name_or_path={model_dir}",
+    )
     assert _only((tmp_path / "outputs").glob("*/*/final_model/config.json"))
     proc = cli("model=hf", f"model.name_or_path={tmp_path / 'nope'}", check=False)
     assert proc.returncode != 0 and "nope" in proc.stderr and "no such model folder" in proc.stderr

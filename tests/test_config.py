@@ -17,8 +17,12 @@ def _options(group: str) -> list[str]:
 
 
 def _trainer_components() -> list[tuple[str, str]]:
-    return [(t.name, p.stem) for t in sorted((CONF / "components").iterdir()) if t.is_dir()
-            for p in sorted(t.glob("*.yaml"))]
+    return [
+        (t.name, p.stem)
+        for t in sorted((CONF / "components").iterdir())
+        if t.is_dir()
+        for p in sorted(t.glob("*.yaml"))
+    ]
 
 
 @pytest.mark.parametrize("group", ["trainer", "data", "model", "logger"])
@@ -55,14 +59,17 @@ def test_default_config_is_typed(compose):
     assert cfg.model._target_.endswith("build_tiny_model")
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("trainer.warmup_stpe=3", "warmup_stpe"),
-    ("trainer.learning_rate=abc", "trainer.learning_rate"),
-    ("data.cutof_len=3", "cutof_len"),
-    ("model.hidden_size=big", "model.hidden_size"),
-    ("trainer=no_such_trainer", "no_such_trainer"),
-    ("model=no_such_model", "no_such_model"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.warmup_stpe=3", "warmup_stpe"),
+        ("trainer.learning_rate=abc", "trainer.learning_rate"),
+        ("data.cutof_len=3", "cutof_len"),
+        ("model.hidden_size=big", "model.hidden_size"),
+        ("trainer=no_such_trainer", "no_such_trainer"),
+        ("model=no_such_model", "no_such_model"),
+    ],
+)
 def test_compose_time_errors_name_the_culprit(compose, override, needle):
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)) as err:
         compose(override)
@@ -70,14 +77,17 @@ def test_compose_time_errors_name_the_culprit(compose, override, needle):
     assert needle in text
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("data.cutoff_len=0", "data.cutoff_len"),
-    ("data.cutoff_len=-5", "data.cutoff_len"),
-    ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size"),
-    ("trainer.gradient_accumulation_steps=0", "trainer.gradient_accumulation_steps"),
-    ("trainer.lr_scheduler_type=wavy", "trainer.lr_scheduler_type"),
-    ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("data.cutoff_len=0", "data.cutoff_len"),
+        ("data.cutoff_len=-5", "data.cutoff_len"),
+        ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size"),
+        ("trainer.gradient_accumulation_steps=0", "trainer.gradient_accumulation_steps"),
+        ("trainer.lr_scheduler_type=wavy", "trainer.lr_scheduler_type"),
+        ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
+    ],
+)
 def test_validation_errors_name_the_key(compose, override, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
         validate(compose(override))
@@ -97,8 +107,10 @@ def test_missing_model_dir_fails_before_loading(compose, tmp_path, monkeypatch):
         validate(compose("model=hf"))
 
 
-@pytest.mark.parametrize("option,strategy", [("ddp", "ddp"), ("deepspeed_zero2", "deepspeed"),
-                                             ("deepspeed_zero3", "deepspeed"), ("fsdp", "fsdp")])
+@pytest.mark.parametrize(
+    "option,strategy",
+    [("ddp", "ddp"), ("deepspeed_zero2", "deepspeed"), ("deepspeed_zero3", "deepspeed"), ("fsdp", "fsdp")],
+)
 def test_dist_options_compose_and_validate(compose, option, strategy):
     from dataflex.config.dist import DistConfig
 
@@ -120,8 +132,9 @@ def test_deepspeed_plugin_carries_the_micro_batch_and_no_clipping_when_off():
     """Without them accelerate's `prepare` refuses (no dataloader to read the batch size from) and clips at 1.0."""
     from dataflex.config.dist import DistConfig, accelerator_plugins
 
-    plugin = accelerator_plugins(DistConfig(strategy="deepspeed", zero_stage=3), max_grad_norm=0.0,
-                                 micro_batch_size=4)["deepspeed_plugin"]
+    plugin = accelerator_plugins(
+        DistConfig(strategy="deepspeed", zero_stage=3), max_grad_norm=0.0, micro_batch_size=4
+    )["deepspeed_plugin"]
     ds = plugin.deepspeed_config
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_clipping"] == 0.0
     assert ds["gradient_accumulation_steps"] == 1  # the loop accumulates; DeepSpeed must not divide again

@@ -24,12 +24,23 @@ from helpers import FAST, REPO
 pytestmark = pytest.mark.slow
 
 RUN = [o for o in FAST if "per_device_train_batch_size" not in o] + [
-    "trainer.per_device_train_batch_size=2", "trainer.gradient_accumulation_steps=2", "trainer.max_steps=3",
-    "trainer.lr_scheduler_type=constant", "trainer.eval_steps=0", "trainer.max_grad_norm=0"]
+    "trainer.per_device_train_batch_size=2",
+    "trainer.gradient_accumulation_steps=2",
+    "trainer.max_steps=3",
+    "trainer.lr_scheduler_type=constant",
+    "trainer.eval_steps=0",
+    "trainer.max_grad_norm=0",
+]
 
 
 def _deepspeed_run(tmp_path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "MASTER_PORT": str(free_port()), **(env or {})}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_PORT": str(free_port()),
+        **(env or {}),
+    }
     cmd = [sys.executable, str(REPO / "tests" / "deepspeed_cpu_run.py"), *overrides]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -41,7 +52,10 @@ def test_deepspeed_with_accumulation_trains_like_ddp(cli, tmp_path, dist):
     cli(*RUN, f"trainer.output_dir={plain}")
     proc = _deepspeed_run(tmp_path, *RUN, f"dist={dist}", f"trainer.output_dir={ds}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = load_file(plain / "final_model" / "model.safetensors"), load_file(ds / "final_model" / "model.safetensors")
+    a, b = (
+        load_file(plain / "final_model" / "model.safetensors"),
+        load_file(ds / "final_model" / "model.safetensors"),
+    )
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=3e-5)
@@ -50,8 +64,15 @@ def test_deepspeed_with_accumulation_trains_like_ddp(cli, tmp_path, dist):
 def test_less_under_zero3_selects_like_ddp(cli, tmp_path):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     select = [o for o in RUN if "max_steps" not in o] + [
-        "trainer=dynamic_select", "component=less", "trainer.target_domain=target", "trainer.warmup_step=2",
-        "trainer.update_step=1", "trainer.update_times=1", "trainer.candidate_pool_size=24", "component.proj_dim=64"]
+        "trainer=dynamic_select",
+        "component=less",
+        "trainer.target_domain=target",
+        "trainer.warmup_step=2",
+        "trainer.update_step=1",
+        "trainer.update_times=1",
+        "trainer.candidate_pool_size=24",
+        "component.proj_dim=64",
+    ]
     plain, ds = tmp_path / "plain", tmp_path / "ds"
     cli(*select, f"trainer.output_dir={plain}")
     proc = _deepspeed_run(tmp_path, *select, "dist=deepspeed_zero3", f"trainer.output_dir={ds}")
@@ -64,14 +85,20 @@ def test_less_under_zero3_selects_like_ddp(cli, tmp_path):
 WEIGHTING = ["trainer=dynamic_weight", "component=loss", "trainer.warmup_step=1", "trainer.train_step=3"]
 
 
-@pytest.mark.parametrize("extra,message", [
-    (WEIGHTING, "needs trainer.gradient_accumulation_steps=1"),  # ZeRO-3 miscomputes F,F,B,B gradients
-    (["trainer.nan_policy=skip_step"], "nan_policy=skip_step cannot skip under DeepSpeed"),
-], ids=["weighting", "skip_step"])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (WEIGHTING, "needs trainer.gradient_accumulation_steps=1"),  # ZeRO-3 miscomputes F,F,B,B gradients
+        (["trainer.nan_policy=skip_step"], "nan_policy=skip_step cannot skip under DeepSpeed"),
+    ],
+    ids=["weighting", "skip_step"],
+)
 def test_zero3_refuses_what_it_cannot_do(tmp_path, extra, message):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     base = [o for o in RUN if "max_steps" not in o]  # (dynamic_weight counts its own steps)
-    proc = _deepspeed_run(tmp_path, *base, *extra, "dist=deepspeed_zero3", f"trainer.output_dir={tmp_path / 'r'}")
+    proc = _deepspeed_run(
+        tmp_path, *base, *extra, "dist=deepspeed_zero3", f"trainer.output_dir={tmp_path / 'r'}"
+    )
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
 
 
@@ -79,12 +106,17 @@ def test_deepspeed_or_fsdp_without_a_gpu_is_refused_not_replaced_by_ddp(cli, tmp
     """accelerate silently trains plain data parallel when it cannot use the plugin (cpu=True)."""
     proc = cli(*RUN, "dist=fsdp", f"trainer.output_dir={tmp_path / 'f'}", check=False)
     assert proc.returncode != 0
-    assert "dist.strategy=fsdp was asked for" in proc.stderr and "Use dist=ddp" in proc.stderr, proc.stderr[-3000:]
+    assert "dist.strategy=fsdp was asked for" in proc.stderr and "Use dist=ddp" in proc.stderr, proc.stderr[
+        -3000:
+    ]
 
 
 # Checkpoints: 6 steps with the (non-constant) default LR schedule, a checkpoint every 2 steps.
 CKPT = [o for o in RUN if "max_steps" not in o and "lr_scheduler_type" not in o] + [
-    "trainer.max_steps=6", "trainer.save_steps=2", "trainer.learning_rate=1e-2"]
+    "trainer.max_steps=6",
+    "trainer.save_steps=2",
+    "trainer.learning_rate=1e-2",
+]
 
 
 def _killed_then_resumed(tmp_path, overrides: list[str], fault: str) -> tuple[Path, Path]:
@@ -97,8 +129,12 @@ def _killed_then_resumed(tmp_path, overrides: list[str], fault: str) -> tuple[Pa
     assert not (cut / "final_model").exists()
     if fault.startswith("save"):  # the engine had written its shards into the .tmp folder: never resumed from
         step = fault.split(":")[1]
-        assert (cut / f"checkpoint-{step}.tmp" / "deepspeed").is_dir() and not (cut / f"checkpoint-{step}").exists()
-    proc = _deepspeed_run(tmp_path, *overrides, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
+        assert (cut / f"checkpoint-{step}.tmp" / "deepspeed").is_dir() and not (
+            cut / f"checkpoint-{step}"
+        ).exists()
+    proc = _deepspeed_run(
+        tmp_path, *overrides, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ref, cut
 
@@ -110,9 +146,15 @@ def _assert_same_final_weights(ref: Path, cut: Path) -> None:
         torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("dist,fault,resumed_at", [
-    ("deepspeed_zero3", "step:5", 4), ("deepspeed_zero2", "step:5", 4), ("deepspeed_zero3", "save:4", 2),
-], ids=["zero3", "zero2", "zero3-killed-while-saving"])
+@pytest.mark.parametrize(
+    "dist,fault,resumed_at",
+    [
+        ("deepspeed_zero3", "step:5", 4),
+        ("deepspeed_zero2", "step:5", 4),
+        ("deepspeed_zero3", "save:4", 2),
+    ],
+    ids=["zero3", "zero2", "zero3-killed-while-saving"],
+)
 def test_deepspeed_killed_run_resumes_to_the_same_result(tmp_path, dist, fault, resumed_at):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     ref, cut = _killed_then_resumed(tmp_path, [*CKPT, f"dist={dist}"], fault)
@@ -136,7 +178,10 @@ def test_deepspeed_checkpoint_holds_the_model_for_transformers(tmp_path, dist):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "r"
-    short = [o for o in CKPT if "max_steps" not in o] + ["trainer.max_steps=3", "trainer.save_final_model=false"]
+    short = [o for o in CKPT if "max_steps" not in o] + [
+        "trainer.max_steps=3",
+        "trainer.save_final_model=false",
+    ]
     proc = _deepspeed_run(tmp_path, *short, f"dist={dist}", f"trainer.output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = get_fp32_state_dict_from_zero_checkpoint(str(out / "checkpoint-2"), tag="deepspeed")
@@ -155,24 +200,38 @@ def test_a_ddp_checkpoint_is_not_resumed_under_deepspeed(cli, tmp_path):
     shutil.rmtree(out / "final_model")
     (out / "summary.json").unlink()
     (out / "status.json").write_text(json.dumps({"status": "running"}))
-    proc = _deepspeed_run(tmp_path, *CKPT, "dist=deepspeed_zero2", f"trainer.output_dir={out}",
-                          "trainer.resume_from_checkpoint=auto")
+    proc = _deepspeed_run(
+        tmp_path,
+        *CKPT,
+        "dist=deepspeed_zero2",
+        f"trainer.output_dir={out}",
+        "trainer.resume_from_checkpoint=auto",
+    )
     # Refused before loading, by the resume-is-the-same-run check that names the changed key.
-    assert proc.returncode != 0 and "dist: " in proc.stderr and "resumed from" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 0 and "dist: " in proc.stderr and "resumed from" not in proc.stderr, (
+        proc.stderr[-3000:]
+    )
 
 
 def test_deepspeed_killed_dynamic_mix_resumes_to_the_same_proportions(tmp_path):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     odm = [o for o in CKPT if "max_steps" not in o] + [
-        "trainer=dynamic_mix", "component=odm", "trainer.warmup_step=2", "trainer.update_step=2",
-        "trainer.update_times=2", "dist=deepspeed_zero3"]
+        "trainer=dynamic_mix",
+        "component=odm",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=2",
+        "dist=deepspeed_zero3",
+    ]
     ref, cut = _killed_then_resumed(tmp_path, odm, "step:5")
     _assert_same_final_weights(ref, cut)
 
     def proportions(run_dir: Path) -> list[dict]:
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k.startswith("mixture/") and "time" not in k} | {"step": r["step"]}
-                for r in rows]
+        return [
+            {k: v for k, v in r.items() if k.startswith("mixture/") and "time" not in k} | {"step": r["step"]}
+            for r in rows
+        ]
 
     a, b = proportions(ref), proportions(cut)
     assert [r["step"] for r in a] == [r["step"] for r in b] and any(len(r) > 1 for r in a)

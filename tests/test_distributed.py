@@ -16,7 +16,10 @@ from helpers import FAST
 pytestmark = pytest.mark.slow
 
 RUN = [o for o in FAST if "per_device_train_batch_size" not in o] + [
-    "trainer.max_steps=3", "trainer.lr_scheduler_type=constant", "trainer.eval_steps=0"]
+    "trainer.max_steps=3",
+    "trainer.lr_scheduler_type=constant",
+    "trainer.eval_steps=0",
+]
 
 
 def _weights(run_dir):
@@ -26,7 +29,12 @@ def _weights(run_dir):
 def test_two_processes_match_one_with_the_same_global_batch(cli, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     cli(*RUN, "trainer.per_device_train_batch_size=8", f"trainer.output_dir={one}")
-    proc = cli(*RUN, "trainer.per_device_train_batch_size=4", "launcher.nproc_per_node=2", f"trainer.output_dir={two}")
+    proc = cli(
+        *RUN,
+        "trainer.per_device_train_batch_size=4",
+        "launcher.nproc_per_node=2",
+        f"trainer.output_dir={two}",
+    )
     assert "2 process(es) x 4" in proc.stdout + proc.stderr
     a, b = _weights(one), _weights(two)
     for k in a:
@@ -40,7 +48,17 @@ def test_two_processes_match_one_with_the_same_global_batch(cli, tmp_path):
 
 def test_plain_torchrun_shares_one_run_dir(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dataflex.cli", *RUN, "trainer.per_device_train_batch_size=4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "dataflex.cli",
+        *RUN,
+        "trainer.per_device_train_batch_size=4",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dirs = list((tmp_path / "outputs").glob("*/*"))

@@ -12,7 +12,9 @@ def test_generator_reproduces_the_shipped_files(tmp_path):
     shipped = generate.DATA_DIR
     for domain in generate.DOMAINS:
         for split in ("train", "eval"):
-            assert filecmp.cmp(tmp_path / domain / f"{split}.jsonl", shipped / domain / f"{split}.jsonl", shallow=False)
+            assert filecmp.cmp(
+                tmp_path / domain / f"{split}.jsonl", shipped / domain / f"{split}.jsonl", shallow=False
+            )
     assert (tmp_path / "dataset_info.yaml").read_text() == (shipped / "dataset_info.yaml").read_text()
 
 
@@ -20,7 +22,10 @@ def test_domains_have_train_and_eval_and_are_distinct():
     records = generate.generate_records()
     assert len(records) >= 4
     for splits in records.values():
-        assert len(splits["train"]) == generate.TRAIN_PER_DOMAIN and len(splits["eval"]) == generate.EVAL_PER_DOMAIN
+        assert (
+            len(splits["train"]) == generate.TRAIN_PER_DOMAIN
+            and len(splits["eval"]) == generate.EVAL_PER_DOMAIN
+        )
         assert all(set(r) == {"instruction", "input", "output"} for r in splits["train"][:10])
     instructions = {d: {r["instruction"] for r in s["train"]} for d, s in records.items()}
     assert not set.intersection(*instructions.values())

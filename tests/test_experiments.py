@@ -19,11 +19,23 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "conf" / "experiment"
 PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
-TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "num_key_value_heads": 2}
-TINY_TRAINER = {"logging_steps": 1, "eval_steps": 2, "max_eval_samples_per_domain": 8,
-                "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1,
-                "save_steps": 0, "disable_tqdm": True}
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
+TINY_TRAINER = {
+    "logging_steps": 1,
+    "eval_steps": 2,
+    "max_eval_samples_per_domain": 8,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "save_steps": 0,
+    "disable_tqdm": True,
+}
 
 
 def shrink(cfg) -> None:
@@ -101,7 +113,8 @@ def test_preset_starts_with_package_and_command(preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_is_indexed_in_experiments_readme(preset):
     assert f"`{preset}`" in (REPO / "experiments" / "README.md").read_text(), (
-        f"add conf/experiment/{preset}.yaml to the study table of experiments/README.md")
+        f"add conf/experiment/{preset}.yaml to the study table of experiments/README.md"
+    )
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -115,8 +128,9 @@ def test_every_job_of_a_preset_composes(compose, preset):
 def _run_sweep(tmp_path: Path, *args: str, timeout: int = 1200) -> Path:
     import subprocess
 
-    proc = subprocess.run([sys.executable, __file__, "-m", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, __file__, "-m", *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     sweeps = list((tmp_path / "multirun_outputs").glob("*/*"))
     assert len(sweeps) == 1, sweeps
@@ -152,7 +166,9 @@ def test_preset_sweep_runs(compose, tmp_path, preset):
     """The preset's own sweep (hydra.sweeper.params), every job at tiny scale; then the report reads it."""
     params = _sweep_params(compose, preset)
     if not params:
-        pytest.skip(f"{preset} has no sweep of its own (see test_presets_without_a_sweep_run_in_one_multirun)")
+        pytest.skip(
+            f"{preset} has no sweep of its own (see test_presets_without_a_sweep_run_in_one_multirun)"
+        )
     sweep = _run_sweep(tmp_path, f"experiment={preset}")
     _assert_all_completed(sweep, len(_expand(params)))
     from dataflex.report import report

@@ -11,10 +11,18 @@ from omegaconf.errors import ValidationError
 
 from dataflex.run import run, validate
 
-SMALL = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_hidden_layers=1",
-         "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=16",
-         "trainer.max_eval_samples_per_domain=2", "trainer.disable_tqdm=true", "trainer.save_final_model=false",
-         "logger.plots=false"]
+SMALL = [
+    "model.hidden_size=16",
+    "model.intermediate_size=32",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "data.max_samples=16",
+    "trainer.max_eval_samples_per_domain=2",
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+    "logger.plots=false",
+]
 
 NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
 
@@ -29,7 +37,10 @@ KEYS = {
     "trainer.seed": (st.integers(0, 2**31), st.one_of(st.integers(-5, -1), st.just(2**32))),
     "trainer.logging_steps": (st.integers(0, 3), st.integers(-3, -1)),
     "trainer.eval_steps": (st.integers(0, 3), st.integers(-3, -1)),
-    "trainer.lr_scheduler_type": (st.sampled_from(["linear", "cosine", "constant"]), st.sampled_from(["wavy", ""])),
+    "trainer.lr_scheduler_type": (
+        st.sampled_from(["linear", "cosine", "constant"]),
+        st.sampled_from(["wavy", ""]),
+    ),
     "data.cutoff_len": (st.integers(8, 64), st.integers(-4, 0)),
     "launcher.nproc_per_node": (st.just(1), st.integers(-2, 0)),
 }
@@ -64,7 +75,9 @@ def test_config_overrides_fail_by_name_or_train(compose, case):
 
 def _simplex(draw, k):
     raw = draw(st.lists(st.integers(1, 9), min_size=k, max_size=k))
-    return [round(x / sum(raw), 6) for x in raw[:-1]] + [round(1 - sum(round(x / sum(raw), 6) for x in raw[:-1]), 6)]
+    return [round(x / sum(raw), 6) for x in raw[:-1]] + [
+        round(1 - sum(round(x / sum(raw), 6) for x in raw[:-1]), 6)
+    ]
 
 
 @st.composite
@@ -78,11 +91,18 @@ def mix_overrides(draw):
         props = {"length": [0.5, 0.5], "negative": [0.6, 0.6, -0.2, 0.0, 0.0], "sum": [0.3] * 5}[kind]
     else:
         props = _simplex(draw, 5)
-    args = [f"trainer.warmup_step={warmup}", f"trainer.update_step={update}",
-            f"trainer.update_times={max(1, 2 - max(warmup, 0))}", "trainer.mixture_sample_rule=mixture",
-            f"trainer.init_mixture_proportions=[{','.join(map(str, props))}]"]
-    keys = {"warmup_step": "trainer.warmup_step", "update_step": "trainer.update_step",
-            "proportions": "trainer.init_mixture_proportions"}
+    args = [
+        f"trainer.warmup_step={warmup}",
+        f"trainer.update_step={update}",
+        f"trainer.update_times={max(1, 2 - max(warmup, 0))}",
+        "trainer.mixture_sample_rule=mixture",
+        f"trainer.init_mixture_proportions=[{','.join(map(str, props))}]",
+    ]
+    keys = {
+        "warmup_step": "trainer.warmup_step",
+        "update_step": "trainer.update_step",
+        "proportions": "trainer.init_mixture_proportions",
+    }
     return args, {keys[b] for b in bad}
 
 
@@ -106,21 +126,32 @@ def test_mix_schedule_and_proportions_fail_by_name_or_train(compose, case):
 # Regressions found by fault and bad-input testing (issue 15): each is refused at validation, before any data
 # or model loads, naming the key (and, for unknown keys, the nearest valid names).
 REFUSED = {
-    "unknown_key_push_to_hub": (["+trainer.push_to_hub=true"], r"trainer\.push_to_hub is not an option.*nearest"),
+    "unknown_key_push_to_hub": (
+        ["+trainer.push_to_hub=true"],
+        r"trainer\.push_to_hub is not an option.*nearest",
+    ),
     "unknown_key_hydra_hint": (["+trainer.no_such_option=1"], r"trainer\.no_such_option is not an option"),
     "unknown_key_typo": (["+trainer.learning_rat=1"], r"trainer\.learning_rat .*did you mean learning_rate"),
     "unknown_data_key": (["+data.cutof_len=8"], r"data\.cutof_len .*did you mean cutoff_len"),
-    "unknown_component_key": (["trainer=dynamic_mix", "component=odm", "+component.eta=1"],
-                              r"component\.eta is not an option"),
+    "unknown_component_key": (
+        ["trainer=dynamic_mix", "component=odm", "+component.eta=1"],
+        r"component\.eta is not an option",
+    ),
     "max_grad_norm_nan": (["trainer.max_grad_norm=nan"], r"trainer\.max_grad_norm=nan is not a finite"),
     "learning_rate_nan": (["trainer.learning_rate=nan"], r"trainer\.learning_rate=nan is not a finite"),
     "learning_rate_inf": (["trainer.learning_rate=inf"], r"trainer\.learning_rate=inf is not a finite"),
-    "odm_reward_scale_nan": (["trainer=dynamic_mix", "component=odm", "component.reward_scale=nan"],
-                             r"component\.reward_scale=nan"),
-    "odm_reward_scale_inf": (["trainer=dynamic_mix", "component=odm", "component.reward_scale=inf"],
-                             r"component\.reward_scale=inf"),
-    "doremi_eta_nan": (["trainer=dynamic_mix", "component=doremi", "component.reference_model_path=/x",
-                        "component.eta=nan"], r"component\.eta=nan"),
+    "odm_reward_scale_nan": (
+        ["trainer=dynamic_mix", "component=odm", "component.reward_scale=nan"],
+        r"component\.reward_scale=nan",
+    ),
+    "odm_reward_scale_inf": (
+        ["trainer=dynamic_mix", "component=odm", "component.reward_scale=inf"],
+        r"component\.reward_scale=inf",
+    ),
+    "doremi_eta_nan": (
+        ["trainer=dynamic_mix", "component=doremi", "component.reference_model_path=/x", "component.eta=nan"],
+        r"component\.eta=nan",
+    ),
     "seed_negative": (["trainer.seed=-1"], r"trainer\.seed=-1 is out of range"),
     "data_seed_too_large": (["data.seed=4294967296"], r"data\.seed=4294967296 is out of range"),
 }
@@ -180,7 +211,9 @@ def test_cutoff_len_above_the_model_positions(compose, tmp_path, caplog):
     assert any("data.cutoff_len=128" in m and "maximum of 64 positions" in m for m in caplog.messages)
     (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 32}')
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"data\.cutoff_len=128 is above the model's maximum of 32 .*n_positions"):
+    with pytest.raises(
+        ValueError, match=r"data\.cutoff_len=128 is above the model's maximum of 32 .*n_positions"
+    ):
         validate(compose("model=hf", f"model.name_or_path={tmp_path}", "data.cutoff_len=128"))
 
 
@@ -194,9 +227,14 @@ def test_pretrain_domain_shorter_than_a_block_is_named(tmp_path):
     from dataflex.data.processor import TokenizedData
     from dataflex.models.tiny import load_tokenizer
 
-    info = _write_info(tmp_path, {"long": {"path": "long.jsonl", "converter": "alpaca"},
-                                  "short": {"path": "short.jsonl", "converter": "alpaca"}},
-                       {"long.jsonl": ROWS, "short.jsonl": ROWS[:1]})
+    info = _write_info(
+        tmp_path,
+        {
+            "long": {"path": "long.jsonl", "converter": "alpaca"},
+            "short": {"path": "short.jsonl", "converter": "alpaca"},
+        },
+        {"long.jsonl": ROWS, "short.jsonl": ROWS[:1]},
+    )
     from dataflex.data.token_store import StoreSettings
 
     engine = DataEngine(DataArguments(dataset=str(info)))
@@ -204,8 +242,13 @@ def test_pretrain_domain_shorter_than_a_block_is_named(tmp_path):
     with pytest.raises(ValueError, match=message):
         TokenizedData(engine, load_tokenizer(), cutoff_len=64, mode="pretrain")
     with pytest.raises(ValueError, match=message):  # the token store (what dataflex-run uses) says the same
-        TokenizedData(engine, load_tokenizer(), cutoff_len=64, mode="pretrain",
-                      store=StoreSettings(cache_dir=str(tmp_path / "cache")))
+        TokenizedData(
+            engine,
+            load_tokenizer(),
+            cutoff_len=64,
+            mode="pretrain",
+            store=StoreSettings(cache_dir=str(tmp_path / "cache")),
+        )
 
 
 def test_blank_samples_are_counted_with_example_rows(tmp_path, caplog):
@@ -225,9 +268,14 @@ def test_target_domain_of_a_dataset_without_eval_names_the_dataset(tmp_path):
     from dataflex.train.selector.base_selector import SelectionContext
     from dataflex.train.selector.scoring import resolve_target
 
-    info = _write_info(tmp_path, {"a": {"path": "a.jsonl", "eval": "a.jsonl", "converter": "alpaca"},
-                                  "b": {"path": "b.jsonl", "converter": "alpaca"}},
-                       {"a.jsonl": ROWS, "b.jsonl": ROWS})
+    info = _write_info(
+        tmp_path,
+        {
+            "a": {"path": "a.jsonl", "eval": "a.jsonl", "converter": "alpaca"},
+            "b": {"path": "b.jsonl", "converter": "alpaca"},
+        },
+        {"a.jsonl": ROWS, "b.jsonl": ROWS},
+    )
     tok = load_tokenizer()
     args = DataArguments(dataset=str(info))
     train = TokenizedData(DataEngine(args), tok, 64)

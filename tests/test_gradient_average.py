@@ -17,9 +17,13 @@ def _conditional_step() -> dict[str, list[float] | None]:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    model = torch.nn.ModuleDict({"shared": torch.nn.Linear(2, 1, bias=False),
-                                 "expert": torch.nn.Linear(2, 1, bias=False),  # used by rank 1 only
-                                 "unused": torch.nn.Linear(2, 1, bias=False)})  # used by no rank
+    model = torch.nn.ModuleDict(
+        {
+            "shared": torch.nn.Linear(2, 1, bias=False),
+            "expert": torch.nn.Linear(2, 1, bias=False),  # used by rank 1 only
+            "unused": torch.nn.Linear(2, 1, bias=False),
+        }
+    )  # used by no rank
     x = torch.full((1, 2), float(rank + 1))
     out = model["shared"](x)
     if rank == 1:
@@ -27,7 +31,9 @@ def _conditional_step() -> dict[str, list[float] | None]:
     out.sum().backward()
     average_gradients(model)
     dist.barrier()
-    return {name: None if p.grad is None else p.grad.flatten().tolist() for name, p in model.named_parameters()}
+    return {
+        name: None if p.grad is None else p.grad.flatten().tolist() for name, p in model.named_parameters()
+    }
 
 
 def test_a_parameter_used_on_one_rank_is_averaged_with_zeros_on_the_others():

@@ -22,7 +22,10 @@ from conftest import dataflex_run_cmd
 from helpers import FAST
 
 LONG = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_steps"))] + [
-    "trainer.eval_steps=0", "trainer.save_steps=1000", "logger.plots=false"]
+    "trainer.eval_steps=0",
+    "trainer.save_steps=1000",
+    "logger.plots=false",
+]
 
 
 def test_an_interruption_is_recorded_with_its_step_and_the_resume_command(tmp_path):
@@ -38,15 +41,23 @@ def test_an_interruption_is_recorded_with_its_step_and_the_resume_command(tmp_pa
 
 
 def _start(args, cwd, **env):
-    return subprocess.Popen(dataflex_run_cmd() + list(args), cwd=cwd, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0", **env})
+    return subprocess.Popen(
+        dataflex_run_cmd() + list(args),
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **env},
+    )
 
 
 def _wait_for_step(run_dir: Path, step: int, proc, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file() and any(json.loads(x)["step"] >= step for x in metrics.read_text().splitlines() if x):
+        if metrics.is_file() and any(
+            json.loads(x)["step"] >= step for x in metrics.read_text().splitlines() if x
+        ):
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
@@ -70,15 +81,23 @@ def test_sigterm_writes_a_checkpoint_and_the_resume_command_continues_exactly(cl
     status = json.loads((run_dir / "status.json").read_text())
     step = status["step"]
     assert status["status"] == "interrupted" and status["signal"] == "SIGTERM" and 4 <= step < 60
-    assert Path(status["checkpoint"]) == run_dir / f"checkpoint-{step}" and (run_dir / f"checkpoint-{step}").is_dir()
+    assert (
+        Path(status["checkpoint"]) == run_dir / f"checkpoint-{step}"
+        and (run_dir / f"checkpoint-{step}").is_dir()
+    )
     line = [x for x in err.splitlines() if x.startswith("dataflex-run: interrupted")]
-    assert line == [f"dataflex-run: interrupted (SIGTERM) after step {step}; checkpoint {status['checkpoint']}. "
-                    f"Resume with: dataflex-run --resume {run_dir}"]
+    assert line == [
+        f"dataflex-run: interrupted (SIGTERM) after step {step}; checkpoint {status['checkpoint']}. "
+        f"Resume with: dataflex-run --resume {run_dir}"
+    ]
     cli(*line[0].split("Resume with: dataflex-run ")[1].split())  # the printed command, as printed
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 60
     ref = tmp_path / "ref"
     cli(*args, f"trainer.output_dir={ref}")
-    a, b = load_file(ref / "final_model" / "model.safetensors"), load_file(run_dir / "final_model" / "model.safetensors")
+    a, b = (
+        load_file(ref / "final_model" / "model.safetensors"),
+        load_file(run_dir / "final_model" / "model.safetensors"),
+    )
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
@@ -86,7 +105,9 @@ def test_sigterm_writes_a_checkpoint_and_the_resume_command_continues_exactly(cl
 @pytest.mark.slow
 def test_ctrl_c_is_recorded_without_a_traceback(tmp_path):
     run_dir = tmp_path / "run"
-    code, out, err = _interrupt([*LONG, "trainer.max_steps=100000", "trainer.save_steps=0"], run_dir, signal.SIGINT)
+    code, out, err = _interrupt(
+        [*LONG, "trainer.max_steps=100000", "trainer.save_steps=0"], run_dir, signal.SIGINT
+    )
     assert code == 130 and "Traceback" not in err, err
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and status["signal"] == "SIGINT" and status["step"] >= 4
@@ -97,7 +118,12 @@ def test_ctrl_c_is_recorded_without_a_traceback(tmp_path):
 @pytest.mark.slow
 def test_two_processes_stop_together_when_the_launcher_gets_sigterm(cli, tmp_path):
     run_dir = tmp_path / "run"
-    args = [*LONG, "trainer.max_steps=40", "launcher.nproc_per_node=2", "trainer.per_device_train_batch_size=2"]
+    args = [
+        *LONG,
+        "trainer.max_steps=40",
+        "launcher.nproc_per_node=2",
+        "trainer.per_device_train_batch_size=2",
+    ]
     code, out, err = _interrupt(args, run_dir, signal.SIGTERM)
     assert code == 143 and "Traceback" not in err, err[-3000:]
     status = json.loads((run_dir / "status.json").read_text())

@@ -21,10 +21,22 @@ def _params(trainer):
 
 @pytest.mark.parametrize("reduction", ["token", "sample"])
 def test_gradient_accumulation_does_not_change_the_update(tmp_path, reduction):
-    one = small_trainer(StaticTrainer, tmp_path / "a", per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                        loss_reduction=reduction, lr_scheduler_type="constant")
-    two = small_trainer(StaticTrainer, tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                        loss_reduction=reduction, lr_scheduler_type="constant")
+    one = small_trainer(
+        StaticTrainer,
+        tmp_path / "a",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        loss_reduction=reduction,
+        lr_scheduler_type="constant",
+    )
+    two = small_trainer(
+        StaticTrainer,
+        tmp_path / "b",
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        loss_reduction=reduction,
+        lr_scheduler_type="constant",
+    )
     start = _params(one)
     assert torch.equal(start, _params(two))
     one.train()
@@ -37,7 +49,9 @@ def test_gradient_accumulation_does_not_change_the_update(tmp_path, reduction):
 def test_token_loss_equals_hf_loss(tmp_path):
     trainer = small_trainer(StaticTrainer, tmp_path)
     batch = collate([trainer.train_data[i] for i in range(6)], trainer.tokenizer.pad_token_id)
-    out = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    out = trainer.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+    )
     ours = per_sample_losses(out.logits, batch["labels"])
     assert float(ours.token_sum.sum() / ours.token_count.sum()) == pytest.approx(out.loss.item(), rel=1e-5)
 
@@ -45,12 +59,16 @@ def test_token_loss_equals_hf_loss(tmp_path):
 def test_eval_is_token_weighted_per_domain(tmp_path):
     trainer = small_trainer(StaticTrainer, tmp_path, eval_data=True)
     data = trainer.eval_data
-    metrics = evaluate(trainer.model, data, batch_size=7, pad_token_id=trainer.tokenizer.pad_token_id, device="cpu")
+    metrics = evaluate(
+        trainer.model, data, batch_size=7, pad_token_id=trainer.tokenizer.pad_token_id, device="cpu"
+    )
     for d, name in enumerate(data.domain_names):
         rows = data.domain_rows(d)
         batch = collate([data[i] for i in rows], trainer.tokenizer.pad_token_id)
         with torch.no_grad():
-            logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = trainer.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
         losses = per_sample_losses(logits, batch["labels"])
         expected = float(losses.token_sum.sum() / losses.token_count.sum())
         assert metrics[f"eval/loss/{name}"] == pytest.approx(expected, rel=1e-4)
@@ -60,7 +78,9 @@ def test_eval_is_token_weighted_per_domain(tmp_path):
 def test_max_eval_samples_per_domain(tmp_path):
     trainer = small_trainer(StaticTrainer, tmp_path, eval_data=True)
     full = evaluate(trainer.model, trainer.eval_data, batch_size=8, pad_token_id=0, device="cpu")
-    capped = evaluate(trainer.model, trainer.eval_data, batch_size=8, pad_token_id=0, device="cpu", max_per_domain=1)
+    capped = evaluate(
+        trainer.model, trainer.eval_data, batch_size=8, pad_token_id=0, device="cpu", max_per_domain=1
+    )
     assert set(full) == set(capped) and full["eval/loss"] != capped["eval/loss"]
 
 

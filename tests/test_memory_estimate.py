@@ -15,8 +15,12 @@ def test_estimate_counts_gradients_and_features():
 def test_too_large_a_setting_names_the_knobs(monkeypatch):
     model = torch.nn.Linear(100, 100)
     monkeypatch.setattr(memory, "available_memory_bytes", lambda device: 1 << 20)
-    with pytest.raises(MemoryError, match=r"trainer\.grad_batch_size \(now 64\).*component\.proj_dim \(now 8192\)"):
-        memory.check_gradient_feature_memory(model, grad_batch_size=64, proj_dim=8192, num_features=1000, device="cpu")
+    with pytest.raises(
+        MemoryError, match=r"trainer\.grad_batch_size \(now 64\).*component\.proj_dim \(now 8192\)"
+    ):
+        memory.check_gradient_feature_memory(
+            model, grad_batch_size=64, proj_dim=8192, num_features=1000, device="cpu"
+        )
     memory.check_gradient_feature_memory(model, grad_batch_size=1, proj_dim=8, num_features=10, device="cpu")
 
 

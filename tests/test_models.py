@@ -69,8 +69,17 @@ def test_unknown_finetuning_type():
         build_tiny_model(**SMALL_MODEL, finetuning_type="half")
 
 
-@pytest.mark.parametrize("name,local", [("org/model", False), ("gpt2", False), ("/abs/dir", True),
-                                        ("./rel", True), ("a/b/c", True), ("~/m", True)])
+@pytest.mark.parametrize(
+    "name,local",
+    [
+        ("org/model", False),
+        ("gpt2", False),
+        ("/abs/dir", True),
+        ("./rel", True),
+        ("a/b/c", True),
+        ("~/m", True),
+    ],
+)
 def test_local_path_or_hub_id(name, local):
     assert looks_local(name) is local
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import small_trainer
 
 from dataflex.data.packing import best_plan, collate_packed, plan_rows, unpack_token_values
 from dataflex.data.processor import IGNORE_INDEX, Features, collate
 from dataflex.train.signals.losses import per_sample_losses
 from dataflex.train.signals.packed import check_packing_support, packed_logits, packed_sample_losses
+
+from helpers import small_trainer
 
 
 def _features(lengths, vocab=50, seed=0):
@@ -19,7 +20,7 @@ def _features(lengths, vocab=50, seed=0):
     for k, n in enumerate(lengths):
         ids = torch.randint(3, vocab, (n,), generator=gen).tolist()
         # a masked prompt as in SFT, or every token supervised (train_on_prompt)
-        labels = list(ids) if k % 2 else [IGNORE_INDEX] * (n // 3) + ids[n // 3:]
+        labels = list(ids) if k % 2 else [IGNORE_INDEX] * (n // 3) + ids[n // 3 :]
         out.append(Features(ids, labels, domain=k % 2, sample_id=100 + k))
     return out
 
@@ -38,7 +39,9 @@ def test_plan_rows_is_first_fit_decreasing_within_capacity():
 def test_best_plan_never_holds_more_slots_than_padding():
     gen = torch.Generator().manual_seed(1)
     for _ in range(50):
-        lengths = torch.randint(1, 60, (int(torch.randint(1, 20, (1,), generator=gen)),), generator=gen).tolist()
+        lengths = torch.randint(
+            1, 60, (int(torch.randint(1, 20, (1,), generator=gen)),), generator=gen
+        ).tolist()
         rows = best_plan(lengths, max_capacity=64)
         width = max(sum(lengths[i] for i in row) for row in rows)
         assert width <= 64 and len(rows) * width <= len(lengths) * max(lengths)
@@ -60,14 +63,20 @@ def test_collate_packed_layout_restarts_positions_and_maps_back():
     # every sample's tokens appear once, positions restart at 0, its first token is never a target
     for f in feats:
         n = len(f.input_ids)
-        found = [(r, c) for r in range(packed["input_ids"].shape[0]) for c in range(packed["input_ids"].shape[1] - n + 1)
-                 if packed["input_ids"][r, c:c + n].tolist() == f.input_ids]
+        found = [
+            (r, c)
+            for r in range(packed["input_ids"].shape[0])
+            for c in range(packed["input_ids"].shape[1] - n + 1)
+            if packed["input_ids"][r, c : c + n].tolist() == f.input_ids
+        ]
         r, c = found[0]
-        assert packed["position_ids"][r, c:c + n].tolist() == list(range(n))
+        assert packed["position_ids"][r, c : c + n].tolist() == list(range(n))
         assert packed["labels"][r, c] == IGNORE_INDEX
-        assert packed["labels"][r, c + 1:c + n].tolist() == f.labels[1:]
+        assert packed["labels"][r, c + 1 : c + n].tolist() == f.labels[1:]
     # the packed rows hold exactly the unpacked targets (none predicted across a sample boundary)
-    assert int((packed["labels"][:, 1:] != IGNORE_INDEX).sum()) == int((plain["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert int((packed["labels"][:, 1:] != IGNORE_INDEX).sum()) == int(
+        (plain["labels"][:, 1:] != IGNORE_INDEX).sum()
+    )
     # gather turns the packed shifted labels into the per-sample shifted labels
     back = unpack_token_values(packed["labels"][:, 1:].float(), packed["gather"])
     mask = plain["labels"][:, 1:] != IGNORE_INDEX
@@ -80,8 +89,17 @@ def _model(arch: str, attn: str = "sdpa"):
 
     cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[arch]
     torch.manual_seed(0)
-    model = cls(cfg(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, attn_implementation=attn))
+    model = cls(
+        cfg(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attn_implementation=attn,
+        )
+    )
     return model.eval()
 
 
@@ -97,9 +115,13 @@ def test_packed_logits_equal_each_sample_alone(arch, attn):
         for f in feats:
             alone = model(input_ids=torch.tensor([f.input_ids])).logits[0]
             n = len(f.input_ids)
-            r, c = next((r, c) for r in range(logits.shape[0]) for c in range(logits.shape[1] - n + 1)
-                        if packed["input_ids"][r, c:c + n].tolist() == f.input_ids)
-            torch.testing.assert_close(logits[r, c:c + n], alone, atol=1e-5, rtol=0)
+            r, c = next(
+                (r, c)
+                for r in range(logits.shape[0])
+                for c in range(logits.shape[1] - n + 1)
+                if packed["input_ids"][r, c : c + n].tolist() == f.input_ids
+            )
+            torch.testing.assert_close(logits[r, c : c + n], alone, atol=1e-5, rtol=0)
         check_packing_support(model, "cpu", vocab_size=50)  # and the startup probe agrees
 
 
@@ -107,8 +129,9 @@ def test_per_sample_losses_and_gradients_equal_unpacked():
     model = _model("llama")
     feats = _features([7, 4, 11, 5, 3, 9])
     plain = collate(feats, pad_token_id=0)
-    ref = per_sample_losses(model(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits,
-                            plain["labels"])
+    ref = per_sample_losses(
+        model(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits, plain["labels"]
+    )
     got = packed_sample_losses(model, collate_packed(feats, 0, max_capacity=16), "cpu")
     torch.testing.assert_close(got.token_sum, ref.token_sum, atol=1e-5, rtol=1e-5)
     assert torch.equal(got.token_count, ref.token_count)
@@ -166,7 +189,9 @@ def test_training_with_packing_sees_the_unpacked_per_sample_signals(tmp_path, mo
     monkeypatch.setattr(loop_module, "collate_packed", recording_collate)
     args = dict(max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2, learning_rate=1e-2)
     plain, packed = (_train(StaticTrainer, tmp_path, cap, **args) for cap in (None, 64))
-    assert len(shapes) == 6 and any(rows < samples for samples, rows in shapes)  # the packed run really packed
+    assert len(shapes) == 6 and any(
+        rows < samples for samples, rows in shapes
+    )  # the packed run really packed
     for a, b in zip(plain.seen, packed.seen, strict=True):
         for key in ("sample_ids", "domain_ids", "token_count"):
             assert torch.equal(a[key], b[key]), key
@@ -188,8 +213,16 @@ def test_dynamic_weight_loss_weighter_sees_the_same_losses_packed(tmp_path):
     runs = []
     for capacity in (None, 48):
         cls = type("Packed", (recording_trainer_class(),), {"pack_capacity": capacity})
-        runs.append(train_tiny(component(schema("loss"), strategy="linupper", temperature=0.3), steps=3,
-                               warmup_step=1, per_device=4, accumulation=2, trainer_cls=cls))
+        runs.append(
+            train_tiny(
+                component(schema("loss"), strategy="linupper", temperature=0.3),
+                steps=3,
+                warmup_step=1,
+                per_device=4,
+                accumulation=2,
+                trainer_cls=cls,
+            )
+        )
     plain, packed = runs
     assert [w is None for w in packed.weights] == [True, False, False]
     for a, b in zip(plain.weights, packed.weights):
@@ -212,4 +245,8 @@ def test_bad_packing_configs_fail_before_loading(compose):
     validate(compose("data.packing=true"))  # the SFT default composes and validates
     with pytest.raises(ValueError, match="reuse_forward"):
         validate(compose("trainer=dynamic_weight", "component=adapt", "data.packing=true"))
-    validate(compose("trainer=dynamic_weight", "component=adapt", "data.packing=true", "component.reuse_forward=false"))
+    validate(
+        compose(
+            "trainer=dynamic_weight", "component=adapt", "data.packing=true", "component.reuse_forward=false"
+        )
+    )

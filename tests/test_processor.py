@@ -13,8 +13,13 @@ def _msg(role, text, weight):
     return {"role": role, "content": [{"type": "text", "value": text}], "loss_weight": weight}
 
 
-SAMPLE = {"messages": [_msg("system", "Be brief.", 0.0), _msg("user", "Add the two numbers.\n12 + 30", 0.0),
-                       _msg("assistant", "42", 1.0)]}
+SAMPLE = {
+    "messages": [
+        _msg("system", "Be brief.", 0.0),
+        _msg("user", "Add the two numbers.\n12 + 30", 0.0),
+        _msg("assistant", "42", 1.0),
+    ]
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +42,28 @@ def test_train_on_prompt_supervises_everything(tok):
 
 
 def test_multi_turn_supervises_every_assistant_turn(tok):
-    sample = {"messages": [_msg("user", "hi", 0.0), _msg("assistant", "one", 1.0), _msg("user", "again", 0.0),
-                           _msg("assistant", "two", 1.0)]}
+    sample = {
+        "messages": [
+            _msg("user", "hi", 0.0),
+            _msg("assistant", "one", 1.0),
+            _msg("user", "again", 0.0),
+            _msg("assistant", "two", 1.0),
+        ]
+    }
     ids, labels = SFTProcessor(tok, cutoff_len=512).encode(sample)
     supervised = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert "one" in supervised and "two" in supervised and "again" not in supervised
 
 
 def test_zero_loss_weight_assistant_turn_is_masked(tok):
-    sample = {"messages": [_msg("user", "hi", 0.0), _msg("assistant", "skip", 0.0), _msg("user", "q", 0.0),
-                           _msg("assistant", "keep", 1.0)]}
+    sample = {
+        "messages": [
+            _msg("user", "hi", 0.0),
+            _msg("assistant", "skip", 0.0),
+            _msg("user", "q", 0.0),
+            _msg("assistant", "keep", 1.0),
+        ]
+    }
     ids, labels = SFTProcessor(tok, cutoff_len=512).encode(sample)
     supervised = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert "keep" in supervised and "skip" not in supervised
@@ -59,8 +76,10 @@ def test_cutoff_len_truncates(tok):
 
 def test_tokenizers_own_chat_template_is_used(tok):
     tok = load_tokenizer()
-    tok.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
     proc = SFTProcessor(tok, cutoff_len=512)
     assert proc.template.name == "tokenizer"
     ids, labels = proc.encode(SAMPLE)
@@ -117,8 +136,12 @@ def test_collate_pads_right_and_masks(tok):
 
 def test_tool_call_parts_are_rendered_not_dropped(tok):
     call = {"name": "add", "arguments": {"a": 1}}
-    sample = {"messages": [_msg("user", "use the tool", 0.0),
-                           {"role": "assistant", "content": [{"type": "tool_calls", "value": [call]}], "loss_weight": 1.0}]}
+    sample = {
+        "messages": [
+            _msg("user", "use the tool", 0.0),
+            {"role": "assistant", "content": [{"type": "tool_calls", "value": [call]}], "loss_weight": 1.0},
+        ]
+    }
     ids, labels = SFTProcessor(tok, cutoff_len=512).encode(sample)
     supervised = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert '"name": "add"' in supervised
@@ -126,7 +149,9 @@ def test_tool_call_parts_are_rendered_not_dropped(tok):
 
 def test_preference_pairs_are_rejected_with_the_dataset_name(tok):
     with pytest.raises(ValueError, match="'prefs'.*sft converter"):
-        SFTProcessor(tok, cutoff_len=64).encode({"chosen_messages": [], "rejected_messages": [], "_dataset_name": "prefs"})
+        SFTProcessor(tok, cutoff_len=64).encode(
+            {"chosen_messages": [], "rejected_messages": [], "_dataset_name": "prefs"}
+        )
 
 
 def test_size_limited_dataset_serves_a_new_window_each_epoch(tok, tmp_path):

@@ -38,7 +38,13 @@ def test_rng_state_roundtrip():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
-RUN = (*FAST, "trainer.max_steps=8", "trainer.save_steps=3", "trainer.eval_steps=4", "trainer.learning_rate=1e-2")
+RUN = (
+    *FAST,
+    "trainer.max_steps=8",
+    "trainer.save_steps=3",
+    "trainer.eval_steps=4",
+    "trainer.learning_rate=1e-2",
+)
 
 
 def _final_weights(run_dir):
@@ -80,14 +86,35 @@ def test_killed_run_resumes_to_the_same_result(cli, tmp_path, fault):
 
 # Dynamic trainers: 8 steps, a checkpoint at 3, SIGKILL at 5, resume; decisions must match too.
 DYNAMIC = {
-    "mix_odm": ["trainer=dynamic_mix", "component=odm", "trainer.warmup_step=2", "trainer.update_step=2",
-                "trainer.update_times=3"],
-    "select_loss": ["trainer=dynamic_select", "component=loss", "trainer.warmup_step=2", "trainer.update_step=2",
-                    "trainer.update_times=3"],
-    "select_less": ["trainer=dynamic_select", "component=less", "trainer.target_domain=target",
-                    "trainer.warmup_step=2", "trainer.update_step=2", "trainer.update_times=3",
-                    "trainer.candidate_pool_size=48"],
-    "weight_loss": ["trainer=dynamic_weight", "component=loss", "trainer.warmup_step=2", "trainer.train_step=8"],
+    "mix_odm": [
+        "trainer=dynamic_mix",
+        "component=odm",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=3",
+    ],
+    "select_loss": [
+        "trainer=dynamic_select",
+        "component=loss",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=3",
+    ],
+    "select_less": [
+        "trainer=dynamic_select",
+        "component=less",
+        "trainer.target_domain=target",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=3",
+        "trainer.candidate_pool_size=48",
+    ],
+    "weight_loss": [
+        "trainer=dynamic_weight",
+        "component=loss",
+        "trainer.warmup_step=2",
+        "trainer.train_step=8",
+    ],
 }
 DYN_RUN = [o for o in RUN if not o.startswith("trainer.max_steps")]
 
@@ -95,9 +122,13 @@ DYN_RUN = [o for o in RUN if not o.startswith("trainer.max_steps")]
 def _decisions(run_dir):
     """What the strategy decided: proportions, selected ids, weights (as logged) and selection files."""
     keep = ("mixture/", "select/", "weight/")
-    logged = [{k: v for k, v in r.items() if k.startswith(keep) and "time" not in k} | {"step": r["step"]}
-              for r in _metrics(run_dir)]
-    selections = {p.name: json.loads(p.read_text()).get("selected") for p in sorted(run_dir.glob("selection/*.json"))}
+    logged = [
+        {k: v for k, v in r.items() if k.startswith(keep) and "time" not in k} | {"step": r["step"]}
+        for r in _metrics(run_dir)
+    ]
+    selections = {
+        p.name: json.loads(p.read_text()).get("selected") for p in sorted(run_dir.glob("selection/*.json"))
+    }
     return logged, selections
 
 
@@ -106,7 +137,9 @@ def _decisions(run_dir):
 def test_killed_dynamic_run_resumes_to_the_same_decisions(cli, tmp_path, case):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={ref}")
-    killed = cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"})
+    killed = cli(
+        *DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"}
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
     _assert_same_weights(_final_weights(ref), _final_weights(cut))

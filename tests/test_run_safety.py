@@ -18,12 +18,25 @@ from helpers import FAST
 
 
 def test_config_changes_lists_what_differs_except_the_safe_keys():
-    saved = OmegaConf.create({"trainer": {"max_steps": 60, "disable_tqdm": False, "output_dir": None},
-                              "logger": {"_target_": "a"}, "data": {"dataset": ["x"]}})
-    new = OmegaConf.create({"trainer": {"max_steps": 300, "disable_tqdm": True, "output_dir": "/o", "foo": 1},
-                            "logger": {"_target_": "b", "project": "p"}, "data": {"dataset": ["y"]}})
-    assert config_changes(saved, new) == ["data.dataset: ['x'] -> ['y']", "trainer.foo: (absent) -> 1",
-                                          "trainer.max_steps: 60 -> 300"]
+    saved = OmegaConf.create(
+        {
+            "trainer": {"max_steps": 60, "disable_tqdm": False, "output_dir": None},
+            "logger": {"_target_": "a"},
+            "data": {"dataset": ["x"]},
+        }
+    )
+    new = OmegaConf.create(
+        {
+            "trainer": {"max_steps": 300, "disable_tqdm": True, "output_dir": "/o", "foo": 1},
+            "logger": {"_target_": "b", "project": "p"},
+            "data": {"dataset": ["y"]},
+        }
+    )
+    assert config_changes(saved, new) == [
+        "data.dataset: ['x'] -> ['y']",
+        "trainer.foo: (absent) -> 1",
+        "trainer.max_steps: 60 -> 300",
+    ]
     assert config_changes(saved, saved) == []
 
 
@@ -49,7 +62,9 @@ def test_a_completed_run_is_never_resumed(tmp_path):
 
 
 def test_overwrite_clears_stale_checkpoints(tmp_path):
-    run = _fake_run(tmp_path / "old", "metrics.jsonl", "summary.json", "final_model", "checkpoint-4", "wandb_run_id")
+    run = _fake_run(
+        tmp_path / "old", "metrics.jsonl", "summary.json", "final_model", "checkpoint-4", "wandb_run_id"
+    )
     with pytest.raises(FileExistsError, match="checkpoint-4.*overwrite_output_dir"):
         check_output_dir(run, overwrite=False)
     check_output_dir(run, overwrite=True)
@@ -72,7 +87,10 @@ def test_resume_flag_needs_a_run_folder(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("{}")
     assert expand_resume_flag(["--resume", str(tmp_path), "logger=wandb"]) == [
-        f"trainer.output_dir={tmp_path.resolve()}", "trainer.resume_from_checkpoint=auto", "logger=wandb"]
+        f"trainer.output_dir={tmp_path.resolve()}",
+        "trainer.resume_from_checkpoint=auto",
+        "logger=wandb",
+    ]
     with pytest.raises(Refused, match="multirun"):
         expand_resume_flag(["-m", "--resume", str(tmp_path)])
 
@@ -95,10 +113,21 @@ def test_resume_is_the_same_run(cli, tmp_path):
     assert not (tmp_path / "outputs").exists()  # .hydra/, status.json and the log sit in the output dir
     before = _snapshot(cut / ".hydra") | {"status.json": (cut / "status.json").read_bytes()}
 
-    changed = cli("--resume", str(cut), "trainer.max_steps=300", "trainer.learning_rate=1e-2", "model=tiny_moe",
-                  "logger.plots=false", check=False)
+    changed = cli(
+        "--resume",
+        str(cut),
+        "trainer.max_steps=300",
+        "trainer.learning_rate=1e-2",
+        "model=tiny_moe",
+        "logger.plots=false",
+        check=False,
+    )
     assert changed.returncode != 0 and "Traceback" not in changed.stderr
-    for line in ("trainer.max_steps: 8 -> 300", "trainer.learning_rate: 0.003 -> 0.01", "model: 'tiny' -> 'tiny_moe'"):
+    for line in (
+        "trainer.max_steps: 8 -> 300",
+        "trainer.learning_rate: 0.003 -> 0.01",
+        "model: 'tiny' -> 'tiny_moe'",
+    ):
         assert line in changed.stderr, changed.stderr
     assert "logger.plots" not in changed.stderr  # logger is a safe key
     assert _snapshot(cut / ".hydra") | {"status.json": (cut / "status.json").read_bytes()} == before
@@ -166,15 +195,25 @@ def test_a_sweep_ends_with_one_line_naming_its_failed_jobs(cli, tmp_path):
     proc = cli("-m", "trainer.learning_rate=1e-3,abc", *FAST, check=False, cwd=tmp_path / "compose_error")
     assert proc.returncode != 0 and "learning_rate" in proc.stderr
     assert not (tmp_path / "compose_error" / "multirun_outputs").exists() or not any(
-        (tmp_path / "compose_error" / "multirun_outputs").rglob("*"))
+        (tmp_path / "compose_error" / "multirun_outputs").rglob("*")
+    )
 
 
 # -- checkpoints of another run, the final save ------------------------------------------------------------
 
-TINY = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=16",
-        "trainer.max_eval_samples_per_domain=2", "trainer.disable_tqdm=true", "logger.plots=false",
-        "trainer.per_device_train_batch_size=4", "trainer.eval_steps=0"]
+TINY = [
+    "model.hidden_size=16",
+    "model.intermediate_size=32",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "data.max_samples=16",
+    "trainer.max_eval_samples_per_domain=2",
+    "trainer.disable_tqdm=true",
+    "logger.plots=false",
+    "trainer.per_device_train_batch_size=4",
+    "trainer.eval_steps=0",
+]
 
 
 def test_a_checkpoint_of_another_model_or_trainer_says_what_differs(compose, tmp_path):
@@ -186,12 +225,27 @@ def test_a_checkpoint_of_another_model_or_trainer_says_what_differs(compose, tmp
     (first / ".hydra").mkdir()
     (first / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     checkpoint = first / "checkpoint-1"
-    bigger = [*TINY, "model.hidden_size=32", "trainer.max_steps=2", f"trainer.resume_from_checkpoint={checkpoint}"]
-    with pytest.raises(ValueError, match=r"written with another trainer/component/model config: "
-                                         r"model\.hidden_size: 16 -> 32"):
+    bigger = [
+        *TINY,
+        "model.hidden_size=32",
+        "trainer.max_steps=2",
+        f"trainer.resume_from_checkpoint={checkpoint}",
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"written with another trainer/component/model config: "
+        r"model\.hidden_size: 16 -> 32",
+    ):
         run(compose(*bigger, f"trainer.output_dir={tmp_path / 'b'}"), tmp_path / "b")
-    mix = [*TINY, "trainer=dynamic_mix", "component=random", "trainer.warmup_step=1", "trainer.update_step=1",
-           "trainer.update_times=1", f"trainer.resume_from_checkpoint={checkpoint}"]
+    mix = [
+        *TINY,
+        "trainer=dynamic_mix",
+        "component=random",
+        "trainer.warmup_step=1",
+        "trainer.update_step=1",
+        "trainer.update_times=1",
+        f"trainer.resume_from_checkpoint={checkpoint}",
+    ]
     with pytest.raises(ValueError, match=r"trainer\._target_: .*StaticTrainer.* -> .*DynamicMix"):
         run(compose(*mix, f"trainer.output_dir={tmp_path / 'c'}"), tmp_path / "c")
     # Without the run's saved config the load itself says what is wrong (not torch's size-mismatch list).
@@ -206,8 +260,13 @@ def test_the_final_model_is_written_atomically(tmp_path):
     from dataflex.models.tiny import build_tiny_model
     from dataflex.train.saving import save_model_atomic
 
-    bundle = build_tiny_model(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              num_key_value_heads=2)
+    bundle = build_tiny_model(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     final = tmp_path / "final_model"
     save_model_atomic(bundle, bundle.model, final)
     before = _snapshot(final)

@@ -4,8 +4,8 @@ stopping, and the log lines (loss / lr / samples/s every logging_steps, per-doma
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 
 import pytest
 import torch
@@ -42,20 +42,32 @@ def test_warmup_steps_ramp_the_learning_rate_linearly():
     assert lrs == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("trainer.warmup_steps=-1", "trainer.warmup_steps"),
-    ("trainer.warmup_steps=3 trainer.warmup_ratio=0.1", "not both"),
-    ("trainer.optim=adam_w", "trainer.optim='adam_w'"),
-    ("trainer.optim=torch.optim.NoSuchOptim", "cannot import"),
-    ("trainer.optim=sgd +trainer.optim_args.momentun=0.9", "['momentun'] are not arguments of SGD"),
-    ("trainer.optim=sgd ++trainer.optim_args={nesterov:true,momentun:0.9}", "['momentun'] are not arguments of SGD"),
-    ("trainer.load_best_model_at_end=true trainer.eval_steps=2", "save_steps to a multiple"),
-    ("trainer.load_best_model_at_end=true trainer.eval_steps=2 trainer.save_steps=3", "save_steps to a multiple"),
-    ("trainer.early_stopping_patience=2 trainer.eval_steps=0", "trainer.eval_steps > 0"),
-    ("trainer.early_stopping_patience=0", "early_stopping_patience"),
-    ("trainer.metric_for_best_model=accuracy", "metric_for_best_model"),
-    ("trainer=dynamic_select component=less trainer.target_domain=target trainer.optim=sgd", "gradient_type=sgd"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.warmup_steps=-1", "trainer.warmup_steps"),
+        ("trainer.warmup_steps=3 trainer.warmup_ratio=0.1", "not both"),
+        ("trainer.optim=adam_w", "trainer.optim='adam_w'"),
+        ("trainer.optim=torch.optim.NoSuchOptim", "cannot import"),
+        ("trainer.optim=sgd +trainer.optim_args.momentun=0.9", "['momentun'] are not arguments of SGD"),
+        (
+            "trainer.optim=sgd ++trainer.optim_args={nesterov:true,momentun:0.9}",
+            "['momentun'] are not arguments of SGD",
+        ),
+        ("trainer.load_best_model_at_end=true trainer.eval_steps=2", "save_steps to a multiple"),
+        (
+            "trainer.load_best_model_at_end=true trainer.eval_steps=2 trainer.save_steps=3",
+            "save_steps to a multiple",
+        ),
+        ("trainer.early_stopping_patience=2 trainer.eval_steps=0", "trainer.eval_steps > 0"),
+        ("trainer.early_stopping_patience=0", "early_stopping_patience"),
+        ("trainer.metric_for_best_model=accuracy", "metric_for_best_model"),
+        (
+            "trainer=dynamic_select component=less trainer.target_domain=target trainer.optim=sgd",
+            "gradient_type=sgd",
+        ),
+    ],
+)
 def test_bad_options_are_refused_at_validation(compose, override, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         validate(compose(*override.split()))
@@ -67,20 +79,31 @@ def test_metric_for_best_model_must_be_a_logged_eval_metric(compose, tmp_path, m
     from dataflex.run import run
 
     monkeypatch.setattr(tiny, "build_tiny_model", lambda **_: pytest.fail("the model was loaded"))
-    cfg = compose("trainer.load_best_model_at_end=true", "trainer.eval_steps=2", "trainer.save_steps=2",
-                  "trainer.metric_for_best_model=eval/loss/no_such_domain", "data.max_samples=8")
+    cfg = compose(
+        "trainer.load_best_model_at_end=true",
+        "trainer.eval_steps=2",
+        "trainer.save_steps=2",
+        "trainer.metric_for_best_model=eval/loss/no_such_domain",
+        "data.max_samples=8",
+    )
     with pytest.raises(ValueError, match="no_such_domain.*eval/loss/target"):
         run(cfg, tmp_path / "run")
 
 
-@pytest.mark.parametrize("optim,optim_args,cls", [
-    ("adamw_torch", {}, torch.optim.AdamW), ("adamw_torch_fused", {}, torch.optim.AdamW),
-    ("sgd", {"momentum": 0.9}, torch.optim.SGD), ("adafactor", {}, None),
-    ("torch.optim.RMSprop", {"alpha": 0.5}, torch.optim.RMSprop),
-])
+@pytest.mark.parametrize(
+    "optim,optim_args,cls",
+    [
+        ("adamw_torch", {}, torch.optim.AdamW),
+        ("adamw_torch_fused", {}, torch.optim.AdamW),
+        ("sgd", {"momentum": 0.9}, torch.optim.SGD),
+        ("adafactor", {}, None),
+        ("torch.optim.RMSprop", {"alpha": 0.5}, torch.optim.RMSprop),
+    ],
+)
 def test_each_optimizer_trains(tmp_path, optim, optim_args, cls):
-    trainer = small_trainer(StaticTrainer, tmp_path, optim=optim, optim_args=optim_args, learning_rate=1e-2,
-                            weight_decay=0.1)
+    trainer = small_trainer(
+        StaticTrainer, tmp_path, optim=optim, optim_args=optim_args, learning_rate=1e-2, weight_decay=0.1
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     from dataflex.train.loop import TrainingLoop
 
@@ -102,9 +125,17 @@ def test_each_optimizer_trains(tmp_path, optim, optim_args, cls):
 
 
 def _best_run(tmp_path, **args):
-    defaults = dict(max_steps=6, eval_steps=1, save_steps=1, learning_rate=1e-2, save_final_model=True,
-                    load_best_model_at_end=True)
-    trainer = _tracked(small_trainer(StaticTrainer, tmp_path, eval_data=True, **{**defaults, **args}), tmp_path)
+    defaults = dict(
+        max_steps=6,
+        eval_steps=1,
+        save_steps=1,
+        learning_rate=1e-2,
+        save_final_model=True,
+        load_best_model_at_end=True,
+    )
+    trainer = _tracked(
+        small_trainer(StaticTrainer, tmp_path, eval_data=True, **{**defaults, **args}), tmp_path
+    )
     summary = trainer.train()
     trainer.trackers.finish()
     return trainer, summary
@@ -123,7 +154,11 @@ def test_load_best_model_at_end_saves_the_best_checkpoint(tmp_path):
     assert max(losses, key=losses.get) == 1 and summary["best_step"] == 1
     assert summary["best_metric"] == {"eval/loss": pytest.approx(losses[1])}
     assert (tmp_path / "checkpoint-1").is_dir()  # protected from save_total_limit, as in HF
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-4", "checkpoint-5"]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-1",
+        "checkpoint-4",
+        "checkpoint-5",
+    ]
     final, best = _weights(tmp_path / "final_model"), _weights(tmp_path / "checkpoint-1")
     assert all(torch.equal(final[k], best[k]) for k in best)
 
@@ -134,14 +169,28 @@ def test_best_model_by_a_per_domain_metric(tmp_path):
     losses = {r["step"]: r["eval/loss/noise"] for r in _records(tmp_path) if "eval/loss/noise" in r}
     assert summary["best_step"] == min(losses, key=losses.get)
     if summary["best_step"] != 6:
-        final, best = _weights(tmp_path / "final_model"), _weights(tmp_path / f"checkpoint-{summary['best_step']}")
+        final, best = (
+            _weights(tmp_path / "final_model"),
+            _weights(tmp_path / f"checkpoint-{summary['best_step']}"),
+        )
         assert all(torch.equal(final[k], best[k]) for k in best)
 
 
 def test_early_stopping_stops_after_patience_evaluations(tmp_path):
     """A falling loss never 'improves' when greater is better: evals at 1, 2, 3 → stop at 3 (patience 2)."""
-    trainer = _tracked(small_trainer(StaticTrainer, tmp_path, eval_data=True, max_steps=20, eval_steps=1,
-                                     learning_rate=1e-2, early_stopping_patience=2, greater_is_better=True), tmp_path)
+    trainer = _tracked(
+        small_trainer(
+            StaticTrainer,
+            tmp_path,
+            eval_data=True,
+            max_steps=20,
+            eval_steps=1,
+            learning_rate=1e-2,
+            early_stopping_patience=2,
+            greater_is_better=True,
+        ),
+        tmp_path,
+    )
     summary = trainer.train()
     trainer.trackers.finish()
     assert summary["steps"] == 3 and summary["stopped_early_at"] == 3
@@ -149,8 +198,16 @@ def test_early_stopping_stops_after_patience_evaluations(tmp_path):
 
 
 def test_early_stopping_threshold_counts_small_gains_as_none(tmp_path):
-    trainer = small_trainer(StaticTrainer, tmp_path, eval_data=True, max_steps=20, eval_steps=1, learning_rate=1e-2,
-                            early_stopping_patience=1, early_stopping_threshold=100.0)
+    trainer = small_trainer(
+        StaticTrainer,
+        tmp_path,
+        eval_data=True,
+        max_steps=20,
+        eval_steps=1,
+        learning_rate=1e-2,
+        early_stopping_patience=1,
+        early_stopping_threshold=100.0,
+    )
     assert trainer.train()["stopped_early_at"] == 2
 
 
@@ -169,8 +226,16 @@ def test_best_model_state_survives_a_resume(tmp_path):
 
 
 def test_log_lines_every_logging_step_and_eval(tmp_path, caplog):
-    trainer = small_trainer(StaticTrainer, tmp_path, eval_data=True, max_steps=4, logging_steps=2, eval_steps=2,
-                            eval_on_start=True, disable_tqdm=True)
+    trainer = small_trainer(
+        StaticTrainer,
+        tmp_path,
+        eval_data=True,
+        max_steps=4,
+        logging_steps=2,
+        eval_steps=2,
+        eval_on_start=True,
+        disable_tqdm=True,
+    )
     with caplog.at_level(logging.INFO, logger="dataflex"):
         trainer.train()
     lines = [r.getMessage() for r in caplog.records if r.name == "dataflex"]
@@ -198,13 +263,22 @@ def test_the_chosen_component_is_logged_with_its_parameters(compose):
     assert lines[2].startswith("component: OdmMixer (") and "alpha=0.5" in lines[2]
 
 
-@pytest.mark.parametrize("name,key", [("loss", "eval/loss"), ("eval_loss", "eval/loss"), ("loss/target", "eval/loss/target"),
-                                      ("eval/ppl/noise", "eval/ppl/noise")])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("loss", "eval/loss"),
+        ("eval_loss", "eval/loss"),
+        ("loss/target", "eval/loss/target"),
+        ("eval/ppl/noise", "eval/ppl/noise"),
+    ],
+)
 def test_metric_names_as_hf_users_write_them(name, key):
     from dataflex.train.best_model import check_metric_available, metric_key
 
     assert metric_key(name) == key
-    args = TrainingArguments(load_best_model_at_end=True, eval_steps=2, save_steps=2, metric_for_best_model=name)
+    args = TrainingArguments(
+        load_best_model_at_end=True, eval_steps=2, save_steps=2, metric_for_best_model=name
+    )
     check_metric_available(args, ["target", "noise"])
     with pytest.raises(ValueError, match="need an eval split"):
         check_metric_available(args, None)

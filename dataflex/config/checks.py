@@ -74,7 +74,9 @@ def check_known_keys(cfg: DictConfig) -> None:
         if unknown:
             key = unknown[0]
             valid = sorted(f for f in fields if not f.startswith("_"))
-            raise ValueError(f"{group}.{key} is not an option of {group} ({type_name(node)}); {suggest(str(key), valid)}")
+            raise ValueError(
+                f"{group}.{key} is not an option of {group} ({type_name(node)}); {suggest(str(key), valid)}"
+            )
 
 
 def type_name(node: DictConfig) -> str:
@@ -100,7 +102,11 @@ def check_values(cfg: DictConfig) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key}={value} is not a finite number; give a finite value.")
         name = key.rsplit(".", 1)[-1]
-        if (name == "seed" or name.endswith("_seed")) and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            (name == "seed" or name.endswith("_seed"))
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
                 raise ValueError(f"{key}={value} is out of range; a seed must be in [0, 2**32).")
 
@@ -113,8 +119,16 @@ def check_config(cfg: DictConfig | ListConfig) -> None:
     check_cutoff_len(cfg)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "merges.txt",
+)
 ABSOLUTE_POSITION_KEYS = ("n_positions", "n_ctx")
 """config.json keys of learned absolute position tables (GPT-2 family): longer inputs index past them."""
 POSITION_KEYS = ("max_position_embeddings", "max_sequence_length", "seq_length", *ABSOLUTE_POSITION_KEYS)
@@ -138,9 +152,11 @@ def check_tokenizer_files(model: DictConfig) -> None:
     if folder is None or (folder / "adapter_config.json").is_file():
         return
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise FileNotFoundError(f"model.{key}={model.get(key)}: {folder} has no tokenizer files (none of "
-                                f"{', '.join(TOKENIZER_FILES[:4])}, ...). Save the tokenizer there "
-                                "(tokenizer.save_pretrained(folder)) or point model.tokenizer_path at one.")
+        raise FileNotFoundError(
+            f"model.{key}={model.get(key)}: {folder} has no tokenizer files (none of "
+            f"{', '.join(TOKENIZER_FILES[:4])}, ...). Save the tokenizer there "
+            "(tokenizer.save_pretrained(folder)) or point model.tokenizer_path at one."
+        )
 
 
 def model_max_positions(model: DictConfig) -> tuple[int | None, str, bool]:

@@ -55,14 +55,22 @@ def accelerator_plugins(dist: DistConfig | None, max_grad_norm: float, micro_bat
         # gradient_accumulation_steps=1: the loop accumulates itself (each micro-batch's loss is already
         # normalised by the global batch, and it marks the boundary); DeepSpeed would divide the loss again.
         plugin = DeepSpeedPlugin(
-            zero_stage=dist.zero_stage, gradient_accumulation_steps=1,
-            offload_optimizer_device=dist.offload_optimizer_device, offload_param_device=dist.offload_param_device,
-            zero3_save_16bit_model=dist.zero3_save_16bit_model)
+            zero_stage=dist.zero_stage,
+            gradient_accumulation_steps=1,
+            offload_optimizer_device=dist.offload_optimizer_device,
+            offload_param_device=dist.offload_param_device,
+            zero3_save_16bit_model=dist.zero3_save_16bit_model,
+        )
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
         plugin.deepspeed_config["gradient_clipping"] = float(max_grad_norm or 0.0)
         return {"deepspeed_plugin": plugin}
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    return {"fsdp_plugin": FullyShardedDataParallelPlugin(
-        sharding_strategy=dist.fsdp_sharding_strategy, auto_wrap_policy=dist.fsdp_auto_wrap_policy,
-        cpu_offload=dist.fsdp_cpu_offload, state_dict_type=dist.fsdp_state_dict_type)}
+    return {
+        "fsdp_plugin": FullyShardedDataParallelPlugin(
+            sharding_strategy=dist.fsdp_sharding_strategy,
+            auto_wrap_policy=dist.fsdp_auto_wrap_policy,
+            cpu_offload=dist.fsdp_cpu_offload,
+            state_dict_type=dist.fsdp_state_dict_type,
+        )
+    }

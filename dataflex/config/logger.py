@@ -50,6 +50,8 @@ class WandbLoggerConfig(JsonlLoggerConfig):
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in WANDB_MODES:
-            raise ValueError(f"logger.mode={self.mode!r} is unknown; choose one of {WANDB_MODES} or null (auto).")
+            raise ValueError(
+                f"logger.mode={self.mode!r} is unknown; choose one of {WANDB_MODES} or null (auto)."
+            )
         if self.init_timeout <= 0:
             raise ValueError(f"logger.init_timeout must be > 0 seconds, got {self.init_timeout}.")

@@ -25,12 +25,16 @@ class FinetuningConfig:
 
     def __post_init__(self) -> None:
         if self.finetuning_type not in ("full", "lora", "freeze"):
-            raise ValueError(f"model.finetuning_type={self.finetuning_type!r} is unknown; choose full, lora or freeze.")
+            raise ValueError(
+                f"model.finetuning_type={self.finetuning_type!r} is unknown; choose full, lora or freeze."
+            )
         if self.finetuning_type == "lora":
             targets = list(self.lora_target)
             if not targets or ("all" in targets and len(targets) > 1):
-                raise ValueError(f"model.lora_target={targets}: pass [all] (every linear layer) or module names "
-                                 "such as [q_proj,v_proj], not both.")
+                raise ValueError(
+                    f"model.lora_target={targets}: pass [all] (every linear layer) or module names "
+                    "such as [q_proj,v_proj], not both."
+                )
 
 
 @dataclass

@@ -7,8 +7,16 @@ from typing import Any
 
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor")
 """`trainer.optim` names (HF's); any other optimizer by its class path, e.g. `torch.optim.RMSprop`."""
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "warmup_stable_decay")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "warmup_stable_decay",
+)
 LOSS_IMPLS = ("auto", "plain", "chunked", "liger")
 
 
@@ -118,7 +126,9 @@ class TrainingArguments:
             raise ValueError(f"trainer.loss_impl={self.loss_impl!r} is unknown; choose one of {LOSS_IMPLS}.")
         _check_positive("trainer.gradient_accumulation_steps", self.gradient_accumulation_steps)
         if self.dataloader_num_workers < 0:
-            raise ValueError(f"trainer.dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}.")
+            raise ValueError(
+                f"trainer.dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}."
+            )
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("Set trainer.max_steps > 0 or trainer.num_train_epochs > 0 (both are <= 0).")
         if self.learning_rate < 0:
@@ -128,15 +138,19 @@ class TrainingArguments:
         if self.warmup_steps < 0:
             raise ValueError(f"trainer.warmup_steps must be >= 0, got {self.warmup_steps}.")
         if self.warmup_steps and self.warmup_ratio:
-            raise ValueError(f"Set trainer.warmup_steps ({self.warmup_steps}) or trainer.warmup_ratio "
-                             f"({self.warmup_ratio}), not both.")
+            raise ValueError(
+                f"Set trainer.warmup_steps ({self.warmup_steps}) or trainer.warmup_ratio "
+                f"({self.warmup_ratio}), not both."
+            )
         check_optim(self.optim, self.optim_args)
         self._check_best_model()
         for key in ("logging_steps", "eval_steps", "save_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"trainer.{key} must be >= 0, got {getattr(self, key)}.")
         if self.lr_scheduler_type not in SCHEDULERS:
-            raise ValueError(f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is unknown; choose one of {SCHEDULERS}.")
+            raise ValueError(
+                f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is unknown; choose one of {SCHEDULERS}."
+            )
         if self.bf16 and self.fp16:
             raise ValueError("Set at most one of trainer.bf16 and trainer.fp16.")
         if self.nan_policy not in ("stop", "skip_step"):
@@ -144,36 +158,47 @@ class TrainingArguments:
         if self.save_total_limit is not None and self.save_total_limit <= 0:
             raise ValueError(f"trainer.save_total_limit must be > 0 or null, got {self.save_total_limit}.")
         if self.loss_reduction not in ("token", "sample"):
-            raise ValueError(f"trainer.loss_reduction must be 'token' or 'sample', got {self.loss_reduction!r}.")
-
+            raise ValueError(
+                f"trainer.loss_reduction must be 'token' or 'sample', got {self.loss_reduction!r}."
+            )
 
     def _check_best_model(self) -> None:
         if self.early_stopping_patience is not None and self.early_stopping_patience <= 0:
-            raise ValueError(f"trainer.early_stopping_patience must be > 0 or null, got {self.early_stopping_patience}.")
+            raise ValueError(
+                f"trainer.early_stopping_patience must be > 0 or null, got {self.early_stopping_patience}."
+            )
         if self.early_stopping_threshold < 0:
-            raise ValueError(f"trainer.early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}.")
+            raise ValueError(
+                f"trainer.early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}."
+            )
         from dataflex.train.best_model import metric_key
 
         if metric_key(self.metric_for_best_model).removeprefix("eval/").split("/")[0] not in ("loss", "ppl"):
-            raise ValueError(f"trainer.metric_for_best_model={self.metric_for_best_model!r}: use an eval metric, "
-                             "eval/loss, eval/ppl, eval/loss/<domain> or eval/ppl/<domain>.")
+            raise ValueError(
+                f"trainer.metric_for_best_model={self.metric_for_best_model!r}: use an eval metric, "
+                "eval/loss, eval/ppl, eval/loss/<domain> or eval/ppl/<domain>."
+            )
         if not (self.load_best_model_at_end or self.early_stopping_patience):
             return
         what = "load_best_model_at_end" if self.load_best_model_at_end else "early_stopping_patience"
         if not self.eval_steps:
             raise ValueError(f"trainer.{what} needs evaluations: set trainer.eval_steps > 0.")
         if self.load_best_model_at_end and (not self.save_steps or self.save_steps % self.eval_steps):
-            raise ValueError(f"trainer.load_best_model_at_end needs a checkpoint at evaluated steps: set "
-                             f"trainer.save_steps to a multiple of trainer.eval_steps={self.eval_steps} "
-                             f"(got save_steps={self.save_steps}).")
+            raise ValueError(
+                f"trainer.load_best_model_at_end needs a checkpoint at evaluated steps: set "
+                f"trainer.save_steps to a multiple of trainer.eval_steps={self.eval_steps} "
+                f"(got save_steps={self.save_steps})."
+            )
 
 
 def check_optim(optim: str, optim_args: dict[str, Any] | None = None) -> None:
     """A known name, or a class path that imports, and `optim_args` its constructor accepts (checked before
     anything is loaded)."""
     if optim not in OPTIMIZERS and "." not in optim:
-        raise ValueError(f"trainer.optim={optim!r} is unknown; choose one of {OPTIMIZERS} or give an optimizer "
-                         "class path such as torch.optim.RMSprop.")
+        raise ValueError(
+            f"trainer.optim={optim!r} is unknown; choose one of {OPTIMIZERS} or give an optimizer "
+            "class path such as torch.optim.RMSprop."
+        )
     if optim in OPTIMIZERS and not optim_args:
         return
     import inspect
@@ -189,8 +214,10 @@ def check_optim(optim: str, optim_args: dict[str, Any] | None = None) -> None:
         unknown = sorted(set(optim_args or {}) - set(params) - {"params"})
         if unknown:
             accepted = [n for n in params if n not in ("params", "lr")]
-            raise ValueError(f"trainer.optim_args: {unknown} are not arguments of {cls.__name__} "
-                             f"(trainer.optim={optim}); it accepts {accepted}.")
+            raise ValueError(
+                f"trainer.optim_args: {unknown} are not arguments of {cls.__name__} "
+                f"(trainer.optim={optim}); it accepts {accepted}."
+            )
 
 
 def _check_positive(key: str, value: int) -> None:

@@ -15,8 +15,10 @@ def _register(kind: str, name: str) -> Callable[[type[T]], type[T]]:
     def decorator(cls: type[T]) -> type[T]:
         existing = REGISTRY[kind].get(name)
         if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"A {kind} named {name!r} is already registered ({existing.__module__}."
-                             f"{existing.__qualname__}); pick another name.")
+            raise ValueError(
+                f"A {kind} named {name!r} is already registered ({existing.__module__}."
+                f"{existing.__qualname__}); pick another name."
+            )
         REGISTRY[kind][name] = cls
         return cls
 

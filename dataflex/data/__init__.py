@@ -27,9 +27,21 @@ _EXPORTS = {
     "ProportionSampler": ".sampling",
 }
 __all__ = [
-    "DataArguments", "DataEngine", "DataError", "DataIndex", "EpochSampler", "IndexListSampler",
-    "LoaderPlugin", "ProportionSampler", "SamplerExhausted", "detect_converter", "list_converters",
-    "list_loaders", "register_converter", "register_index_plugin", "register_loader",
+    "DataArguments",
+    "DataEngine",
+    "DataError",
+    "DataIndex",
+    "EpochSampler",
+    "IndexListSampler",
+    "LoaderPlugin",
+    "ProportionSampler",
+    "SamplerExhausted",
+    "detect_converter",
+    "list_converters",
+    "list_loaders",
+    "register_converter",
+    "register_index_plugin",
+    "register_loader",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
 

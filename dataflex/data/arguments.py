@@ -59,10 +59,14 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         if not str(self.dataset).strip():
-            raise ValueError("data.dataset is empty; data=custom needs data.dataset=<dataset_info.yaml, a data file "
-                             "or folder, or a hub dataset id> (see README, Your own data).")
+            raise ValueError(
+                "data.dataset is empty; data=custom needs data.dataset=<dataset_info.yaml, a data file "
+                "or folder, or a hub dataset id> (see README, Your own data)."
+            )
         if self.cutoff_len is not None and self.cutoff_len <= 0:
-            raise ValueError(f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128.")
+            raise ValueError(
+                f"data.cutoff_len must be > 0, got {self.cutoff_len}. Set e.g. data.cutoff_len=128."
+            )
         if self.max_samples is not None and self.max_samples <= 0:
             raise ValueError(f"data.max_samples must be > 0 or null, got {self.max_samples}.")
         from dataflex.data.templates import check_template_name
@@ -71,11 +75,19 @@ class DataArguments:
         if self.mode not in ("sft", "pretrain"):
             raise ValueError(f"data.mode must be 'sft' or 'pretrain', got {self.mode!r}.")
         if self.packing and self.mode == "pretrain":
-            raise ValueError("data.packing=true is for data.mode=sft: data.mode=pretrain already packs the text into "
-                             "cutoff_len blocks. Drop data.packing.")
-        if self.val_size is not None and not (0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())):
-            raise ValueError(f"data.val_size must be a fraction in (0, 1) or a whole row count >= 1, got {self.val_size}.")
+            raise ValueError(
+                "data.packing=true is for data.mode=sft: data.mode=pretrain already packs the text into "
+                "cutoff_len blocks. Drop data.packing."
+            )
+        if self.val_size is not None and not (
+            0 < self.val_size < 1 or (self.val_size >= 1 and float(self.val_size).is_integer())
+        ):
+            raise ValueError(
+                f"data.val_size must be a fraction in (0, 1) or a whole row count >= 1, got {self.val_size}."
+            )
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
-            raise ValueError(f"data.preprocessing_num_workers must be >= 1 or null, got {self.preprocessing_num_workers}.")
+            raise ValueError(
+                f"data.preprocessing_num_workers must be >= 1 or null, got {self.preprocessing_num_workers}."
+            )
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}.")

@@ -30,8 +30,23 @@ INFO_NAMES = ("dataset_info.yaml", "dataset_info.yml", "dataset_info.json")
 
 # DataFlex keys (the spec's plus `subset`, `columns`, `tags`, `loader`, `index`).
 NATIVE_KEYS = {
-    "path", "hf_hub_url", "file_name", "source", "split", "subset", "converter", "columns", "tags",
-    "size", "weight", "streaming", "domain", "eval", "loader", "index", "max_repetitions",
+    "path",
+    "hf_hub_url",
+    "file_name",
+    "source",
+    "split",
+    "subset",
+    "converter",
+    "columns",
+    "tags",
+    "size",
+    "weight",
+    "streaming",
+    "domain",
+    "eval",
+    "loader",
+    "index",
+    "max_repetitions",
 }
 # LLaMA-Factory v0 dataset_info.json keys.
 V0_ONLY_KEYS = {"formatting", "ranking", "num_samples", "ms_hub_url", "om_hub_url", "script_url", "folder"}
@@ -85,8 +100,10 @@ class DatasetInfo:
         base = Path(self.base_dir) if self.base_dir else Path.cwd()
         path = _resolve_local(self.eval, base)
         if not path.exists():
-            raise DataError(f"eval file {str(path)!r} of dataset {self.name!r} ({self.origin}) does not exist; "
-                            "fix its `eval` entry (a path relative to the dataset_info file).")
+            raise DataError(
+                f"eval file {str(path)!r} of dataset {self.name!r} ({self.origin}) does not exist; "
+                "fix its `eval` entry (a path relative to the dataset_info file)."
+            )
         return replace(self, path=str(path), loader=None, **common)
 
 
@@ -99,8 +116,10 @@ def embedded_info_file(name: str = "default") -> Path:
     path = root / name / "dataset_info.yaml"
     if not path.is_file():
         available = sorted(p.name for p in root.iterdir() if (p / "dataset_info.yaml").is_file())
-        raise DataError(f"unknown embedded dataset {EMBEDDED_SCHEME}{name}; available: "
-                        f"{[EMBEDDED_SCHEME + a for a in available]}")
+        raise DataError(
+            f"unknown embedded dataset {EMBEDDED_SCHEME}{name}; available: "
+            f"{[EMBEDDED_SCHEME + a for a in available]}"
+        )
     return path
 
 
@@ -113,8 +132,10 @@ def resolve_dataset_arg(dataset: str, dataset_dir: str | None = None) -> dict[st
     `dataset_dir`, separated by commas.
     """
     if not dataset or not dataset.strip():
-        raise DataError("data.dataset is empty; set it to a dataset_info.yaml, a data file, a hub id or "
-                        f"{EMBEDDED_SCHEME}default")
+        raise DataError(
+            "data.dataset is empty; set it to a dataset_info.yaml, a data file, a hub id or "
+            f"{EMBEDDED_SCHEME}default"
+        )
     parts = [p.strip() for p in dataset.split(",") if p.strip()]
     infos: dict[str, DatasetInfo] = {}
     dir_infos: dict[str, DatasetInfo] | None = None
@@ -123,15 +144,19 @@ def resolve_dataset_arg(dataset: str, dataset_dir: str | None = None) -> dict[st
             if dir_infos is None:
                 dir_infos = read_info_file(find_info_file(Path(dataset_dir).expanduser()))
             if part not in dir_infos:
-                raise DataError(f"dataset {part!r} is not defined in the dataset_info file of "
-                                f"data.dataset_dir={dataset_dir!r}; defined: {sorted(dir_infos)}")
+                raise DataError(
+                    f"dataset {part!r} is not defined in the dataset_info file of "
+                    f"data.dataset_dir={dataset_dir!r}; defined: {sorted(dir_infos)}"
+                )
             found = {part: dir_infos[part]}
         else:
             found = _resolve_one(part)
         for name, info in found.items():
             if name in infos:
-                raise DataError(f"dataset name {name!r} appears twice in data.dataset={dataset!r} "
-                                f"({infos[name].origin} and {info.origin}); rename one")
+                raise DataError(
+                    f"dataset name {name!r} appears twice in data.dataset={dataset!r} "
+                    f"({infos[name].origin} and {info.origin}); rename one"
+                )
             infos[name] = info
     return infos
 
@@ -140,8 +165,10 @@ def find_info_file(folder: Path) -> Path:
     for name in INFO_NAMES:
         if (folder / name).is_file() and not (name.endswith(".json") and _is_saved_dataset(folder)):
             return folder / name
-    raise DataError(f"no dataset_info.yaml/.yml/.json in {str(folder)!r} (data.dataset_dir); create one "
-                    "or point data.dataset at a file")
+    raise DataError(
+        f"no dataset_info.yaml/.yml/.json in {str(folder)!r} (data.dataset_dir); create one "
+        "or point data.dataset at a file"
+    )
 
 
 def _looks_like_path(part: str) -> bool:
@@ -150,7 +177,7 @@ def _looks_like_path(part: str) -> bool:
 
 def _resolve_one(part: str) -> dict[str, DatasetInfo]:
     if part.startswith(EMBEDDED_SCHEME):
-        return read_info_file(embedded_info_file(part[len(EMBEDDED_SCHEME):] or "default"))
+        return read_info_file(embedded_info_file(part[len(EMBEDDED_SCHEME) :] or "default"))
     path = Path(part).expanduser()
     if not path.is_absolute():
         path = Path.cwd() / path
@@ -158,29 +185,46 @@ def _resolve_one(part: str) -> dict[str, DatasetInfo]:
         return _resolve_local_source(path)
     suffix = Path(part).suffix.lower()
     if part.startswith((".", "/", "~")) or (suffix in data_extensions() and part.count("/") < 2):
-        raise DataError(f"data.dataset: {str(path)!r} does not exist (resolved against the current directory "
-                        f"{os.getcwd()!r}); fix the path, or give a hub dataset id like 'owner/name'.")
+        raise DataError(
+            f"data.dataset: {str(path)!r} does not exist (resolved against the current directory "
+            f"{os.getcwd()!r}); fix the path, or give a hub dataset id like 'owner/name'."
+        )
     return _resolve_hub(part)
 
 
 def _resolve_local_source(path: Path) -> dict[str, DatasetInfo]:
     if path.is_dir():
         if _is_saved_dataset(path) or _is_saved_dict(path):
-            return {path.name: DatasetInfo(name=path.name, path=str(path), domain=path.name, origin=str(path),
-                                           base_dir=str(path.parent))}
+            return {
+                path.name: DatasetInfo(
+                    name=path.name,
+                    path=str(path),
+                    domain=path.name,
+                    origin=str(path),
+                    base_dir=str(path.parent),
+                )
+            }
         for name in INFO_NAMES:
             if (path / name).is_file():
                 return read_info_file(path / name)
-        return {path.name: DatasetInfo(name=path.name, path=str(path), domain=path.name, origin=str(path),
-                                       base_dir=str(path.parent))}
+        return {
+            path.name: DatasetInfo(
+                name=path.name, path=str(path), domain=path.name, origin=str(path), base_dir=str(path.parent)
+            )
+        }
     if path.suffix.lower() in (".yaml", ".yml") or path.name == "dataset_info.json":
         return read_info_file(path)
     if path.suffix.lower() not in data_extensions():
-        raise DataError(f"data.dataset: cannot tell how to read {str(path)!r} (suffix {path.suffix!r}). "
-                        f"Supported data files: {sorted(data_extensions())} (loaders: {list_loaders()}); "
-                        "or describe it in a dataset_info.yaml with a `loader` key.")
-    return {path.stem: DatasetInfo(name=path.stem, path=str(path), domain=path.stem, origin=str(path),
-                                   base_dir=str(path.parent))}
+        raise DataError(
+            f"data.dataset: cannot tell how to read {str(path)!r} (suffix {path.suffix!r}). "
+            f"Supported data files: {sorted(data_extensions())} (loaders: {list_loaders()}); "
+            "or describe it in a dataset_info.yaml with a `loader` key."
+        )
+    return {
+        path.stem: DatasetInfo(
+            name=path.stem, path=str(path), domain=path.stem, origin=str(path), base_dir=str(path.parent)
+        )
+    }
 
 
 def _resolve_hub(part: str) -> dict[str, DatasetInfo]:
@@ -191,8 +235,10 @@ def _resolve_hub(part: str) -> dict[str, DatasetInfo]:
         local = hub_download(repo_id, filename, what=f"data.dataset={part!r}")
         return read_info_file(Path(local), hub_repo=repo_id)
     if not HUB_ID.match(part):
-        raise DataError(f"data.dataset={part!r} is neither an existing local path nor a hub id 'owner/name'. "
-                        "To pick datasets by name from a dataset_info file, also set data.dataset_dir.")
+        raise DataError(
+            f"data.dataset={part!r} is neither an existing local path nor a hub id 'owner/name'. "
+            "To pick datasets by name from a dataset_info file, also set data.dataset_dir."
+        )
     name = pieces[-1]
     return {name: DatasetInfo(name=name, path=part, source="hf_hub", domain=name, origin=f"hub:{part}")}
 
@@ -243,59 +289,90 @@ def read_info_file(path: Path, hub_repo: str | None = None) -> dict[str, Dataset
     origin = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        raw = (json.loads(text, object_pairs_hook=_unique_json_keys) if path.suffix.lower() == ".json"
-               else yaml.load(text, Loader=_UniqueKeyLoader))  # noqa: S506 - a SafeLoader subclass
+        raw = (
+            json.loads(text, object_pairs_hook=_unique_json_keys)
+            if path.suffix.lower() == ".json"
+            else yaml.load(text, Loader=_UniqueKeyLoader)
+        )  # noqa: S506 - a SafeLoader subclass
     except DuplicateKey as e:
-        raise DataError(f"dataset_info file {origin!r}: {e}; each dataset needs its own name (the first entry "
-                        "would silently be replaced by the second).") from None
+        raise DataError(
+            f"dataset_info file {origin!r}: {e}; each dataset needs its own name (the first entry "
+            "would silently be replaced by the second)."
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         raise DataError(f"cannot read dataset_info file {origin!r}: {e}") from e
     if not isinstance(raw, dict) or not raw:
-        raise DataError(f"dataset_info file {origin!r} must map dataset names to their settings, "
-                        f"got {type(raw).__name__ if raw is not None else 'an empty file'}")
+        raise DataError(
+            f"dataset_info file {origin!r} must map dataset names to their settings, "
+            f"got {type(raw).__name__ if raw is not None else 'an empty file'}"
+        )
     is_json = path.suffix.lower() == ".json"
     infos = {}
     for name, entry in raw.items():
-        infos[str(name)] = parse_entry(str(name), entry, origin=origin, base_dir=path.parent,
-                                       json_file=is_json, hub_repo=hub_repo)
+        infos[str(name)] = parse_entry(
+            str(name), entry, origin=origin, base_dir=path.parent, json_file=is_json, hub_repo=hub_repo
+        )
     return infos
 
 
-def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file: bool = False,
-                hub_repo: str | None = None) -> DatasetInfo:
+def parse_entry(
+    name: str,
+    entry: Any,
+    *,
+    origin: str,
+    base_dir: Path,
+    json_file: bool = False,
+    hub_repo: str | None = None,
+) -> DatasetInfo:
     """Validate one dataset entry and resolve its location."""
     where = f"dataset {name!r} in {origin!r}"
     if not isinstance(entry, dict):
         raise DataError(f"{where} must be a mapping of settings, got {type(entry).__name__}")
     unknown = sorted(set(entry) - ALLOWED_KEYS)
     if unknown:
-        raise DataError(f"{where}: unknown key(s) {unknown}. Allowed keys: {sorted(NATIVE_KEYS)} (and the "
-                        f"LLaMA-Factory v0 keys {sorted(V0_ONLY_KEYS)}). Remove or rename them.")
-    v0 = bool(set(entry) & V0_ONLY_KEYS) or (json_file and "converter" not in entry
-                                             and bool({"file_name", "hf_hub_url"} & set(entry)))
+        raise DataError(
+            f"{where}: unknown key(s) {unknown}. Allowed keys: {sorted(NATIVE_KEYS)} (and the "
+            f"LLaMA-Factory v0 keys {sorted(V0_ONLY_KEYS)}). Remove or rename them."
+        )
+    v0 = bool(set(entry) & V0_ONLY_KEYS) or (
+        json_file and "converter" not in entry and bool({"file_name", "hf_hub_url"} & set(entry))
+    )
 
     locations = [k for k in ("path", "hf_hub_url", "file_name") if k in entry]
     if len(locations) != 1:
         if not locations and any(k in entry for k in ("ms_hub_url", "om_hub_url", "script_url")):
-            raise DataError(f"{where}: only ModelScope/Modelers/script sources are given; DataFlex loads from "
-                            "local files and the Hugging Face Hub: add `file_name` or `hf_hub_url`.")
-        raise DataError(f"{where}: give exactly one of `path`, `hf_hub_url`, `file_name` (got {locations or 'none'})")
+            raise DataError(
+                f"{where}: only ModelScope/Modelers/script sources are given; DataFlex loads from "
+                "local files and the Hugging Face Hub: add `file_name` or `hf_hub_url`."
+            )
+        raise DataError(
+            f"{where}: give exactly one of `path`, `hf_hub_url`, `file_name` (got {locations or 'none'})"
+        )
     loc_key = locations[0]
     location = _str(entry[loc_key], loc_key, where)
     for ignored in ("ms_hub_url", "om_hub_url"):
         if ignored in entry:
-            logger.info("%s: `%s` is not used (DataFlex reads the Hugging Face Hub or local files)", where, ignored)
+            logger.info(
+                "%s: `%s` is not used (DataFlex reads the Hugging Face Hub or local files)", where, ignored
+            )
     if "script_url" in entry:
-        raise DataError(f"{where}: `script_url` (dataset loading scripts) is not supported; use `file_name` "
-                        "or `hf_hub_url`.")
+        raise DataError(
+            f"{where}: `script_url` (dataset loading scripts) is not supported; use `file_name` "
+            "or `hf_hub_url`."
+        )
 
     source = entry.get("source")
     if source is not None and source not in SOURCES:
         raise DataError(f"{where}: `source` must be one of {list(SOURCES)}, got {source!r}")
     if source is None:
         source = "hf_hub" if loc_key == "hf_hub_url" else "local"
-        if loc_key == "path" and hub_repo is None and not _resolve_local(location, base_dir).exists() \
-                and HUB_ID.match(location) and Path(location).suffix.lower() not in data_extensions():
+        if (
+            loc_key == "path"
+            and hub_repo is None
+            and not _resolve_local(location, base_dir).exists()
+            and HUB_ID.match(location)
+            and Path(location).suffix.lower() not in data_extensions()
+        ):
             source = "hf_hub"
     if loc_key == "file_name" and "folder" in entry:
         location = str(Path(_str(entry["folder"], "folder", where)) / location)
@@ -306,8 +383,10 @@ def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file
     elif source == "local":
         resolved = str(_resolve_local(location, base_dir))
         if not Path(resolved).exists():
-            raise DataError(f"{where}: `{loc_key}` {location!r} resolves to {resolved!r}, which does not exist. "
-                            "Relative paths are resolved against the dataset_info file's folder.")
+            raise DataError(
+                f"{where}: `{loc_key}` {location!r} resolves to {resolved!r}, which does not exist. "
+                "Relative paths are resolved against the dataset_info file's folder."
+            )
     else:
         if not HUB_ID.match(location):
             raise DataError(f"{where}: `{loc_key}` {location!r} is not a hub dataset id 'owner/name'")
@@ -347,16 +426,27 @@ def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file
         raise DataError(f"{where}: `size` must be an integer >= 0 (rows drawn per epoch), got {size!r}")
     weight = entry.get("weight")
     if weight is not None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 \
-                or weight == float("inf"):
-            raise DataError(f"{where}: `weight` must be a finite number >= 0 (length multiplier), got {weight!r}")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not weight >= 0
+            or weight == float("inf")
+        ):
+            raise DataError(
+                f"{where}: `weight` must be a finite number >= 0 (length multiplier), got {weight!r}"
+            )
         weight = float(weight)
     max_repetitions = entry.get("max_repetitions")
     if max_repetitions is not None:
-        if isinstance(max_repetitions, bool) or not isinstance(max_repetitions, (int, float)) \
-                or not 0 < max_repetitions < float("inf"):
-            raise DataError(f"{where}: `max_repetitions` must be a finite number > 0 (how many times over the "
-                            f"domain's data may be used; 1 = each row at most once), got {max_repetitions!r}")
+        if (
+            isinstance(max_repetitions, bool)
+            or not isinstance(max_repetitions, (int, float))
+            or not 0 < max_repetitions < float("inf")
+        ):
+            raise DataError(
+                f"{where}: `max_repetitions` must be a finite number > 0 (how many times over the "
+                f"domain's data may be used; 1 = each row at most once), got {max_repetitions!r}"
+            )
         max_repetitions = float(max_repetitions)
     streaming = entry.get("streaming", False)
     if not isinstance(streaming, bool):
@@ -367,13 +457,23 @@ def parse_entry(name: str, entry: Any, *, origin: str, base_dir: Path, json_file
     index = _str(entry.get("index", "size_weight"), "index", where)
     get_index_plugin(index)
     return DatasetInfo(
-        name=name, path=resolved, source=source,
+        name=name,
+        path=resolved,
+        source=source,
         split=_str(entry.get("split", "train"), "split", where),
         subset=None if entry.get("subset") is None else _str(entry["subset"], "subset", where),
-        converter=converter, converter_options=options, size=size, weight=weight, streaming=streaming,
+        converter=converter,
+        converter_options=options,
+        size=size,
+        weight=weight,
+        streaming=streaming,
         domain=_str(entry.get("domain", name), "domain", where),
         eval=None if entry.get("eval") is None else _str(entry["eval"], "eval", where),
-        loader=loader, index=index, max_repetitions=max_repetitions, origin=origin, hub_file=hub_file,
+        loader=loader,
+        index=index,
+        max_repetitions=max_repetitions,
+        origin=origin,
+        hub_file=hub_file,
         base_dir=str(base_dir),
     )
 

@@ -65,7 +65,12 @@ def detect_converter(row: Mapping[str, Any] | None) -> str:
             msgs = row["messages"]
             first = msgs[0] if isinstance(msgs, list) and msgs else None
             content = first.get("content") if isinstance(first, Mapping) else None
-            if isinstance(content, list) and content and isinstance(content[0], Mapping) and "value" in content[0]:
+            if (
+                isinstance(content, list)
+                and content
+                and isinstance(content[0], Mapping)
+                and "value" in content[0]
+            ):
                 return "standard"
             return "openai"
         if "conversations" in keys:
@@ -76,8 +81,10 @@ def detect_converter(row: Mapping[str, Any] | None) -> str:
             return "alpaca"
         if "text" in keys:
             return "text"
-    raise DataError(f"cannot detect the format of rows with keys {sorted(row) if row is not None else '(none)'}; "
-                    "set `converter` in a dataset_info.yaml (alpaca, sharegpt, openai, pair, text or yours)")
+    raise DataError(
+        f"cannot detect the format of rows with keys {sorted(row) if row is not None else '(none)'}; "
+        "set `converter` in a dataset_info.yaml (alpaca, sharegpt, openai, pair, text or yours)"
+    )
 
 
 def _rank_world() -> tuple[int, int]:
@@ -140,24 +147,38 @@ class DataEngine(Dataset):
             self.dataset_infos = dict(all_infos)
             self._warn_missing_eval(without_eval)
         else:
-            self.dataset_infos = {n: i.for_eval() if n not in self.held_out else i for n, i in all_infos.items()
-                                  if i.eval is not None or n in self.held_out}
+            self.dataset_infos = {
+                n: i.for_eval() if n not in self.held_out else i
+                for n, i in all_infos.items()
+                if i.eval is not None or n in self.held_out
+            }
             if not self.dataset_infos:
-                raise ValueError(f"no dataset of data.dataset={self.args.dataset!r} declares an `eval` entry, so "
-                                 "there is no eval split. Add `eval: <file or split>` to the datasets in "
-                                 "dataset_info, set data.val_size (e.g. 0.1) to hold out a fraction, or turn "
-                                 "evaluation off.")
+                raise ValueError(
+                    f"no dataset of data.dataset={self.args.dataset!r} declares an `eval` entry, so "
+                    "there is no eval split. Add `eval: <file or split>` to the datasets in "
+                    "dataset_info, set data.val_size (e.g. 0.1) to hold out a fraction, or turn "
+                    "evaluation off."
+                )
 
     def _warn_missing_eval(self, without_eval: list[str]) -> None:
         if not without_eval:
             return
         domains = sorted({self._all_infos[n].domain for n in without_eval})
         if self.args.val_size:
-            logger.warning("domain(s) %s have no eval split (datasets %s): holding out data.val_size=%g of their "
-                           "rows as eval", domains, without_eval, self.args.val_size)
+            logger.warning(
+                "domain(s) %s have no eval split (datasets %s): holding out data.val_size=%g of their "
+                "rows as eval",
+                domains,
+                without_eval,
+                self.args.val_size,
+            )
         else:
-            logger.warning("domain(s) %s have no eval split (datasets %s) and are not evaluated; add `eval:` to "
-                           "them or set data.val_size=0.1 to hold out a fraction of their rows", domains, without_eval)
+            logger.warning(
+                "domain(s) %s have no eval split (datasets %s) and are not evaluated; add `eval:` to "
+                "them or set data.val_size=0.1 to hold out a fraction of their rows",
+                domains,
+                without_eval,
+            )
 
     def datasets_without_eval(self, domains: list[str]) -> list[str]:
         """Names of the datasets of these domains that declare no `eval` entry (for error messages)."""
@@ -174,8 +195,10 @@ class DataEngine(Dataset):
         n, size = len(table), self.args.val_size
         n_val = int(size) if size >= 1 else max(1, round(size * n))
         if n_val >= n:
-            raise DataError(f"data.val_size={size:g} holds out {n_val} of the {n} rows of dataset {name!r}, leaving "
-                            "none to train on; lower data.val_size or add an `eval:` file to that dataset.")
+            raise DataError(
+                f"data.val_size={size:g} holds out {n_val} of the {n} rows of dataset {name!r}, leaving "
+                "none to train on; lower data.val_size or add an `eval:` file to that dataset."
+            )
         rng = np.random.default_rng([self.args.seed, zlib.crc32(name.encode())])
         held = np.zeros(n, dtype=bool)
         held[rng.permutation(n)[:n_val]] = True
@@ -189,14 +212,20 @@ class DataEngine(Dataset):
             ctx = LoadContext(name, self.args.on_error)
             if info.streaming:
                 if name in self.held_out:
-                    raise DataError(f"dataset {name!r} streams, so data.val_size cannot hold rows out of it; give it "
-                                    "an `eval:` file or unset data.val_size.")
+                    raise DataError(
+                        f"dataset {name!r} streams, so data.val_size cannot hold rows out of it; give it "
+                        "an `eval:` file or unset data.val_size."
+                    )
                 if info.size is not None:
-                    raise DataError(f"dataset {name!r} ({info.origin}): `size` needs the dataset's rows up front "
-                                    "and cannot be used with `streaming: true`; use `weight` for its share.")
+                    raise DataError(
+                        f"dataset {name!r} ({info.origin}): `size` needs the dataset's rows up front "
+                        "and cannot be used with `streaming: true`; use `weight` for its share."
+                    )
                 self.datasets[name] = None
                 if info.converter is None:
-                    self.dataset_infos[name] = replace(info, converter=self._detect_streaming_converter(info, ctx))
+                    self.dataset_infos[name] = replace(
+                        info, converter=self._detect_streaming_converter(info, ctx)
+                    )
                 continue
             table = load_rows(info, ctx)
             if self.args.max_samples is not None and len(table) > self.args.max_samples:
@@ -204,8 +233,10 @@ class DataEngine(Dataset):
             if name in self.held_out:
                 table = self._hold_out(name, table)
             if len(table) == 0:
-                raise DataError(f"dataset {name!r} ({info.origin}) is empty{' after skipping bad rows' if ctx.skipped else ''}: "
-                                f"no rows in {info.path}. Fix the file or remove the dataset.")
+                raise DataError(
+                    f"dataset {name!r} ({info.origin}) is empty{' after skipping bad rows' if ctx.skipped else ''}: "
+                    f"no rows in {info.path}. Fix the file or remove the dataset."
+                )
             if info.converter is None:
                 info = replace(info, converter=detect_converter(first_row(table)))
                 logger.info("dataset %r: no `converter` given, detected %r", name, info.converter)
@@ -232,19 +263,30 @@ class DataEngine(Dataset):
             if _is_blank(sample):
                 blank.append(i)
         if blank:
-            logger.warning("dataset %r: %d sample(s) have only empty or whitespace text (they would train on the end "
-                           "token alone), e.g. %s", name, len(blank), "; ".join(table.where(i) for i in blank[:3]))
+            logger.warning(
+                "dataset %r: %d sample(s) have only empty or whitespace text (they would train on the end "
+                "token alone), e.g. %s",
+                name,
+                len(blank),
+                "; ".join(table.where(i) for i in blank[:3]),
+            )
         if not bad:
             return table
         keep = np.setdiff1d(np.arange(len(table)), np.asarray(bad))
         if len(keep) == 0:
-            raise DataError(f"dataset {name!r}: every row is malformed ({len(bad)} skipped); first: {ctx.skipped[0]}")
+            raise DataError(
+                f"dataset {name!r}: every row is malformed ({len(bad)} skipped); first: {ctx.skipped[0]}"
+            )
         return SubsetRows(table, keep)
 
     def _report_skipped(self) -> None:
         for name, items in self.skipped.items():
-            logger.warning("dataset %r: skipped %d malformed row(s) (data.on_error=skip), e.g. %s", name,
-                           len(items), "; ".join(f"{w}: {r}" for w, r in items[:3]))
+            logger.warning(
+                "dataset %r: skipped %d malformed row(s) (data.on_error=skip), e.g. %s",
+                name,
+                len(items),
+                "; ".join(f"{w}: {r}" for w, r in items[:3]),
+            )
 
     def build_data_index(self) -> None:
         """Build the numpy index of epoch `self.epoch` (none for a streaming engine)."""
@@ -256,19 +298,29 @@ class DataEngine(Dataset):
         infos = [self.dataset_infos[n] for n in names]
         domain_of = {d: k for k, d in enumerate(self.domain_names)}
         self.data_index = build_index(
-            lengths=[len(self.datasets[n]) for n in names], sizes=[i.size for i in infos],
-            weights=[i.weight for i in infos], dataset_domains=[domain_of[i.domain] for i in infos],
-            dataset_names=names, domain_names=self.domain_names, seed=self.args.seed, epoch=self.epoch,
-            plugins=[i.index for i in infos])
+            lengths=[len(self.datasets[n]) for n in names],
+            sizes=[i.size for i in infos],
+            weights=[i.weight for i in infos],
+            dataset_domains=[domain_of[i.domain] for i in infos],
+            dataset_names=names,
+            domain_names=self.domain_names,
+            seed=self.args.seed,
+            epoch=self.epoch,
+            plugins=[i.index for i in infos],
+        )
         self._tables = [self.datasets[n] for n in names]
         if len(self.data_index) == 0:
-            raise DataError(f"data.dataset={self.args.dataset!r} gives an empty {self.split} index (sizes/weights "
-                            "of all datasets are 0)")
+            raise DataError(
+                f"data.dataset={self.args.dataset!r} gives an empty {self.split} index (sizes/weights "
+                "of all datasets are 0)"
+            )
         if self.split == "train":
             empty = [d for d, s in zip(self.domain_names, self.domain_sizes) if s == 0]
             if empty:
-                raise DataError(f"domain(s) {empty} have no samples (their datasets have size/weight 0); "
-                                "give them rows or remove them from dataset_info")
+                raise DataError(
+                    f"domain(s) {empty} have no samples (their datasets have size/weight 0); "
+                    "give them rows or remove them from dataset_info"
+                )
 
     def set_epoch(self, epoch: int) -> None:
         """Rebuild the index for `epoch`: datasets with `size`/`weight` then serve the next window of their
@@ -279,8 +331,9 @@ class DataEngine(Dataset):
                 self.build_data_index()
 
     # ----------------------------------------------------------------------------------- samples
-    def _convert_data_sample(self, raw_sample: Mapping[str, Any], dataset_name: str,
-                             where: Any = None) -> Sample:
+    def _convert_data_sample(
+        self, raw_sample: Mapping[str, Any], dataset_name: str, where: Any = None
+    ) -> Sample:
         """Standardise one raw row with its dataset's converter; adds ``_dataset_name`` and ``_domain``.
         `where` (a string or a callable giving one) locates the row for error messages."""
         info = self.dataset_infos[dataset_name]
@@ -291,13 +344,17 @@ class DataEngine(Dataset):
             sample = get_converter(converter)(raw_sample, **info.converter_options)
         except MissingFieldError as e:
             loc = where() if callable(where) else (where or "a row")
-            raise DataError(f"dataset {dataset_name!r}: {loc}: {e}, needed by converter {converter!r}. Fix the "
-                            "row, map your column names with `columns` in dataset_info, or choose another "
-                            "`converter`.") from None
+            raise DataError(
+                f"dataset {dataset_name!r}: {loc}: {e}, needed by converter {converter!r}. Fix the "
+                "row, map your column names with `columns` in dataset_info, or choose another "
+                "`converter`."
+            ) from None
         except RowFormatError as e:
             loc = where() if callable(where) else (where or "a row")
-            raise DataError(f"dataset {dataset_name!r}: {loc}: {e} (converter {converter!r}). Fix the row or "
-                            "choose another `converter`.") from None
+            raise DataError(
+                f"dataset {dataset_name!r}: {loc}: {e} (converter {converter!r}). Fix the row or "
+                "choose another `converter`."
+            ) from None
         sample["_dataset_name"] = dataset_name
         sample["_domain"] = info.domain
         return sample
@@ -307,13 +364,16 @@ class DataEngine(Dataset):
         k = int(self.data_index.dataset_ids[i])
         row = int(self.data_index.row_ids[i])
         table = self._tables[k]
-        return self._convert_data_sample(table[row], self.data_index.dataset_names[k],
-                                         where=lambda: table.where(row))
+        return self._convert_data_sample(
+            table[row], self.data_index.dataset_names[k], where=lambda: table.where(row)
+        )
 
     def __len__(self) -> int:
         if self.streaming:
-            raise TypeError("a streaming DataEngine has no length (its datasets are read lazily); iterate it, "
-                            "and use `num_samples` (-1 when streaming) to check")
+            raise TypeError(
+                "a streaming DataEngine has no length (its datasets are read lazily); iterate it, "
+                "and use `num_samples` (-1 when streaming) to check"
+            )
         assert self.data_index is not None
         return len(self.data_index)
 
@@ -341,19 +401,25 @@ class DataEngine(Dataset):
             if arr.size == 0:
                 return []
             if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-                raise TypeError(f"DataEngine indices must be a 1-D sequence of ints, got {arr.dtype} "
-                                f"with shape {arr.shape}")
+                raise TypeError(
+                    f"DataEngine indices must be a 1-D sequence of ints, got {arr.dtype} "
+                    f"with shape {arr.shape}"
+                )
             bad = arr[(arr < -n) | (arr >= n)]
             if bad.size:
                 raise IndexError(f"index {int(bad[0])} out of range for a DataEngine of {n} samples")
             return [self._get(int(i)) for i in arr % n]
-        raise TypeError(f"DataEngine indices must be int, a sequence of ints or a slice, not {type(index).__name__}")
+        raise TypeError(
+            f"DataEngine indices must be int, a sequence of ints or a slice, not {type(index).__name__}"
+        )
 
     # ------------------------------------------------------------------------------------- domains
     def _require_index(self) -> DataIndex:
         if self.data_index is None:
-            raise TypeError("a streaming DataEngine has no index, hence no per-sample domains; its datasets are "
-                            "mixed by `weight` while streaming")
+            raise TypeError(
+                "a streaming DataEngine has no index, hence no per-sample domains; its datasets are "
+                "mixed by `weight` while streaming"
+            )
         return self.data_index
 
     @property
@@ -387,8 +453,9 @@ class DataEngine(Dataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.stream(rank * workers + worker, world * workers)
 
-    def stream(self, reader: int = 0, num_readers: int = 1, state: dict[str, Any] | None = None
-               ) -> _EngineStream:
+    def stream(
+        self, reader: int = 0, num_readers: int = 1, state: dict[str, Any] | None = None
+    ) -> _EngineStream:
         """Reader `reader` of `num_readers`'s stream of samples (see `dataflex.data.streaming`)."""
         if not 0 <= reader < num_readers:
             raise ValueError(f"reader {reader} out of range for {num_readers} readers")
@@ -426,8 +493,9 @@ class DataEngine(Dataset):
         return _IterableView(self)
 
     # ----------------------------------------------------------------------------------- streaming
-    def _open_stream(self, name: str, reader: int, num_readers: int, state: dict[str, Any] | None,
-                     ctx: LoadContext) -> Any:
+    def _open_stream(
+        self, name: str, reader: int, num_readers: int, state: dict[str, Any] | None, ctx: LoadContext
+    ) -> Any:
         info = self.dataset_infos[name]
         cap = None
         if self.args.max_samples is not None:  # split the cap over the readers
@@ -482,8 +550,10 @@ def _hf_local_stream(info: DatasetInfo, files: list[Path], ctx: LoadContext) -> 
         return table.ds.to_iterable_dataset(num_shards=max(1, min(64, len(table.ds))))
     builder = loader_for(files[0], info.loader).hf_builder
     if builder is None:
-        raise DataError(f"dataset {info.name!r}: loader {info.loader!r} cannot stream (no line reader and no "
-                        "`datasets` builder); set `streaming: false`")
+        raise DataError(
+            f"dataset {info.name!r}: loader {info.loader!r} cannot stream (no line reader and no "
+            "`datasets` builder); set `streaming: false`"
+        )
     return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=True)
 
 
@@ -499,24 +569,36 @@ def _take(it: Iterator[Sample], n: int) -> list[Sample]:
 class _EngineStream:
     """One reader's stream over a streaming engine: mixes the datasets' shards and converts rows."""
 
-    def __init__(self, engine: DataEngine, reader: int, num_readers: int, state: dict[str, Any] | None) -> None:
+    def __init__(
+        self, engine: DataEngine, reader: int, num_readers: int, state: dict[str, Any] | None
+    ) -> None:
         if state is not None and (state.get("reader"), state.get("num_readers")) != (reader, num_readers):
-            raise ValueError(f"stream state is for reader {state.get('reader')} of {state.get('num_readers')}, "
-                             f"not reader {reader} of {num_readers}: resume with the same world size and workers")
+            raise ValueError(
+                f"stream state is for reader {state.get('reader')} of {state.get('num_readers')}, "
+                f"not reader {reader} of {num_readers}: resume with the same world size and workers"
+            )
         self.engine, self.reader, self.num_readers = engine, reader, num_readers
         self.names = list(engine.dataset_infos)
         self.ctxs = {n: LoadContext(n, engine.args.on_error) for n in self.names}
         stream_states = state["mix"]["streams"] if state is not None else [None] * len(self.names)
-        streams = [engine._open_stream(n, reader, num_readers, s, self.ctxs[n])
-                   for n, s in zip(self.names, stream_states)]
-        weights = [engine.dataset_infos[n].weight if engine.dataset_infos[n].weight is not None else 1.0
-                   for n in self.names]
+        streams = [
+            engine._open_stream(n, reader, num_readers, s, self.ctxs[n])
+            for n, s in zip(self.names, stream_states)
+        ]
+        weights = [
+            engine.dataset_infos[n].weight if engine.dataset_infos[n].weight is not None else 1.0
+            for n in self.names
+        ]
         self.mix = MixedStream(streams, weights, None if state is None else state["mix"])
         self.yielded = 0 if state is None else int(state["yielded"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"reader": self.reader, "num_readers": self.num_readers, "yielded": self.yielded,
-                "mix": self.mix.state_dict()}
+        return {
+            "reader": self.reader,
+            "num_readers": self.num_readers,
+            "yielded": self.yielded,
+            "mix": self.mix.state_dict(),
+        }
 
     def __iter__(self) -> _EngineStream:
         return self

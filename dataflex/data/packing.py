@@ -72,7 +72,9 @@ def best_plan(lengths: Sequence[int], max_capacity: int) -> list[list[int]]:
     return best
 
 
-def collate_packed(features: Sequence[Features], pad_token_id: int, max_capacity: int) -> dict[str, torch.Tensor]:
+def collate_packed(
+    features: Sequence[Features], pad_token_id: int, max_capacity: int
+) -> dict[str, torch.Tensor]:
     """The ordinary padded micro-batch (see `collate`) plus `batch["packed"]`: `input_ids`, `labels`,
     `position_ids` (R, W) of the packed rows and `gather` (B, T-1), the flat index into the packed (R, W-1)
     shifted per-token values of each sample's shifted tokens (padding points one past the end)."""
@@ -98,7 +100,12 @@ def collate_packed(features: Sequence[Features], pad_token_id: int, max_capacity
             offset += n
         # padding: its own run of positions (0, 1, ...), so it forms a separate block that no sample sees
         position_ids[r, offset:] = torch.arange(width - offset)
-    batch["packed"] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "gather": gather}
+    batch["packed"] = {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "gather": gather,
+    }
     return batch
 
 

@@ -21,8 +21,12 @@ from dataflex.data.token_store import StoreSettings, TokenStore
 
 IGNORE_INDEX = -100
 
-SIMPLE_TEMPLATE_TAGS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>",
-                        "tool": "<|tool|>"}
+SIMPLE_TEMPLATE_TAGS = {
+    "system": "<|system|>",
+    "user": "<|user|>",
+    "assistant": "<|assistant|>",
+    "tool": "<|tool|>",
+}
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -31,8 +35,10 @@ def message_text(message: dict[str, Any]) -> str:
     content = message["content"]
     if isinstance(content, str):
         return content
-    return "".join(p["value"] if isinstance(p["value"], str) else json.dumps(p["value"], ensure_ascii=False)
-                   for p in content)
+    return "".join(
+        p["value"] if isinstance(p["value"], str) else json.dumps(p["value"], ensure_ascii=False)
+        for p in content
+    )
 
 
 def check_domain_blocks(short: dict[str, int], cutoff_len: int) -> None:
@@ -40,8 +46,10 @@ def check_domain_blocks(short: dict[str, int], cutoff_len: int) -> None:
     have no rows; name them with their sizes instead of failing later with "no rows"."""
     if short:
         sizes = ", ".join(f"{name}: {n} tokens" for name, n in short.items())
-        raise ValueError(f"data.mode=pretrain: domain(s) shorter than one block of data.cutoff_len={cutoff_len} "
-                         f"tokens ({sizes}) would have no rows; lower data.cutoff_len or add text to them.")
+        raise ValueError(
+            f"data.mode=pretrain: domain(s) shorter than one block of data.cutoff_len={cutoff_len} "
+            f"tokens ({sizes}) would have no rows; lower data.cutoff_len or add text to them."
+        )
 
 
 class SimpleTemplate:
@@ -89,7 +97,9 @@ class TokenizerTemplate:
         plain = [{"role": m["role"], "content": message_text(m)} for m in messages]
         if not plain:
             return []
-        ids = self.tokenizer.apply_chat_template(plain, tokenize=True, add_generation_prompt=generation_prompt)
+        ids = self.tokenizer.apply_chat_template(
+            plain, tokenize=True, add_generation_prompt=generation_prompt
+        )
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
@@ -105,8 +115,10 @@ class TokenizerTemplate:
             renders.append((self._render(messages[: i + 1], generation_prompt=False), weight))
             for ids, w in renders:
                 if ids[: len(so_far)] != so_far:
-                    raise ValueError("The tokenizer's chat template is not prefix-stable; set data.template=simple.")
-                out.append((ids[len(so_far):], w))
+                    raise ValueError(
+                        "The tokenizer's chat template is not prefix-stable; set data.template=simple."
+                    )
+                out.append((ids[len(so_far) :], w))
                 so_far = ids
         return out
 
@@ -118,12 +130,18 @@ def build_template(tokenizer, name: str | None):
     if name in FORMATS:
         return NamedTemplate(tokenizer, FORMATS[name])
     if name in (None, "auto"):
-        return TokenizerTemplate(tokenizer) if getattr(tokenizer, "chat_template", None) else SimpleTemplate(tokenizer)
+        return (
+            TokenizerTemplate(tokenizer)
+            if getattr(tokenizer, "chat_template", None)
+            else SimpleTemplate(tokenizer)
+        )
     if name == "simple":
         return SimpleTemplate(tokenizer)
     if name == "tokenizer":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("data.template=tokenizer but the tokenizer has no chat_template; use data.template=simple.")
+            raise ValueError(
+                "data.template=tokenizer but the tokenizer has no chat_template; use data.template=simple."
+            )
         return TokenizerTemplate(tokenizer)
     raise AssertionError(name)  # (check_template_name refused it)
 
@@ -146,7 +164,9 @@ class Features:
 class SFTProcessor:
     """Encodes one standard sample into input ids and labels (prompt masked unless ``train_on_prompt``)."""
 
-    def __init__(self, tokenizer, cutoff_len: int, template: str | None = None, train_on_prompt: bool = False):
+    def __init__(
+        self, tokenizer, cutoff_len: int, template: str | None = None, train_on_prompt: bool = False
+    ):
         self.tokenizer = tokenizer
         self.cutoff_len = cutoff_len
         self.template = build_template(tokenizer, template)
@@ -154,9 +174,11 @@ class SFTProcessor:
 
     def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
         if "messages" not in sample:
-            raise ValueError(f"dataset {sample.get('_dataset_name')!r} yields {sorted(k for k in sample if not k.startswith('_'))} "
-                             "(preference pairs?); DataFlex trainers train on `messages`: use an sft converter "
-                             "(alpaca, sharegpt, openai, text) for this dataset.")
+            raise ValueError(
+                f"dataset {sample.get('_dataset_name')!r} yields {sorted(k for k in sample if not k.startswith('_'))} "
+                "(preference pairs?); DataFlex trainers train on `messages`: use an sft converter "
+                "(alpaca, sharegpt, openai, text) for this dataset."
+            )
         input_ids: list[int] = []
         labels: list[int] = []
         for ids, weight in self.template.segments(sample["messages"]):
@@ -169,8 +191,16 @@ class TokenizedData:
     """The training view of a DataEngine: item ``i`` is the model-ready features of engine sample ``i``
     (SFT) or of packed block ``i`` (pretrain). Exposes per-item domain ids for the samplers."""
 
-    def __init__(self, engine, tokenizer, cutoff_len: int, mode: str = "sft", template: str | None = None,
-                 train_on_prompt: bool = False, store: StoreSettings | None = None) -> None:
+    def __init__(
+        self,
+        engine,
+        tokenizer,
+        cutoff_len: int,
+        mode: str = "sft",
+        template: str | None = None,
+        train_on_prompt: bool = False,
+        store: StoreSettings | None = None,
+    ) -> None:
         self.engine = engine
         self.mode = mode
         self.domain_names: list[str] = list(engine.domain_names)

@@ -47,7 +47,7 @@ class EpochSampler:
         while filled < n:
             order = self._epoch_order()
             take = min(self.num_items - self.pos, n - filled)
-            out[filled:filled + take] = order[self.pos:self.pos + take]
+            out[filled : filled + take] = order[self.pos : self.pos + take]
             filled += take
             self.pos += take
             if self.pos == self.num_items:
@@ -55,14 +55,22 @@ class EpochSampler:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "epoch", "num_items": self.num_items, "seed": self.seed, "shuffle": self.shuffle,
-                "epoch": self.epoch, "pos": self.pos}
+        return {
+            "kind": "epoch",
+            "num_items": self.num_items,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": self.epoch,
+            "pos": self.pos,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_kind(state, "epoch")
         if state["num_items"] != self.num_items:
-            raise ValueError(f"EpochSampler state is for {state['num_items']} items, this sampler has "
-                             f"{self.num_items}: the dataset changed since the checkpoint")
+            raise ValueError(
+                f"EpochSampler state is for {state['num_items']} items, this sampler has "
+                f"{self.num_items}: the dataset changed since the checkpoint"
+            )
         self.seed, self.shuffle = int(state["seed"]), bool(state["shuffle"])
         self.epoch, self.pos, self._order = int(state["epoch"]), int(state["pos"]), None
 
@@ -147,15 +155,18 @@ class TokenProportionScheduler:
         self.total, self.tokens = int(state["total"]), [int(c) for c in state["tokens"]]
 
 
-def validate_proportions(proportions: Sequence[float], names: Sequence[str],
-                         available: Sequence[int] | None = None) -> np.ndarray:
+def validate_proportions(
+    proportions: Sequence[float], names: Sequence[str], available: Sequence[int] | None = None
+) -> np.ndarray:
     """Check a proportion vector against the domains; returns it as float64. It is *not* normalised: it
     must already sum to 1 (within 1e-6), because a vector that does not is more likely a bug upstream
     (a mixer forgetting to normalise, a wrong domain order) than an intent."""
     p = np.asarray(proportions, dtype=np.float64).reshape(-1)
     listing = ", ".join(f"{n}={v:g}" for n, v in zip(names, p)) if len(p) == len(names) else ""
     if len(p) != len(names):
-        raise ValueError(f"got {len(p)} proportions for {len(names)} domains {list(names)}; give one per domain")
+        raise ValueError(
+            f"got {len(p)} proportions for {len(names)} domains {list(names)}; give one per domain"
+        )
     if not np.all(np.isfinite(p)):
         raise ValueError(f"proportions must be finite numbers: {listing}")
     if np.any(p < 0):
@@ -165,8 +176,9 @@ def validate_proportions(proportions: Sequence[float], names: Sequence[str],
     if total <= 0:
         raise ValueError(f"proportions are all zero for domains {list(names)}; at least one must be > 0")
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"proportions must sum to 1 (got {total:.6g}): {listing}. Normalise them first "
-                         "(p / p.sum()).")
+        raise ValueError(
+            f"proportions must sum to 1 (got {total:.6g}): {listing}. Normalise them first (p / p.sum())."
+        )
     if available is not None:
         empty = [n for n, v, a in zip(names, p, available) if v > 0 and a == 0]
         if empty:
@@ -191,9 +203,16 @@ class ProportionSampler:
     tokens times its `max_repetitions`); a draw past it raises `MixtureInfeasible` naming the numbers.
     """
 
-    def __init__(self, domain_rows: Sequence[np.ndarray], proportions: Sequence[float], seed: int = 0,
-                 domain_names: Sequence[str] | None = None, unit: str = "samples",
-                 item_tokens: np.ndarray | None = None, max_uses: Sequence[float | None] | None = None) -> None:
+    def __init__(
+        self,
+        domain_rows: Sequence[np.ndarray],
+        proportions: Sequence[float],
+        seed: int = 0,
+        domain_names: Sequence[str] | None = None,
+        unit: str = "samples",
+        item_tokens: np.ndarray | None = None,
+        max_uses: Sequence[float | None] | None = None,
+    ) -> None:
         if unit not in MIXTURE_UNITS:
             raise ValueError(f"mixture unit must be one of {MIXTURE_UNITS}, got {unit!r}")
         if unit == "tokens" and item_tokens is None:
@@ -204,8 +223,11 @@ class ProportionSampler:
         self.max_uses = list(max_uses) if max_uses is not None else [None] * len(self.domain_rows)
         self.used = np.zeros(len(self.domain_rows), dtype=np.int64)
         """Drawn per domain since construction, in the unit (what `max_uses` bounds)."""
-        self.names = list(domain_names) if domain_names is not None else [f"domain{d}" for d in
-                                                                          range(len(self.domain_rows))]
+        self.names = (
+            list(domain_names)
+            if domain_names is not None
+            else [f"domain{d}" for d in range(len(self.domain_rows))]
+        )
         if len(self.names) != len(self.domain_rows):
             raise ValueError(f"{len(self.names)} domain names for {len(self.domain_rows)} domains")
         self.seed = int(seed)
@@ -228,7 +250,8 @@ class ProportionSampler:
         perm = self._perm[d]
         if perm is None:
             perm = self._perm[d] = np.random.default_rng([self.seed, d, self.passes[d]]).permutation(
-                len(self.domain_rows[d]))
+                len(self.domain_rows[d])
+            )
         row = int(self.domain_rows[d][perm[self.pos[d]]])
         self.pos[d] += 1
         if self.pos[d] == len(perm):
@@ -246,30 +269,44 @@ class ProportionSampler:
                 self._scheduler.add(d, amount)
             self.used[d] += amount
             if self.max_uses[d] is not None and self.used[d] > self.max_uses[d]:
-                raise MixtureInfeasible(f"domain {self.names[d]!r} reached its max_repetitions bound: "
-                                        f"{self.used[d]} {self.unit} drawn > {self.max_uses[d]:g} allowed (its "
-                                        f"data times max_repetitions) at proportions "
-                                        f"{', '.join(f'{n}={v:.3f}' for n, v in zip(self.names, self.proportions))}. "
-                                        "Raise the domain's max_repetitions in dataset_info, lower its proportion "
-                                        "or train fewer steps.")
+                raise MixtureInfeasible(
+                    f"domain {self.names[d]!r} reached its max_repetitions bound: "
+                    f"{self.used[d]} {self.unit} drawn > {self.max_uses[d]:g} allowed (its "
+                    f"data times max_repetitions) at proportions "
+                    f"{', '.join(f'{n}={v:.3f}' for n, v in zip(self.names, self.proportions))}. "
+                    "Raise the domain's max_repetitions in dataset_info, lower its proportion "
+                    "or train fewer steps."
+                )
             self.drawn[d] += 1
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "proportion", "seed": self.seed, "proportions": self.proportions.tolist(),
-                "scheduler": self._scheduler.state_dict(), "pos": list(self.pos), "passes": list(self.passes),
-                "drawn": self.drawn.tolist(), "domain_sizes": [len(r) for r in self.domain_rows],
-                "unit": self.unit, "used": self.used.tolist()}
+        return {
+            "kind": "proportion",
+            "seed": self.seed,
+            "proportions": self.proportions.tolist(),
+            "scheduler": self._scheduler.state_dict(),
+            "pos": list(self.pos),
+            "passes": list(self.passes),
+            "drawn": self.drawn.tolist(),
+            "domain_sizes": [len(r) for r in self.domain_rows],
+            "unit": self.unit,
+            "used": self.used.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_kind(state, "proportion")
         sizes = [len(r) for r in self.domain_rows]
         if list(state["domain_sizes"]) != sizes:
-            raise ValueError(f"ProportionSampler state is for domain sizes {state['domain_sizes']}, this "
-                             f"sampler has {sizes}: the dataset changed since the checkpoint")
+            raise ValueError(
+                f"ProportionSampler state is for domain sizes {state['domain_sizes']}, this "
+                f"sampler has {sizes}: the dataset changed since the checkpoint"
+            )
         if state.get("unit", "samples") != self.unit:
-            raise ValueError(f"ProportionSampler state mixes by {state.get('unit', 'samples')}, this sampler by "
-                             f"{self.unit}: trainer.mixture_unit changed since the checkpoint")
+            raise ValueError(
+                f"ProportionSampler state mixes by {state.get('unit', 'samples')}, this sampler by "
+                f"{self.unit}: trainer.mixture_unit changed since the checkpoint"
+            )
         self.seed = int(state["seed"])
         self.set_proportions(state["proportions"])
         self._scheduler.load_state_dict(state["scheduler"])
@@ -298,9 +335,11 @@ class IndexListSampler:
         n = int(n)
         if not self.cycle:
             if n > self.remaining:
-                raise SamplerExhausted(f"IndexListSampler asked for {n} indices but only {self.remaining} of "
-                                       f"{len(self.indices)} remain; give it a longer selection")
-            out = self.indices[self.pos:self.pos + n].copy()
+                raise SamplerExhausted(
+                    f"IndexListSampler asked for {n} indices but only {self.remaining} of "
+                    f"{len(self.indices)} remain; give it a longer selection"
+                )
+            out = self.indices[self.pos : self.pos + n].copy()
             self.pos += n
             return out
         take = (self.pos + np.arange(n)) % len(self.indices)

@@ -36,12 +36,21 @@ from dataflex.utils.logging import logger
 class DomainReader:
     """This rank's reader of one domain: its datasets' shards mixed by weight, pass after pass."""
 
-    def __init__(self, engine, domain: str, rank: int, world: int, max_passes: float | None,
-                 state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        engine,
+        domain: str,
+        rank: int,
+        world: int,
+        max_passes: float | None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
         self.engine, self.domain, self.rank, self.world = engine, domain, rank, world
         self.names = [n for n, i in engine.dataset_infos.items() if i.domain == domain]
-        self.weights = [engine.dataset_infos[n].weight if engine.dataset_infos[n].weight is not None else 1.0
-                        for n in self.names]
+        self.weights = [
+            engine.dataset_infos[n].weight if engine.dataset_infos[n].weight is not None else 1.0
+            for n in self.names
+        ]
         self.max_passes = max_passes
         self.passes = 0 if state is None else int(state["passes"])
         self.read = 0 if state is None else int(state["read"])
@@ -50,8 +59,10 @@ class DomainReader:
     def _open(self, mix_state: dict[str, Any] | None) -> None:
         ctxs = [LoadContext(n, self.engine.args.on_error) for n in self.names]
         streams_state = mix_state["streams"] if mix_state is not None else [None] * len(self.names)
-        streams = [self.engine._open_stream(n, self.rank, self.world, s, c)
-                   for n, s, c in zip(self.names, streams_state, ctxs)]
+        streams = [
+            self.engine._open_stream(n, self.rank, self.world, s, c)
+            for n, s, c in zip(self.names, streams_state, ctxs)
+        ]
         self.mix = MixedStream(streams, self.weights, mix_state)
 
     def state_dict(self) -> dict[str, Any]:
@@ -63,21 +74,28 @@ class DomainReader:
                 k, row = next(self.mix)
             except StopIteration:
                 if self.read == 0:
-                    raise DataError(f"domain {self.domain!r} has no rows in the shard of rank {self.rank} of "
-                                    f"{self.world}; give its datasets more rows or use fewer processes.") from None
+                    raise DataError(
+                        f"domain {self.domain!r} has no rows in the shard of rank {self.rank} of "
+                        f"{self.world}; give its datasets more rows or use fewer processes."
+                    ) from None
                 self.passes += 1
                 if self.max_passes is not None and self.passes >= self.max_passes:
                     raise MixtureInfeasible(
                         f"domain {self.domain!r} ran out after {self.passes} pass(es) over its stream on rank "
                         f"{self.rank} and its max_repetitions is {self.max_passes:g}; raise max_repetitions in "
-                        "dataset_info, lower its proportion or train fewer steps.") from None
-                logger.info(f"streaming: domain {self.domain!r} starts pass {self.passes + 1} over its data "
-                            f"(rank {self.rank})")
+                        "dataset_info, lower its proportion or train fewer steps."
+                    ) from None
+                logger.info(
+                    f"streaming: domain {self.domain!r} starts pass {self.passes + 1} over its data "
+                    f"(rank {self.rank})"
+                )
                 self._open(None)
                 continue
             name = self.names[k]
             self.read += 1
-            return self.engine._convert_data_sample(row, name, where=f"streamed row {self.read} of {self.domain!r}")
+            return self.engine._convert_data_sample(
+                row, name, where=f"streamed row {self.read} of {self.domain!r}"
+            )
 
 
 class StreamingTrainData:
@@ -87,8 +105,15 @@ class StreamingTrainData:
     in_process = True
     """Items exist only in this process once read: loader workers receive them, they cannot read them."""
 
-    def __init__(self, engine, tokenizer, cutoff_len: int, mode: str = "sft", template: str | None = None,
-                 train_on_prompt: bool = False) -> None:
+    def __init__(
+        self,
+        engine,
+        tokenizer,
+        cutoff_len: int,
+        mode: str = "sft",
+        template: str | None = None,
+        train_on_prompt: bool = False,
+    ) -> None:
         self.engine, self.mode, self.cutoff_len = engine, mode, int(cutoff_len)
         self.tokenizer = tokenizer
         self.domain_names: list[str] = list(engine.domain_names)
@@ -102,15 +127,22 @@ class StreamingTrainData:
     def domain_weights(self) -> np.ndarray:
         """Each domain's share by its datasets' `weight` (default 1 each): the static trainer's proportions."""
         infos = self.engine.dataset_infos.values()
-        w = np.asarray([sum(i.weight if i.weight is not None else 1.0 for i in infos if i.domain == d)
-                        for d in self.domain_names], dtype=np.float64)
+        w = np.asarray(
+            [
+                sum(i.weight if i.weight is not None else 1.0 for i in infos if i.domain == d)
+                for d in self.domain_names
+            ],
+            dtype=np.float64,
+        )
         return w / w.sum()
 
     def open(self, max_repetitions: Sequence[float | None] | None = None) -> None:
         reps = list(max_repetitions) if max_repetitions is not None else [None] * len(self.domain_names)
         states = (self._pending_state or {}).get("readers") or [None] * len(self.domain_names)
-        self.readers = [DomainReader(self.engine, d, self.rank, self.world, r, s)
-                        for d, r, s in zip(self.domain_names, reps, states)]
+        self.readers = [
+            DomainReader(self.engine, d, self.rank, self.world, r, s)
+            for d, r, s in zip(self.domain_names, reps, states)
+        ]
         if self._pending_state is not None:
             self._carry = [list(c) for c in self._pending_state["carry"]]
             self._pending_state = None
@@ -141,20 +173,28 @@ class StreamingTrainData:
         return self._buffer.pop(int(i))
 
     def __len__(self) -> int:
-        raise TypeError("a streaming training set has no length; set trainer.max_steps (the number of steps).")
+        raise TypeError(
+            "a streaming training set has no length; set trainer.max_steps (the number of steps)."
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Streams have no epochs (a domain starts its next pass when it runs out)."""
 
     # ---- state (per rank) ----------------------------------------------------------------------------
     def rank_state_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "world": self.world, "readers": [r.state_dict() for r in self.readers or []],
-                "carry": [list(c) for c in self._carry]}
+        return {
+            "rank": self.rank,
+            "world": self.world,
+            "readers": [r.state_dict() for r in self.readers or []],
+            "carry": [list(c) for c in self._carry],
+        }
 
     def load_rank_state_dict(self, state: dict[str, Any]) -> None:
         if (state["rank"], state["world"]) != (self.rank, self.world):
-            raise ValueError(f"the checkpoint's stream positions are for rank {state['rank']} of {state['world']}; "
-                             f"this is rank {self.rank} of {self.world}: resume with the same number of processes.")
+            raise ValueError(
+                f"the checkpoint's stream positions are for rank {state['rank']} of {state['world']}; "
+                f"this is rank {self.rank} of {self.world}: resume with the same number of processes."
+            )
         self._pending_state = state
         self.open([r.max_passes for r in self.readers] if self.readers else None)
 
@@ -185,8 +225,13 @@ class StreamSampler:
         return ids
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "stream", "proportions": self.proportions.tolist(), "scheduler": self._scheduler.state_dict(),
-                "slots": self.slots, "drawn": self.drawn.tolist()}
+        return {
+            "kind": "stream",
+            "proportions": self.proportions.tolist(),
+            "scheduler": self._scheduler.state_dict(),
+            "slots": self.slots,
+            "drawn": self.drawn.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "stream":

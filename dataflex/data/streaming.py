@@ -39,9 +39,16 @@ class LineStream:
     ``state_dict()`` = ``{"offset": byte offset of the next line, "line": lines consumed in this shard,
     "taken": rows yielded}``."""
 
-    def __init__(self, path: Path, shard: int, num_shards: int, ctx: LoadContext,
-                 parse: Callable[[bytes], dict[str, Any]], state: dict[str, Any] | None = None,
-                 max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        shard: int,
+        num_shards: int,
+        ctx: LoadContext,
+        parse: Callable[[bytes], dict[str, Any]],
+        state: dict[str, Any] | None = None,
+        max_rows: int | None = None,
+    ) -> None:
         self.path, self.ctx, self.parse, self.max_rows = Path(path), ctx, parse, max_rows
         size = self.path.stat().st_size
         self.start, self.end = shard * size // num_shards, (shard + 1) * size // num_shards
@@ -130,8 +137,14 @@ class HFStream:
     """`datasets` streaming (hub datasets, and local files without a DataFlex line reader), sharded with
     `split_dataset_by_node` and resumed with the IterableDataset's own state_dict."""
 
-    def __init__(self, make: Callable[[], Any], shard: int, num_shards: int,
-                 state: dict[str, Any] | None = None, max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        make: Callable[[], Any],
+        shard: int,
+        num_shards: int,
+        state: dict[str, Any] | None = None,
+        max_rows: int | None = None,
+    ) -> None:
         from datasets.distributed import split_dataset_by_node
 
         ds = make()
@@ -162,8 +175,14 @@ class HFStream:
 class MemoryStream:
     """An in-memory table streamed as rows ``shard, shard + num_shards, ...``."""
 
-    def __init__(self, table: RowTable, shard: int, num_shards: int, state: dict[str, Any] | None = None,
-                 max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        table: RowTable,
+        shard: int,
+        num_shards: int,
+        state: dict[str, Any] | None = None,
+        max_rows: int | None = None,
+    ) -> None:
         self.table, self.shard, self.num_shards = table, shard, num_shards
         self.k = 0 if state is None else int(state["k"])
         self.max_rows = max_rows
@@ -205,8 +224,11 @@ class MixedStream:
         return ProportionScheduler([self.weights[k] / total for k in self.active] if total > 0 else [])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"active": list(self.active), "scheduler": self._scheduler.state_dict(),
-                "streams": [s.state_dict() for s in self.streams]}
+        return {
+            "active": list(self.active),
+            "scheduler": self._scheduler.state_dict(),
+            "streams": [s.state_dict() for s in self.streams],
+        }
 
     def __iter__(self) -> MixedStream:
         return self

@@ -71,9 +71,11 @@ def check_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise PermissionError(f"data.cache_dir={str(cache_dir) if cache_dir else str(default_cache_dir())!r} is not "
-                              f"writable ({e.strerror or e}: {root}); the token store is built there. Set "
-                              "data.cache_dir to a writable folder.") from None
+        raise PermissionError(
+            f"data.cache_dir={str(cache_dir) if cache_dir else str(default_cache_dir())!r} is not "
+            f"writable ({e.strerror or e}: {root}); the token store is built there. Set "
+            "data.cache_dir to a writable folder."
+        ) from None
     return root
 
 
@@ -97,9 +99,13 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
     normalizer, pre-tokenizer) or the slow one's vocabulary, plus special tokens and the chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return {"class": type(tokenizer).__name__, "backend": _sha(body), "size": len(tokenizer),
-            "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
-            "chat_template": getattr(tokenizer, "chat_template", None)}
+    return {
+        "class": type(tokenizer).__name__,
+        "backend": _sha(body),
+        "size": len(tokenizer),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
 
 
 def _files_identity(path: Path) -> list[list[Any]]:
@@ -137,10 +143,14 @@ def store_description(engine, processor, mode: str) -> dict[str, Any]:
         record["rows"] = len(engine.datasets[name])
         datasets.append(record)
     return {
-        "format": STORE_FORMAT, "split": engine.split, "mode": mode, "cutoff_len": processor.cutoff_len,
+        "format": STORE_FORMAT,
+        "split": engine.split,
+        "mode": mode,
+        "cutoff_len": processor.cutoff_len,
         "train_on_prompt": processor.train_on_prompt if mode == "sft" else None,
         "template": (processor.template.name, processor.template.jinja()) if mode == "sft" else None,
-        "tokenizer": tokenizer_identity(processor.tokenizer), "datasets": datasets,
+        "tokenizer": tokenizer_identity(processor.tokenizer),
+        "datasets": datasets,
         "domain_names": list(engine.domain_names),
         "rows": {k: getattr(args, k) for k in ("max_samples", "val_size", "seed", "on_error")},
     }
@@ -171,10 +181,15 @@ class TokenStore:
             file = self.path / spec["file"]
             size = file.stat().st_size if file.is_file() else -1
             if size != spec["bytes"] or math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize != size:
-                raise CorruptStore(f"{spec['file']} has {size} bytes, the manifest says {spec['bytes']} bytes of "
-                                   f"{spec['shape']} x {spec['dtype']}")
-            arr = (np.memmap(file, dtype=spec["dtype"], mode="r", shape=tuple(spec["shape"])) if spec["bytes"]
-                   else np.zeros(spec["shape"], dtype=spec["dtype"]))
+                raise CorruptStore(
+                    f"{spec['file']} has {size} bytes, the manifest says {spec['bytes']} bytes of "
+                    f"{spec['shape']} x {spec['dtype']}"
+                )
+            arr = (
+                np.memmap(file, dtype=spec["dtype"], mode="r", shape=tuple(spec["shape"]))
+                if spec["bytes"]
+                else np.zeros(spec["shape"], dtype=spec["dtype"])
+            )
             if verify and _crc_file(file) != spec["crc32"]:
                 raise CorruptStore(f"{spec['file']} does not match its checksum")
             self.arrays[name] = arr
@@ -240,8 +255,12 @@ def open_or_build(engine, processor, mode: str, settings: StoreSettings) -> Toke
         if path.exists() and not settings.rebuild:
             try:
                 store = TokenStore(path)
-                logger.info("token store: %s (%d items, %s tokens) loaded from the cache", path, len(store),
-                            f"{len(store.tokens):,}")
+                logger.info(
+                    "token store: %s (%d items, %s tokens) loaded from the cache",
+                    path,
+                    len(store),
+                    f"{len(store.tokens):,}",
+                )
                 return store
             except CorruptStore as e:
                 logger.warning("token store %s is damaged (%s): rebuilding it", path, e)
@@ -263,10 +282,19 @@ def _log_miss(root: Path, description: dict[str, Any], key: str) -> None:
             if [d["name"] for d in old["datasets"]] != names or old["split"] != description["split"]:
                 continue
             changed = sorted(k for k in description if old.get(k) != description[k])
-            files = [f"{n[0]}" for d_new, d_old in zip(description["datasets"], old["datasets"])
-                     for n in d_new.get("files", []) if n not in d_old.get("files", [])]
-            logger.info("token store: building %s (the store %s was built for other %s%s)", key,
-                        manifest.parent.name, ", ".join(changed), f"; changed files: {files}" if files else "")
+            files = [
+                f"{n[0]}"
+                for d_new, d_old in zip(description["datasets"], old["datasets"])
+                for n in d_new.get("files", [])
+                if n not in d_old.get("files", [])
+            ]
+            logger.info(
+                "token store: building %s (the store %s was built for other %s%s)",
+                key,
+                manifest.parent.name,
+                ", ".join(changed),
+                f"; changed files: {files}" if files else "",
+            )
             return
     logger.info("token store: building %s under %s", key, root)
 
@@ -287,8 +315,9 @@ class DiskFull(OSError):
     pass
 
 
-def build(engine, processor, mode: str, root: Path, key: str, description: dict[str, Any],
-          num_proc: int | None) -> None:
+def build(
+    engine, processor, mode: str, root: Path, key: str, description: dict[str, Any], num_proc: int | None
+) -> None:
     """Builds the store `root/key` in a temp folder and renames it into place."""
     tmp = root / f".build-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -312,15 +341,23 @@ def build(engine, processor, mode: str, root: Path, key: str, description: dict[
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             need = estimate if estimate is not None else "an unknown number of"
-            raise DiskFull(errno.ENOSPC, f"disk full while building the token store in {root} (data.cache_dir): it "
-                           f"needs about {need} bytes, {shutil.disk_usage(root).free} are free. Free space there or "
-                           "set data.cache_dir to a larger disk.") from None
+            raise DiskFull(
+                errno.ENOSPC,
+                f"disk full while building the token store in {root} (data.cache_dir): it "
+                f"needs about {need} bytes, {shutil.disk_usage(root).free} are free. Free space there or "
+                "set data.cache_dir to a larger disk.",
+            ) from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("token store: built %s in %.1f s (%s items, %s tokens)", root / key, time.perf_counter() - started,
-                f"{manifest['num_items']:,}", f"{manifest['arrays']['tokens']['shape'][0]:,}")
+    logger.info(
+        "token store: built %s in %.1f s (%s items, %s tokens)",
+        root / key,
+        time.perf_counter() - started,
+        f"{manifest['num_items']:,}",
+        f"{manifest['arrays']['tokens']['shape'][0]:,}",
+    )
 
 
 def _swap(tmp: Path, final: Path) -> None:
@@ -339,15 +376,18 @@ def _write_source(engine, mode: str, path: Path) -> int:
     from .processor import message_text
 
     if mode == "sft":
-        schema = pa.schema([("sample", pa.binary()), ("domain", pa.int32()), ("dataset", pa.int32()),
-                            ("row", pa.int64())])
+        schema = pa.schema(
+            [("sample", pa.binary()), ("domain", pa.int32()), ("dataset", pa.int32()), ("row", pa.int64())]
+        )
         domain_of = {d: k for k, d in enumerate(engine.domain_names)}
 
         def rows():
             for k, (name, table) in enumerate(engine.datasets.items()):
                 dom = domain_of[engine.dataset_infos[name].domain]
                 for r in range(len(table)):
-                    sample = engine._convert_data_sample(table[r], name, where=lambda r=r, t=table: t.where(r))
+                    sample = engine._convert_data_sample(
+                        table[r], name, where=lambda r=r, t=table: t.where(r)
+                    )
                     yield {"sample": pickle.dumps(sample, protocol=5), "domain": dom, "dataset": k, "row": r}
     else:
         schema = pa.schema([("text", pa.large_string()), ("domain", pa.int32()), ("row", pa.int64())])
@@ -413,18 +453,36 @@ def _tokenize(source: Path, processor, mode: str, out: Path, num_proc: int | Non
     procs = num_proc or auto_num_proc(rows)
     if mode == "sft":
         fn, drop = _EncodeSFT(processor), ["sample"]
-        features = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32")),
-                                      "trained": datasets.Sequence(datasets.Value("int8")),
-                                      "domain": datasets.Value("int32"), "dataset": datasets.Value("int32"),
-                                      "row": datasets.Value("int64")})
+        features = datasets.Features(
+            {
+                "ids": datasets.Sequence(datasets.Value("int32")),
+                "trained": datasets.Sequence(datasets.Value("int8")),
+                "domain": datasets.Value("int32"),
+                "dataset": datasets.Value("int32"),
+                "row": datasets.Value("int64"),
+            }
+        )
     else:
         fn, drop = _EncodeText(processor.tokenizer), ["text"]
-        features = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32")),
-                                      "domain": datasets.Value("int32"), "row": datasets.Value("int64")})
+        features = datasets.Features(
+            {
+                "ids": datasets.Sequence(datasets.Value("int32")),
+                "domain": datasets.Value("int32"),
+                "row": datasets.Value("int64"),
+            }
+        )
     with _quiet_datasets():
-        return ds.map(fn, batched=True, batch_size=512, num_proc=procs if procs > 1 else None,
-                      remove_columns=drop, features=features, new_fingerprint=f"dataflex-store-{key}",
-                      cache_file_name=str(out / "tokenized.arrow"), desc="tokenizing (token store)")
+        return ds.map(
+            fn,
+            batched=True,
+            batch_size=512,
+            num_proc=procs if procs > 1 else None,
+            remove_columns=drop,
+            features=features,
+            new_fingerprint=f"dataflex-store-{key}",
+            cache_file_name=str(out / "tokenized.arrow"),
+            desc="tokenizing (token store)",
+        )
 
 
 @contextlib.contextmanager
@@ -457,23 +515,31 @@ class _ArrayWriter:
 
     def spec(self) -> dict[str, Any]:
         self.file.close()
-        return {"file": self.path.name, "dtype": self.dtype.str, "shape": [self.count],
-                "bytes": self.count * self.dtype.itemsize, "crc32": self.crc}
+        return {
+            "file": self.path.name,
+            "dtype": self.dtype.str,
+            "shape": [self.count],
+            "bytes": self.count * self.dtype.itemsize,
+            "crc32": self.crc,
+        }
 
 
 def _column(table, name: str) -> np.ndarray:
     return table.column(name).to_numpy()
 
 
-def _write_arrays(tokenized, processor, mode: str, tmp: Path, description: dict[str, Any], key: str,
-                  engine) -> dict[str, Any]:
+def _write_arrays(
+    tokenized, processor, mode: str, tmp: Path, description: dict[str, Any], key: str, engine
+) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     table = tokenized.data.table
     dtype = token_dtype(len(processor.tokenizer))
     bound = np.iinfo(dtype).max
-    lengths = np.concatenate([np.zeros(0, np.int64)] + [pc.list_value_length(c).to_numpy(zero_copy_only=False)
-                                                        for c in table.column("ids").chunks]).astype(np.int64)
+    lengths = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in table.column("ids").chunks]
+    ).astype(np.int64)
     domains = _column(table, "domain").astype(np.int32)
     rows = _column(table, "row").astype(np.int64)
     writers = {"tokens": _ArrayWriter(tmp / "tokens.bin", dtype)}
@@ -483,8 +549,9 @@ def _write_arrays(tokenized, processor, mode: str, tmp: Path, description: dict[
         item_offsets = np.concatenate([[0], np.cumsum(lengths)])
         item_domains, item_rows = domains, rows
     else:
-        keep, item_offsets, item_domains, item_rows = _blocks(lengths, domains, rows, processor.cutoff_len,
-                                                              list(engine.domain_names))
+        keep, item_offsets, item_domains, item_rows = _blocks(
+            lengths, domains, rows, processor.cutoff_len, list(engine.domain_names)
+        )
     pos = 0
     for batch in table.to_batches():
         n = batch.num_rows
@@ -496,14 +563,19 @@ def _write_arrays(tokenized, processor, mode: str, tmp: Path, description: dict[
             mask = (np.arange(len(values)) - starts) < np.repeat(kept, lens)
             values = values[mask]
         if values.size and int(values.max()) > bound:
-            raise ValueError(f"token id {int(values.max())} exceeds the tokenizer's vocabulary ({len(processor.tokenizer)})")
+            raise ValueError(
+                f"token id {int(values.max())} exceeds the tokenizer's vocabulary ({len(processor.tokenizer)})"
+            )
         writers["tokens"].write(values)
         if mode == "sft":
             writers["trained"].write(batch.column("trained").flatten().to_numpy())
         pos += n
     arrays = {name: w.spec() for name, w in writers.items()}
-    extra = {"offsets": item_offsets.astype(np.int64), "domains": item_domains.astype(np.int32),
-             "rows": item_rows.astype(np.int64)}
+    extra = {
+        "offsets": item_offsets.astype(np.int64),
+        "domains": item_domains.astype(np.int32),
+        "rows": item_rows.astype(np.int64),
+    }
     manifest: dict[str, Any] = {"format": STORE_FORMAT, "key": key, "mode": mode, "description": description}
     if mode == "sft":
         extra["datasets"] = _column(table, "dataset").astype(np.int32)
@@ -525,9 +597,12 @@ def _blocks(lengths: np.ndarray, domains: np.ndarray, rows: np.ndarray, cutoff: 
 
     n_domains = len(names)
     totals = np.bincount(domains, weights=lengths, minlength=n_domains).astype(np.int64)
-    docs = np.bincount(domains, minlength=n_domains)  # a domain without documents in this split is not "short"
-    check_domain_blocks({names[d]: int(totals[d]) for d in range(n_domains) if docs[d] and totals[d] < cutoff},
-                        cutoff)
+    docs = np.bincount(
+        domains, minlength=n_domains
+    )  # a domain without documents in this split is not "short"
+    check_domain_blocks(
+        {names[d]: int(totals[d]) for d in range(n_domains) if docs[d] and totals[d] < cutoff}, cutoff
+    )
     keep = np.zeros_like(lengths)
     offsets, block_domains, block_rows = [], [], []
     written = 0
@@ -547,6 +622,8 @@ def _blocks(lengths: np.ndarray, domains: np.ndarray, rows: np.ndarray, cutoff: 
         block_rows.append(rows[sel][doc])
         written += budget
     if not written:
-        raise ValueError(f"data.mode=pretrain: not one full block of cutoff_len={cutoff} tokens; lower data.cutoff_len.")
+        raise ValueError(
+            f"data.mode=pretrain: not one full block of cutoff_len={cutoff} tokens; lower data.cutoff_len."
+        )
     offsets.append(np.asarray([written], dtype=np.int64))
     return keep, np.concatenate(offsets), np.concatenate(block_domains), np.concatenate(block_rows)

@@ -27,12 +27,22 @@ def check_model_source(name_or_path: str, key: str = "model.name_or_path") -> No
         if not path.is_dir():
             raise FileNotFoundError(f"{key}={name_or_path}: no such model folder ({path.resolve()}).")
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{key}={name_or_path}: {path} has no config.json; is it a HF model folder?")
+            raise FileNotFoundError(
+                f"{key}={name_or_path}: {path} has no config.json; is it a HF model folder?"
+            )
 
 
-def load_hf_model(*, name_or_path: str, tokenizer_path: str | None = None, revision: str | None = None,
-                  trust_remote_code: bool = False, dtype: str = "float32", attn_implementation: str | None = None,
-                  finetuning_type: str = "full", **finetuning) -> ModelBundle:
+def load_hf_model(
+    *,
+    name_or_path: str,
+    tokenizer_path: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    finetuning_type: str = "full",
+    **finetuning,
+) -> ModelBundle:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_source(name_or_path)
@@ -40,18 +50,23 @@ def load_hf_model(*, name_or_path: str, tokenizer_path: str | None = None, revis
         raise ValueError(f"model.dtype={dtype!r} is unknown; choose one of {list(DTYPES)}.")
     source = str(Path(name_or_path).expanduser()) if looks_local(name_or_path) else name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or source, revision=revision,
-                                                  trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_path or source, revision=revision, trust_remote_code=trust_remote_code
+        )
         kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "dtype": DTYPES[dtype]}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as err:
         if not looks_local(name_or_path):
-            raise OSError(f"model.name_or_path={name_or_path}: could not load it from the hub (offline? not a "
-                          f"repo id?). Download it and pass the local folder instead. Cause: {err}") from err
+            raise OSError(
+                f"model.name_or_path={name_or_path}: could not load it from the hub (offline? not a "
+                f"repo id?). Download it and pass the local folder instead. Cause: {err}"
+            ) from err
         raise
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = apply_finetuning(model, finetuning_type, **finetuning)
-    return ModelBundle(model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, base_model_path=source)
+    return ModelBundle(
+        model=model, tokenizer=tokenizer, finetuning_type=finetuning_type, base_model_path=source
+    )

@@ -19,27 +19,47 @@ def load_tokenizer(path: str | None = None):
     return AutoTokenizer.from_pretrained(str(path or BUNDLED_TOKENIZER))
 
 
-def build_tiny_model(*, tokenizer_path: str | None = None, hidden_size: int = 192, intermediate_size: int = 512,
-                     num_hidden_layers: int = 4, num_attention_heads: int = 6, num_key_value_heads: int = 6,
-                     max_position_embeddings: int = 512, tie_word_embeddings: bool = True,
-                     vocab_size: int | None = None, seed: int = 0,
-                     finetuning_type: str = "full", **finetuning) -> ModelBundle:
+def build_tiny_model(
+    *,
+    tokenizer_path: str | None = None,
+    hidden_size: int = 192,
+    intermediate_size: int = 512,
+    num_hidden_layers: int = 4,
+    num_attention_heads: int = 6,
+    num_key_value_heads: int = 6,
+    max_position_embeddings: int = 512,
+    tie_word_embeddings: bool = True,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    finetuning_type: str = "full",
+    **finetuning,
+) -> ModelBundle:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(tokenizer_path)
     if vocab_size is not None and vocab_size < len(tokenizer):
-        raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens).")
+        raise ValueError(
+            f"model.vocab_size={vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)."
+        )
     config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return build_from_config(LlamaForCausalLM, config, tokenizer, seed, finetuning_type, **finetuning)
 
 
-def build_from_config(model_cls, config, tokenizer, seed: int, finetuning_type: str, **finetuning) -> ModelBundle:
+def build_from_config(
+    model_cls, config, tokenizer, seed: int, finetuning_type: str, **finetuning
+) -> ModelBundle:
     """Seeded random init of `model_cls(config)` plus fine-tuning (LoRA adapters included); LoRA keeps a copy
     of the base weights, which have no checkpoint on disk, so the saved adapter can be loaded back."""
     with torch.random.fork_rng(devices=[]):

@@ -17,8 +17,15 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_trackers(*, run_dir: str | Path, plots: bool = True, tensorboard: bool = False,
-                   tensorboard_dir: str | None = None, run_config: object = None, **_: object) -> TrackerGroup:
+def build_trackers(
+    *,
+    run_dir: str | Path,
+    plots: bool = True,
+    tensorboard: bool = False,
+    tensorboard_dir: str | None = None,
+    run_config: object = None,
+    **_: object,
+) -> TrackerGroup:
     """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`, + TensorBoard event files
     when `tensorboard`); none off rank 0."""
     if not is_main_process():
@@ -35,5 +42,12 @@ def build_trackers(*, run_dir: str | Path, plots: bool = True, tensorboard: bool
     return TrackerGroup(trackers)
 
 
-__all__ = ["build_trackers", "is_main_process", "JsonlTracker", "TrackerGroup", "Tracker", "read_metrics",
-           "METRICS_FILE"]
+__all__ = [
+    "build_trackers",
+    "is_main_process",
+    "JsonlTracker",
+    "TrackerGroup",
+    "Tracker",
+    "read_metrics",
+    "METRICS_FILE",
+]

@@ -30,8 +30,11 @@ def compare_eval_loss(jobs: list[JobResult], out: Path) -> Path | None:
     keys = [("all domains", "eval/loss")] + [(d, f"eval/loss/{d}") for d in domains]
     fig, axes = _grid(len(keys))
     for ax, (title, key) in zip(axes, keys):
-        _lines(ax, {_short(j): scalar(j.records, key) for j in jobs if scalar(j.records, key)[0]},
-               ylabel="eval loss (nats/token)")
+        _lines(
+            ax,
+            {_short(j): scalar(j.records, key) for j in jobs if scalar(j.records, key)[0]},
+            ylabel="eval loss (nats/token)",
+        )
         ax.set_title(f"eval loss: {title}", fontsize="medium")
         if ax is not axes[0] and ax.get_legend():
             ax.get_legend().remove()
@@ -48,7 +51,9 @@ def compare_final_eval(jobs: list[JobResult], out: Path) -> Path | None:
     fig, ax = pyplot().subplots(figsize=(max(6.0, 1.2 * len(domains) + 0.3 * len(done)), 4.2))
     for k, job in enumerate(done):
         values = [job.domain_losses.get(d, math.nan) for d in domains[:-1]] + [job.average_loss]
-        ax.bar([i + k * width - 0.4 + width / 2 for i in range(len(domains))], values, width, label=_short(job))
+        ax.bar(
+            [i + k * width - 0.4 + width / 2 for i in range(len(domains))], values, width, label=_short(job)
+        )
     ax.set_xticks(range(len(domains)), domains)
     ax.set_ylabel("final eval loss (nats/token)")
     ax.set_ylim(bottom=0)  # bars start at zero: their lengths compare
@@ -100,7 +105,13 @@ def compare_selection(jobs: list[JobResult], out: Path) -> Path | None:
     return _save(fig, out / "compare_selection.png")
 
 
-COMPARISONS = (compare_eval_loss, compare_final_eval, compare_train_loss, compare_proportions, compare_selection)
+COMPARISONS = (
+    compare_eval_loss,
+    compare_final_eval,
+    compare_train_loss,
+    compare_proportions,
+    compare_selection,
+)
 
 
 def comparison_plots(jobs: list[JobResult], out: Path) -> list[Path]:

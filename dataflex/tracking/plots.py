@@ -50,11 +50,11 @@ def series(records: list[dict[str, Any]], prefix: str) -> Series:
     out: Series = {}
     for r in records:
         for key, value in r.items():
-            if not key.startswith(prefix) or "/" in key[len(prefix):]:
+            if not key.startswith(prefix) or "/" in key[len(prefix) :]:
                 continue
             number = _number(value)
             if number is not None:
-                steps, values = out.setdefault(key[len(prefix):], ([], []))
+                steps, values = out.setdefault(key[len(prefix) :], ([], []))
                 steps.append(int(r["step"]))
                 values.append(number)
     return out
@@ -110,7 +110,9 @@ def run_title(run_dir: Path | None) -> str:
     import yaml
 
     try:
-        choices = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+        choices = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"][
+            "choices"
+        ]
     except (KeyError, TypeError, yaml.YAMLError):
         return ""
     parts = [choices.get("trainer"), choices.get("component")]
@@ -170,9 +172,18 @@ def plot_loss(records, out: Path, run: str = "") -> Path | None:
     if not train[0] and not evals[0]:
         return None
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    _lines(ax, {k: v for k, v in {"train loss (mean over the logging interval)": train,
-                                  "eval loss (all domains)": evals}.items() if v[0]},
-           ylabel=f"cross-entropy loss {LOSS_UNIT}")
+    _lines(
+        ax,
+        {
+            k: v
+            for k, v in {
+                "train loss (mean over the logging interval)": train,
+                "eval loss (all domains)": evals,
+            }.items()
+            if v[0]
+        },
+        ylabel=f"cross-entropy loss {LOSS_UNIT}",
+    )
     _title(ax, "training and eval loss", run)
     return _save(fig, out / "train_loss.png")
 
@@ -257,14 +268,18 @@ def plot_weight_histograms(records, out: Path, run: str = "", max_panels: int = 
         ax.set_title(f"step {step} (n={len(values)})", fontsize="small")
         ax.set_xlabel(RELATIVE_WEIGHT)
         ax.set_ylabel("samples")
-    for ax in list(axes.flat)[len(logged):]:
+    for ax in list(axes.flat)[len(logged) :]:
         ax.axis("off")
     fig.suptitle("per-sample weight histograms after warmup (dashed: uniform)" + (f" — {run}" if run else ""))
     return _save(fig, out / "weight_histograms.png")
 
 
-WEIGHT_PANEL_LABELS = {"min / max weight": RELATIVE_WEIGHT, "weight entropy": "entropy of w / Σw (nats)",
-                       "effective sample size (Kish)": "effective sample size (samples)", "mean weight per domain": RELATIVE_WEIGHT}
+WEIGHT_PANEL_LABELS = {
+    "min / max weight": RELATIVE_WEIGHT,
+    "weight entropy": "entropy of w / Σw (nats)",
+    "effective sample size (Kish)": "effective sample size (samples)",
+    "mean weight per domain": RELATIVE_WEIGHT,
+}
 
 
 def plot_weight_stats(records, out: Path, run: str = "") -> Path | None:
@@ -287,7 +302,15 @@ def plot_weight_stats(records, out: Path, run: str = "") -> Path | None:
     return _save(fig, out / "weight_stats.png")
 
 
-PLOTTERS = (plot_loss, plot_eval_per_domain, plot_train_per_domain, plot_mixture, plot_selection, plot_weight_histograms, plot_weight_stats)
+PLOTTERS = (
+    plot_loss,
+    plot_eval_per_domain,
+    plot_train_per_domain,
+    plot_mixture,
+    plot_selection,
+    plot_weight_histograms,
+    plot_weight_stats,
+)
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:

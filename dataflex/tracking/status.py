@@ -39,10 +39,15 @@ def resume_command(job_dir: str | Path) -> str:
 
 def interrupted_message(stop: TrainingInterrupted) -> str:
     """The one line `dataflex-run` prints for an interrupted run."""
-    saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "no checkpoint (trainer.save_steps=0): it restarts from step 0"
+    saved = (
+        f"checkpoint {stop.checkpoint}"
+        if stop.checkpoint
+        else "no checkpoint (trainer.save_steps=0): it restarts from step 0"
+    )
     command = getattr(stop, "resume_command", None)
-    return (f"dataflex-run: interrupted ({stop.signal_name}) after step {stop.step}; {saved}."
-            + (f" Resume with: {command}" if command else ""))
+    return f"dataflex-run: interrupted ({stop.signal_name}) after step {stop.step}; {saved}." + (
+        f" Resume with: {command}" if command else ""
+    )
 
 
 def _output_dir(cfg: Any, job_dir: Path) -> str:
@@ -64,8 +69,14 @@ class InvalidConfig(SystemExit):
         super().__init__(f"dataflex-run: error: {message}")
 
 
-def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multirun: bool,
-                cfg: Any = None, check: Callable[[], None] | None = None) -> dict[str, Any] | None:
+def guarded_run(
+    fn: Callable[[], dict[str, Any]],
+    job_dir: str | Path,
+    *,
+    multirun: bool,
+    cfg: Any = None,
+    check: Callable[[], None] | None = None,
+) -> dict[str, Any] | None:
     """Runs `check()` then `fn()` and records the outcome in `job_dir/status.json` (with the run's output dir
     from `cfg`).
 
@@ -85,14 +96,26 @@ def guarded_run(fn: Callable[[], dict[str, Any]], job_dir: str | Path, *, multir
     except KeyboardInterrupt as err:  # SIGINT/SIGTERM: record it and stop (a sweep stops too)
         stop = err if isinstance(err, TrainingInterrupted) else TrainingInterrupted(0, "SIGINT")
         stop.resume_command = resume_command(job_dir)
-        write_status(job_dir, "interrupted", elapsed_s=time.perf_counter() - start, run_dir=run_dir,
-                     resume=stop.resume_command, **stop.fields())
+        write_status(
+            job_dir,
+            "interrupted",
+            elapsed_s=time.perf_counter() - start,
+            run_dir=run_dir,
+            resume=stop.resume_command,
+            **stop.fields(),
+        )
         raise stop from None
     except Exception as err:
         elapsed = time.perf_counter() - start
         message = f"{type(err).__name__}: {err}"
-        write_status(job_dir, "failed", error=message, elapsed_s=elapsed, run_dir=run_dir,
-                     traceback=traceback.format_exc())
+        write_status(
+            job_dir,
+            "failed",
+            error=message,
+            elapsed_s=elapsed,
+            run_dir=run_dir,
+            traceback=traceback.format_exc(),
+        )
         if not multirun:
             if not checked:
                 raise InvalidConfig(str(err)) from None

@@ -77,7 +77,7 @@ class JobResult:
     @property
     def domain_losses(self) -> dict[str, float]:
         """Final eval loss per domain (the `eval/loss/<domain>` keys)."""
-        return {k[len(EVAL_PREFIX):]: v for k, v in self.final_eval.items() if k.startswith(EVAL_PREFIX)}
+        return {k[len(EVAL_PREFIX) :]: v for k, v in self.final_eval.items() if k.startswith(EVAL_PREFIX)}
 
     @property
     def average_loss(self) -> float:
@@ -95,7 +95,9 @@ class JobResult:
 
 
 def is_job_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / p).exists() for p in (".hydra", METRICS_FILE, SUMMARY_FILE, STATUS_FILE))
+    return path.is_dir() and any(
+        (path / p).exists() for p in (".hydra", METRICS_FILE, SUMMARY_FILE, STATUS_FILE)
+    )
 
 
 def _job_sort_key(path: Path) -> tuple[int, str]:
@@ -107,8 +109,10 @@ def find_job_dirs(path: str | Path) -> list[Path]:
     """`path` itself when it is a job dir, else its job subdirs in job-number order."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a directory; pass a sweep dir such as "
-                                "multirun_outputs/<date>/<time> or a run dir such as outputs/<date>/<time>.")
+        raise FileNotFoundError(
+            f"{path} is not a directory; pass a sweep dir such as "
+            "multirun_outputs/<date>/<time> or a run dir such as outputs/<date>/<time>."
+        )
     if (path / ".hydra").is_dir() or (path / METRICS_FILE).is_file():
         return [path]
     children = [p for p in path.iterdir() if is_job_dir(p)]
@@ -118,7 +122,9 @@ def find_job_dirs(path: str | Path) -> list[Path]:
     return sorted(hydra_jobs or children, key=_job_sort_key)
 
 
-def _final_eval(summary: dict[str, Any], records: list[dict[str, Any]]) -> tuple[dict[str, float], int | None]:
+def _final_eval(
+    summary: dict[str, Any], records: list[dict[str, Any]]
+) -> tuple[dict[str, float], int | None]:
     """(the job's final eval metrics, the step they were taken at). A job that did not finish (interrupted,
     failed, killed) reports its last evaluation after step 0: the start eval is no result of training."""
     final = summary.get("final_eval")
@@ -146,10 +152,18 @@ def read_job(job_dir: str | Path, label: str | None = None) -> JobResult:
         error = f"{status.get('signal', 'signal')} after step {status.get('step')}; resume: {status.get('resume', '')}"
     final_eval, eval_step = _final_eval(summary, records)
     return JobResult(
-        job_dir=job_dir, label=label or job_dir.name, overrides=_read_overrides(job_dir), status=state,
-        error=error, final_eval=final_eval, eval_step=eval_step,
+        job_dir=job_dir,
+        label=label or job_dir.name,
+        overrides=_read_overrides(job_dir),
+        status=state,
+        error=error,
+        final_eval=final_eval,
+        eval_step=eval_step,
         wall_time_s=as_float(summary.get("wall_time_s", status.get("elapsed_s"))),
-        samples_per_s=as_float(summary.get("train_samples_per_s")), steps=summary.get("steps"), records=records)
+        samples_per_s=as_float(summary.get("train_samples_per_s")),
+        steps=summary.get("steps"),
+        records=records,
+    )
 
 
 def collect_jobs(paths: list[str | Path]) -> list[JobResult]:

@@ -32,7 +32,9 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:  # torch's writer needs the `tensorboard` package
-            raise ImportError("logger.tensorboard=true needs the tensorboard package: pip install tensorboard") from err
+            raise ImportError(
+                "logger.tensorboard=true needs the tensorboard package: pip install tensorboard"
+            ) from err
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         if run_config is not None:
@@ -56,4 +58,6 @@ class TensorBoardTracker:
 
     def finish(self) -> None:
         self.writer.close()
-        logger.info(f"tensorboard: event files in {self.log_dir}; view with `tensorboard --logdir {self.log_dir}`")
+        logger.info(
+            f"tensorboard: event files in {self.log_dir}; view with `tensorboard --logdir {self.log_dir}`"
+        )

@@ -28,9 +28,11 @@ from dataflex.utils.logging import logger
 ID_FILE = "wandb_run_id"
 STEP_KEY = "global_step"
 # prefix of the charted series -> (chart key, title)
-CHARTS = {"mixture/": ("charts/mixture_proportions", "mixture proportions"),
-          "select/domain_fraction/": ("charts/selection_domain_fractions", "selected-sample domain fractions"),
-          "eval/loss/": ("charts/eval_loss_per_domain", "eval loss per domain")}
+CHARTS = {
+    "mixture/": ("charts/mixture_proportions", "mixture proportions"),
+    "select/domain_fraction/": ("charts/selection_domain_fractions", "selected-sample domain fractions"),
+    "eval/loss/": ("charts/eval_loss_per_domain", "eval loss per domain"),
+}
 HISTOGRAM_KEYS = ("weight/values",)
 
 
@@ -110,7 +112,7 @@ class WandbTracker:
                 continue
             data[key] = number
             for prefix, series in self.history.items():
-                name = key[len(prefix):]
+                name = key[len(prefix) :]
                 if key.startswith(prefix) and name and "/" not in name:
                     steps, values = series.setdefault(name, ([], []))
                     steps.append(step)
@@ -127,8 +129,13 @@ class WandbTracker:
                 continue
             key, title = CHARTS[prefix]
             names = sorted(series) if prefix == "eval/loss/" else list(series)
-            charts[key] = wandb.plot.line_series(xs=[series[n][0] for n in names], ys=[series[n][1] for n in names],
-                                                 keys=names, title=title, xname="step")
+            charts[key] = wandb.plot.line_series(
+                xs=[series[n][0] for n in names],
+                ys=[series[n][1] for n in names],
+                keys=names,
+                title=title,
+                xname="step",
+            )
         return charts
 
     def finish(self) -> None:
@@ -150,10 +157,21 @@ def _init(mode: str, **kwargs):
     return wandb.init(mode=mode, **kwargs)
 
 
-def start_wandb_run(*, run_dir: Path, run_config: Any = None, project: str = "dataflex", entity: str | None = None,
-                    mode: str | None = None, dir: str | None = None, group: str | None = None,
-                    name: str | None = None, tags: list[str] | None = None, id: str | None = None,
-                    job_type: str = "train", init_timeout: float = 90.0) -> WandbTracker | None:
+def start_wandb_run(
+    *,
+    run_dir: Path,
+    run_config: Any = None,
+    project: str = "dataflex",
+    entity: str | None = None,
+    mode: str | None = None,
+    dir: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    id: str | None = None,
+    job_type: str = "train",
+    init_timeout: float = 90.0,
+) -> WandbTracker | None:
     """Starts the wandb run (or returns None for mode=disabled)."""
     import wandb
 
@@ -165,12 +183,23 @@ def start_wandb_run(*, run_dir: Path, run_config: Any = None, project: str = "da
     info = run_info(run_config)
     wandb_dir = Path(dir or os.environ.get("WANDB_DIR") or run_dir)
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(project=project, entity=entity, dir=str(wandb_dir), group=group or info.group,
-                  name=name or info.name, tags=list(dict.fromkeys([*info.tags, *(tags or [])])), config=info.config,
-                  id=stable_id(run_dir, id), resume="allow", job_type=job_type,
-                  settings=wandb.Settings(init_timeout=init_timeout, reinit="finish_previous"))
+    kwargs = dict(
+        project=project,
+        entity=entity,
+        dir=str(wandb_dir),
+        group=group or info.group,
+        name=name or info.name,
+        tags=list(dict.fromkeys([*info.tags, *(tags or [])])),
+        config=info.config,
+        id=stable_id(run_dir, id),
+        resume="allow",
+        job_type=job_type,
+        settings=wandb.Settings(init_timeout=init_timeout, reinit="finish_previous"),
+    )
     if auto_offline:
-        logger.info(f"wandb: no credentials (WANDB_API_KEY or `wandb login`), logging offline under {wandb_dir}/wandb")
+        logger.info(
+            f"wandb: no credentials (WANDB_API_KEY or `wandb login`), logging offline under {wandb_dir}/wandb"
+        )
     try:
         run = _init(mode, **kwargs)
     except Exception as err:  # noqa: BLE001 - network/auth trouble must not cost the training run
@@ -181,9 +210,15 @@ def start_wandb_run(*, run_dir: Path, run_config: Any = None, project: str = "da
     return WandbTracker(run)
 
 
-def build_wandb_trackers(*, run_dir: str | Path, plots: bool = True, run_config: Any = None,
-                         tensorboard: bool = False, tensorboard_dir: str | None = None,
-                         **wandb_args: Any) -> TrackerGroup:
+def build_wandb_trackers(
+    *,
+    run_dir: str | Path,
+    plots: bool = True,
+    run_config: Any = None,
+    tensorboard: bool = False,
+    tensorboard_dir: str | None = None,
+    **wandb_args: Any,
+) -> TrackerGroup:
     """`logger=wandb`: the default trackers (metrics.jsonl, plots) plus wandb; rank 0 only."""
     from dataflex.config.logger import WANDB_MODES
     from dataflex.tracking import build_trackers, is_main_process
@@ -191,8 +226,13 @@ def build_wandb_trackers(*, run_dir: str | Path, plots: bool = True, run_config:
     mode = wandb_args.get("mode")
     if mode is not None and mode not in WANDB_MODES:
         raise ValueError(f"logger.mode={mode!r} is unknown; choose one of {WANDB_MODES} or null (auto).")
-    group = build_trackers(run_dir=run_dir, plots=plots, tensorboard=tensorboard, tensorboard_dir=tensorboard_dir,
-                           run_config=run_config)
+    group = build_trackers(
+        run_dir=run_dir,
+        plots=plots,
+        tensorboard=tensorboard,
+        tensorboard_dir=tensorboard_dir,
+        run_config=run_config,
+    )
     if not is_main_process():
         return group
     tracker: Tracker | None = start_wandb_run(run_dir=Path(run_dir), run_config=run_config, **wandb_args)

@@ -15,8 +15,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     `enable_input_require_grads`, as peft/LLaMA-Factory do)."""
     inner = unwrap(model)
     if not getattr(inner, "supports_gradient_checkpointing", False):
-        raise ValueError(f"trainer.gradient_checkpointing=true: {type(inner).__name__} does not support HF gradient "
-                         "checkpointing; set trainer.gradient_checkpointing=false.")
+        raise ValueError(
+            f"trainer.gradient_checkpointing=true: {type(inner).__name__} does not support HF gradient "
+            "checkpointing; set trainer.gradient_checkpointing=false."
+        )
     kwargs = {"use_reentrant": False}
     if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2 name
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

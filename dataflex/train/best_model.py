@@ -24,12 +24,16 @@ def check_metric_available(args, domain_names: Sequence[str] | None) -> None:
     if not (args.load_best_model_at_end or args.early_stopping_patience):
         return
     if domain_names is None:
-        raise ValueError("trainer.load_best_model_at_end / trainer.early_stopping_patience need an eval split: "
-                         "the data has none (add `eval:` to the datasets or set data.val_size).")
+        raise ValueError(
+            "trainer.load_best_model_at_end / trainer.early_stopping_patience need an eval split: "
+            "the data has none (add `eval:` to the datasets or set data.val_size)."
+        )
     keys = ["eval/loss", "eval/ppl"] + [f"eval/{m}/{d}" for m in ("loss", "ppl") for d in domain_names]
     if metric_key(args.metric_for_best_model) not in keys:
-        raise ValueError(f"trainer.metric_for_best_model={args.metric_for_best_model!r} is not an eval metric of "
-                         f"this data; choose one of {keys}.")
+        raise ValueError(
+            f"trainer.metric_for_best_model={args.metric_for_best_model!r} is not an eval metric of "
+            f"this data; choose one of {keys}."
+        )
 
 
 class BestModelTracker:
@@ -38,8 +42,11 @@ class BestModelTracker:
     def __init__(self, args) -> None:
         self.key = metric_key(args.metric_for_best_model)
         name = self.key.removeprefix("eval/")
-        self.greater = args.greater_is_better if args.greater_is_better is not None else not (
-            "loss" in name or "ppl" in name)
+        self.greater = (
+            args.greater_is_better
+            if args.greater_is_better is not None
+            else not ("loss" in name or "ppl" in name)
+        )
         self.patience = args.early_stopping_patience
         self.threshold = args.early_stopping_threshold
         self.best_value: float | None = None
@@ -70,9 +77,16 @@ class BestModelTracker:
         return stop
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_step": self.best_step, "stop_value": self.stop_value,
-                "evals_without_improvement": self.evals_without_improvement}
+        return {
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "stop_value": self.stop_value,
+            "evals_without_improvement": self.evals_without_improvement,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value, self.best_step = state["best_value"], state["best_step"]
-        self.stop_value, self.evals_without_improvement = state["stop_value"], state["evals_without_improvement"]
+        self.stop_value, self.evals_without_improvement = (
+            state["stop_value"],
+            state["evals_without_improvement"],
+        )

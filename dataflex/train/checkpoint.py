@@ -73,8 +73,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("checkpoint-*")
-             if (m := CHECKPOINT_RE.match(p.name)) and (p / "training_state.pt").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in Path(run_dir).glob("checkpoint-*")
+        if (m := CHECKPOINT_RE.match(p.name)) and (p / "training_state.pt").is_file()
+    ]
     return max(found)[1] if found else None
 
 
@@ -86,8 +89,10 @@ def resolve_resume(run_dir: Path, value: str | None) -> Path | None:
         return latest_checkpoint(run_dir)
     path = Path(value).expanduser()
     if not (path / "training_state.pt").is_file():
-        raise FileNotFoundError(f"trainer.resume_from_checkpoint={value}: {path} is not a complete DataFlex "
-                                "checkpoint (no training_state.pt); use `auto` or a checkpoint-<step> folder.")
+        raise FileNotFoundError(
+            f"trainer.resume_from_checkpoint={value}: {path} is not a complete DataFlex "
+            "checkpoint (no training_state.pt); use `auto` or a checkpoint-<step> folder."
+        )
     return path
 
 
@@ -123,12 +128,21 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
         engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
     if loop.is_main:
         if write_model:
-            save_model(loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights, final_path=path)
+            save_model(
+                loop.trainer.bundle, acc.unwrap_model(loop.model), tmp, state_dict=weights, final_path=path
+            )
         optimizer = None if engine is not None else loop.optimizer.state_dict()  # the engine saved its shards
-        torch.save({"step": step, "optimizer": optimizer, "scheduler": loop.scheduler.state_dict(),
-                    "trainer": to_safe(loop.trainer.state_dict()), "log_interval": loop.log_interval,
-                    "best_model": loop.best.state_dict()},
-                   tmp / "training_state.pt")
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer,
+                "scheduler": loop.scheduler.state_dict(),
+                "trainer": to_safe(loop.trainer.state_dict()),
+                "log_interval": loop.log_interval,
+                "best_model": loop.best.state_dict(),
+            },
+            tmp / "training_state.pt",
+        )
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}, indent=2))
     acc.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_state_{loop.rank}.pt")
@@ -149,7 +163,9 @@ def _prune(run_dir: Path, keep: int | None, protect: int | None = None) -> None:
     """Keeps the newest `keep` checkpoints, and the best one (`protect`: its step) as HF Trainer does."""
     if not keep:
         return
-    found = sorted((int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name)))
+    found = sorted(
+        (int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+    )
     for step, p in found[:-keep]:
         if step != protect:
             shutil.rmtree(p)
@@ -172,8 +188,10 @@ def load_model_weights(model, path: Path) -> None:
     missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     tied = {k for k in missing if "lm_head" in k or "embed" in k}
     if unexpected or set(missing) - tied:
-        raise RuntimeError(f"{path}: checkpoint does not match the model (missing {sorted(set(missing) - tied)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}).")
+        raise RuntimeError(
+            f"{path}: checkpoint does not match the model (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})."
+        )
 
 
 def _load_weights_and_optimizer(loop, path: Path, optimizer_state: dict | None) -> None:
@@ -181,14 +199,17 @@ def _load_weights_and_optimizer(loop, path: Path, optimizer_state: dict | None) 
     the engine's, so its state comes from training_state.pt."""
     engine = deepspeed_engine(loop)
     if (engine is not None) != (optimizer_state is None):
-        raise RuntimeError(f"{path} was written {'without' if engine is not None else 'with'} DeepSpeed; resume "
-                           "with the same dist= setting that wrote it.")
+        raise RuntimeError(
+            f"{path} was written {'without' if engine is not None else 'with'} DeepSpeed; resume "
+            "with the same dist= setting that wrote it."
+        )
     if engine is None:
         load_model_weights(loop.accelerator.unwrap_model(loop.model), path)
         loop.optimizer.load_state_dict(optimizer_state)
         return
-    loaded, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                       load_lr_scheduler_states=False)
+    loaded, _ = engine.load_checkpoint(
+        str(path), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
     if loaded is None:
         raise FileNotFoundError(f"{path / DEEPSPEED_TAG}: DeepSpeed found no checkpoint to load.")
 
@@ -201,21 +222,26 @@ def load_checkpoint(loop, path: Path) -> int:
     except RuntimeError as err:
         if "size mismatch" not in str(err) and "does not match the model" not in str(err):
             raise
-        raise RuntimeError(f"{path} holds a model of another size or architecture than model.* of this run; "
-                           f"resume it with the model config that wrote it. ({str(err).splitlines()[0]})") from None
+        raise RuntimeError(
+            f"{path} holds a model of another size or architecture than model.* of this run; "
+            f"resume it with the model config that wrote it. ({str(err).splitlines()[0]})"
+        ) from None
     loop.scheduler.load_state_dict(state["scheduler"])
     try:
         loop.trainer.load_state_dict(from_safe(state["trainer"]))
     except (KeyError, TypeError, ValueError) as err:
-        raise RuntimeError(f"{path} was written by another trainer or component (its state has no {err}); resume "
-                           f"it with the trainer= and component= that wrote it.") from None
+        raise RuntimeError(
+            f"{path} was written by another trainer or component (its state has no {err}); resume "
+            f"it with the trainer= and component= that wrote it."
+        ) from None
     loop.log_interval = dict(state["log_interval"])
     if state.get("best_model") is not None:
         loop.best.load_state_dict(state["best_model"])
     rng_file = path / f"rng_state_{loop.rank}.pt"
     if not rng_file.is_file():
-        raise FileNotFoundError(f"{rng_file} is missing: resume with the same number of processes "
-                                "that wrote the checkpoint.")
+        raise FileNotFoundError(
+            f"{rng_file} is missing: resume with the same number of processes that wrote the checkpoint."
+        )
     set_rng_state(torch.load(rng_file, weights_only=True))
     data_file = path / f"data_state_{loop.rank}.json"
     if data_file.is_file():

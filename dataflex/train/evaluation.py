@@ -36,28 +36,64 @@ def scoring_max_tokens(model, data, rows, max_tokens: int | None, device) -> int
     return auto_max_tokens(model, device, width, full_logits=loss_settings().impl == "plain")
 
 
-def domain_loss_sums(model, data, rows: np.ndarray, *, pad_token_id: int, device, max_tokens: int,
-                     max_rows: int | None, fixed_batches: bool = False) -> torch.Tensor:
+def domain_loss_sums(
+    model,
+    data,
+    rows: np.ndarray,
+    *,
+    pad_token_id: int,
+    device,
+    max_tokens: int,
+    max_rows: int | None,
+    fixed_batches: bool = False,
+) -> torch.Tensor:
     """(len(rows), 3): token loss sum, supervised-token count and domain of each row, in the order of `rows`.
     Length-bucketed under the token budget, or in plain consecutive batches of `max_rows` when every rank
     must run the same number of forwards (`fixed_batches`)."""
+
     def fn(batch):
         losses = model_losses(model, batch, device)
-        return torch.stack([losses.token_sum.double().cpu(), losses.token_count.double().cpu(),
-                            batch["domain_ids"].double()], dim=1)
+        return torch.stack(
+            [
+                losses.token_sum.double().cpu(),
+                losses.token_count.double().cpu(),
+                batch["domain_ids"].double(),
+            ],
+            dim=1,
+        )
 
     with eval_mode(model), scoring_grad_mode(fixed_batches):
         if not fixed_batches:
-            return score_in_buckets(fn, data, rows, pad_token_id=pad_token_id, max_tokens=max_tokens,
-                                    max_rows=max_rows, desc="eval")
+            return score_in_buckets(
+                fn,
+                data,
+                rows,
+                pad_token_id=pad_token_id,
+                max_tokens=max_tokens,
+                max_rows=max_rows,
+                desc="eval",
+            )
         size = max_rows or 64
-        out = [fn(collate([data[int(i)] for i in rows[s:s + size]], pad_token_id)) for s in range(0, len(rows), size)]
+        out = [
+            fn(collate([data[int(i)] for i in rows[s : s + size]], pad_token_id))
+            for s in range(0, len(rows), size)
+        ]
         return torch.cat(out) if out else torch.zeros(0, 3, dtype=torch.float64)
 
 
-def evaluate(model, data, *, batch_size: int | None, pad_token_id: int, device: torch.device, rank: int = 0,
-             world_size: int = 1, max_per_domain: int | None = None, lockstep: bool = False,
-             max_tokens: int | None = None) -> dict[str, float]:
+def evaluate(
+    model,
+    data,
+    *,
+    batch_size: int | None,
+    pad_token_id: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    max_per_domain: int | None = None,
+    lockstep: bool = False,
+    max_tokens: int | None = None,
+) -> dict[str, float]:
     """`batch_size` caps the rows, `max_tokens` the padded tokens of a batch (None: sized from free memory).
     `lockstep`: every rank runs as many batches as the rank with the most rows (DeepSpeed ZeRO-3, where each
     forward gathers the weights from all ranks); the extra rows are computed and left out."""
@@ -69,10 +105,18 @@ def evaluate(model, data, *, batch_size: int | None, pad_token_id: int, device: 
     longest = -(-len(all_rows) // world_size)
     keep = len(rows)
     if lockstep and keep < longest:
-        rows = np.concatenate([rows, all_rows[:longest - keep]])
+        rows = np.concatenate([rows, all_rows[: longest - keep]])
     budget = scoring_max_tokens(model, data, rows, max_tokens, device)
-    per_row = domain_loss_sums(model, data, rows, pad_token_id=pad_token_id, device=device, max_tokens=budget,
-                               max_rows=batch_size, fixed_batches=lockstep)[:keep]  # not the lockstep extras
+    per_row = domain_loss_sums(
+        model,
+        data,
+        rows,
+        pad_token_id=pad_token_id,
+        device=device,
+        max_tokens=budget,
+        max_rows=batch_size,
+        fixed_batches=lockstep,
+    )[:keep]  # not the lockstep extras
     if len(per_row):
         domains = per_row[:, 2].long()
         sums.index_add_(0, domains, per_row[:, 0])

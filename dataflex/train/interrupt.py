@@ -53,8 +53,10 @@ class StopRequest:
         self.signal_name = signal.Signals(signum).name
         from dataflex.utils.logging import logger
 
-        logger.warning(f"{self.signal_name} received: stopping after the current step"
-                       + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""))
+        logger.warning(
+            f"{self.signal_name} received: stopping after the current step"
+            + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+        )
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

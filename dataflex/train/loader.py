@@ -102,10 +102,22 @@ class _Plan:
 class StepFeeder:
     """`feeder.step(t)` -> (global ids of step t, this rank's collated micro-batches); see module docstring."""
 
-    def __init__(self, trainer, *, data, collate_fn: Callable[[list], dict[str, torch.Tensor]], rank: int,
-                 per_rank_batch: int, micro_batch_size: int, global_batch_size: int, total_steps: int,
-                 num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2,
-                 checkpoint_after: Callable[[int], bool] = lambda done: False) -> None:
+    def __init__(
+        self,
+        trainer,
+        *,
+        data,
+        collate_fn: Callable[[list], dict[str, torch.Tensor]],
+        rank: int,
+        per_rank_batch: int,
+        micro_batch_size: int,
+        global_batch_size: int,
+        total_steps: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+        checkpoint_after: Callable[[int], bool] = lambda done: False,
+    ) -> None:
         self.trainer, self.data, self.collate_fn = trainer, data, collate_fn
         self.rank, self.per_rank_batch, self.micro_batch_size = rank, per_rank_batch, micro_batch_size
         self.global_batch_size, self.total_steps = global_batch_size, total_steps
@@ -120,9 +132,15 @@ class StepFeeder:
         self._iter: Iterator[dict[str, torch.Tensor]] | None = None
         self._loader = None
         if self.num_workers > 0:
-            self._loader = DataLoader(_DecidedItems(data), batch_sampler=self._plan, num_workers=self.num_workers,
-                                      collate_fn=collate_fn, pin_memory=pin_memory, persistent_workers=True,
-                                      prefetch_factor=prefetch_factor)
+            self._loader = DataLoader(
+                _DecidedItems(data),
+                batch_sampler=self._plan,
+                num_workers=self.num_workers,
+                collate_fn=collate_fn,
+                pin_memory=pin_memory,
+                persistent_workers=True,
+                prefetch_factor=prefetch_factor,
+            )
 
     # ---- deciding -------------------------------------------------------------------------------------
     def draw(self, step: int, early: bool = False) -> DrawnStep:
@@ -138,28 +156,38 @@ class StepFeeder:
     def may_draw_early(self, step: int) -> bool:
         """Whether step `step`'s ids may be drawn before step `step-1` has ended."""
         done = step  # on_step_end(done=step) runs after step-1 trains
-        return (step < self.total_steps and not self.checkpoint_after(done)
-                and bool(self.trainer.plan_fixed_after(done)))
+        return (
+            step < self.total_steps
+            and not self.checkpoint_after(done)
+            and bool(self.trainer.plan_fixed_after(done))
+        )
 
     def local_ids(self, indices: np.ndarray) -> np.ndarray:
         return indices[self.rank * self.per_rank_batch : (self.rank + 1) * self.per_rank_batch]
 
     def micro_keys(self, drawn: DrawnStep, with_items: bool = False) -> list[list[Key]]:
         local, size = self.local_ids(drawn.indices), self.micro_batch_size
-        return [[(int(i), drawn.data_epoch, self.data[i] if with_items else None) for i in local[s : s + size]]
-                for s in range(0, len(local), size)]
+        return [
+            [(int(i), drawn.data_epoch, self.data[i] if with_items else None) for i in local[s : s + size]]
+            for s in range(0, len(local), size)
+        ]
 
     # ---- feeding ----------------------------------------------------------------------------------------
     def step(self, step: int) -> tuple[np.ndarray, list[dict[str, torch.Tensor]]]:
         if self._loader is None:
             drawn = self.draw(step)
-            return drawn.indices, [self.collate_fn([self.data[i] for i, _, _ in keys]) for keys in self.micro_keys(drawn)]
+            return drawn.indices, [
+                self.collate_fn([self.data[i] for i, _, _ in keys]) for keys in self.micro_keys(drawn)
+            ]
         if step not in self._drawn:  # a window starts: nothing was prefetched past the last decision point
             self.first_step_of_window = step
             self._plan.start(step)
             self._iter = iter(self._loader)
         drawn = self._drawn.pop(step)
-        micro = [next(self._iter) for _ in range(math.ceil(len(self.local_ids(drawn.indices)) / self.micro_batch_size))]
+        micro = [
+            next(self._iter)
+            for _ in range(math.ceil(len(self.local_ids(drawn.indices)) / self.micro_batch_size))
+        ]
         return drawn.indices, micro
 
     def epoch_at(self, step: int, live: float) -> float:

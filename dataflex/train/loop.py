@@ -50,8 +50,10 @@ def build_accelerator(args, dist=None):
 
     cuda = torch.cuda.is_available()
     if args.fp16 and not cuda:
-        raise ValueError("trainer.fp16=true needs a CUDA GPU and none is available; use trainer.bf16=true "
-                         "(also works on CPU) or leave both false.")
+        raise ValueError(
+            "trainer.fp16=true needs a CUDA GPU and none is available; use trainer.bf16=true "
+            "(also works on CPU) or leave both false."
+        )
     if args.bf16 and cuda and not torch.cuda.is_bf16_supported():
         raise ValueError("trainer.bf16=true but this GPU has no bfloat16 support; use trainer.fp16=true.")
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
@@ -67,10 +69,15 @@ def check_strategy(accelerator, dist) -> None:
     wanted = {"deepspeed": "DEEPSPEED", "fsdp": "FSDP"}.get(dist.strategy if dist is not None else "ddp")
     if wanted is None or accelerator.distributed_type.name == wanted:
         return
-    why = ("accelerate runs DeepSpeed and FSDP only on GPUs; on a CPU it falls back to plain data parallel"
-           if accelerator.device.type == "cpu" else "FSDP needs launcher.nproc_per_node >= 2")
-    raise RuntimeError(f"dist.strategy={dist.strategy} was asked for, but accelerate set up "
-                       f"{accelerator.distributed_type.value} ({why}). Use dist=ddp here.")
+    why = (
+        "accelerate runs DeepSpeed and FSDP only on GPUs; on a CPU it falls back to plain data parallel"
+        if accelerator.device.type == "cpu"
+        else "FSDP needs launcher.nproc_per_node >= 2"
+    )
+    raise RuntimeError(
+        f"dist.strategy={dist.strategy} was asked for, but accelerate set up "
+        f"{accelerator.distributed_type.value} ({why}). Use dist=ddp here."
+    )
 
 
 class TrainingLoop:
@@ -113,16 +120,25 @@ class TrainingLoop:
 
     def _build_feeder(self) -> StepFeeder:
         args = self.args
-        return StepFeeder(self.trainer, data=self.trainer.train_data, collate_fn=self._collate_fn(), rank=self.rank,
-                          per_rank_batch=self.per_rank_batch, micro_batch_size=args.per_device_train_batch_size,
-                          global_batch_size=self.global_batch_size, total_steps=self.total_steps,
-                          num_workers=args.dataloader_num_workers,
-                          pin_memory=args.dataloader_pin_memory and self.accelerator.device.type == "cuda",
-                          checkpoint_after=lambda done: bool(args.save_steps and done % args.save_steps == 0))
+        return StepFeeder(
+            self.trainer,
+            data=self.trainer.train_data,
+            collate_fn=self._collate_fn(),
+            rank=self.rank,
+            per_rank_batch=self.per_rank_batch,
+            micro_batch_size=args.per_device_train_batch_size,
+            global_batch_size=self.global_batch_size,
+            total_steps=self.total_steps,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and self.accelerator.device.type == "cuda",
+            checkpoint_after=lambda done: bool(args.save_steps and done % args.save_steps == 0),
+        )
 
     def _forward(self, model, mb: dict[str, torch.Tensor], ctx: StepContext):
         device = self.accelerator.device
-        losses = packed_sample_losses(model, mb, device) if "packed" in mb else model_losses(model, mb, device)
+        losses = (
+            packed_sample_losses(model, mb, device) if "packed" in mb else model_losses(model, mb, device)
+        )
         ctx.record(mb, losses)
         return losses
 
@@ -133,10 +149,12 @@ class TrainingLoop:
         hand because DDP's bucketed sync expects one forward per backward. Costs activation memory for the
         whole per-rank batch instead of one micro-batch."""
         if len(micro) > 1 and self.zero_stage == 3:
-            raise RuntimeError("dist=deepspeed_zero3 with a trainer that weights the loss over the whole batch "
-                               "(dynamic_weight, DoReMi) needs trainer.gradient_accumulation_steps=1: DeepSpeed ZeRO-3 "
-                               "computes wrong gradients when several forward graphs are back-propagated one after "
-                               "the other. Raise per_device_train_batch_size instead, or use deepspeed_zero2.")
+            raise RuntimeError(
+                "dist=deepspeed_zero3 with a trainer that weights the loss over the whole batch "
+                "(dynamic_weight, DoReMi) needs trainer.gradient_accumulation_steps=1: DeepSpeed ZeRO-3 "
+                "computes wrong gradients when several forward graphs are back-propagated one after "
+                "the other. Raise per_device_train_batch_size instead, or use deepspeed_zero2."
+            )
         with self.accelerator.no_sync(model):
             all_losses = [self._forward(model, mb, ctx) for mb in micro]
             self.trainer.before_backward(all_losses, micro, ctx)
@@ -155,18 +173,30 @@ class TrainingLoop:
         gathered = ctx.gathered()
         ids = gathered["sample_ids"][~torch.isfinite(gathered["token_sum"])].tolist()
         if self.args.nan_policy == "stop":
-            raise FloatingPointError(f"non-finite loss at step {ctx.step} for sample ids {ids[:20]}; inspect those "
-                                     "samples, lower trainer.learning_rate, or set trainer.nan_policy=skip_step.")
-        logger.warning(f"step {ctx.step}: non-finite loss for sample ids {ids[:20]}; update skipped (nan_policy=skip_step)")
+            raise FloatingPointError(
+                f"non-finite loss at step {ctx.step} for sample ids {ids[:20]}; inspect those "
+                "samples, lower trainer.learning_rate, or set trainer.nan_policy=skip_step."
+            )
+        logger.warning(
+            f"step {ctx.step}: non-finite loss for sample ids {ids[:20]}; update skipped (nan_policy=skip_step)"
+        )
         return True
 
     def _evaluate(self, model) -> dict[str, float]:
         if self.trainer.eval_data is None:
             return {}
-        return evaluate(model, self.trainer.eval_data, batch_size=self.args.per_device_eval_batch_size,
-                        max_tokens=self.args.scoring_max_tokens, pad_token_id=self.pad_id, device=self.accelerator.device, rank=self.rank,
-                        world_size=self.world_size, max_per_domain=self.args.max_eval_samples_per_domain,
-                        lockstep=self.zero_stage == 3)
+        return evaluate(
+            model,
+            self.trainer.eval_data,
+            batch_size=self.args.per_device_eval_batch_size,
+            max_tokens=self.args.scoring_max_tokens,
+            pad_token_id=self.pad_id,
+            device=self.accelerator.device,
+            rank=self.rank,
+            world_size=self.world_size,
+            max_per_domain=self.args.max_eval_samples_per_domain,
+            lockstep=self.zero_stage == 3,
+        )
 
     def _stop_early(self, metrics: dict[str, float], step: int, candidate: bool) -> bool:
         """Best-model bookkeeping for one evaluation; True when early stopping ends the run here."""
@@ -174,9 +204,11 @@ class TrainingLoop:
             return False
         stop = self.best.update(metrics, step, candidate)
         if stop:
-            logger.info(f"early stopping at step {step}: {self.best.key} did not improve by more than "
-                        f"{self.args.early_stopping_threshold:g} for {self.best.patience} evaluation(s) "
-                        f"(best {self.best.stop_value:.4f})")
+            logger.info(
+                f"early stopping at step {step}: {self.best.key} did not improve by more than "
+                f"{self.args.early_stopping_threshold:g} for {self.best.patience} evaluation(s) "
+                f"(best {self.best.stop_value:.4f})"
+            )
         return stop
 
     def _load_best(self, last_step: int) -> None:
@@ -187,8 +219,9 @@ class TrainingLoop:
         path = self.run_dir / f"checkpoint-{best}"
         self.accelerator.wait_for_everyone()
         load_model_weights(self.accelerator.unwrap_model(self.model), path)
-        logger.info(f"loaded the best model from {path} ({self.best.key}={self.best.best_value:.4f}, "
-                    f"step {best})")
+        logger.info(
+            f"loaded the best model from {path} ({self.best.key}={self.best.best_value:.4f}, step {best})"
+        )
 
     # ---- the loop ------------------------------------------------------------------------------------
     def _train_step(self, step: int) -> StepContext:
@@ -197,8 +230,14 @@ class TrainingLoop:
         indices, micro = self.feeder.step(step)
         local_tokens = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)
         global_tokens = int(all_reduce_sum(torch.tensor(local_tokens, device=self.accelerator.device)))
-        ctx = StepContext(step=step, indices=indices, global_tokens=global_tokens, global_samples=len(indices),
-                          world_size=self.world_size, rank=self.rank)
+        ctx = StepContext(
+            step=step,
+            indices=indices,
+            global_tokens=global_tokens,
+            global_samples=len(indices),
+            world_size=self.world_size,
+            rank=self.rank,
+        )
         ctx.input_tokens = sum(int(mb["attention_mask"].sum()) for mb in micro)
         if trainer.defer_backward:
             self._deferred_step(model, micro, ctx)
@@ -213,7 +252,9 @@ class TrainingLoop:
         ctx.skipped = self._non_finite(ctx)
         if not ctx.skipped:
             if args.max_grad_norm and args.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
+                self.accelerator.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], args.max_grad_norm
+                )
             self.optimizer.step()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -229,9 +270,12 @@ class TrainingLoop:
         if not self.args.logging_steps or (done % self.args.logging_steps and done != total_steps):
             return {}
         elapsed = time.perf_counter() - self._interval_start
-        metrics = {"loss": interval["loss"] / interval["steps"], "lr": self.scheduler.get_last_lr()[0],
-                   "samples_per_s": interval["samples"] / max(elapsed, 1e-9),
-                   "epoch": epoch}
+        metrics = {
+            "loss": interval["loss"] / interval["steps"],
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": interval["samples"] / max(elapsed, 1e-9),
+            "epoch": epoch,
+        }
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
         self._interval_start = time.perf_counter()
         return metrics
@@ -248,16 +292,24 @@ class TrainingLoop:
         configure_progress(self.is_main and not args.disable_tqdm)
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(trainer.model)
-        if (args.save_steps or args.resume_from_checkpoint) and self.accelerator.distributed_type.name == "FSDP":
-            raise NotImplementedError("checkpoints (trainer.save_steps, trainer.resume_from_checkpoint) are not "
-                                      "supported with dist=fsdp yet: the optimizer state and weights are sharded "
-                                      "over the ranks. Unset them, or use dist=ddp or dist=deepspeed_*.")
+        if (
+            args.save_steps or args.resume_from_checkpoint
+        ) and self.accelerator.distributed_type.name == "FSDP":
+            raise NotImplementedError(
+                "checkpoints (trainer.save_steps, trainer.resume_from_checkpoint) are not "
+                "supported with dist=fsdp yet: the optimizer state and weights are sharded "
+                "over the ranks. Unset them, or use dist=ddp or dist=deepspeed_*."
+            )
         if args.nan_policy == "skip_step" and self.zero_stage:
-            raise NotImplementedError("trainer.nan_policy=skip_step cannot skip under DeepSpeed: its engine applies the "
-                                      "update inside backward(), before the loss is checked. Use nan_policy=stop.")
+            raise NotImplementedError(
+                "trainer.nan_policy=skip_step cannot skip under DeepSpeed: its engine applies the "
+                "update inside backward(), before the loss is checked. Use nan_policy=stop."
+            )
         if args.load_best_model_at_end and self.zero_stage == 3:
-            raise NotImplementedError("trainer.load_best_model_at_end is not supported under dist=deepspeed_zero3 yet "
-                                      "(the live weights are shards); pick the best checkpoint-<step> by hand.")
+            raise NotImplementedError(
+                "trainer.load_best_model_at_end is not supported under dist=deepspeed_zero3 yet "
+                "(the live weights are shards); pick the best checkpoint-<step> by hand."
+            )
         self.total_steps = trainer.total_steps(self.global_batch_size)
         optimizer = build_optimizer(trainer.model, args)
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
@@ -282,8 +334,14 @@ class TrainingLoop:
             if not already_saved:
                 save_checkpoint(self, path, done)
             checkpoint = str(path.resolve())
-        logger.warning(f"{signal_name} received: stopped after step {done}"
-                       + (f", checkpoint written to {checkpoint}" if checkpoint else " (no checkpoint: trainer.save_steps=0)"))
+        logger.warning(
+            f"{signal_name} received: stopped after step {done}"
+            + (
+                f", checkpoint written to {checkpoint}"
+                if checkpoint
+                else " (no checkpoint: trainer.save_steps=0)"
+            )
+        )
         raise TrainingInterrupted(done, signal_name, checkpoint)
 
     def run(self) -> dict[str, Any]:
@@ -296,19 +354,28 @@ class TrainingLoop:
         trackers = trainer.trackers if self.is_main else None
         for line in run_description(trainer):
             logger.info(line)
-        logger.info(f"training {total_steps} steps, global batch {self.global_batch_size} "
-                    f"({self.world_size} process(es) x {args.per_device_train_batch_size} x "
-                    f"{args.gradient_accumulation_steps} accumulation), run dir {self.run_dir}")
+        logger.info(
+            f"training {total_steps} steps, global batch {self.global_batch_size} "
+            f"({self.world_size} process(es) x {args.per_device_train_batch_size} x "
+            f"{args.gradient_accumulation_steps} accumulation), run dir {self.run_dir}"
+        )
         first_eval = self._evaluate(self.model) if args.eval_on_start and start_step == 0 else {}
-        if start_step > 0 and self.is_main:  # a resumed run's summary keeps the start eval its first part logged
+        if (
+            start_step > 0 and self.is_main
+        ):  # a resumed run's summary keeps the start eval its first part logged
             first_eval = logged_eval(self.run_dir / "metrics.jsonl", 0)
         if first_eval and start_step == 0:
             if trackers:
                 trackers.log(first_eval, step=0)
             logger.info(eval_line(0, first_eval))
         last_eval = first_eval
-        bar = tqdm(total=total_steps, initial=start_step, disable=not self.is_main or args.disable_tqdm, desc="train",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            disable=not self.is_main or args.disable_tqdm,
+            desc="train",
+            dynamic_ncols=True,
+        )
         start = self._interval_start = time.perf_counter()
         samples = tokens = skipped = 0
         stopped_at = None
@@ -319,12 +386,19 @@ class TrainingLoop:
             for step in range(start_step, total_steps):
                 ctx = self._train_step(step)
                 done = step + 1
-                samples, tokens, skipped = samples + ctx.global_samples, tokens + ctx.input_tokens, skipped + ctx.skipped
+                samples, tokens, skipped = (
+                    samples + ctx.global_samples,
+                    tokens + ctx.input_tokens,
+                    skipped + ctx.skipped,
+                )
                 metrics = dict(trainer.on_step_end(done, ctx) or {})
                 metrics.update(self._train_metrics(ctx, done, total_steps))
                 if metrics.get("loss") is not None:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                    samples_s=f"{metrics['samples_per_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.4f}",
+                        lr=f"{metrics['lr']:.2e}",
+                        samples_s=f"{metrics['samples_per_s']:.0f}",
+                    )
                     logger.info(train_line(done, total_steps, metrics))
                 checkpoint = bool(args.save_steps and done % args.save_steps == 0 and done < total_steps)
                 if done == total_steps or (args.eval_steps and done % args.eval_steps == 0):
@@ -332,7 +406,9 @@ class TrainingLoop:
                     metrics.update(last_eval)
                     if last_eval:
                         logger.info(eval_line(done, last_eval))
-                    if last_eval and self._stop_early(last_eval, done, candidate=checkpoint or done == total_steps):
+                    if last_eval and self._stop_early(
+                        last_eval, done, candidate=checkpoint or done == total_steps
+                    ):
                         stopped_at = done
                 if trackers and metrics:
                     trackers.log(metrics, step=done)
@@ -352,16 +428,28 @@ class TrainingLoop:
             # ZeRO-3: the weights are shards; every rank takes part in gathering them into one state dict.
             state = self.accelerator.get_state_dict(self.model) if self.zero_stage == 3 else None
             if self.is_main:
-                save_model_atomic(trainer.bundle, self.accelerator.unwrap_model(self.model),
-                                  self.run_dir / "final_model", state_dict=state)
+                save_model_atomic(
+                    trainer.bundle,
+                    self.accelerator.unwrap_model(self.model),
+                    self.run_dir / "final_model",
+                    state_dict=state,
+                )
         summary = {
-            "run_dir": str(self.run_dir), "steps": stopped_at or total_steps, "wall_time_s": wall,
-            "train_samples_per_s": samples / wall, "train_tokens_per_s": tokens * self.world_size / wall,
-            "initial_eval": first_eval, "final_eval": last_eval, "skipped_steps": skipped,
+            "run_dir": str(self.run_dir),
+            "steps": stopped_at or total_steps,
+            "wall_time_s": wall,
+            "train_samples_per_s": samples / wall,
+            "train_tokens_per_s": tokens * self.world_size / wall,
+            "initial_eval": first_eval,
+            "final_eval": last_eval,
+            "skipped_steps": skipped,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "stopped_early_at": stopped_at if stopped_at is not None and stopped_at < total_steps else None,
-            **({"best_step": self.best.best_step, "best_metric": {self.best.key: self.best.best_value}}
-               if args.load_best_model_at_end else {}),
+            **(
+                {"best_step": self.best.best_step, "best_metric": {self.best.key: self.best.best_value}}
+                if args.load_best_model_at_end
+                else {}
+            ),
         }
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -390,9 +478,11 @@ def logged_eval(path: Path, step: int) -> dict[str, float]:
 def format_summary(summary: dict[str, Any]) -> str:
     """The short table printed at the end of a run."""
     final, initial = summary.get("final_eval", {}), summary.get("initial_eval", {})
-    lines = [f"DataFlex run finished: {summary['steps']} steps in {summary['wall_time_s']:.1f}s "
-             f"({summary['train_samples_per_s']:.1f} samples/s, {summary['train_tokens_per_s']:.0f} tokens/s)",
-             f"run dir: {summary['run_dir']}"]
+    lines = [
+        f"DataFlex run finished: {summary['steps']} steps in {summary['wall_time_s']:.1f}s "
+        f"({summary['train_samples_per_s']:.1f} samples/s, {summary['train_tokens_per_s']:.0f} tokens/s)",
+        f"run dir: {summary['run_dir']}",
+    ]
     domains = sorted(k.removeprefix("eval/loss/") for k in final if k.startswith("eval/loss/"))
     if domains:
         lines.append(f"{'eval loss':<14}{'start':>10}{'end':>10}")

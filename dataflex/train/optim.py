@@ -38,15 +38,20 @@ def optimizer_class(optim: str) -> type[torch.optim.Optimizer]:
 def optimizer_class_and_kwargs(args) -> tuple[type[torch.optim.Optimizer], dict]:
     """`trainer.optim` → (class, keyword arguments) the way HF Trainer maps its names."""
     adam = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
-    kwargs = {"adamw_torch": adam, "adamw_torch_fused": {**adam, "fused": True},
-              # HF Trainer's `adafactor`: the learning rate is ours (no relative step, no parameter scaling).
-              "adafactor": {"scale_parameter": False, "relative_step": False}}.get(args.optim, {})
+    kwargs = {
+        "adamw_torch": adam,
+        "adamw_torch_fused": {**adam, "fused": True},
+        # HF Trainer's `adafactor`: the learning rate is ours (no relative step, no parameter scaling).
+        "adafactor": {"scale_parameter": False, "relative_step": False},
+    }.get(args.optim, {})
     return optimizer_class(args.optim), kwargs
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     cls, kwargs = optimizer_class_and_kwargs(args)
-    return cls(parameter_groups(model, args.weight_decay), lr=args.learning_rate, **{**kwargs, **args.optim_args})
+    return cls(
+        parameter_groups(model, args.weight_decay), lr=args.learning_rate, **{**kwargs, **args.optim_args}
+    )
 
 
 def warmup_steps(args, total_steps: int) -> int:
@@ -57,5 +62,9 @@ def warmup_steps(args, total_steps: int) -> int:
 def build_scheduler(optimizer: torch.optim.Optimizer, args, total_steps: int):
     from transformers import get_scheduler
 
-    return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps(args, total_steps),
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=warmup_steps(args, total_steps),
+        num_training_steps=total_steps,
+    )

@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 
-def save_model(bundle, model, path: Path, state_dict: dict | None = None, final_path: Path | None = None) -> None:
+def save_model(
+    bundle, model, path: Path, state_dict: dict | None = None, final_path: Path | None = None
+) -> None:
     """`state_dict`: the weights to write when the live model does not hold them (DeepSpeed ZeRO-3 shards);
     `final_path`: where `path` will be renamed to (the LoRA adapter records its base model's place there)."""
     path = Path(path)

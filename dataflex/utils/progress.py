@@ -21,5 +21,12 @@ def progress(total: int, desc: str, unit: str = "it"):
     """A tqdm bar (a disabled one when progress is off); use as a context manager and call `.update(n)`."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(), dynamic_ncols=True, leave=False,
-                mininterval=1.0)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not progress_enabled(),
+        dynamic_ncols=True,
+        leave=False,
+        mininterval=1.0,
+    )

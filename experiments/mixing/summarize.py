@@ -24,7 +24,7 @@ def mixture_per_step(history: dict, total: int) -> np.ndarray:
     """(total, K): the proportions in force at each step 1..total."""
     out = np.zeros((total, len(history["domains"])))
     for u in history["updates"]:
-        out[u["step"]:] = u["proportions"]
+        out[u["step"] :] = u["proportions"]
     return out
 
 
@@ -35,29 +35,45 @@ def load(method_dir: Path) -> dict:
     final = summary["final_eval"]
     losses = {d: final[f"eval/loss/{d}"] for d in names}
     per_step = mixture_per_step(history, total)
-    row = {"domains": names, "eval_loss": losses, "average": float(np.mean(list(losses.values()))),
-           "worst": max(losses, key=losses.get), "final_mixture": dict(zip(names, per_step[-1].tolist())),
-           "mean_mixture": dict(zip(names, per_step.mean(0).tolist())), "steps": total,
-           "wall_time_s": summary["wall_time_s"], "per_step_mixture": per_step.tolist()}
+    row = {
+        "domains": names,
+        "eval_loss": losses,
+        "average": float(np.mean(list(losses.values()))),
+        "worst": max(losses, key=losses.get),
+        "final_mixture": dict(zip(names, per_step[-1].tolist())),
+        "mean_mixture": dict(zip(names, per_step.mean(0).tolist())),
+        "steps": total,
+        "wall_time_s": summary["wall_time_s"],
+        "per_step_mixture": per_step.tolist(),
+    }
     weights = method_dir / "doremi_weights.json"
     if weights.is_file():
         w = json.loads(weights.read_text())
         row["doremi_weights"] = dict(zip(w["domains"], w["proportions"]))
         records = [json.loads(x) for x in (method_dir / "metrics.jsonl").read_text().splitlines()]
-        row["alpha_average_per_step"] = [[r[f"doremi/average_alpha/{d}"] for d in names] for r in records
-                                         if f"doremi/average_alpha/{names[0]}" in r]
+        row["alpha_average_per_step"] = [
+            [r[f"doremi/average_alpha/{d}"] for d in names]
+            for r in records
+            if f"doremi/average_alpha/{names[0]}" in r
+        ]
     return row
 
 
 def table(rows: dict[str, dict]) -> str:
     names = next(iter(rows.values()))["domains"]
-    head = "| method | " + " | ".join(f"eval {d}" for d in names) + " | average | worst | noise: final | noise: mean |"
+    head = (
+        "| method | "
+        + " | ".join(f"eval {d}" for d in names)
+        + " | average | worst | noise: final | noise: mean |"
+    )
     lines = [head, "|---" * (len(names) + 5) + "|"]
     for method, r in rows.items():
         cells = [f"{r['eval_loss'][d]:.3f}" for d in names]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {r['average']:.3f} | {r['worst']} "
-                     f"({r['eval_loss'][r['worst']]:.3f}) | {r['final_mixture']['noise']:.3f} | "
-                     f"{r['mean_mixture']['noise']:.3f} |")
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {r['average']:.3f} | {r['worst']} "
+            f"({r['eval_loss'][r['worst']]:.3f}) | {r['final_mixture']['noise']:.3f} | "
+            f"{r['mean_mixture']['noise']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -65,8 +81,11 @@ def seed_table(per_seed: list[dict[str, dict]]) -> tuple[str, dict]:
     """Mean ± std over seeds of each method's eval losses, average, worst-domain loss and noise weight."""
     methods = [m for m in per_seed[0] if all(m in rows for rows in per_seed)]
     names = per_seed[0][methods[0]]["domains"]
-    head = ("| method | " + " | ".join(f"eval {d}" for d in names)
-            + " | average | worst-domain loss | noise: final | noise: mean | seeds |")
+    head = (
+        "| method | "
+        + " | ".join(f"eval {d}" for d in names)
+        + " | average | worst-domain loss | noise: final | noise: mean | seeds |"
+    )
     lines, out = [head, "|---" * (len(names) + 6) + "|"], {}
     for m in methods:
         runs = [rows[m] for rows in per_seed]
@@ -75,10 +94,14 @@ def seed_table(per_seed: list[dict[str, dict]]) -> tuple[str, dict]:
         stats["worst_loss"] = [r["eval_loss"][r["worst"]] for r in runs]
         stats["noise_final"] = [r["final_mixture"]["noise"] for r in runs]
         stats["noise_mean"] = [r["mean_mixture"]["noise"] for r in runs]
-        out[m] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in stats.items()}
+        out[m] = {
+            k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in stats.items()
+        }
         cell = {k: f"{np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in stats.items()}
-        lines.append(f"| {m} | " + " | ".join(cell[f"eval_{d}"] for d in names) + f" | {cell['average']} | "
-                     f"{cell['worst_loss']} | {cell['noise_final']} | {cell['noise_mean']} | {len(runs)} |")
+        lines.append(
+            f"| {m} | " + " | ".join(cell[f"eval_{d}"] for d in names) + f" | {cell['average']} | "
+            f"{cell['worst_loss']} | {cell['noise_final']} | {cell['noise_mean']} | {len(runs)} |"
+        )
     return "\n".join(lines), out
 
 
@@ -89,10 +112,12 @@ def plot(rows: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = next(iter(rows.values()))["domains"]
-    panels = [("random", "random: mixture in force", "per_step_mixture"),
-              ("odm", "ODM: mixture in force", "per_step_mixture"),
-              ("odm_progress", "ODM, learning-progress reward", "per_step_mixture"),
-              ("doremi_proxy", "DoReMi step 2: running average of alpha", "alpha_average_per_step")]
+    panels = [
+        ("random", "random: mixture in force", "per_step_mixture"),
+        ("odm", "ODM: mixture in force", "per_step_mixture"),
+        ("odm_progress", "ODM, learning-progress reward", "per_step_mixture"),
+        ("doremi_proxy", "DoReMi step 2: running average of alpha", "alpha_average_per_step"),
+    ]
     panels = [p for p in panels if p[0] in rows and rows[p[0]].get(p[2])]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 4))
     for ax, (method, title, key) in zip(axes, panels):
@@ -118,12 +143,18 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sweep_dirs", type=Path, nargs="+", help="one sweep, or one per seed (the first is plotted)")
+    p.add_argument(
+        "sweep_dirs", type=Path, nargs="+", help="one sweep, or one per seed (the first is plotted)"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     p.add_argument("--extra", type=Path, nargs="*", default=[], help="more run dirs (rows named by folder)")
-    p.add_argument("--seeds-only", action="store_true", help="only the mean ± std table over the given sweeps")
+    p.add_argument(
+        "--seeds-only", action="store_true", help="only the mean ± std table over the given sweeps"
+    )
     args = p.parse_args()
-    per_seed = [{m: load(d / m) for m in METHODS if (d / m / "summary.json").is_file()} for d in args.sweep_dirs]
+    per_seed = [
+        {m: load(d / m) for m in METHODS if (d / m / "summary.json").is_file()} for d in args.sweep_dirs
+    ]
     if len(per_seed) > 1:
         text, stats = seed_table(per_seed)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -134,15 +165,19 @@ def main() -> None:
     rows = per_seed[0]
     rows.update({d.name: load(d) for d in args.extra})
     args.out.mkdir(parents=True, exist_ok=True)
-    slim = {m: {k: v for k, v in r.items() if k not in ("per_step_mixture", "alpha_average_per_step")}
-            for m, r in rows.items()}
+    slim = {
+        m: {k: v for k, v in r.items() if k not in ("per_step_mixture", "alpha_average_per_step")}
+        for m, r in rows.items()
+    }
     (args.out / "results.json").write_text(json.dumps(slim, indent=2))
     plot(rows, args.out / "mixing_study.png")
     print(table(rows))
     for m, r in rows.items():
         if "doremi_weights" in r:
-            print(f"\n{m}: DoReMi weights (running average of alpha) " +
-                  ", ".join(f"{d}={w:.3f}" for d, w in r["doremi_weights"].items()))
+            print(
+                f"\n{m}: DoReMi weights (running average of alpha) "
+                + ", ".join(f"{d}={w:.3f}" for d, w in r["doremi_weights"].items())
+            )
 
 
 if __name__ == "__main__":

@@ -22,19 +22,28 @@ def summarize(job: Path, target: str) -> dict:
     updates = sorted((job / "selection").glob("update_*.json"))
     recs = [json.loads(p.read_text()) for p in updates]
     fracs = [r["domain_counts"][target] / max(sum(r["domain_counts"].values()), 1) for r in recs]
-    pooled = sum(r["domain_counts"][target] for r in recs) / max(sum(sum(r["domain_counts"].values()) for r in recs), 1)
+    pooled = sum(r["domain_counts"][target] for r in recs) / max(
+        sum(sum(r["domain_counts"].values()) for r in recs), 1
+    )
     metrics = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines()]
     evals = [m for m in metrics if "eval/loss" in m]
     final = evals[-1]
     domains = sorted(k.rsplit("/", 1)[-1] for k in final if k.startswith("eval/loss/"))
     summary = json.loads((job / "summary.json").read_text())
     unique = sum(len(set(r["selected"])) for r in recs) / max(sum(len(r["selected"]) for r in recs), 1)
-    return {"method": recs[0]["selector"] if recs else job.name, "target_fraction": pooled,
-            "first_last": (fracs[0], fracs[-1]) if fracs else (float("nan"),) * 2, "unique": unique,
-            "target_losses": [m[f"eval/loss/{target}"] for m in evals], "eval_steps": [m["step"] for m in evals],
-            "domain_loss": {d: final[f"eval/loss/{d}"] for d in domains},
-            "loss": final["eval/loss"], "select_s": sum(m.get("select/time_s", 0.0) for m in metrics),
-            "wall_s": summary["wall_time_s"], "steps": summary["steps"]}
+    return {
+        "method": recs[0]["selector"] if recs else job.name,
+        "target_fraction": pooled,
+        "first_last": (fracs[0], fracs[-1]) if fracs else (float("nan"),) * 2,
+        "unique": unique,
+        "target_losses": [m[f"eval/loss/{target}"] for m in evals],
+        "eval_steps": [m["step"] for m in evals],
+        "domain_loss": {d: final[f"eval/loss/{d}"] for d in domains},
+        "loss": final["eval/loss"],
+        "select_s": sum(m.get("select/time_s", 0.0) for m in metrics),
+        "wall_s": summary["wall_time_s"],
+        "steps": summary["steps"],
+    }
 
 
 def job_name(job: Path) -> str:
@@ -43,22 +52,28 @@ def job_name(job: Path) -> str:
 
 
 def jobs_of(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if (p / "summary.json").is_file()),
-                  key=lambda p: int(p.name.split("_", 1)[0]))
+    return sorted(
+        (p for p in sweep.iterdir() if (p / "summary.json").is_file()),
+        key=lambda p: int(p.name.split("_", 1)[0]),
+    )
 
 
 def one_sweep_table(sweep: Path, target: str) -> str:
     jobs = jobs_of(sweep)
     rows = [summarize(j, target) for j in jobs]
     steps = " / ".join(f"step {s}" for s in rows[0]["eval_steps"]) if rows else ""
-    out = [f"| job | selector | `{target}` share of selected samples | first -> last selection | distinct | "
-           f"eval loss `{target}` ({steps}) | eval loss, all domains (end) | selection time s | run wall s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"| job | selector | `{target}` share of selected samples | first -> last selection | distinct | "
+        f"eval loss `{target}` ({steps}) | eval loss, all domains (end) | selection time s | run wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for job, r in zip(jobs, rows):
         losses = " / ".join(f"{x:.3f}" for x in r["target_losses"])
-        out.append(f"| {job_name(job)} | {r['method']} | {r['target_fraction']:.1%} | "
-                   f"{r['first_last'][0]:.0%} -> {r['first_last'][1]:.0%} | {r['unique']:.0%} | {losses} | "
-                   f"{r['loss']:.3f} | {r['select_s']:.0f} | {r['wall_s']:.0f} |")
+        out.append(
+            f"| {job_name(job)} | {r['method']} | {r['target_fraction']:.1%} | "
+            f"{r['first_last'][0]:.0%} -> {r['first_last'][1]:.0%} | {r['unique']:.0%} | {losses} | "
+            f"{r['loss']:.3f} | {r['select_s']:.0f} | {r['wall_s']:.0f} |"
+        )
     return "\n".join(out)
 
 
@@ -73,14 +88,20 @@ def seeds_table(sweeps: list[Path], target: str) -> tuple[str, dict]:
         v = np.asarray(values, dtype=float)
         return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
-    head = (f"| job | `{target}` share | " + " | ".join(f"eval {d}" for d in domains)
-            + " | eval all | selection s | seeds |")
+    head = (
+        f"| job | `{target}` share | "
+        + " | ".join(f"eval {d}" for d in domains)
+        + " | eval all | selection s | seeds |"
+    )
     out = [head, "|---" * (len(domains) + 5) + "|"]
     raw = {}
     for name, rows in per_job.items():
         cells = [ms([r["domain_loss"][d] for r in rows]) for d in domains]
-        out.append(f"| {name} | {ms([100 * r['target_fraction'] for r in rows], 1)}% | " + " | ".join(cells)
-                   + f" | {ms([r['loss'] for r in rows])} | {np.mean([r['select_s'] for r in rows]):.0f} | {len(rows)} |")
+        out.append(
+            f"| {name} | {ms([100 * r['target_fraction'] for r in rows], 1)}% | "
+            + " | ".join(cells)
+            + f" | {ms([r['loss'] for r in rows])} | {np.mean([r['select_s'] for r in rows]):.0f} | {len(rows)} |"
+        )
         raw[name] = rows
     return "\n".join(out), raw
 

@@ -34,7 +34,9 @@ def main(sweep: Path) -> None:
         ev = summary["final_eval"]
         per = [ev[f"eval/loss/{d}"] for d in domains]
         cells = " | ".join(f"{v:.4f}" for v in per)
-        print(f"| {method} | {cells} | {statistics.fmean(per):.4f} | {max(per):.4f} | {ev['eval/loss']:.4f} |")
+        print(
+            f"| {method} | {cells} | {statistics.fmean(per):.4f} | {max(per):.4f} | {ev['eval/loss']:.4f} |"
+        )
     print("\nWeights over the weighted steps (relative scale: uniform = 1; ESS out of the batch size).\n")
     print("| method | mean ESS | mean min | mean max | " + " | ".join(f"w({d})" for d in domains) + " |")
     print("|---" * (len(domains) + 4) + "|")
@@ -48,7 +50,9 @@ def main(sweep: Path) -> None:
             vals = [r[f"weight/domain_mean/{d}"] for r in weighted if f"weight/domain_mean/{d}" in r]
             dom.append(f"{statistics.fmean(vals):.3f}" if vals else "-")
         print(f"| {method} | {ess:.2f} | {lo:.3f} | {hi:.3f} | " + " | ".join(dom) + " |")
-    print("\nWall time per run (s): " + ", ".join(f"{m} {s['wall_time_s']:.0f}" for m, (s, _) in rows.items()))
+    print(
+        "\nWall time per run (s): " + ", ".join(f"{m} {s['wall_time_s']:.0f}" for m, (s, _) in rows.items())
+    )
 
 
 if __name__ == "__main__":

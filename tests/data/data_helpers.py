@@ -15,8 +15,10 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 
 def alpaca_rows(n: int, tag: str = "q") -> list[dict[str, Any]]:
-    return [{"instruction": f"{tag}{i}", "input": "" if i % 2 else f"in{i}", "output": f"{tag}-out{i}"}
-            for i in range(n)]
+    return [
+        {"instruction": f"{tag}{i}", "input": "" if i % 2 else f"in{i}", "output": f"{tag}-out{i}"}
+        for i in range(n)
+    ]
 
 
 def text_of(sample: dict[str, Any], turn: int = -1) -> str:
@@ -25,10 +27,10 @@ def text_of(sample: dict[str, Any], turn: int = -1) -> str:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under `folder` with its size and mtime: proves nothing was written there."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*"))}
-
-
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def make_two_domain_info(folder: Path) -> Path:

@@ -54,7 +54,9 @@ def test_sample_format_alpaca(engine: DataEngine) -> None:
     assert s["_dataset_name"] == "arith" and s["_domain"] == "arith"
     assert [m["role"] for m in s["messages"]] == ["user", "assistant"]
     assert [m["loss_weight"] for m in s["messages"]] == [0.0, 1.0]
-    assert s["messages"][0]["content"] == [{"type": "text", "value": raw["instruction"] + "\n" + raw["input"]}]
+    assert s["messages"][0]["content"] == [
+        {"type": "text", "value": raw["instruction"] + "\n" + raw["input"]}
+    ]
     assert text_of(s) == raw["output"]
 
 
@@ -67,7 +69,9 @@ def test_domain_ids_aligned_with_samples(engine: DataEngine) -> None:
     for d in range(len(DOMAINS)):
         rows = engine.domain_rows(d)
         assert np.all(ids[rows] == d) and len(rows) == engine.domain_sizes[d]
-    assert np.sort(np.concatenate([engine.domain_rows(d) for d in range(5)])).tolist() == list(range(len(engine)))
+    assert np.sort(np.concatenate([engine.domain_rows(d) for d in range(5)])).tolist() == list(
+        range(len(engine))
+    )
 
 
 def test_every_indexing_form(engine: DataEngine) -> None:
@@ -79,7 +83,7 @@ def test_every_indexing_form(engine: DataEngine) -> None:
     assert engine[(0, n - 1)] == [first, last]
     assert engine[np.array([0, n - 1])] == [first, last]
     assert engine[0:3] == [engine[0], engine[1], engine[2]]
-    assert engine[n - 2:] == [engine[n - 2], last]
+    assert engine[n - 2 :] == [engine[n - 2], last]
     assert engine[::5000] == [first, engine[5000]]
     assert engine[[]] == [] and engine[5:5] == []
     import torch
@@ -132,8 +136,14 @@ def test_from_config_and_hydra_instantiate(two_domain_info: Path) -> None:
 
     e = DataEngine.from_config(dataset=str(two_domain_info), seed=3)
     assert isinstance(e, DataEngine) and e.args.seed == 3 and len(e) == 14
-    cfg = OmegaConf.create({"_target_": "dataflex.data.DataEngine.from_config", "dataset": str(two_domain_info),
-                            "cutoff_len": 64, "split": "eval"})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "dataflex.data.DataEngine.from_config",
+            "dataset": str(two_domain_info),
+            "cutoff_len": 64,
+            "split": "eval",
+        }
+    )
     ev = instantiate(cfg)
     assert ev.split == "eval" and len(ev) == 3
 

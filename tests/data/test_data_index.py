@@ -21,10 +21,11 @@ def sized_info(tmp_path: Path) -> Path:
     for name, n in (("a", 10), ("b", 4), ("c", 7), ("d", 5)):
         write_jsonl(tmp_path / f"{name}.jsonl", alpaca_rows(n, name))
     (tmp_path / "dataset_info.yaml").write_text(
-        "a: {path: a.jsonl, converter: alpaca, size: 3}\n"        # shrink: 3 of 10
-        "b: {path: b.jsonl, converter: alpaca, size: 10}\n"       # grow: 2 passes + 2
+        "a: {path: a.jsonl, converter: alpaca, size: 3}\n"  # shrink: 3 of 10
+        "b: {path: b.jsonl, converter: alpaca, size: 10}\n"  # grow: 2 passes + 2
         "c: {path: c.jsonl, converter: alpaca, weight: 2.5, domain: cd}\n"  # round(17.5) = 18
-        "d: {path: d.jsonl, converter: alpaca, size: 4, weight: 0.5, domain: cd}\n")  # round(2.0) = 2
+        "d: {path: d.jsonl, converter: alpaca, size: 4, weight: 0.5, domain: cd}\n"
+    )  # round(2.0) = 2
     return tmp_path / "dataset_info.yaml"
 
 
@@ -61,11 +62,16 @@ def test_full_passes_plus_remainder_without_replacement(sized_info: Path) -> Non
     assert sorted(_counts(c, 7).tolist()) == [2, 2, 2, 3, 3, 3, 3]
 
 
-@pytest.mark.parametrize("length, size, weight", [(10, 3, None), (4, 10, None), (7, None, 2.5), (9, 9, None),
-                                                  (5, None, 0.3), (1, 3, None)])
-def test_coverage_before_repeats_within_and_across_epochs(length: int, size: int | None,
-                                                          weight: float | None) -> None:
-    stream = np.concatenate([size_weight_index(length, size, weight, seed=7, key=2, epoch=e) for e in range(6)])
+@pytest.mark.parametrize(
+    "length, size, weight",
+    [(10, 3, None), (4, 10, None), (7, None, 2.5), (9, 9, None), (5, None, 0.3), (1, 3, None)],
+)
+def test_coverage_before_repeats_within_and_across_epochs(
+    length: int, size: int | None, weight: float | None
+) -> None:
+    stream = np.concatenate(
+        [size_weight_index(length, size, weight, seed=7, key=2, epoch=e) for e in range(6)]
+    )
     n = target_count(length, size, weight)
     assert len(stream) == 6 * n
     for t in range(1, len(stream) + 1):  # every prefix: counts differ by at most one
@@ -108,8 +114,13 @@ print(h.hexdigest())
 
 def test_identical_index_in_two_processes(sized_info: Path) -> None:
     """This process and a fresh one (another hash seed) build byte-identical index arrays."""
-    other = subprocess.run([sys.executable, "-c", _HASH_CODE, str(sized_info)], capture_output=True, text=True,
-                           check=True, env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
+    other = subprocess.run(
+        [sys.executable, "-c", _HASH_CODE, str(sized_info)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout.strip()
     e = DataEngine(DataArguments(dataset=str(sized_info), seed=11))
     h = hashlib.sha256()
     for arr in (e.data_index.dataset_ids, e.data_index.row_ids, e.domain_ids):
@@ -120,7 +131,9 @@ def test_identical_index_in_two_processes(sized_info: Path) -> None:
 def test_zero_size_needs_another_dataset_in_the_domain(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "a.jsonl", alpaca_rows(3))
     write_jsonl(tmp_path / "b.jsonl", alpaca_rows(3))
-    (tmp_path / "ok.yaml").write_text("a: {path: a.jsonl, size: 0, domain: x}\nb: {path: b.jsonl, domain: x}\n")
+    (tmp_path / "ok.yaml").write_text(
+        "a: {path: a.jsonl, size: 0, domain: x}\nb: {path: b.jsonl, domain: x}\n"
+    )
     assert len(DataEngine(DataArguments(dataset=str(tmp_path / "ok.yaml")))) == 3
     (tmp_path / "bad.yaml").write_text("a: {path: a.jsonl, weight: 0}\nb: {path: b.jsonl}\n")
     with pytest.raises(DataError, match=r"domain\(s\) \['a'\] have no samples"):
@@ -128,8 +141,9 @@ def test_zero_size_needs_another_dataset_in_the_domain(tmp_path: Path) -> None:
 
 
 def test_build_index_is_vectorised_and_compact() -> None:
-    idx = build_index([3_000_000, 1_000_000], [None, 2_500_000], [1.5, None], [0, 1], ["x", "y"], ["X", "Y"],
-                      seed=0)
+    idx = build_index(
+        [3_000_000, 1_000_000], [None, 2_500_000], [1.5, None], [0, 1], ["x", "y"], ["X", "Y"], seed=0
+    )
     assert len(idx) == 7_000_000
     assert idx.dataset_ids.dtype == np.int32 and idx.row_ids.dtype == np.int64
     assert np.bincount(idx.row_ids[:4_500_000]).min() == 1  # 1.5 passes over 3M rows: all rows at least once

@@ -76,13 +76,16 @@ def test_set_proportions_takes_effect_on_next_draw_and_restarts_counters() -> No
     assert out[out < 50].tolist() == first[7:9].tolist()  # domain 0 continues its permutation
 
 
-@pytest.mark.parametrize("p, match", [
-    ([0.5, 0.5, 0.0, 0.0], "got 4 proportions for 3 domains"),
-    ([0.5, 0.7, -0.2], r"negative for domain\(s\) \['math'\]"),
-    ([0.0, 0.0, 0.0], "all zero"),
-    ([0.2, 0.2, 0.2], r"must sum to 1 \(got 0.6\): code=0.2, chat=0.2, math=0.2"),
-    ([float("nan"), 0.5, 0.5], "finite"),
-])
+@pytest.mark.parametrize(
+    "p, match",
+    [
+        ([0.5, 0.5, 0.0, 0.0], "got 4 proportions for 3 domains"),
+        ([0.5, 0.7, -0.2], r"negative for domain\(s\) \['math'\]"),
+        ([0.0, 0.0, 0.0], "all zero"),
+        ([0.2, 0.2, 0.2], r"must sum to 1 \(got 0.6\): code=0.2, chat=0.2, math=0.2"),
+        ([float("nan"), 0.5, 0.5], "finite"),
+    ],
+)
 def test_set_proportions_validation(p: list[float], match: str) -> None:
     s = ProportionSampler(_domains([3, 3, 3]), [0.2, 0.3, 0.5], domain_names=["code", "chat", "math"])
     with pytest.raises(ValueError, match=match):
@@ -116,8 +119,9 @@ def test_megatron_greedy_would_break_the_bound_where_ours_holds() -> None:
     switch=st.one_of(st.none(), st.lists(st.integers(0, 20), min_size=7, max_size=7)),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_every_prefix_within_one_sample_of_target(weights: list[int], batches: list[int],
-                                                  switch: list[int] | None, seed: int) -> None:
+def test_every_prefix_within_one_sample_of_target(
+    weights: list[int], batches: list[int], switch: list[int] | None, seed: int
+) -> None:
     """For random proportions and batch sizes, every prefix of the global stream (also across a
     set_proportions switch, measured from the switch) is within one sample per domain of its target."""
     k = len(weights)

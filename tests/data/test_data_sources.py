@@ -59,7 +59,9 @@ def test_every_file_type_gives_the_same_samples(formats: dict[str, Path], kind: 
     e = DataEngine(DataArguments(dataset=str(formats[kind])))
     assert len(e) == 6
     assert e.dataset_infos[next(iter(e.dataset_infos))].converter == "alpaca"  # detected
-    assert [text_of(s, 0) for s in e] == [r["instruction"] + ("\n" + r["input"] if r["input"] else "") for r in ROWS]
+    assert [text_of(s, 0) for s in e] == [
+        r["instruction"] + ("\n" + r["input"] if r["input"] else "") for r in ROWS
+    ]
     assert [text_of(s) for s in e] == [r["output"] for r in ROWS]
     assert snapshot(formats[kind].parent) == before  # nothing written into the user's data folder
 
@@ -75,7 +77,8 @@ def test_txt_file_is_plain_text(tmp_path: Path) -> None:
     e = DataEngine(DataArguments(dataset=str(tmp_path / "p.txt")))
     assert [s["messages"] for s in e] == [
         [{"role": "assistant", "content": [{"type": "text", "value": v}], "loss_weight": 1.0}]
-        for v in ("first line", "second line")]
+        for v in ("first line", "second line")
+    ]
 
 
 def test_directory_of_files(tmp_path: Path) -> None:
@@ -91,8 +94,9 @@ def test_directory_of_files(tmp_path: Path) -> None:
 def test_saved_dataset_dict_splits(tmp_path: Path) -> None:
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS),
-                          "validation": datasets.Dataset.from_list(ROWS[:2])}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS), "validation": datasets.Dataset.from_list(ROWS[:2])}
+    ).save_to_disk(str(tmp_path / "dd"))
     (tmp_path / "info.yaml").write_text("dd:\n  path: dd\n  eval: validation\n")
     assert len(DataEngine(DataArguments(dataset=str(tmp_path / "info.yaml")))) == 6
     assert len(DataEngine(DataArguments(dataset=str(tmp_path / "info.yaml")), split="eval")) == 2
@@ -103,12 +107,15 @@ def test_saved_dataset_dict_splits(tmp_path: Path) -> None:
 
 def test_info_yaml_all_keys_and_old_spellings(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "x.jsonl", ROWS)
-    write_jsonl(tmp_path / "msgs.jsonl", [{"messages": [{"role": "user", "content": "hi"},
-                                                        {"role": "assistant", "content": "yo"}]}])
+    write_jsonl(
+        tmp_path / "msgs.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}],
+    )
     (tmp_path / "dataset_info.yaml").write_text(
         "x:\n  file_name: x.jsonl\n  source: local\n  split: train\n  converter: alpaca\n  size: 4\n"
         "  weight: 1.5\n  streaming: false\n  domain: shared\n"
-        "m:\n  path: msgs.jsonl\n  converter: openai\n  domain: shared\n")
+        "m:\n  path: msgs.jsonl\n  converter: openai\n  domain: shared\n"
+    )
     e = DataEngine(DataArguments(dataset=str(tmp_path / "dataset_info.yaml")))
     assert len(e) == 7 and e.domain_names == ["shared"] and e.domain_sizes.tolist() == [7]
 
@@ -122,16 +129,22 @@ def test_unknown_key_names_file_dataset_and_key(tmp_path: Path) -> None:
     assert str(info) in str(err.value) and "'x'" in str(err.value) and "convertor" in str(err.value)
 
 
-@pytest.mark.parametrize("entry, match", [
-    ("path: x.jsonl\n  size: -1", "`size` must be an integer >= 0"),
-    ("path: x.jsonl\n  weight: -0.5", "`weight` must be a finite number >= 0"),
-    ("path: x.jsonl\n  streaming: yes please", "`streaming` must be true or false"),
-    ("path: nope.jsonl", "does not exist"),
-    ("path: x.jsonl\n  converter: alpacca", r"Unknown converter 'alpacca'. Registered converters: \['alpaca'"),
-    ("path: x.jsonl\n  loader: xml", r"Unknown loader 'xml'. Registered loaders: \['arrow', 'csv'"),
-    ("converter: alpaca", "give exactly one of `path`"),
-    ("path: x.jsonl\n  source: s3", "`source` must be one of"),
-])
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ("path: x.jsonl\n  size: -1", "`size` must be an integer >= 0"),
+        ("path: x.jsonl\n  weight: -0.5", "`weight` must be a finite number >= 0"),
+        ("path: x.jsonl\n  streaming: yes please", "`streaming` must be true or false"),
+        ("path: nope.jsonl", "does not exist"),
+        (
+            "path: x.jsonl\n  converter: alpacca",
+            r"Unknown converter 'alpacca'. Registered converters: \['alpaca'",
+        ),
+        ("path: x.jsonl\n  loader: xml", r"Unknown loader 'xml'. Registered loaders: \['arrow', 'csv'"),
+        ("converter: alpaca", "give exactly one of `path`"),
+        ("path: x.jsonl\n  source: s3", "`source` must be one of"),
+    ],
+)
 def test_bad_info_entries(tmp_path: Path, entry: str, match: str) -> None:
     write_jsonl(tmp_path / "x.jsonl", ROWS)
     (tmp_path / "i.yaml").write_text(f"x:\n  {entry}\n")
@@ -141,19 +154,48 @@ def test_bad_info_entries(tmp_path: Path, entry: str, match: str) -> None:
 
 def test_llamafactory_v0_dataset_info(tmp_path: Path) -> None:
     """A LLaMA-Factory data/ folder works unchanged: file_name, formatting, columns, tags, ranking."""
-    (tmp_path / "alpaca_en_demo.json").write_text(json.dumps(
-        [{"instruction": "hi", "input": "", "output": "yo", "system": "be nice", "history": [["a", "b"]]}]))
-    (tmp_path / "sg.json").write_text(json.dumps([{"conv": [
-        {"role": "user", "text": "q1"}, {"role": "bot", "text": "a1"}, {"role": "user", "text": "q2"},
-        {"role": "bot", "text": "a2"}], "sys": "S"}]))
-    (tmp_path / "dpo.json").write_text(json.dumps([{"instruction": "p", "chosen": "good", "rejected": "bad"}]))
-    (tmp_path / "dataset_info.json").write_text(json.dumps({
-        "alpaca_en_demo": {"file_name": "alpaca_en_demo.json", "ms_hub_url": "x/y"},
-        "sg_demo": {"file_name": "sg.json", "formatting": "sharegpt",
+    (tmp_path / "alpaca_en_demo.json").write_text(
+        json.dumps(
+            [{"instruction": "hi", "input": "", "output": "yo", "system": "be nice", "history": [["a", "b"]]}]
+        )
+    )
+    (tmp_path / "sg.json").write_text(
+        json.dumps(
+            [
+                {
+                    "conv": [
+                        {"role": "user", "text": "q1"},
+                        {"role": "bot", "text": "a1"},
+                        {"role": "user", "text": "q2"},
+                        {"role": "bot", "text": "a2"},
+                    ],
+                    "sys": "S",
+                }
+            ]
+        )
+    )
+    (tmp_path / "dpo.json").write_text(
+        json.dumps([{"instruction": "p", "chosen": "good", "rejected": "bad"}])
+    )
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "alpaca_en_demo": {"file_name": "alpaca_en_demo.json", "ms_hub_url": "x/y"},
+                "sg_demo": {
+                    "file_name": "sg.json",
+                    "formatting": "sharegpt",
                     "columns": {"messages": "conv", "system": "sys"},
-                    "tags": {"role_tag": "role", "content_tag": "text", "user_tag": "user", "assistant_tag": "bot"}},
-        "dpo_demo": {"file_name": "dpo.json", "ranking": True, "num_samples": 2},
-    }))
+                    "tags": {
+                        "role_tag": "role",
+                        "content_tag": "text",
+                        "user_tag": "user",
+                        "assistant_tag": "bot",
+                    },
+                },
+                "dpo_demo": {"file_name": "dpo.json", "ranking": True, "num_samples": 2},
+            }
+        )
+    )
     e = DataEngine(DataArguments(dataset="alpaca_en_demo,sg_demo,dpo_demo", dataset_dir=str(tmp_path)))
     assert list(e.dataset_infos) == ["alpaca_en_demo", "sg_demo", "dpo_demo"] and len(e) == 4
     a = e[0]["messages"]
@@ -161,8 +203,12 @@ def test_llamafactory_v0_dataset_info(tmp_path: Path) -> None:
     assert [m["content"][0]["value"] for m in a] == ["be nice", "a", "b", "hi", "yo"]
     s = e[1]["messages"]
     assert [(m["role"], m["content"][0]["value"], m["loss_weight"]) for m in s] == [
-        ("system", "S", 0.0), ("user", "q1", 0.0), ("assistant", "a1", 1.0), ("user", "q2", 0.0),
-        ("assistant", "a2", 1.0)]
+        ("system", "S", 0.0),
+        ("user", "q1", 0.0),
+        ("assistant", "a1", 1.0),
+        ("user", "q2", 0.0),
+        ("assistant", "a2", 1.0),
+    ]
     d = e[2]
     assert d["chosen_messages"][-1]["content"][0]["value"] == "good"
     assert d["rejected_messages"][-1]["content"][0]["value"] == "bad"
@@ -196,8 +242,9 @@ def test_hub_id_goes_through_datasets_load_dataset(monkeypatch: pytest.MonkeyPat
 
     def fake_load_dataset(path, name=None, **kwargs):
         calls.append((path, name, kwargs))
-        return datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "q"},
-                                                         {"role": "assistant", "content": "a"}]}] * 3)
+        return datasets.Dataset.from_list(
+            [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}] * 3
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     e = DataEngine(DataArguments(dataset="someone/chat-data"))
@@ -212,11 +259,16 @@ def test_hub_yaml_goes_through_hf_hub_download(tmp_path: Path, monkeypatch: pyte
 
     (tmp_path / "dataset_info.yaml").write_text(
         "sft:\n  path: data/sft.jsonl\n  converter: alpaca\n  eval: data/eval.jsonl\n"
-        "other:\n  hf_hub_url: org/other\n  converter: text\n  subset: en\n  eval: validation\n")
+        "other:\n  hf_hub_url: org/other\n  converter: text\n  subset: en\n  eval: validation\n"
+    )
     got = []
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo_id, filename, repo_type: got.append((repo_id, filename, repo_type))
-                        or str(tmp_path / "dataset_info.yaml"))
+    monkeypatch.setattr(
+        huggingface_hub,
+        "hf_hub_download",
+        lambda repo_id, filename, repo_type: (
+            got.append((repo_id, filename, repo_type)) or str(tmp_path / "dataset_info.yaml")
+        ),
+    )
 
     def fake_load_dataset(path, name=None, **kwargs):
         got.append((path, name, kwargs))
@@ -231,16 +283,20 @@ def test_hub_yaml_goes_through_hf_hub_download(tmp_path: Path, monkeypatch: pyte
     assert ("org/other", "en", {"split": "train", "streaming": False}) in got
     assert len(e) == 3
     ev = DataEngine(DataArguments(dataset="org/repo/cfg/dataset_info.yaml"), split="eval")
-    assert got[-2:] == [("org/repo", None, {"split": "train", "streaming": False, "data_files": "data/eval.jsonl"}),
-                        ("org/other", "en", {"split": "validation", "streaming": False})]
+    assert got[-2:] == [
+        ("org/repo", None, {"split": "train", "streaming": False, "data_files": "data/eval.jsonl"}),
+        ("org/other", "en", {"split": "validation", "streaming": False}),
+    ]
     assert len(ev) == 3 and ev.domain_names == ["sft", "other"]
 
 
 def test_offline_hub_error_names_the_dataset(tmp_path: Path) -> None:
     """The real `datasets.load_dataset` with HF_HUB_OFFLINE=1: a clear DataError, not a traceback."""
-    code = ("from dataflex.data import DataArguments, DataEngine, DataError\n"
-            "try:\n    DataEngine(DataArguments(dataset='nobody-xyz/not-a-dataset'))\n"
-            "except DataError as e:\n    print('DATAERROR', e)\n")
+    code = (
+        "from dataflex.data import DataArguments, DataEngine, DataError\n"
+        "try:\n    DataEngine(DataArguments(dataset='nobody-xyz/not-a-dataset'))\n"
+        "except DataError as e:\n    print('DATAERROR', e)\n"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "DATAERROR" in out.stdout, out.stderr[-2000:]
@@ -249,8 +305,9 @@ def test_offline_hub_error_names_the_dataset(tmp_path: Path) -> None:
 
 def test_columns_are_checked_against_the_converter(tmp_path: Path) -> None:
     (tmp_path / "d.json").write_text(json.dumps([{"instruction": "q", "output": "a", "images": ["x.png"]}]))
-    (tmp_path / "dataset_info.json").write_text(json.dumps(
-        {"mm": {"file_name": "d.json", "columns": {"prompt": "instruction", "images": "images"}}}))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps({"mm": {"file_name": "d.json", "columns": {"prompt": "instruction", "images": "images"}}})
+    )
     with pytest.raises(DataError, match=r"does not use `columns` key\(s\) \['images'\]"):
         DataEngine(DataArguments(dataset=str(tmp_path / "dataset_info.json")))
 

@@ -34,7 +34,8 @@ def two_streams(tmp_path: Path) -> Path:
     _text_file(tmp_path / "a.jsonl", "a", 7)
     _text_file(tmp_path / "b.jsonl", "b", 3)
     (tmp_path / "dataset_info.yaml").write_text(
-        "a: {path: a.jsonl, streaming: true, weight: 2}\nb: {path: b.jsonl, streaming: true, weight: 1}\n")
+        "a: {path: a.jsonl, streaming: true, weight: 2}\nb: {path: b.jsonl, streaming: true, weight: 1}\n"
+    )
     return tmp_path / "dataset_info.yaml"
 
 
@@ -60,8 +61,10 @@ def test_documented_order_single_reader(two_streams: Path) -> None:
 def test_shards_partition_the_file(tmp_path: Path, readers: int) -> None:
     _text_file(tmp_path / "t.jsonl", "r", 23, blank_every=4, trailing_newline=False)
     ctx = LoadContext("t")
-    shards = [[r["text"] for r in LineStream(tmp_path / "t.jsonl", k, readers, ctx, json.loads)]
-              for k in range(readers)]
+    shards = [
+        [r["text"] for r in LineStream(tmp_path / "t.jsonl", k, readers, ctx, json.loads)]
+        for k in range(readers)
+    ]
     flat = [x for s in shards for x in s]
     assert flat == [json.loads(ln)["text"] for ln in (tmp_path / "t.jsonl").read_text().splitlines() if ln]
     assert all(shards)  # every reader gets a contiguous, non-empty part
@@ -119,8 +122,9 @@ def test_error_line_numbers_in_later_shards(tmp_path: Path) -> None:
 def test_streaming_mixes_memory_and_datasets_streams(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("text\n" + "".join(f"c{i}\n" for i in range(5)))
     write_jsonl(tmp_path / "m.jsonl", [{"text": f"m{i}"} for i in range(3)])
-    (tmp_path / "i.yaml").write_text("c: {path: c.csv, streaming: true, converter: text}\n"
-                                     "m: {path: m.jsonl, converter: text}\n")
+    (tmp_path / "i.yaml").write_text(
+        "c: {path: c.csv, streaming: true, converter: text}\nm: {path: m.jsonl, converter: text}\n"
+    )
     e = DataEngine(DataArguments(dataset=str(tmp_path / "i.yaml")))
     assert e.streaming and e.datasets["m"] is not None  # the non-streaming one is in memory
     assert values(e) == ["c0", "m0", "c1", "m1", "c2", "m2", "c3", "c4"]
@@ -138,7 +142,9 @@ def test_hub_streaming_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_load_dataset(path, name=None, **kwargs):
         calls.append((path, kwargs))
-        return datasets.Dataset.from_list([{"text": f"h{i}"} for i in range(6)]).to_iterable_dataset(num_shards=2)
+        return datasets.Dataset.from_list([{"text": f"h{i}"} for i in range(6)]).to_iterable_dataset(
+            num_shards=2
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     e = DataEngine(DataArguments(dataset="org/web", streaming=True))
@@ -151,7 +157,10 @@ def test_embedded_default_streams_round_robin() -> None:
     e = DataEngine(DataArguments(streaming=True, max_samples=4))
     samples = list(e)
     assert [s["_domain"] for s in samples[:5]] == e.domain_names
-    assert len(samples) == 20 and np.unique([s["_domain"] for s in samples], return_counts=True)[1].tolist() == [4] * 5
+    assert (
+        len(samples) == 20
+        and np.unique([s["_domain"] for s in samples], return_counts=True)[1].tolist() == [4] * 5
+    )
     assert [s["_domain"] for s in e.stream(1, 2)].count("greet") == 2  # max_samples split over readers
 
 

@@ -25,24 +25,48 @@ def tok():
 
 def _custom(tmp_path, n=40, change=""):
     """Three domains in three formats; `weight` repeats rows, so SFT items map onto source rows."""
-    (tmp_path / "code.jsonl").write_text("".join(
-        json.dumps({"instruction": f"write code {i}{change}", "input": "x" * (i % 3), "output": f"print({i})" * (1 + i % 4)})
-        + "\n" for i in range(n)))
-    (tmp_path / "chat.jsonl").write_text("".join(json.dumps({"conversations": [
-        {"from": "human", "value": f"hello number {i}"}, {"from": "gpt", "value": f"hi {i} " * (i % 5 + 1)}]}) + "\n"
-        for i in range(n)))
+    (tmp_path / "code.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"write code {i}{change}",
+                    "input": "x" * (i % 3),
+                    "output": f"print({i})" * (1 + i % 4),
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
+    (tmp_path / "chat.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "conversations": [
+                        {"from": "human", "value": f"hello number {i}"},
+                        {"from": "gpt", "value": f"hi {i} " * (i % 5 + 1)},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     (tmp_path / "web.txt").write_text("".join(f"plain web text line {i} with some words\n" for i in range(n)))
     (tmp_path / "dataset_info.yaml").write_text(
         "code:\n  path: code.jsonl\n  converter: alpaca\n  weight: 1.5\n"
         "chat:\n  path: chat.jsonl\n  converter: sharegpt\n"
-        "web:\n  path: web.txt\n")
+        "web:\n  path: web.txt\n"
+    )
     return str(tmp_path / "dataset_info.yaml")
 
 
 def _pair(tok, tmp_path, mode, dataset="embedded://default", cutoff=48, **args):
     engine = DataEngine(DataArguments(dataset=dataset, cutoff_len=cutoff, mode=mode, **args))
     today = TokenizedData(engine, tok, cutoff, mode=mode)
-    stored = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=str(tmp_path / "cache")))
+    stored = TokenizedData(
+        engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=str(tmp_path / "cache"))
+    )
     return today, stored
 
 
@@ -51,7 +75,12 @@ def _assert_same(today, stored):
     np.testing.assert_array_equal(today.domain_ids, stored.domain_ids)
     for i in range(len(today)):
         a, b = today[i], stored[i]
-        assert (a.input_ids, a.labels, a.domain, a.sample_id) == (b.input_ids, b.labels, b.domain, b.sample_id), i
+        assert (a.input_ids, a.labels, a.domain, a.sample_id) == (
+            b.input_ids,
+            b.labels,
+            b.domain,
+            b.sample_id,
+        ), i
 
 
 @pytest.mark.parametrize("mode", ["sft", "pretrain"])
@@ -75,7 +104,9 @@ def test_round_trip_custom_data_with_repeats_and_epochs(tok, tmp_path, mode):
 
 def _stored(tok, cache, dataset, mode="sft", rebuild=False, cutoff=24):
     engine = DataEngine(DataArguments(dataset=dataset, cutoff_len=cutoff, mode=mode))
-    return TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=str(cache), rebuild=rebuild))
+    return TokenizedData(
+        engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=str(cache), rebuild=rebuild)
+    )
 
 
 def _stores(cache):
@@ -185,8 +216,12 @@ def test_killed_build_leaves_no_usable_store(tok, tmp_path):
     import sys
 
     dataset, cache = _custom(tmp_path), tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, dataset, str(cache)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, dataset, str(cache)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
     finally:
@@ -202,8 +237,11 @@ def test_killed_build_leaves_no_usable_store(tok, tmp_path):
 def test_disk_full_names_the_cache_dir_and_the_bytes(tok, tmp_path, monkeypatch):
     dataset, cache = _custom(tmp_path), tmp_path / "cache"
     monkeypatch.setattr(ts.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
-    with pytest.raises(ts.DiskFull, match=r"disk full while building the token store in .*cache.*data.cache_dir.*needs "
-                                          r"about \d+ bytes, 100 are free"):
+    with pytest.raises(
+        ts.DiskFull,
+        match=r"disk full while building the token store in .*cache.*data.cache_dir.*needs "
+        r"about \d+ bytes, 100 are free",
+    ):
         _stored(tok, cache, dataset)
     assert _stores(cache) == []
 
@@ -247,8 +285,12 @@ def test_two_processes_build_each_store_once(cli, tmp_path):
     from helpers import FAST
 
     cache = tmp_path / "cache"
-    run = [o for o in FAST if "max_steps" not in o] + ["trainer.max_steps=2", "trainer.eval_steps=0",
-                                                       "launcher.nproc_per_node=2", f"data.cache_dir={cache}"]
+    run = [o for o in FAST if "max_steps" not in o] + [
+        "trainer.max_steps=2",
+        "trainer.eval_steps=0",
+        "launcher.nproc_per_node=2",
+        f"data.cache_dir={cache}",
+    ]
     proc = cli(*run, f"trainer.output_dir={tmp_path / 'two'}")
     # one progress bar per build (whichever rank takes the lock first builds; the other maps its result)
     assert (proc.stdout + proc.stderr).count("tokenizing (token store):   0%") == 2  # train + eval

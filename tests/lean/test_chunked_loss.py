@@ -18,7 +18,9 @@ from dataflex.train.signals.losses import (
     model_losses,
 )
 
-SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+SMALL = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
+)
 
 
 def masked_batch(vocab: int, batch: int = 3, length: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -38,7 +40,9 @@ def assert_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5, 
     """Relative error in norm: ||actual - expected|| <= rel * ||expected|| (elementwise checks would fail on
     entries near 0, where both paths differ only by float32 rounding of the cross entropy)."""
     err = float((actual.double() - expected.double()).norm())
-    assert err <= rel * float(expected.double().norm()) + 1e-12, f"{name}: relative error {err / float(expected.double().norm()):.2e}"
+    assert err <= rel * float(expected.double().norm()) + 1e-12, (
+        f"{name}: relative error {err / float(expected.double().norm()):.2e}"
+    )
 
 
 def weighted_grads(model, batch, impl: str, chunk: int = 5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -82,8 +86,9 @@ def test_float32_model_matches_within_1e5():
 
 def test_lora_on_the_head_uses_the_checkpointed_module_path():
     """A LoRA-wrapped lm_head is not a plain Linear: each chunk runs the module under checkpoint; same numbers."""
-    model = build_tiny_model(**SMALL, finetuning_type="lora", tie_word_embeddings=False,
-                             lora_target=["q_proj", "lm_head"]).model.double()
+    model = build_tiny_model(
+        **SMALL, finetuning_type="lora", tie_word_embeddings=False, lora_target=["q_proj", "lm_head"]
+    ).model.double()
     batch = masked_batch(model.config.vocab_size, seed=2)
     plain_losses, plain = weighted_grads(model, batch, "plain")
     chunk_losses, chunked = weighted_grads(model, batch, "chunked")
@@ -148,7 +153,9 @@ def test_a_fused_kernel_that_drops_per_token_weights_is_refused():
         def forward(ctx, h, w, y):
             h_, w_ = h.detach().requires_grad_(), w.detach().requires_grad_()
             with torch.enable_grad():
-                loss = torch.nn.functional.cross_entropy(h_ @ w_.t(), y, ignore_index=IGNORE_INDEX, reduction="none")
+                loss = torch.nn.functional.cross_entropy(
+                    h_ @ w_.t(), y, ignore_index=IGNORE_INDEX, reduction="none"
+                )
                 gh, gw = torch.autograd.grad(loss.sum(), (h_, w_))
             ctx.save_for_backward(gh, gw)
             return loss.detach()
@@ -159,7 +166,8 @@ def test_a_fused_kernel_that_drops_per_token_weights_is_refused():
             return gh * g[:, None], gw * g.mean(), None
 
     assert "does not back-propagate per-token weights" in liger_weighting_error(
-        lambda h, w, b, y, cap: ScaledAfterSum.apply(h, w, y), "cpu")
+        lambda h, w, b, y, cap: ScaledAfterSum.apply(h, w, y), "cpu"
+    )
     exact = lambda h, w, b, y, cap: torch.nn.functional.cross_entropy(h @ w.t(), y, reduction="none")  # noqa: E731
     assert liger_weighting_error(exact, "cpu") == ""
 
@@ -186,14 +194,33 @@ def other_architecture(name: str):
 
     torch.manual_seed(0)
     if name == "gemma2":  # final logit soft-capping
-        return Gemma2ForCausalLM(Gemma2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                                              final_logit_softcapping=3.0))
+        return Gemma2ForCausalLM(
+            Gemma2Config(
+                vocab_size=300,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                head_dim=16,
+                final_logit_softcapping=3.0,
+            )
+        )
     if name == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2, bos_token_id=1,
-                                          eos_token_id=2))
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False))
+        return GPT2LMHeadModel(
+            GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
+        )
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=300,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=False,
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["gemma2", "gpt2", "qwen2"])
@@ -214,11 +241,16 @@ def test_trainer_keys_are_validated_before_anything_loads(compose):
 
     from dataflex.config.trainer import TrainingArguments
 
-    for bad, key in ((dict(loss_impl="fast"), "trainer.loss_impl"), (dict(loss_chunk_size=0), "trainer.loss_chunk_size"),
-                     (dict(scoring_max_tokens=-1), "trainer.scoring_max_tokens")):
+    for bad, key in (
+        (dict(loss_impl="fast"), "trainer.loss_impl"),
+        (dict(loss_chunk_size=0), "trainer.loss_chunk_size"),
+        (dict(scoring_max_tokens=-1), "trainer.scoring_max_tokens"),
+    ):
         with pytest.raises(ValueError, match=key):
             TrainingArguments(**bad)
-    cfg = compose("trainer.loss_impl=chunked", "trainer.gradient_checkpointing=true", "trainer.loss_chunk_size=128")
+    cfg = compose(
+        "trainer.loss_impl=chunked", "trainer.gradient_checkpointing=true", "trainer.loss_chunk_size=128"
+    )
     args = OmegaConf.to_object(cfg.trainer)
     assert (args.loss_impl, args.gradient_checkpointing, args.loss_chunk_size) == ("chunked", True, 128)
 

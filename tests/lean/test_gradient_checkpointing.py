@@ -29,7 +29,9 @@ def lora_grads(checkpointing: bool):
     model.train()
     losses = model_losses(model, batch, "cpu", LossSettings("chunked"))
     (losses.mean * torch.linspace(0.5, 2.0, 6)).sum().backward()
-    return losses.token_sum.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return losses.token_sum.detach(), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def test_lora_gradients_with_checkpointing_equal_without():
@@ -38,7 +40,9 @@ def test_lora_gradients_with_checkpointing_equal_without():
     torch.testing.assert_close(loss_b, loss_a)
     assert grads_a.keys() == grads_b.keys() and all("lora_" in n for n in grads_a)
     for name in grads_a:
-        assert grads_b[name].abs().sum() > 0 or grads_a[name].abs().sum() == 0, name  # adapters still get grads
+        assert grads_b[name].abs().sum() > 0 or grads_a[name].abs().sum() == 0, (
+            name
+        )  # adapters still get grads
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
@@ -91,15 +95,33 @@ def assert_same_run(a, b, tol=1e-5):
 LINUPPER = {"strategy": "linupper", "temperature": 0.3}
 
 
-@pytest.mark.parametrize("variant", [dict(gradient_checkpointing=True), dict(loss_impl="chunked"),
-                                     dict(loss_impl="chunked", gradient_checkpointing=True, loss_chunk_size=7)])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(gradient_checkpointing=True),
+        dict(loss_impl="chunked"),
+        dict(loss_impl="chunked", gradient_checkpointing=True, loss_chunk_size=7),
+    ],
+)
 def test_dynamic_weight_trainer_same_losses_and_updates(variant):
     """dynamic_weight with non-uniform loss weights: checkpointing and the chunked loss change nothing but
     memory (every step's applied gradient within 1e-5 relative)."""
-    reference = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=4,
-                           accumulation=2, loss_impl="plain")
-    other = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=4,
-                       accumulation=2, **{"loss_impl": "plain", **variant})
+    reference = train_tiny(
+        component(schema("loss"), **LINUPPER),
+        steps=3,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+        loss_impl="plain",
+    )
+    other = train_tiny(
+        component(schema("loss"), **LINUPPER),
+        steps=3,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+        **{"loss_impl": "plain", **variant},
+    )
     w = reference.weights[2]
     assert float(w.max() / w.min()) > 2.0  # really weighted
     assert_same_run(other, reference)

@@ -42,23 +42,30 @@ def test_bucketed_scores_equal_one_at_a_time_in_the_original_order(setup, impl):
     previous = loss_settings()
     configure_losses(LossSettings(impl))
     try:
-        bucketed = sample_losses(model, data, ids, batch_size=None, pad_token_id=pad, device="cpu", max_tokens=600)
+        bucketed = sample_losses(
+            model, data, ids, batch_size=None, pad_token_id=pad, device="cpu", max_tokens=600
+        )
         single = sample_losses(model, data, ids, batch_size=1, pad_token_id=pad, device="cpu", max_tokens=600)
-        unbucketed = sample_losses(model, data, ids, batch_size=64, pad_token_id=pad, device="cpu", lockstep=True)
+        unbucketed = sample_losses(
+            model, data, ids, batch_size=64, pad_token_id=pad, device="cpu", lockstep=True
+        )
     finally:
         configure_losses(previous)
     assert bucketed.shape == (40,) and bucketed.min() > 0
     torch.testing.assert_close(bucketed, single, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bucketed, unbucketed, rtol=1e-5, atol=1e-6)
     # the order is the caller's: reversing the ids reverses the scores
-    reverse = sample_losses(model, data, ids[::-1].copy(), batch_size=None, pad_token_id=pad, device="cpu",
-                            max_tokens=600)
+    reverse = sample_losses(
+        model, data, ids[::-1].copy(), batch_size=None, pad_token_id=pad, device="cpu", max_tokens=600
+    )
     torch.testing.assert_close(reverse, bucketed.flip(0), rtol=1e-5, atol=1e-6)
 
 
 def test_bucketed_evaluation_equals_fixed_batches(setup):
     model, data, pad = setup
-    bucketed = evaluate(model, data, batch_size=None, max_tokens=500, pad_token_id=pad, device=torch.device("cpu"))
+    bucketed = evaluate(
+        model, data, batch_size=None, max_tokens=500, pad_token_id=pad, device=torch.device("cpu")
+    )
     fixed = evaluate(model, data, batch_size=7, pad_token_id=pad, device=torch.device("cpu"), lockstep=True)
     assert bucketed.keys() == fixed.keys() and len(bucketed) > 2
     for key in fixed:

@@ -13,23 +13,58 @@ from dataflex.run import run
 from dataflex.train.loader import StepFeeder
 from dataflex.train.loop import TrainingLoop
 
-TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=4",
-        "trainer.per_device_train_batch_size=2", "trainer.gradient_accumulation_steps=2",
-        "trainer.logging_steps=1", "trainer.eval_steps=0", "trainer.disable_tqdm=true",
-        "trainer.save_final_model=false", "trainer.eval_on_start=false")
+TINY = (
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "data.max_samples=4",
+    "trainer.per_device_train_batch_size=2",
+    "trainer.gradient_accumulation_steps=2",
+    "trainer.logging_steps=1",
+    "trainer.eval_steps=0",
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+    "trainer.eval_on_start=false",
+)
 
 TRAINERS = {
     # 8 steps of 4 over 20 rows: crosses epochs (a batch straddles one) and a checkpoint after step 4
     "static": ("trainer=static", "trainer.max_steps=8", "trainer.save_steps=4"),
-    "static_packed": ("trainer=static", "data.packing=true", "trainer.max_steps=4"),  # packed rows collate in workers
-    "dynamic_mix": ("trainer=dynamic_mix", "component=odm", "trainer.warmup_step=2", "trainer.update_step=2",
-                    "trainer.update_times=3"),
-    "dynamic_select": ("trainer=dynamic_select", "component=loss", "trainer.warmup_step=2", "trainer.update_step=2",
-                       "trainer.update_times=2"),
-    "dynamic_weight": ("trainer=dynamic_weight", "component=loss", "trainer.max_steps=6", "trainer.warmup_step=2"),
+    "static_packed": (
+        "trainer=static",
+        "data.packing=true",
+        "trainer.max_steps=4",
+    ),  # packed rows collate in workers
+    "dynamic_mix": (
+        "trainer=dynamic_mix",
+        "component=odm",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=3",
+    ),
+    "dynamic_select": (
+        "trainer=dynamic_select",
+        "component=loss",
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=2",
+    ),
+    "dynamic_weight": (
+        "trainer=dynamic_weight",
+        "component=loss",
+        "trainer.max_steps=6",
+        "trainer.warmup_step=2",
+    ),
 }
-DECISIONS = {"static": {4}, "static_packed": set(), "dynamic_mix": {2, 4, 6}, "dynamic_select": {2, 4}, "dynamic_weight": set(range(7))}
+DECISIONS = {
+    "static": {4},
+    "static_packed": set(),
+    "dynamic_mix": {2, 4, 6},
+    "dynamic_select": {2, 4},
+    "dynamic_weight": set(range(7)),
+}
 """Steps `done` whose end may change the next ids (updates, checkpoints; dynamic_weight: its next_indices
 starts the weighter's step): the ids of step `done` must not be drawn before `on_step_end(done)`."""
 
@@ -87,7 +122,11 @@ def test_prefetch_trains_exactly_the_unprefetched_ids(compose, tmp_path, trained
     assert pre_loss == plain_loss  # same batches, same updates, same epoch counter
     assert len({s for s, _, _ in plain}) >= 4
     # with workers, step `done` was drawn before step done-1 ended exactly where the plan was fixed
-    early = {s for s in range(1, 10) if ("draw", s) in events and events.index(("draw", s)) < events.index(("end", s))}
+    early = {
+        s
+        for s in range(1, 10)
+        if ("draw", s) in events and events.index(("draw", s)) < events.index(("end", s))
+    }
     assert not early & DECISIONS[name]
     if name != "dynamic_weight":
         assert early  # the loader did prefetch

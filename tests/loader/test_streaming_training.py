@@ -16,10 +16,20 @@ from safetensors.torch import load_file
 from dataflex.data.stream_training import DomainReader
 from dataflex.run import run
 
-TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "trainer.per_device_train_batch_size=2",
-        "trainer.gradient_accumulation_steps=2", "trainer.logging_steps=1", "trainer.eval_steps=0",
-        "trainer.disable_tqdm=true", "trainer.eval_on_start=false", "data.cutoff_len=64")
+TINY = (
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "trainer.per_device_train_batch_size=2",
+    "trainer.gradient_accumulation_steps=2",
+    "trainer.logging_steps=1",
+    "trainer.eval_steps=0",
+    "trainer.disable_tqdm=true",
+    "trainer.eval_on_start=false",
+    "data.cutoff_len=64",
+)
 ROWS = {"web": 40, "code": 40, "tiny": 5}
 
 
@@ -56,9 +66,19 @@ def reads(monkeypatch):
     return log
 
 
-@pytest.mark.parametrize("trainer", [("trainer=static", "trainer.max_steps=8"),
-                                     ("trainer=dynamic_mix", "component=random", "trainer.warmup_step=2",
-                                      "trainer.update_step=3", "trainer.update_times=2")])
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        ("trainer=static", "trainer.max_steps=8"),
+        (
+            "trainer=dynamic_mix",
+            "component=random",
+            "trainer.warmup_step=2",
+            "trainer.update_step=3",
+            "trainer.update_times=2",
+        ),
+    ],
+)
 def test_training_reads_each_domain_lazily_in_order(compose, tmp_path, reads, trainer):
     data = write_streams(tmp_path / "data")
     run_dir = tmp_path / "run"
@@ -85,18 +105,30 @@ def test_streaming_refuses_what_a_stream_cannot_do(compose, tmp_path):
     with pytest.raises(ValueError, match="trainer.max_steps"):
         run(compose("trainer=static", "trainer.max_steps=0", *TINY, f"data.dataset={data}"), tmp_path / "a")
     with pytest.raises(ValueError, match="mixture_unit=tokens is not supported when training from streams"):
-        run(compose("trainer=dynamic_mix", "trainer.mixture_unit=tokens", *TINY, f"data.dataset={data}"),
-            tmp_path / "b")
+        run(
+            compose("trainer=dynamic_mix", "trainer.mixture_unit=tokens", *TINY, f"data.dataset={data}"),
+            tmp_path / "b",
+        )
 
 
-STREAM_RUN = ("trainer=dynamic_mix", "component=odm", "trainer.warmup_step=2", "trainer.update_step=2",
-              "trainer.update_times=3", "trainer.save_steps=3", "trainer.learning_rate=1e-2", *TINY)
+STREAM_RUN = (
+    "trainer=dynamic_mix",
+    "component=odm",
+    "trainer.warmup_step=2",
+    "trainer.update_step=2",
+    "trainer.update_times=3",
+    "trainer.save_steps=3",
+    "trainer.learning_rate=1e-2",
+    *TINY,
+)
 
 
 def _decisions(run_dir: Path) -> list[dict]:
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k.startswith(("mixture/", "loss", "train/loss"))} | {"step": r["step"]}
-            for r in recs]
+    return [
+        {k: v for k, v in r.items() if k.startswith(("mixture/", "loss", "train/loss"))} | {"step": r["step"]}
+        for r in recs
+    ]
 
 
 @pytest.mark.slow
@@ -110,7 +142,10 @@ def test_killed_streaming_mix_resumes_to_the_uninterrupted_run(cli, tmp_path, wo
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (cut / "checkpoint-3" / "data_state_0.json").is_file()
     cli(*args, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
-    a, b = load_file(ref / "final_model" / "model.safetensors"), load_file(cut / "final_model" / "model.safetensors")
+    a, b = (
+        load_file(ref / "final_model" / "model.safetensors"),
+        load_file(cut / "final_model" / "model.safetensors"),
+    )
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     ref_d, cut_d = _decisions(ref), _decisions(cut)
@@ -119,4 +154,6 @@ def test_killed_streaming_mix_resumes_to_the_uninterrupted_run(cli, tmp_path, wo
         assert x.keys() == y.keys()
         for key in x:
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7), (x["step"], key)
-    assert json.loads((ref / "mixture_history.json").read_text()) == json.loads((cut / "mixture_history.json").read_text())
+    assert json.loads((ref / "mixture_history.json").read_text()) == json.loads(
+        (cut / "mixture_history.json").read_text()
+    )

@@ -13,10 +13,19 @@ from dataflex.data.errors import MixtureInfeasible
 from dataflex.data.sampling import ProportionSampler
 from dataflex.run import run
 
-TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "trainer.per_device_train_batch_size=4",
-        "trainer.logging_steps=1", "trainer.eval_steps=0", "trainer.disable_tqdm=true",
-        "trainer.save_final_model=false", "trainer.eval_on_start=false")
+TINY = (
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "trainer.per_device_train_batch_size=4",
+    "trainer.logging_steps=1",
+    "trainer.eval_steps=0",
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+    "trainer.eval_on_start=false",
+)
 
 
 def _check_bound(tokens_by_domain: np.ndarray, p: np.ndarray, max_len: np.ndarray) -> None:
@@ -63,8 +72,9 @@ def test_token_state_resumes_exactly():
 
 
 def test_sampler_refuses_to_pass_max_repetitions():
-    sampler = ProportionSampler([np.arange(4), np.arange(4, 100)], [0.5, 0.5], domain_names=["small", "big"],
-                                max_uses=[6, None])
+    sampler = ProportionSampler(
+        [np.arange(4), np.arange(4, 100)], [0.5, 0.5], domain_names=["small", "big"], max_uses=[6, None]
+    )
     sampler.next(12)  # 6 of `small`: 1.5 passes, within the bound
     with pytest.raises(MixtureInfeasible, match=r"'small'.*7 samples drawn > 6 allowed"):
         sampler.next(2)
@@ -89,9 +99,19 @@ def test_static_mix_by_tokens_meets_proportions_every_step(compose, tmp_path, mo
     monkeypatch.setattr(DynamicMixTrainer, "on_step_end", record)
     p = np.asarray([0.4, 0.3, 0.1, 0.1, 0.1])
     run_dir = tmp_path / "run"
-    run(compose("trainer=dynamic_mix", "trainer.static_mix=true", "trainer.train_step=6", "trainer.mixture_unit=tokens",
-                "trainer.mixture_sample_rule=mixture", f"trainer.init_mixture_proportions=[{','.join(map(str, p))}]",
-                "data.max_samples=40", *TINY), run_dir)
+    run(
+        compose(
+            "trainer=dynamic_mix",
+            "trainer.static_mix=true",
+            "trainer.train_step=6",
+            "trainer.mixture_unit=tokens",
+            "trainer.mixture_sample_rule=mixture",
+            f"trainer.init_mixture_proportions=[{','.join(map(str, p))}]",
+            "data.max_samples=40",
+            *TINY,
+        ),
+        run_dir,
+    )
     trainer = seen[0][0]
     lengths, domain_of = trainer.item_tokens, np.asarray(trainer.train_data.domain_ids)
     data = trainer.train_data
@@ -111,16 +131,32 @@ def test_static_mix_by_tokens_meets_proportions_every_step(compose, tmp_path, mo
 def test_infeasible_mixture_fails_before_training_with_the_numbers(compose, tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
-    (folder / "small.jsonl").write_text("".join(json.dumps({"text": f"small document {i}"}) + "\n" for i in range(4)))
-    (folder / "big.jsonl").write_text("".join(json.dumps({"text": f"big document number {i}"}) + "\n"
-                                              for i in range(200)))
-    (folder / "dataset_info.yaml").write_text("small:\n  path: small.jsonl\n  max_repetitions: 2\n"
-                                              "big:\n  path: big.jsonl\n")
+    (folder / "small.jsonl").write_text(
+        "".join(json.dumps({"text": f"small document {i}"}) + "\n" for i in range(4))
+    )
+    (folder / "big.jsonl").write_text(
+        "".join(json.dumps({"text": f"big document number {i}"}) + "\n" for i in range(200))
+    )
+    (folder / "dataset_info.yaml").write_text(
+        "small:\n  path: small.jsonl\n  max_repetitions: 2\nbig:\n  path: big.jsonl\n"
+    )
     run_dir = tmp_path / "run"
-    with pytest.raises(MixtureInfeasible, match=r"small: needs 20 samples at proportion 0\.500, has 4 x "
-                                                r"max_repetitions 2 = 8"):
-        run(compose("trainer=dynamic_mix", "trainer.static_mix=true", "trainer.train_step=10",
-                    "trainer.per_device_train_batch_size=4", f"data.dataset={folder}", *TINY[:5],
-                    "trainer.disable_tqdm=true"), run_dir)
+    with pytest.raises(
+        MixtureInfeasible,
+        match=r"small: needs 20 samples at proportion 0\.500, has 4 x "
+        r"max_repetitions 2 = 8",
+    ):
+        run(
+            compose(
+                "trainer=dynamic_mix",
+                "trainer.static_mix=true",
+                "trainer.train_step=10",
+                "trainer.per_device_train_batch_size=4",
+                f"data.dataset={folder}",
+                *TINY[:5],
+                "trainer.disable_tqdm=true",
+            ),
+            run_dir,
+        )
     metrics = run_dir / "metrics.jsonl"
     assert not metrics.exists() or not metrics.read_text().strip()  # no step was trained

@@ -63,8 +63,9 @@ def stats(step: int, losses, present=None, tokens: float = 10.0) -> DomainStats:
     losses = np.asarray(losses, dtype=float)
     present = np.ones(len(losses), bool) if present is None else np.asarray(present, bool)
     count = np.where(present, tokens, 0.0)
-    return DomainStats(step=step, token_sum=losses * count, token_count=count,
-                       sample_count=present.astype(np.int64) * 2)
+    return DomainStats(
+        step=step, token_sum=losses * count, token_count=count, sample_count=present.astype(np.int64) * 2
+    )
 
 
 def mix_trainer(run_dir, *, component=None, eval_data=False, **args):
@@ -74,7 +75,9 @@ def mix_trainer(run_dir, *, component=None, eval_data=False, **args):
     from dataflex.train.trainer.dynamic_mix import DynamicMixTrainer
 
     cfg = None if component is None else OmegaConf.create(component)
-    return small_trainer(DynamicMixTrainer, run_dir, eval_data=eval_data, component=cfg, **{"max_steps": 0, **args})
+    return small_trainer(
+        DynamicMixTrainer, run_dir, eval_data=eval_data, component=cfg, **{"max_steps": 0, **args}
+    )
 
 
 def history(run_dir) -> dict:
@@ -116,12 +119,31 @@ def distributed_histories(run_dir: str, reference: str, grad_accum: int) -> dict
     rank = int(os.environ.get("RANK", 0))
     per_device = 8 // world // grad_accum
     common = dict(per_device_train_batch_size=per_device, gradient_accumulation_steps=grad_accum)
-    odm = mix_trainer(f"{run_dir}/odm", component={"_target_": "dataflex.train.mixer.odm.OdmMixer"},
-                      warmup_step=0, update_step=1, update_times=12, **common)
+    odm = mix_trainer(
+        f"{run_dir}/odm",
+        component={"_target_": "dataflex.train.mixer.odm.OdmMixer"},
+        warmup_step=0,
+        update_step=1,
+        update_times=12,
+        **common,
+    )
     odm.train()
-    doremi = mix_trainer(f"{run_dir}/doremi", component={"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
-                                                          "reference_model_path": reference, "eta": 5.0},
-                         warmup_step=0, update_step=1, update_times=4, **common)
+    doremi = mix_trainer(
+        f"{run_dir}/doremi",
+        component={
+            "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+            "reference_model_path": reference,
+            "eta": 5.0,
+        },
+        warmup_step=0,
+        update_step=1,
+        update_times=4,
+        **common,
+    )
     doremi.train()
-    return {"rank": rank, "odm": [u["proportions"] for u in odm.history.updates],
-            "odm_counts": odm.history.trained_counts, "doremi_alpha": doremi.mixer.average_alpha.tolist()}
+    return {
+        "rank": rank,
+        "odm": [u["proportions"] for u in odm.history.updates],
+        "odm_counts": odm.history.trained_counts,
+        "doremi_alpha": doremi.mixer.average_alpha.tolist(),
+    }

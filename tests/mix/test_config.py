@@ -35,19 +35,31 @@ def test_tiny_moe_model_composes(compose):
     assert OmegaConf.to_object(cfg.model).num_experts == 8
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(mixture_sample_rule="mixture"), "mixture_sample_rule=mixture needs trainer.init_mixture_proportions"),
-    (dict(mixture_sample_rule="random"), "trainer.mixture_sample_rule='random' is unknown"),
-    (dict(mixture_sample_rule="mixture", init_mixture_proportions=[0.5, 0.6]), r"sum to 1 .*does not normalise"),
-    (dict(mixture_sample_rule="mixture", init_mixture_proportions=[1.2, -0.2]), r"negative for \['#1'\]"),
-    (dict(mixture_sample_rule="mixture", init_mixture_proportions=[0.0, 0.0]), "all zero"),
-    (dict(init_mixture_proportions=[0.5, 0.5]), "only used with trainer.mixture_sample_rule=mixture"),
-    (dict(static_mix=True), "static_mix=true needs trainer.train_step"),
-    (dict(train_step=10), "train_step only applies with trainer.static_mix=true"),
-    (dict(update_step=0), "trainer.update_step must be > 0"),
-    (dict(max_steps=50), "max_steps=50 conflicts with the mix schedule of 300 steps"),
-    (dict(mixture_sample_rule="mixture", mixture_proportions_file="/no/such.json"), "mixture_proportions_file"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(mixture_sample_rule="mixture"),
+            "mixture_sample_rule=mixture needs trainer.init_mixture_proportions",
+        ),
+        (dict(mixture_sample_rule="random"), "trainer.mixture_sample_rule='random' is unknown"),
+        (
+            dict(mixture_sample_rule="mixture", init_mixture_proportions=[0.5, 0.6]),
+            r"sum to 1 .*does not normalise",
+        ),
+        (dict(mixture_sample_rule="mixture", init_mixture_proportions=[1.2, -0.2]), r"negative for \['#1'\]"),
+        (dict(mixture_sample_rule="mixture", init_mixture_proportions=[0.0, 0.0]), "all zero"),
+        (dict(init_mixture_proportions=[0.5, 0.5]), "only used with trainer.mixture_sample_rule=mixture"),
+        (dict(static_mix=True), "static_mix=true needs trainer.train_step"),
+        (dict(train_step=10), "train_step only applies with trainer.static_mix=true"),
+        (dict(update_step=0), "trainer.update_step must be > 0"),
+        (dict(max_steps=50), "max_steps=50 conflicts with the mix schedule of 300 steps"),
+        (
+            dict(mixture_sample_rule="mixture", mixture_proportions_file="/no/such.json"),
+            "mixture_proportions_file",
+        ),
+    ],
+)
 def test_bad_trainer_values(overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         DynamicMixArguments(**overrides)
@@ -55,10 +67,20 @@ def test_bad_trainer_values(overrides, message):
 
 def test_wrong_length_and_bad_values_name_the_domains(tmp_path):
     with pytest.raises(ValueError, match=r"2 values but the training data has 5 domains \['greet', 'arith'"):
-        mix_trainer(tmp_path, mixture_sample_rule="mixture", init_mixture_proportions=[0.5, 0.5], static_mix=True,
-                    train_step=1)
-    trainer = mix_trainer(tmp_path, component={"_target_": "mix_helpers.CyclingMixer"}, warmup_step=0, update_step=1,
-                          update_times=1)
+        mix_trainer(
+            tmp_path,
+            mixture_sample_rule="mixture",
+            init_mixture_proportions=[0.5, 0.5],
+            static_mix=True,
+            train_step=1,
+        )
+    trainer = mix_trainer(
+        tmp_path,
+        component={"_target_": "mix_helpers.CyclingMixer"},
+        warmup_step=0,
+        update_step=1,
+        update_times=1,
+    )
     trainer.setup(_FakeLoop(trainer))
     with pytest.raises(ValueError, match=r"noise=-0.1"):
         trainer._check_output([0.5, 0.3, 0.2, -0.1, 0.1])
@@ -78,8 +100,12 @@ class _FakeLoop:
 
 def test_static_mix_refuses_a_mixer(tmp_path):
     with pytest.raises(ValueError, match="static_mix=true never calls a mixer.*component=none"):
-        mix_trainer(tmp_path, component={"_target_": "dataflex.train.mixer.odm.OdmMixer"}, static_mix=True,
-                    train_step=2)
+        mix_trainer(
+            tmp_path,
+            component={"_target_": "dataflex.train.mixer.odm.OdmMixer"},
+            static_mix=True,
+            train_step=2,
+        )
 
 
 def test_odm_floor_above_one_over_k():

@@ -32,8 +32,14 @@ def only_run_dir(root: Path) -> Path:
 
 
 def test_odm_run_through_the_cli(cli, tmp_path):
-    proc = cli("trainer=dynamic_mix", "component=odm", *FAST_MIX, "trainer.warmup_step=2", "trainer.update_step=2",
-               "trainer.update_times=2")
+    proc = cli(
+        "trainer=dynamic_mix",
+        "component=odm",
+        *FAST_MIX,
+        "trainer.warmup_step=2",
+        "trainer.update_step=2",
+        "trainer.update_times=2",
+    )
     run_dir = only_run_dir(tmp_path)
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records if "mixture/noise" in r] == [0, 2, 4]
@@ -53,14 +59,31 @@ def test_spec_random_mixer_from_a_user_package(cli, tmp_path):
     np.random.seed(42)
     raw = np.random.random(5)
     expected = raw / raw.sum()
-    runs = {"by_name": ("component=custom", "component.name=random", "component.module=user_mixers.random_mixer",
-                        "+component.params.seed=42"),
-            "by_target": ("component=custom", "component._target_=user_mixers.random_mixer.RandomMixer",
-                          "+component.seed=42")}
+    runs = {
+        "by_name": (
+            "component=custom",
+            "component.name=random",
+            "component.module=user_mixers.random_mixer",
+            "+component.params.seed=42",
+        ),
+        "by_target": (
+            "component=custom",
+            "component._target_=user_mixers.random_mixer.RandomMixer",
+            "+component.seed=42",
+        ),
+    }
     for label, overrides in runs.items():
         out = tmp_path / label
-        proc = cli("trainer=dynamic_mix", *overrides, *FAST_MIX, "trainer.warmup_step=1", "trainer.update_step=1",
-                   "trainer.update_times=1", f"trainer.output_dir={out}", env=env)
+        proc = cli(
+            "trainer=dynamic_mix",
+            *overrides,
+            *FAST_MIX,
+            "trainer.warmup_step=1",
+            "trainer.update_step=1",
+            "trainer.update_times=1",
+            f"trainer.output_dir={out}",
+            env=env,
+        )
         assert "[RandomMixer] Step 1 Generated proportions" in proc.stdout + proc.stderr
         record = [r for r in read_metrics(out / "metrics.jsonl") if r["step"] == 1][0]
         np.testing.assert_allclose([record[f"mixture/{d}"] for d in NAMES], expected)
@@ -70,8 +93,14 @@ def test_dataflex_doremi_chains_the_three_steps(tmp_path):
     exe = shutil.which("dataflex-doremi")
     cmd = [exe] if exe else [sys.executable, "-m", "dataflex.train.mixer.doremi_pipeline"]
     work = tmp_path / "work"
-    proc = subprocess.run(cmd + ["--workdir", str(work), "--steps", "3", *FAST_MIX], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    proc = subprocess.run(
+        cmd + ["--workdir", str(work), "--steps", "3", *FAST_MIX],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     weights = json.loads((work / "proxy" / "doremi_weights.json").read_text())
     assert weights["domains"] == NAMES and weights["num_updates"] == 3
@@ -91,8 +120,12 @@ def test_mixing_study_sweep_scaled_down(cli, tmp_path):
     """The real study presets, with 6 instead of 300 steps (a copy of conf/ with the numbers scaled down)."""
     conf = tmp_path / "conf"
     shutil.copytree(config_dir(), conf)
-    scale = {r": 300$": ": 6", "warmup_step: 50": "warmup_step: 2", "update_step: 25": "update_step: 2",
-             "update_times: 10": "update_times: 2"}
+    scale = {
+        r": 300$": ": 6",
+        "warmup_step: 50": "warmup_step: 2",
+        "update_step: 25": "update_step: 2",
+        "update_times: 10": "update_times: 2",
+    }
     for path in (conf / "experiment" / "mixing").glob("*.yaml"):
         text = path.read_text()
         for pattern, repl in scale.items():

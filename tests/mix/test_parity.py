@@ -52,9 +52,15 @@ def test_doremi_lambda_is_the_domain_token_mean_and_absent_domains_keep_theirs()
     # domain c absent (no tokens): its lambda stays 0.0 from the last update; a, b get 0.2, 0.3
     mixer.update(np.array([2.0, 3.0, 0.0]), np.array([10.0, 10.0, 0.0]))
     np.testing.assert_allclose(mixer.alpha, [0.4262105135, 0.3355163116, 0.2382731749], atol=1e-9)
-    np.testing.assert_allclose(mixer.average_alpha, (np.array([0.4286161675, 0.2982993409, 0.2730844915])
-                                                     + [0.4262105135, 0.3355163116, 0.2382731749]) / 2, atol=1e-9)
-    assert mixer.result()["proportions"] == pytest.approx(list(mixer.average_alpha / mixer.average_alpha.sum()))
+    np.testing.assert_allclose(
+        mixer.average_alpha,
+        (np.array([0.4286161675, 0.2982993409, 0.2730844915]) + [0.4262105135, 0.3355163116, 0.2382731749])
+        / 2,
+        atol=1e-9,
+    )
+    assert mixer.result()["proportions"] == pytest.approx(
+        list(mixer.average_alpha / mixer.average_alpha.sum())
+    )
 
 
 def test_doremi_excess_is_clipped_per_token_over_all_micro_batches():
@@ -63,12 +69,22 @@ def test_doremi_excess_is_clipped_per_token_over_all_micro_batches():
     ref = {0: torch.tensor([[1.0, 1.0, 0.0]]), 1: torch.tensor([[2.0, 0.5, 9.0]])}
     mixer._reference_token_loss = lambda batch, device: ref[int(batch["sample_ids"][0])]
     micro = [
-        {"domain_ids": torch.tensor([0]), "sample_ids": torch.tensor([0]), "labels": torch.tensor([[5, 5, 5, -100]])},
-        {"domain_ids": torch.tensor([0]), "sample_ids": torch.tensor([1]), "labels": torch.tensor([[5, 5, 5, 5]])},
+        {
+            "domain_ids": torch.tensor([0]),
+            "sample_ids": torch.tensor([0]),
+            "labels": torch.tensor([[5, 5, 5, -100]]),
+        },
+        {
+            "domain_ids": torch.tensor([0]),
+            "sample_ids": torch.tensor([1]),
+            "labels": torch.tensor([[5, 5, 5, 5]]),
+        },
     ]
     proxy = [torch.tensor([[3.0, 0.5, 0.0]]), torch.tensor([[2.5, 1.0, 1.0]])]  # last token of mb 0 is masked
-    losses = [SampleLosses(token_sum=p.sum(1), token_count=torch.tensor([n]), token_loss=p)
-              for p, n in zip(proxy, (2, 3))]
+    losses = [
+        SampleLosses(token_sum=p.sum(1), token_count=torch.tensor([n]), token_loss=p)
+        for p, n in zip(proxy, (2, 3))
+    ]
     mixer.before_backward(losses, micro, ctx=None, update=True)
     # clipped: mb0 [2, 0] (2 tokens), mb1 [0.5, 0.5, 0] (3 tokens) -> lambda_a = 3 / 5
     np.testing.assert_allclose(mixer.excess_loss, [0.6, 0.0, 0.0])
@@ -86,7 +102,10 @@ def _weighted_total_on_fixed_batch(mixer):
     micro = [{"domain_ids": torch.tensor([0, 1])}, {"domain_ids": torch.tensor([0, 2])}]
     token_sum = [torch.tensor([4.0, 3.0], requires_grad=True), torch.tensor([2.0, 5.0], requires_grad=True)]
     counts = [torch.tensor([2, 3]), torch.tensor([4, 1])]
-    losses = [SampleLosses(token_sum=s, token_count=c, token_loss=torch.zeros(2, 4)) for s, c in zip(token_sum, counts)]
+    losses = [
+        SampleLosses(token_sum=s, token_count=c, token_loss=torch.zeros(2, 4))
+        for s, c in zip(token_sum, counts)
+    ]
     mixer.before_backward(losses, micro, ctx=None, update=False)
     return sum(mixer.weighted_loss(lo, mb, _OneRank) for lo, mb in zip(losses, micro)), token_sum
 
@@ -135,9 +154,12 @@ def test_odm_probabilities_after_a_few_rewards():
     # the next rewards are importance-weighted by pi_5, the mixture that produced that batch
     mixer.mixture_manager.set_proportions(pi5)
     mixer.observe(stats(6, [1.5, 0.5, 2.5]))
-    np.testing.assert_allclose(mixer.estimated_reward, [2.5871014677556, 1.1306663060372293, 3.8455881310965747])
-    np.testing.assert_allclose(mixer.mix(None, 6), [0.3310917196033606, 0.3037152608354511, 0.3651930195611883],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        mixer.estimated_reward, [2.5871014677556, 1.1306663060372293, 3.8455881310965747]
+    )
+    np.testing.assert_allclose(
+        mixer.mix(None, 6), [0.3310917196033606, 0.3037152608354511, 0.3651930195611883], atol=1e-12
+    )
 
 
 def test_odm_cumulative_estimator_is_the_authors_code():
@@ -148,8 +170,9 @@ def test_odm_cumulative_estimator_is_the_authors_code():
     # each step adds (loss / 10) / (1/3): a 0.6, b 0.3, c 0.9; five steps -> [3.0, 1.5, 4.5]
     np.testing.assert_allclose(mixer.estimated_reward, [3.0, 1.5, 4.5])
     # pi_5 = (1 - 3 eps_5) softmax(eps_4 R) + eps_5, eps_5 = sqrt(ln 3 / 15), eps_4 = sqrt(ln 3 / 12)
-    np.testing.assert_allclose(mixer.mix(None, 5), [0.3292394863547724, 0.30785719698752306, 0.3629033166577046],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        mixer.mix(None, 5), [0.3292394863547724, 0.30785719698752306, 0.3629033166577046], atol=1e-12
+    )
     smoothed = OdmMixer(manager(names=NAMES3), reward_scale=0.1)
     smoothed.observe(stats(1, [2.0, 1.0, 3.0]))
     np.testing.assert_allclose(smoothed.estimated_reward, [0.06, 0.03, 0.09])  # 0.1 x 0.6 (alpha 0.9)
@@ -158,15 +181,16 @@ def test_odm_cumulative_estimator_is_the_authors_code():
 def test_odm_min_exploration_rate_is_used():
     mixer = OdmMixer(manager(names=NAMES3), alpha=0.5, reward_scale=0.5, min_exploration_rate=0.3)
     mixer.estimated_reward = np.array([2.5871014677556, 1.1306663060372293, 3.8455881310965747])
-    np.testing.assert_allclose(mixer.mix(None, 6), [0.3322090564868511, 0.32080757539001475, 0.3469833681231342],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        mixer.mix(None, 6), [0.3322090564868511, 0.32080757539001475, 0.3469833681231342], atol=1e-12
+    )
 
 
 def test_odm_every_parameter_changes_the_result():
     def run(**kw):
         mixer = OdmMixer(manager(names=NAMES3), **kw)
         for step in range(1, 30):
-            mixer.observe(stats(step, [2.0 * 0.9 ** step, 1.0 + 0.5 * 0.8 ** step, 3.0]))  # learning a and b
+            mixer.observe(stats(step, [2.0 * 0.9**step, 1.0 + 0.5 * 0.8**step, 3.0]))  # learning a and b
         return mixer.mix(None, 30)
 
     base = run()
@@ -186,8 +210,9 @@ def test_odm_reward_goes_to_each_domains_own_loss():
 
 def test_odm_learning_progress_reward_on_fixed_numbers():
     # fast beta 0.5, slow beta 0.75, alpha 0 (R = r / pi), pi uniform (1/3)
-    mixer = OdmMixer(manager(names=NAMES3), alpha=0.0, reward="learning_progress", progress_fast=0.5,
-                     progress_slow=0.75)
+    mixer = OdmMixer(
+        manager(names=NAMES3), alpha=0.0, reward="learning_progress", progress_fast=0.5, progress_slow=0.75
+    )
     mixer.observe(stats(1, [4.0, 2.0, 1.0]))  # the first loss starts both averages: no progress yet
     np.testing.assert_allclose(mixer.estimated_reward, [0.0, 0.0, 0.0])
     mixer.observe(stats(2, [2.0, 2.0, 3.0]))
@@ -206,6 +231,7 @@ def test_odm_learning_progress_reward_on_fixed_numbers():
 def test_odm_learning_progress_starves_a_flat_loss_domain():
     """A domain whose loss never falls (noise) ends below its uniform share; with the loss reward it would
     end above it, because its loss is the highest."""
+
     def final_noise_weight(reward: str) -> float:
         mixer = OdmMixer(manager(names=NAMES3), reward=reward)
         for step in range(1, 301):
@@ -231,11 +257,16 @@ def test_dynamic_moe_delta_and_update():
     # pairwise L2: d(a,b) = 0.5, d(a,c) = 1, d(b,c) = 0.5 -> Delta = mean incl. self = [0.5, 1/3, 0.5]
     np.testing.assert_allclose(redundancy_delta(LOADS, "l2"), [0.5, 1 / 3, 0.5])
     # w = softmax(log [.5,.3,.2] + 2 Delta), then 0.9 w + 0.1/3
-    np.testing.assert_allclose(dynamic_moe_update([0.5, 0.3, 0.2], [0.5, 1 / 3, 0.5], eta=2.0, smoothing=0.1),
-                               [0.5251584387512509, 0.2447781857482488, 0.23006337550050035], atol=1e-12)
+    np.testing.assert_allclose(
+        dynamic_moe_update([0.5, 0.3, 0.2], [0.5, 1 / 3, 0.5], eta=2.0, smoothing=0.1),
+        [0.5251584387512509, 0.2447781857482488, 0.23006337550050035],
+        atol=1e-12,
+    )
     # cosine distance: 1 - cos; cos(a,b) = 0.5/(0.7071*0.5) = 0.7071, cos(a,c) = 0
     cos = redundancy_delta(LOADS, "cos")
-    np.testing.assert_allclose(cos, [(0 + (1 - 2 ** -0.5) + 1) / 3, 2 * (1 - 2 ** -0.5) / 3, (1 + (1 - 2 ** -0.5)) / 3])
+    np.testing.assert_allclose(
+        cos, [(0 + (1 - 2**-0.5) + 1) / 3, 2 * (1 - 2**-0.5) / 3, (1 + (1 - 2**-0.5)) / 3]
+    )
 
 
 def test_dynamic_moe_mix_uses_the_proportions_in_force(monkeypatch):
@@ -243,8 +274,9 @@ def test_dynamic_moe_mix_uses_the_proportions_in_force(monkeypatch):
     mixer.mixture_manager = manager([0.5, 0.3, 0.2], names=NAMES3)
     mixer.eta, mixer.smoothing, mixer.distance = 2.0, 0.1, "l2"
     monkeypatch.setattr(mixer, "router_loads", lambda model: LOADS, raising=False)
-    np.testing.assert_allclose(mixer.mix(None, 10), [0.5251584387512509, 0.2447781857482488, 0.23006337550050035],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        mixer.mix(None, 10), [0.5251584387512509, 0.2447781857482488, 0.23006337550050035], atol=1e-12
+    )
     assert mixer.metrics()["dynamic_moe/delta/b"] == pytest.approx(1 / 3)
 
 

@@ -23,7 +23,12 @@ from dataflex.train.signals.losses import SampleLosses
 
 from helpers import small_data
 
-LOSSES = [[2.0, 1.0, 3.0, 4.0, 0.5], [1.8, 0.9, 2.5, 4.1, 0.4], [1.7, 0.7, 2.4, 4.0, 0.3], [1.5, 0.6, 2.0, 4.2, 0.2]]
+LOSSES = [
+    [2.0, 1.0, 3.0, 4.0, 0.5],
+    [1.8, 0.9, 2.5, 4.1, 0.4],
+    [1.7, 0.7, 2.4, 4.0, 0.3],
+    [1.5, 0.6, 2.0, 4.2, 0.2],
+]
 
 
 def through_checkpoint(state):
@@ -44,13 +49,17 @@ def run_updates(mixer, first: int, last: int, model=None) -> list[np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("make", [
-    lambda: OdmMixer(manager(), alpha=0.7, reward_scale=0.5, min_exploration_rate=0.01),
-    lambda: OdmMixer(manager(), reward="learning_progress", progress_fast=0.5, progress_slow=0.8),
-    lambda: RandomMixer(manager(), seed=5),
-    lambda: StaticMixer(manager(), proportions=[0.4, 0.3, 0.1, 0.1, 0.1]),
-    lambda: KeepMixer(manager([0.4, 0.3, 0.1, 0.1, 0.1])),
-], ids=["odm", "odm_progress", "random", "static", "none"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OdmMixer(manager(), alpha=0.7, reward_scale=0.5, min_exploration_rate=0.01),
+        lambda: OdmMixer(manager(), reward="learning_progress", progress_fast=0.5, progress_slow=0.8),
+        lambda: RandomMixer(manager(), seed=5),
+        lambda: StaticMixer(manager(), proportions=[0.4, 0.3, 0.1, 0.1, 0.1]),
+        lambda: KeepMixer(manager([0.4, 0.3, 0.1, 0.1, 0.1])),
+    ],
+    ids=["odm", "odm_progress", "random", "static", "none"],
+)
 def test_restored_mixer_continues_identically(make):
     running = make()
     run_updates(running, 1, 12)
@@ -92,8 +101,14 @@ def test_spec_random_mixer_state(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def reference_dir(tmp_path_factory):
-    bundle = build_tiny_model(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              num_key_value_heads=2, seed=1)
+    bundle = build_tiny_model(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        seed=1,
+    )
     path = tmp_path_factory.mktemp("ref") / "final_model"
     bundle.model.save_pretrained(path)
     return path
@@ -111,15 +126,29 @@ def _doremi_step(mixer, batch, model):
 def test_doremi_restored_mid_run(reference_dir, tmp_path):
     from dataflex.data.processor import collate
 
-    bundle = build_tiny_model(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              num_key_value_heads=2, seed=2)
+    bundle = build_tiny_model(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        seed=2,
+    )
     data = small_data(bundle.tokenizer, max_samples=4)
-    batches = [collate([data[i] for i in range(s, len(data), 5)][:6], bundle.tokenizer.pad_token_id)
-               for s in range(5)]
+    batches = [
+        collate([data[i] for i in range(s, len(data), 5)][:6], bundle.tokenizer.pad_token_id)
+        for s in range(5)
+    ]
 
     def make(run_dir):
-        return DoReMiMixer(manager(), reference_model_path=str(reference_dir), eta=2.0, smoothing=0.01,
-                           model=bundle.model, run_dir=str(run_dir))
+        return DoReMiMixer(
+            manager(),
+            reference_model_path=str(reference_dir),
+            eta=2.0,
+            smoothing=0.01,
+            model=bundle.model,
+            run_dir=str(run_dir),
+        )
 
     running = make(tmp_path / "a")
     for b in batches[:3]:
@@ -135,13 +164,27 @@ def test_doremi_restored_mid_run(reference_dir, tmp_path):
 
 
 def test_dynamic_moe_restored_mid_run():
-    bundle = build_tiny_moe_model(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                  moe_intermediate_size=16, shared_expert_intermediate_size=16)
+    bundle = build_tiny_moe_model(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=16,
+    )
     data = small_data(bundle.tokenizer, max_samples=6, split="eval")
 
     def make():
-        return DynamicMoeMixer(manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=3,
-                               pad_token_id=bundle.tokenizer.pad_token_id, eta=50.0, smoothing=0.01)
+        return DynamicMoeMixer(
+            manager(),
+            model=bundle.model,
+            eval_data=data,
+            samples_per_domain=4,
+            batch_size=3,
+            pad_token_id=bundle.tokenizer.pad_token_id,
+            eta=50.0,
+            smoothing=0.01,
+        )
 
     running = make()
     run_updates(running, 1, 3, bundle.model)
@@ -160,15 +203,31 @@ def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_defaul
     from dataflex.train.mixer.schemas import DynamicMoeMixerConfig
 
     assert DynamicMoeMixerConfig().freeze_gate and DynamicMoeMixerConfig().router_layers == "last"
-    bundle = build_tiny_moe_model(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                  moe_intermediate_size=16, shared_expert_intermediate_size=16)
+    bundle = build_tiny_moe_model(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=16,
+    )
     data = small_data(bundle.tokenizer, max_samples=6, split="eval")
     pad = bundle.tokenizer.pad_token_id
-    last = DynamicMoeMixer(manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4,
-                           pad_token_id=pad)
-    assert all(not p.requires_grad for n, p in bundle.model.named_parameters() if n.endswith("mlp.gate.weight"))
-    every = DynamicMoeMixer(manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4,
-                            pad_token_id=pad, router_layers="all")
+    last = DynamicMoeMixer(
+        manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4, pad_token_id=pad
+    )
+    assert all(
+        not p.requires_grad for n, p in bundle.model.named_parameters() if n.endswith("mlp.gate.weight")
+    )
+    every = DynamicMoeMixer(
+        manager(),
+        model=bundle.model,
+        eval_data=data,
+        samples_per_domain=4,
+        batch_size=4,
+        pad_token_id=pad,
+        router_layers="all",
+    )
     from dataflex.data.processor import collate
 
     def manual(layers):
@@ -177,8 +236,11 @@ def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_defaul
             rows = np.asarray(data.domain_rows(d))[:4]
             batch = collate([data[int(i)] for i in rows], pad)
             with torch.no_grad():
-                out = bundle.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                          output_router_logits=True)
+                out = bundle.model.eval()(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    output_router_logits=True,
+                )
             real = batch["attention_mask"].reshape(-1).bool()
             load = torch.zeros(4, dtype=torch.float64)
             for logits in [out.router_logits[i] for i in layers]:

@@ -56,8 +56,13 @@ def test_each_decision_governs_exactly_the_next_steps(tmp_path, warmup):
 def test_proportions_are_exact_per_batch(tmp_path):
     """A static mixer's proportions, from the first step after the update, within one sample per prefix."""
     p = [0.5, 0.25, 0.125, 0.0625, 0.0625]
-    trainer = mix_trainer(tmp_path, component={"_target_": "dataflex.train.mixer.static_mixer.StaticMixer",
-                                               "proportions": p}, warmup_step=1, update_step=4, update_times=1)
+    trainer = mix_trainer(
+        tmp_path,
+        component={"_target_": "dataflex.train.mixer.static_mixer.StaticMixer", "proportions": p},
+        warmup_step=1,
+        update_step=4,
+        update_times=1,
+    )
     trainer.train()
     counts = history(tmp_path)["trained_counts"]
     assert counts[1:] == expected_counts(p, 8, 4)
@@ -65,8 +70,18 @@ def test_proportions_are_exact_per_batch(tmp_path):
 
 
 def test_odm_run_logs_mixture_and_per_domain_losses(tmp_path):
-    trainer = with_metrics(mix_trainer(tmp_path, component=ODM, eval_data=True, warmup_step=2, update_step=2,
-                                       update_times=3, eval_steps=4), tmp_path)
+    trainer = with_metrics(
+        mix_trainer(
+            tmp_path,
+            component=ODM,
+            eval_data=True,
+            warmup_step=2,
+            update_step=2,
+            update_times=3,
+            eval_steps=4,
+        ),
+        tmp_path,
+    )
     trainer.train()
     trainer.trackers.finish()
     records = read_metrics(tmp_path / "metrics.jsonl")
@@ -101,10 +116,22 @@ def test_doremi_updates_alpha_before_backward_and_applies_it(tmp_path, monkeypat
 
     monkeypatch.setattr(DoReMiMixer, "weighted_loss", spy_weighted)
     monkeypatch.setattr(DoReMiMixer, "update", spy_update)
-    trainer = with_metrics(mix_trainer(tmp_path / "run", component={
-        "_target_": "dataflex.train.mixer.doremi.DoReMiMixer", "reference_model_path": str(reference), "eta": 5.0},
-        warmup_step=0, update_step=1, update_times=4, per_device_train_batch_size=4, gradient_accumulation_steps=2),
-        tmp_path)
+    trainer = with_metrics(
+        mix_trainer(
+            tmp_path / "run",
+            component={
+                "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+                "reference_model_path": str(reference),
+                "eta": 5.0,
+            },
+            warmup_step=0,
+            update_step=1,
+            update_times=4,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=2,
+        ),
+        tmp_path,
+    )
     trainer.train()
     trainer.trackers.finish()
     assert trainer.defer_backward
@@ -125,13 +152,27 @@ def test_doremi_alpha_changes_at_every_step_under_the_default_schedule(tmp_path)
     """Issue 13 item 2: with the trainer's generic schedule (warmup 50, update 25 by default; here warmup 3,
     update 2) alpha still moves at every step, as in the paper and its code; sampling stays uniform."""
     reference = save_reference(tmp_path / "reference")
-    trainer = with_metrics(mix_trainer(tmp_path / "run", component={
-        "_target_": "dataflex.train.mixer.doremi.DoReMiMixer", "reference_model_path": str(reference), "eta": 5.0},
-        warmup_step=3, update_step=2, update_times=2, per_device_train_batch_size=4), tmp_path)
+    trainer = with_metrics(
+        mix_trainer(
+            tmp_path / "run",
+            component={
+                "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+                "reference_model_path": str(reference),
+                "eta": 5.0,
+            },
+            warmup_step=3,
+            update_step=2,
+            update_times=2,
+            per_device_train_batch_size=4,
+        ),
+        tmp_path,
+    )
     trainer.train()
     trainer.trackers.finish()
     records = read_metrics(tmp_path / "metrics.jsonl")
-    alphas = {r["step"]: [r[f"doremi/alpha/{d}"] for d in NAMES] for r in records if "doremi/alpha/greet" in r}
+    alphas = {
+        r["step"]: [r[f"doremi/alpha/{d}"] for d in NAMES] for r in records if "doremi/alpha/greet" in r
+    }
     assert sorted(alphas) == list(range(1, 8))  # every one of the 3 + 2 x 2 steps, warmup included
     previous = [0.2] * 5
     for step in range(1, 8):
@@ -148,8 +189,9 @@ def test_odm_observe_warmup_false_skips_the_warmup_rewards(tmp_path, monkeypatch
     seen = []
     original = OdmMixer.observe
     monkeypatch.setattr(OdmMixer, "observe", lambda self, st: (seen.append(st.step), original(self, st))[1])
-    trainer = mix_trainer(tmp_path, component={**ODM, "observe_warmup": False}, warmup_step=2, update_step=1,
-                          update_times=2)
+    trainer = mix_trainer(
+        tmp_path, component={**ODM, "observe_warmup": False}, warmup_step=2, update_step=1, update_times=2
+    )
     trainer.train()
     assert seen == [3, 4]
     seen.clear()
@@ -158,34 +200,61 @@ def test_odm_observe_warmup_false_skips_the_warmup_rewards(tmp_path, monkeypatch
 
 
 def test_doremi_reference_errors(tmp_path):
-    run = mix_trainer(tmp_path, component={"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
-                                           "reference_model_path": str(tmp_path / "nope")},
-                      warmup_step=0, update_step=1, update_times=1)
+    run = mix_trainer(
+        tmp_path,
+        component={
+            "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+            "reference_model_path": str(tmp_path / "nope"),
+        },
+        warmup_step=0,
+        update_step=1,
+        update_times=1,
+    )
     with pytest.raises(FileNotFoundError, match="component.reference_model_path=.*nope.*doremi_step1"):
         run.train()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    run = mix_trainer(tmp_path, component={"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
-                                           "reference_model_path": str(tmp_path / "broken")},
-                      warmup_step=0, update_step=1, update_times=1)
+    run = mix_trainer(
+        tmp_path,
+        component={
+            "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+            "reference_model_path": str(tmp_path / "broken"),
+        },
+        warmup_step=0,
+        update_step=1,
+        update_times=1,
+    )
     with pytest.raises(RuntimeError, match="could not load a causal LM"):
         run.train()
     from omegaconf import OmegaConf
 
     from dataflex.train.mixer.schemas import DoReMiMixerConfig
 
-    run = mix_trainer(tmp_path, component=OmegaConf.structured(DoReMiMixerConfig), warmup_step=0, update_step=1,
-                      update_times=1)
+    run = mix_trainer(
+        tmp_path,
+        component=OmegaConf.structured(DoReMiMixerConfig),
+        warmup_step=0,
+        update_step=1,
+        update_times=1,
+    )
     with pytest.raises(ValueError, match="component.reference_model_path must be set"):
         run.train()
 
 
 def test_static_mix_and_proportions_file(tmp_path):
-    weights = {"domains": ["noise", "greet", "target", "arith", "reverse"], "proportions": [0.0, 0.5, 0.25, 0.25, 0.0]}
+    weights = {
+        "domains": ["noise", "greet", "target", "arith", "reverse"],
+        "proportions": [0.0, 0.5, 0.25, 0.25, 0.0],
+    }
     path = tmp_path / "w.json"
     path.write_text(json.dumps(weights))
-    trainer = mix_trainer(tmp_path / "run", static_mix=True, train_step=3, mixture_sample_rule="mixture",
-                          mixture_proportions_file=str(path))
+    trainer = mix_trainer(
+        tmp_path / "run",
+        static_mix=True,
+        train_step=3,
+        mixture_sample_rule="mixture",
+        mixture_proportions_file=str(path),
+    )
     assert trainer.mixture.proportions.tolist() == [0.5, 0.25, 0.0, 0.0, 0.25]  # matched by name
     trainer.train()
     hist = history(tmp_path / "run")
@@ -193,8 +262,13 @@ def test_static_mix_and_proportions_file(tmp_path):
     assert np.asarray(hist["trained_counts"]).sum(0).tolist() == [12, 6, 0, 0, 6]
     path.write_text(json.dumps({"domains": ["greet", "arith"], "proportions": [0.5, 0.5]}))
     with pytest.raises(ValueError, match="has domains .*'greet', 'arith'.* but the training data has"):
-        mix_trainer(tmp_path / "run2", static_mix=True, train_step=3, mixture_sample_rule="mixture",
-                    mixture_proportions_file=str(path))
+        mix_trainer(
+            tmp_path / "run2",
+            static_mix=True,
+            train_step=3,
+            mixture_sample_rule="mixture",
+            mixture_proportions_file=str(path),
+        )
 
 
 def test_stratified_follows_domain_sizes(tmp_path):
@@ -222,19 +296,33 @@ def test_custom_mixer_from_the_spec_by_name_and_by_target(tmp_path, monkeypatch)
     np.random.seed(3)
     raw = np.random.random(5)
     expected = (raw / raw.sum()).tolist()
-    by_name = {"_target_": "registry", "name": "random", "module": "user_mixers.random_mixer", "params": {"seed": 3}}
+    by_name = {
+        "_target_": "registry",
+        "name": "random",
+        "module": "user_mixers.random_mixer",
+        "params": {"seed": 3},
+    }
     by_target = {"_target_": "user_mixers.random_mixer.RandomMixer", "seed": 3}
     for i, component in enumerate((by_name, by_target)):
-        trainer = mix_trainer(tmp_path / f"run{i}", component=component, warmup_step=1, update_step=1, update_times=1)
+        trainer = mix_trainer(
+            tmp_path / f"run{i}", component=component, warmup_step=1, update_step=1, update_times=1
+        )
         trainer.train()
         assert type(trainer.mixer).__module__ == "user_mixers.random_mixer"
         np.testing.assert_allclose(history(tmp_path / f"run{i}")["updates"][1]["proportions"], expected)
 
 
 def test_unknown_registered_mixer_lists_the_mixers(tmp_path):
-    trainer = mix_trainer(tmp_path, component={"_target_": "registry", "name": "nope", "module": None, "params": {}},
-                          warmup_step=1, update_step=1, update_times=1)
-    with pytest.raises(KeyError, match="No mixer named 'nope'.*doremi, dynamic_moe, none, odm, random, static"):
+    trainer = mix_trainer(
+        tmp_path,
+        component={"_target_": "registry", "name": "nope", "module": None, "params": {}},
+        warmup_step=1,
+        update_step=1,
+        update_times=1,
+    )
+    with pytest.raises(
+        KeyError, match="No mixer named 'nope'.*doremi, dynamic_moe, none, odm, random, static"
+    ):
         trainer.train()
 
 
@@ -246,20 +334,43 @@ def test_freeze_gate_freezes_exactly_the_routers(tmp_path):
     from helpers import small_data
 
     def bundle():
-        return build_tiny_moe_model(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                    moe_intermediate_size=32, shared_expert_intermediate_size=32)
+        return build_tiny_moe_model(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=32,
+        )
 
     before = {k: v.clone() for k, v in bundle().model.state_dict().items()}
     b = bundle()
     from omegaconf import OmegaConf
 
     trainer = DynamicMixTrainer(
-        bundle=b, train_data=small_data(b.tokenizer), eval_data=small_data(b.tokenizer, max_samples=8, split="eval"),
-        component=OmegaConf.create({"_target_": "dataflex.train.mixer.dynamic_moe.DynamicMoeMixer",
-                                    "freeze_gate": True, "samples_per_domain": 8, "batch_size": 8}),
-        trackers=TrackerGroup([]), run_dir=str(tmp_path), warmup_step=1, update_step=2, update_times=2,
-        per_device_train_batch_size=8, disable_tqdm=True, eval_on_start=False, eval_steps=0, save_final_model=False,
-        learning_rate=1e-2)
+        bundle=b,
+        train_data=small_data(b.tokenizer),
+        eval_data=small_data(b.tokenizer, max_samples=8, split="eval"),
+        component=OmegaConf.create(
+            {
+                "_target_": "dataflex.train.mixer.dynamic_moe.DynamicMoeMixer",
+                "freeze_gate": True,
+                "samples_per_domain": 8,
+                "batch_size": 8,
+            }
+        ),
+        trackers=TrackerGroup([]),
+        run_dir=str(tmp_path),
+        warmup_step=1,
+        update_step=2,
+        update_times=2,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+        eval_on_start=False,
+        eval_steps=0,
+        save_final_model=False,
+        learning_rate=1e-2,
+    )
     trainer.train()
     after = b.model.state_dict()
     routers = [k for k in after if k.endswith("mlp.gate.weight")]

@@ -26,7 +26,9 @@ def _mean_loss(model, setup, ids) -> torch.Tensor:
     return per_sample_losses(logits, batch["labels"]).mean.mean()
 
 
-def _features(model, setup, optimizer, num_params: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+def _features(
+    model, setup, optimizer, num_params: int, rank: int = 0, world: int = 1
+) -> dict[str, torch.Tensor]:
     """Plain gradients and Adam-preconditioned ones, full and projected, and the LESS rows as the selectors
     compute them: sharded over the ranks, one item per batch, so the ranks' shards (4 and 3 items) take
     different numbers of forwards unless they run in lockstep."""
@@ -35,13 +37,23 @@ def _features(model, setup, optimizer, num_params: int, rank: int = 0, world: in
     ctx = setup.context(world_size=world, rank=rank, batch_size=1, lockstep=world > 1)
     spec = GradientFeatureSpec(proj_dim=PROJ_DIM, seed=1)
     return {
-        "less_rows": gradient_feature_rows(model, setup.train, np.asarray(IDS), ctx, spec, optimizer=optimizer,
-                                           precondition=True),
+        "less_rows": gradient_feature_rows(
+            model, setup.train, np.asarray(IDS), ctx, spec, optimizer=optimizer, precondition=True
+        ),
         "sgd": gradient_features(model, setup.batch(IDS)),
         "adam": gradient_features(model, setup.batch(IDS), preconditioner=AdamPreconditioner(optimizer)),
-        "kronecker": gradient_features(model, setup.batch(IDS), projector=KroneckerProjector(model, 512, seed=1)),
-        "projected": collect_gradient_features(model, setup.train, IDS, batch_size=4, pad_token_id=setup.pad,
-                                               projector=projector, preconditioner=AdamPreconditioner(optimizer)),
+        "kronecker": gradient_features(
+            model, setup.batch(IDS), projector=KroneckerProjector(model, 512, seed=1)
+        ),
+        "projected": collect_gradient_features(
+            model,
+            setup.train,
+            IDS,
+            batch_size=4,
+            pad_token_id=setup.pad,
+            projector=projector,
+            preconditioner=AdamPreconditioner(optimizer),
+        ),
     }
 
 
@@ -66,15 +78,22 @@ def zero_features(stage: int) -> dict:
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     s = make_setup("full", seed=3)
     opt = torch.optim.AdamW(s.model.parameters(), lr=0.0, weight_decay=0.0)
-    config = {"train_micro_batch_size_per_gpu": len(TRAIN) // world, "gradient_accumulation_steps": 1,
-              "gradient_clipping": 0.0, "zero_allow_untested_optimizer": True,
-              # threshold 0: no parameter is kept whole (by default small ones are), so all of them are sharded
-              "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+    config = {
+        "train_micro_batch_size_per_gpu": len(TRAIN) // world,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 0.0,
+        "zero_allow_untested_optimizer": True,
+        # threshold 0: no parameter is kept whole (by default small ones are), so all of them are sharded
+        "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0},
+    }
     engine, ds_opt, _, _ = deepspeed.initialize(model=s.model, optimizer=opt, config=config)
     engine.train()
     share = len(TRAIN) // world
-    engine.backward(_mean_loss(engine, s, TRAIN[rank * share:(rank + 1) * share]))
+    engine.backward(_mean_loss(engine, s, TRAIN[rank * share : (rank + 1) * share]))
     engine.step()
     # ZeRO-3: every parameter is an empty shard when the features start (outside a forward)
     sharded = all(p.numel() == 0 for p in engine.module.parameters())
-    return {"sharded": sharded, **_features(engine.module, s, ds_opt, num_trainable(engine.module), rank, world)}
+    return {
+        "sharded": sharded,
+        **_features(engine.module, s, ds_opt, num_trainable(engine.module), rank, world),
+    }

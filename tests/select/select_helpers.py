@@ -15,7 +15,9 @@ from dataflex.train.selector.base_selector import SelectionContext
 from dataflex.train.signals.gradients import trainable_parameters
 from dataflex.train.signals.losses import per_sample_losses
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
+)
 
 
 @dataclass
@@ -30,8 +32,15 @@ class TinySetup:
         return self.tokenizer.pad_token_id
 
     def context(self, **kw) -> SelectionContext:
-        base = dict(train_data=self.train, eval_data=self.eval, pad_token_id=self.pad, tokenizer=self.tokenizer,
-                    seed=7, batch_size=8, eval_batch_size=32)
+        base = dict(
+            train_data=self.train,
+            eval_data=self.eval,
+            pad_token_id=self.pad,
+            tokenizer=self.tokenizer,
+            seed=7,
+            batch_size=8,
+            eval_batch_size=32,
+        )
         base.update(kw)
         return SelectionContext(**base)
 
@@ -65,7 +74,9 @@ def loop_gradients(model, data, ids, pad: int, *, reduction: str = "mean", weigh
         if weights is not None:
             loss = loss * float(weights[k])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)]))
+        rows.append(
+            torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+        )
     return torch.stack(rows)
 
 
@@ -82,7 +93,6 @@ def step_adamw(model, data, ids, pad: int, steps: int = 3, lr: float = 1e-2) -> 
         opt.zero_grad()
     model.eval()
     return opt
-
 
 
 @cache

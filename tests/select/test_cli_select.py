@@ -18,8 +18,14 @@ pytestmark = pytest.mark.slow
 
 # selection_order=selector: the selection files keep the selector's own order, which these tests compare
 # (the default shuffles each selection for training; tests/select/test_trainer.py covers that).
-SCHEDULE = ("trainer=dynamic_select", "trainer.warmup_step=1", "trainer.update_step=2", "trainer.update_times=2",
-            "trainer.max_steps=-1", "trainer.selection_order=selector")
+SCHEDULE = (
+    "trainer=dynamic_select",
+    "trainer.warmup_step=1",
+    "trainer.update_step=2",
+    "trainer.update_times=2",
+    "trainer.max_steps=-1",
+    "trainer.selection_order=selector",
+)
 
 # The spec's example, unchanged except that a module outside the package imports the base module by its
 # absolute name (the spec's `from .base_selector import ...` is the in-package form).
@@ -107,17 +113,41 @@ def test_two_processes_compute_the_same_selection(tmp_path):
     user.mkdir()
     (user / "recording.py").write_text(RECORDING)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{user}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HYDRA_FULL_ERROR": "1"}
-    args = [*FAST, *SCHEDULE, "trainer.per_device_train_batch_size=2", "component=less",
-            "component._target_=recording.RecordingLess", "component.target_domain=target",
-            "component.target_max_samples=4", "component.proj_dim=256", "trainer.candidate_pool_size=40",
-            f"hydra.run.dir={run_dir}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           "-m", "dataflex.cli", *args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{user}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "HYDRA_FULL_ERROR": "1",
+    }
+    args = [
+        *FAST,
+        *SCHEDULE,
+        "trainer.per_device_train_batch_size=2",
+        "component=less",
+        "component._target_=recording.RecordingLess",
+        "component.target_domain=target",
+        "component.target_max_samples=4",
+        "component.proj_dim=256",
+        "trainer.candidate_pool_size=40",
+        f"hydra.run.dir={run_dir}",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        "-m",
+        "dataflex.cli",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for step in (1, 3):
-        raw = [json.loads((run_dir / "selector" / f"raw_rank{r}_step{step}.json").read_text()) for r in (0, 1)]
+        raw = [
+            json.loads((run_dir / "selector" / f"raw_rank{r}_step{step}.json").read_text()) for r in (0, 1)
+        ]
         assert raw[0]["world"] == raw[1]["world"] == 2
         assert raw[0]["selected"] == raw[1]["selected"]
         assert raw[0]["scores"] == pytest.approx(raw[1]["scores"])

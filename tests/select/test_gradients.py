@@ -97,11 +97,17 @@ def test_adam_code_variant_is_the_official_less_formula():
     v' = .999*.01 + .001*.25 = .01024, out = .14 / sqrt(.01024 + 1e-8) = 1.3834..."""
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([param], lr=1e-3, betas=(0.5, 0.5), eps=0.1)  # ignored by the code variant
-    opt.state[param] = {"step": torch.tensor(7.0), "exp_avg": torch.tensor([0.1]), "exp_avg_sq": torch.tensor([0.01])}
+    opt.state[param] = {
+        "step": torch.tensor(7.0),
+        "exp_avg": torch.tensor([0.1]),
+        "exp_avg_sq": torch.tensor([0.01]),
+    }
     out = AdamPreconditioner(opt, variant="code")(param, torch.tensor([[0.5]]))
     assert out.item() == pytest.approx(0.14 / math.sqrt(0.01024 + 1e-8), rel=1e-6)
-    paper = AdamPreconditioner(opt)(param, torch.tensor([[0.5]]))  # the optimizer's betas .5/.5, eps .1, step 8
-    m, v = (0.5 * 0.1 + 0.5 * 0.5) / (1 - 0.5 ** 8), (0.5 * 0.01 + 0.5 * 0.25) / (1 - 0.5 ** 8)
+    paper = AdamPreconditioner(opt)(
+        param, torch.tensor([[0.5]])
+    )  # the optimizer's betas .5/.5, eps .1, step 8
+    m, v = (0.5 * 0.1 + 0.5 * 0.5) / (1 - 0.5**8), (0.5 * 0.01 + 0.5 * 0.25) / (1 - 0.5**8)
     assert paper.item() == pytest.approx(m / (math.sqrt(v) + 0.1), rel=1e-6)
     with pytest.raises(ValueError, match="variant"):
         AdamPreconditioner(opt, variant="other")
@@ -139,10 +145,13 @@ def test_projection_does_not_depend_on_how_the_vector_is_cut(kind):
 def test_projected_cosine_tracks_exact_cosine(kind, dim):
     tiny_lora = shared_setup("lora")
     ids = list(range(0, 100, 4))
-    exact = collect_gradient_features(tiny_lora.model, tiny_lora.train, ids, batch_size=8, pad_token_id=tiny_lora.pad)
+    exact = collect_gradient_features(
+        tiny_lora.model, tiny_lora.train, ids, batch_size=8, pad_token_id=tiny_lora.pad
+    )
     proj = RandomProjector(num_trainable(tiny_lora.model), dim, seed=1, kind=kind)
-    projected = collect_gradient_features(tiny_lora.model, tiny_lora.train, ids, batch_size=8,
-                                          pad_token_id=tiny_lora.pad, projector=proj)
+    projected = collect_gradient_features(
+        tiny_lora.model, tiny_lora.train, ids, batch_size=8, pad_token_id=tiny_lora.pad, projector=proj
+    )
     cos_exact = (exact @ exact.T).flatten()
     cos_proj = (projected @ projected.T).flatten()
     assert float((cos_exact - cos_proj).abs().mean()) < 0.05

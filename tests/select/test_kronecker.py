@@ -19,7 +19,7 @@ def _project_exact(projector: KroneckerProjector, flat: torch.Tensor) -> torch.T
     """Reference: cut the exact (B, P) per-sample gradients per parameter and apply R_out G R_in^T."""
     out, start = [], 0
     for _, p in projector.params:
-        g = flat[:, start:start + p.numel()].reshape(-1, *p.shape)
+        g = flat[:, start : start + p.numel()].reshape(-1, *p.shape)
         start += p.numel()
         r_out, r_in = projector.factors[id(p)]
         if p.dim() == 2:
@@ -76,8 +76,14 @@ def test_kronecker_cosine_tracks_exact_cosine(kind):
     s = shared_setup(kind)
     ids = list(range(0, 100, 4))
     exact = collect_gradient_features(s.model, s.train, ids, batch_size=8, pad_token_id=s.pad)
-    projected = collect_gradient_features(s.model, s.train, ids, batch_size=8, pad_token_id=s.pad,
-                                          projector=KroneckerProjector(s.model, 8192, seed=1))
+    projected = collect_gradient_features(
+        s.model,
+        s.train,
+        ids,
+        batch_size=8,
+        pad_token_id=s.pad,
+        projector=KroneckerProjector(s.model, 8192, seed=1),
+    )
     cos_exact, cos_proj = (exact @ exact.T).flatten(), (projected @ projected.T).flatten()
     assert float((cos_exact - cos_proj).abs().mean()) < 0.05
     assert float(np.corrcoef(cos_exact.numpy(), cos_proj.numpy())[0, 1]) > 0.95
@@ -87,8 +93,12 @@ def test_kronecker_refuses_adam_preconditioning():
     s = shared_setup("lora")
     optimizer = torch.optim.AdamW([p for _, p in KroneckerProjector(s.model, 64).params])
     with pytest.raises(ValueError, match="preconditioned"):
-        gradient_features(s.model, s.batch(IDS), projector=KroneckerProjector(s.model, 64),
-                          preconditioner=AdamPreconditioner(optimizer))
+        gradient_features(
+            s.model,
+            s.batch(IDS),
+            projector=KroneckerProjector(s.model, 64),
+            preconditioner=AdamPreconditioner(optimizer),
+        )
     with pytest.raises(ValueError, match="gradient_type=sgd"):
         LessSelectorConfig(target_domain="target", proj_type="kronecker", gradient_type="adam")
     LessSelectorConfig(target_domain="target", proj_type="kronecker", gradient_type="sgd")

@@ -41,8 +41,9 @@ def test_loss_buckets_on_fixed_numbers():
     p = loss_bucket_probs(LOSSES, focus="medium", focus_weight=5.0, quantiles=(0.33, 0.66), temperature=1.0)
     assert np.allclose(p, [1 / 22] * 3 + [5 / 22] * 3 + [1 / 22] * 4)
     # a very large temperature is (almost) uniform; a NaN loss is never drawn
-    p = loss_bucket_probs(np.append(LOSSES, np.nan), focus="low", focus_weight=5.0, quantiles=(0.33, 0.66),
-                          temperature=1e9)
+    p = loss_bucket_probs(
+        np.append(LOSSES, np.nan), focus="low", focus_weight=5.0, quantiles=(0.33, 0.66), temperature=1e9
+    )
     assert np.allclose(p[:10], 0.1) and p[10] == 0
 
 
@@ -131,10 +132,10 @@ def test_tsds_chunked_neighbours_and_density_equal_the_full_matrix():
     assert (idx == ref_idx.numpy()).all()
     cd2 = torch.cdist(cands.double(), cands.double()).square()
     kk = torch.topk(cd2, 6, dim=1, largest=False).values.numpy()
-    expected = np.maximum(0.0, 1.0 - kk / 1.5 ** 2).sum(axis=1)
+    expected = np.maximum(0.0, 1.0 - kk / 1.5**2).sum(axis=1)
     density = kernel_density(cands, 6, 1.5, rows=3, use_faiss=False)
     np.testing.assert_allclose(density.kde, expected, atol=1e-12)
-    assert (density.inside == (kk < 1.5 ** 2).sum(axis=1)).all()
+    assert (density.inside == (kk < 1.5**2).sum(axis=1)).all()
     full = tsds_probabilities(queries, cands, max_K=10, kde_K=6, sigma=1.5, alpha=0.5, C=5.0)
     chunked = tsds_probabilities(queries, cands, max_K=10, kde_K=6, sigma=1.5, alpha=0.5, C=5.0, rows=2)
     np.testing.assert_allclose(chunked, full, atol=1e-12)
@@ -194,10 +195,14 @@ def test_tsds_memory_estimate_and_check(monkeypatch):
 
 def test_kmeans_finds_separated_clusters():
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.randn(20, 2, generator=g) * 0.05 + c for c in (torch.tensor([5.0, 0]),
-                                                                     torch.tensor([0, 5.0]), torch.tensor([-5.0, 0]))])
+    x = torch.cat(
+        [
+            torch.randn(20, 2, generator=g) * 0.05 + c
+            for c in (torch.tensor([5.0, 0]), torch.tensor([0, 5.0]), torch.tensor([-5.0, 0]))
+        ]
+    )
     assign = kmeans(x, 3, 10, np.random.default_rng(0))
-    groups = [set(assign[i * 20:(i + 1) * 20]) for i in range(3)]
+    groups = [set(assign[i * 20 : (i + 1) * 20]) for i in range(3)]
     assert all(len(gr) == 1 for gr in groups) and len(set.union(*groups)) == 3
 
 

@@ -37,8 +37,17 @@ def _make(cls, setup, **kw):
 
 
 def _select(sel, setup, step, pool, n=12, optimizer=None, update=1):
-    return sel.select(setup.model, step, n, candidates=pool, update_index=update, current_update_times=update,
-                      update_times=3, update_step=3, optimizer=optimizer)
+    return sel.select(
+        setup.model,
+        step,
+        n,
+        candidates=pool,
+        update_index=update,
+        current_update_times=update,
+        update_times=3,
+        update_step=3,
+        optimizer=optimizer,
+    )
 
 
 def test_less_scores_equal_a_direct_computation():
@@ -46,8 +55,15 @@ def test_less_scores_equal_a_direct_computation():
     max over subtasks — recomputed here by hand from batch-size-1 gradients."""
     s = make_setup("full", seed=1)
     opt = step_adamw(s.model, s.train, np.arange(100), s.pad)
-    sel = _make(LessSelector, s, seed=3, proj_dim=256, proj_type="gaussian", target_domain="target,arith",
-                target_max_samples=3)
+    sel = _make(
+        LessSelector,
+        s,
+        seed=3,
+        proj_dim=256,
+        proj_type="gaussian",
+        target_domain="target,arith",
+        target_max_samples=3,
+    )
     pool = np.arange(0, 100, 5)
     picked = _select(sel, s, 10, pool, n=4, optimizer=opt)
 
@@ -62,12 +78,14 @@ def test_less_scores_equal_a_direct_computation():
     v = torch.cat([inner.state[p]["exp_avg_sq"].reshape(-1) for p in ordered])
     t = float(inner.state[ordered[0]]["step"]) + 1
     grads = loop_gradients(s.model, s.train, pool, s.pad)
-    m1 = (beta1 * m + (1 - beta1) * grads) / (1 - beta1 ** t)
-    v1 = (beta2 * v + (1 - beta2) * grads ** 2) / (1 - beta2 ** t)
+    m1 = (beta1 * m + (1 - beta1) * grads) / (1 - beta1**t)
+    v1 = (beta2 * v + (1 - beta2) * grads**2) / (1 - beta2**t)
     proj = RandomProjector(num_trainable(s.model), 256, seed=3, kind="gaussian")
     train = torch.nn.functional.normalize(proj.project(m1 / (v1.sqrt() + eps)), dim=-1)
     target_ids = sel.target.ids
-    target = torch.nn.functional.normalize(proj.project(loop_gradients(s.model, s.eval, target_ids, s.pad)), dim=-1)
+    target = torch.nn.functional.normalize(
+        proj.project(loop_gradients(s.model, s.eval, target_ids, s.pad)), dim=-1
+    )
     groups = sel.target.groups
     assert sorted(set(groups.tolist())) == [0, 1] and len(target_ids) == 6
     direct = []
@@ -87,18 +105,29 @@ def _selectors(s):
         "loss": lambda: _make(LossSelector, s, focus="high"),
         "delta_loss": lambda: _make(DeltaLossSelector, s, window_size=0.3),
         "less": lambda: _make(LessSelector, s, proj_dim=128, **target),
-        "cluster_less": lambda: _make(ClusterLessSelector, s, proj_dim=128, cluster_size=10, samples_per_cluster=2,
-                                      **target),
+        "cluster_less": lambda: _make(
+            ClusterLessSelector, s, proj_dim=128, cluster_size=10, samples_per_cluster=2, **target
+        ),
         "near": lambda: _make(NearSelector, s, **target),
         "tsds": lambda: _make(TsdsSelector, s, max_K=20, kde_K=10, **target),
-        "nice": lambda: _make(NiceSelector, s, proj_dim=128, reward="model", reward_model="tiny", mc_samples=2,
-                              max_new_tokens=4, target_domain="target", target_max_samples=2),
+        "nice": lambda: _make(
+            NiceSelector,
+            s,
+            proj_dim=128,
+            reward="model",
+            reward_model="tiny",
+            mc_samples=2,
+            max_new_tokens=4,
+            target_domain="target",
+            target_max_samples=2,
+        ),
         "custom": lambda: _make(CustomSelector, s),
     }
 
 
-@pytest.mark.parametrize("name", ["random", "loss", "delta_loss", "less", "cluster_less", "near", "tsds", "nice",
-                                  "custom"])
+@pytest.mark.parametrize(
+    "name", ["random", "loss", "delta_loss", "less", "cluster_less", "near", "tsds", "nice", "custom"]
+)
 def test_restored_selector_makes_the_same_next_selection(name):
     s = make_setup("full", seed=2)
     opt = step_adamw(s.model, s.train, np.arange(100), s.pad, steps=2)
@@ -122,8 +151,16 @@ def test_selected_ids_come_from_the_candidates():
     for name, make in _selectors(tiny).items():
         if name in ("custom", "nice", "delta_loss"):
             continue
-        picked = _select(make(), tiny, 3, POOL_2, n=10, optimizer=None if name not in ("less", "cluster_less")
-                         else torch.optim.AdamW(tiny.model.parameters()))
+        picked = _select(
+            make(),
+            tiny,
+            3,
+            POOL_2,
+            n=10,
+            optimizer=None
+            if name not in ("less", "cluster_less")
+            else torch.optim.AdamW(tiny.model.parameters()),
+        )
         assert set(picked) <= set(POOL_2.tolist()), name
 
 
@@ -139,7 +176,9 @@ def test_near_and_less_prefer_the_target_domain():
 def test_missing_or_wrong_target_names_the_key():
     tiny = shared_setup("full")
     with pytest.raises(ValueError, match="component.target_domain"):
-        _select(_make(LessSelector, tiny), tiny, 1, POOL_1, optimizer=torch.optim.AdamW(tiny.model.parameters()))
+        _select(
+            _make(LessSelector, tiny), tiny, 1, POOL_1, optimizer=torch.optim.AdamW(tiny.model.parameters())
+        )
     with pytest.raises(ValueError, match="component.target_domain"):
         _select(_make(NearSelector, tiny, target_domain="nope"), tiny, 1, POOL_1)
     no_eval = _make(TsdsSelector, tiny, target_domain="target")
@@ -169,7 +208,10 @@ def test_target_split_is_honoured_with_a_target_domain():
     assert evaluated.target.data is tiny.eval
     assert trained.target.data is tiny.train
     target = tiny.train.domain_names.index("target")
-    assert trained.target.ids.tolist() == np.flatnonzero(np.asarray(tiny.train.domain_ids) == target)[:4].tolist()
+    assert (
+        trained.target.ids.tolist()
+        == np.flatnonzero(np.asarray(tiny.train.domain_ids) == target)[:4].tolist()
+    )
     no_eval = _make(NearSelector, tiny, target_domain="target", target_split="train")
     no_eval.bind(tiny.context(eval_data=None))
     assert no_eval.target.data is tiny.train  # no eval split needed for a training-split target
@@ -207,8 +249,14 @@ def test_near_with_a_separate_local_encoder(tmp_path):
     tiny = shared_setup("full")
     from dataflex.models.tiny import build_tiny_model
 
-    enc = build_tiny_model(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           num_key_value_heads=2, seed=9)
+    enc = build_tiny_model(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        seed=9,
+    )
     enc.model.model.save_pretrained(tmp_path / "enc")
     enc.tokenizer.save_pretrained(tmp_path / "enc")
     sel = _make(NearSelector, tiny, target_domain="target", encoder_path=str(tmp_path / "enc"))
@@ -223,8 +271,16 @@ def test_nice_reward_model_dir_and_f1(tmp_path):
     tok.save_pretrained(tmp_path / "rm")
     opt = torch.optim.AdamW(tiny.model.parameters())
     for kw in (dict(reward="model", reward_model=str(tmp_path / "rm")), dict(reward="f1")):
-        sel = _make(NiceSelector, tiny, proj_dim=64, mc_samples=2, max_new_tokens=3, target_domain="target",
-                    target_max_samples=2, **kw)
+        sel = _make(
+            NiceSelector,
+            tiny,
+            proj_dim=64,
+            mc_samples=2,
+            max_new_tokens=3,
+            target_domain="target",
+            target_max_samples=2,
+            **kw,
+        )
         picked = _select(sel, tiny, 1, POOL_1, n=5, optimizer=opt)
         assert len(picked) == 5 and np.isfinite(sel.last_scores).all()
     with pytest.raises(FileNotFoundError, match="component.reward_model"):
@@ -238,8 +294,14 @@ def test_nice_follows_the_authors_sampling_eos_and_reward_pairs():
     from dataflex.train.selector.schemas import NiceSelectorConfig
 
     cfg = NiceSelectorConfig(reward="f1")
-    assert (cfg.mc_samples, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, cfg.include_eos) == \
-        (20, 1.2, 50, 0.95, 100, False)
+    assert (cfg.mc_samples, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, cfg.include_eos) == (
+        20,
+        1.2,
+        50,
+        0.95,
+        100,
+        False,
+    )
     assert trim_response([5, 6, 2, 7, 0], eos=2, pad=0, include_eos=False) == [5, 6]
     assert trim_response([5, 6, 2, 7, 0], eos=2, pad=0, include_eos=True) == [5, 6, 2]
     assert trim_response([5, 0, 6], eos=2, pad=0, include_eos=False) == [5, 6]
@@ -262,8 +324,16 @@ def test_nice_policy_feature_weights_responses_by_reward():
     tiny = shared_setup("full")
     """With a constant reward the policy feature is the normalised mean of the responses' NLL gradients;
     with reward 0 it vanishes."""
-    sel = _make(NiceSelector, tiny, proj_dim=64, reward="f1", mc_samples=2, max_new_tokens=3, target_domain="target",
-                target_max_samples=1)
+    sel = _make(
+        NiceSelector,
+        tiny,
+        proj_dim=64,
+        reward="f1",
+        mc_samples=2,
+        max_new_tokens=3,
+        target_domain="target",
+        target_max_samples=1,
+    )
     sel.rewards = lambda prompt, responses, reference: np.zeros(len(responses))
     zero = sel.target_features(tiny.model, step_id=1)
     assert float(zero.abs().max()) == 0

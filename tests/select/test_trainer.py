@@ -13,12 +13,27 @@ import pytest
 from dataflex.run import run, validate
 from dataflex.train.trainer.dynamic_select import DynamicSelectTrainer, candidate_pool, selection_permutation
 
-TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2", "data.max_samples=40",
-        "trainer.per_device_train_batch_size=4", "trainer.logging_steps=1", "trainer.eval_steps=0",
-        "trainer.max_eval_samples_per_domain=4", "trainer.disable_tqdm=true", "trainer.save_final_model=false",
-        "trainer.eval_on_start=false")
-SCHEDULE = ("trainer=dynamic_select", "trainer.warmup_step=2", "trainer.update_step=3", "trainer.update_times=2")
+TINY = (
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+    "data.max_samples=40",
+    "trainer.per_device_train_batch_size=4",
+    "trainer.logging_steps=1",
+    "trainer.eval_steps=0",
+    "trainer.max_eval_samples_per_domain=4",
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+    "trainer.eval_on_start=false",
+)
+SCHEDULE = (
+    "trainer=dynamic_select",
+    "trainer.warmup_step=2",
+    "trainer.update_step=3",
+    "trainer.update_times=2",
+)
 
 
 @pytest.fixture
@@ -54,7 +69,9 @@ def _metrics(run_dir: Path) -> dict[int, dict]:
 
 
 def test_trained_ids_are_exactly_the_warmup_then_each_selection(compose, tmp_path, trained):
-    run_dir = _run(compose, tmp_path, "component=loss", "component.focus=high", "trainer.candidate_pool_size=30")
+    run_dir = _run(
+        compose, tmp_path, "component=loss", "component.focus=high", "trainer.candidate_pool_size=30"
+    )
     warm = json.loads((run_dir / "selection" / "warmup.json").read_text())["selected"]
     first, second = _selection(run_dir, 1), _selection(run_dir, 2)
     assert len(warm) == 2 * 4 and len(first["selected"]) == len(second["selected"]) == 3 * 4
@@ -100,17 +117,22 @@ def test_selection_does_not_disturb_training_randomness(compose, tmp_path):
     a = _run(compose, tmp_path / "a", "component=random")
     b = _run(compose, tmp_path / "b", "component=random")
     assert _selection(a, 2)["selected"] == _selection(b, 2)["selected"]
-    assert json.loads((a / "summary.json").read_text())["final_eval"] == json.loads(
-        (b / "summary.json").read_text())["final_eval"]
+    assert (
+        json.loads((a / "summary.json").read_text())["final_eval"]
+        == json.loads((b / "summary.json").read_text())["final_eval"]
+    )
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("trainer.update_step=0", "trainer.update_step"),
-    ("trainer.warmup_step=-1", "trainer.warmup_step"),
-    ("trainer.update_times=0", "trainer.update_times"),
-    ("trainer.max_steps=5", "trainer.max_steps"),
-    ("trainer.candidate_pool_size=0", "trainer.candidate_pool_size"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("trainer.update_step=0", "trainer.update_step"),
+        ("trainer.warmup_step=-1", "trainer.warmup_step"),
+        ("trainer.update_times=0", "trainer.update_times"),
+        ("trainer.max_steps=5", "trainer.max_steps"),
+        ("trainer.candidate_pool_size=0", "trainer.candidate_pool_size"),
+    ],
+)
 def test_bad_schedules_fail_validation(compose, override, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
         validate(compose(*SCHEDULE, "component=random", override))
@@ -120,14 +142,17 @@ def test_consistent_max_steps_is_accepted(compose):
     validate(compose(*SCHEDULE, "component=random", "trainer.max_steps=8"))
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (("component=less",), "component.target_domain"),
-    (("component=nice", "component.target_domain=target"), "component.reward_model"),
-    (("component=loss", "component.focus=middle"), "component.focus"),
-    (("component=tsds", "trainer.target_domain=target", "component.alpha=1.5"), "component.alpha"),
-    ((), "component=<random"),
-    (("component=random", "trainer.candidate_pool_size=5"), "trainer.candidate_pool_size"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (("component=less",), "component.target_domain"),
+        (("component=nice", "component.target_domain=target"), "component.reward_model"),
+        (("component=loss", "component.focus=middle"), "component.focus"),
+        (("component=tsds", "trainer.target_domain=target", "component.alpha=1.5"), "component.alpha"),
+        ((), "component=<random"),
+        (("component=random", "trainer.candidate_pool_size=5"), "trainer.candidate_pool_size"),
+    ],
+)
 def test_bad_components_fail_before_training(compose, tmp_path, overrides, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")) as err:
         _run(compose, tmp_path, *overrides)
@@ -154,10 +179,17 @@ def test_user_selector_by_target_outside_the_package(compose, tmp_path, trained,
         "        logger.info('LastSelector initialized.')\n\n"
         "    def select(self, model, step_id, num_samples, **kwargs):\n"
         "        n = len(self.dataset)\n"
-        "        return [n - 1 - self.offset - i for i in range(num_samples)]\n")
+        "        return [n - 1 - self.offset - i for i in range(num_samples)]\n"
+    )
     monkeypatch.syspath_prepend(str(pkg))
-    run_dir = _run(compose, tmp_path / "run", "component=custom", "component._target_=my_selectors.LastSelector",
-                   "+component.offset=3", "trainer.selection_order=selector")
+    run_dir = _run(
+        compose,
+        tmp_path / "run",
+        "component=custom",
+        "component._target_=my_selectors.LastSelector",
+        "+component.offset=3",
+        "trainer.selection_order=selector",
+    )
     flat = [i for step in trained for i in step]
     assert flat[8:20] == [200 - 1 - 3 - i for i in range(12)]
     assert _selection(run_dir, 2)["selected"] == [200 - 1 - 3 - i for i in range(12)]
@@ -171,10 +203,15 @@ def test_component_checks_run_without_loading_anything(compose):
     with pytest.raises(ValueError, match=r"component\.target_domain"):
         DynamicSelectTrainer.validate_config(compose(*SCHEDULE, "component=tsds"))
     with pytest.raises(ValueError, match=r"component\.quantiles"):
-        DynamicSelectTrainer.validate_config(compose(*SCHEDULE, "component=loss", "component.quantiles=[0.7,0.2]"))
-    DynamicSelectTrainer.validate_config(compose(*SCHEDULE, "component=near", "component.indices_path=/x.npy"))
-    DynamicSelectTrainer.validate_config(compose(*SCHEDULE, "component=custom", "component._target_=a.B",
-                                                 "+component.anything=1"))
+        DynamicSelectTrainer.validate_config(
+            compose(*SCHEDULE, "component=loss", "component.quantiles=[0.7,0.2]")
+        )
+    DynamicSelectTrainer.validate_config(
+        compose(*SCHEDULE, "component=near", "component.indices_path=/x.npy")
+    )
+    DynamicSelectTrainer.validate_config(
+        compose(*SCHEDULE, "component=custom", "component._target_=a.B", "+component.anything=1")
+    )
 
 
 @pytest.mark.parametrize("warmup", [2, 0])
@@ -198,9 +235,16 @@ def test_resumed_run_trains_the_same_ids_as_an_uninterrupted_one(compose, tmp_pa
 
 def test_less_with_kronecker_features_runs_end_to_end(compose, tmp_path):
     """proj_type=kronecker (SGD features, never formed per sample) selects each phase with LESS scores."""
-    run_dir = _run(compose, tmp_path, "component=less", "component.target_domain=target",
-                   "component.proj_type=kronecker", "component.gradient_type=sgd", "component.proj_dim=256",
-                   "trainer.candidate_pool_size=30")
+    run_dir = _run(
+        compose,
+        tmp_path,
+        "component=less",
+        "component.target_domain=target",
+        "component.proj_type=kronecker",
+        "component.gradient_type=sgd",
+        "component.proj_dim=256",
+        "trainer.candidate_pool_size=30",
+    )
     for update in (1, 2):
         sel = _selection(run_dir, update)
         assert len(sel["selected"]) == len(set(sel["selected"])) == 3 * 4
@@ -221,7 +265,7 @@ class TargetFirstSelector:
         scores = (self.dataset.domain_ids[ids] == target) + ids / (10 * len(self.dataset))
         target_rows = ids[scores >= 1][: num_samples // 2]  # exactly half of the selection is `target`
         others = ids[scores < 1]
-        picked = np.concatenate([target_rows, others[-(num_samples - len(target_rows)):]])
+        picked = np.concatenate([target_rows, others[-(num_samples - len(target_rows)) :]])
         s = (self.dataset.domain_ids[picked] == target) + picked / (10 * len(self.dataset))
         order = np.argsort(-s, kind="stable")
         self.last_scores = s[order]
@@ -234,13 +278,20 @@ def test_selections_are_trained_in_a_seeded_random_order_not_by_score(compose, t
     default trains it in a random order seeded by (seed, update): the trained scores are not monotone and every
     half of the phase holds the selection's `target` share within hypergeometric noise; `selector` keeps the
     returned (sorted) order. Scores stay attached to their ids either way."""
-    run_dir = _run(compose, tmp_path, "component=custom", f"component._target_={__name__}.TargetFirstSelector",
-                   "trainer.update_step=10", "trainer.update_times=2", f"trainer.selection_order={order}")
+    run_dir = _run(
+        compose,
+        tmp_path,
+        "component=custom",
+        f"component._target_={__name__}.TargetFirstSelector",
+        "trainer.update_step=10",
+        "trainer.update_times=2",
+        f"trainer.selection_order={order}",
+    )
     n, batch = 40, 4
     for update in (1, 2):
         rec = _selection(run_dir, update)
         start = 2 + (update - 1) * 10  # warmup 2 steps, then 10 steps per phase
-        trained_ids = [i for step in trained[start:start + 10] for i in step]
+        trained_ids = [i for step in trained[start : start + 10] for i in step]
         assert trained_ids == rec["selected"]
         scores = np.asarray(rec["scores"])
         is_target = scores >= 1

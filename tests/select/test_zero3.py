@@ -84,12 +84,22 @@ def test_deepspeed_optimizers_map_model_parameters_to_their_groups():
     """ZeRO's `param_groups` hold flat fp32 partitions; the model parameters are found through its groups."""
     a, b, c = (torch.nn.Parameter(torch.ones(1)) for _ in range(3))
     groups = [{"betas": (0.9, 0.99)}, {"betas": (0.8, 0.88)}]
-    zero12 = SimpleNamespace(bit16_groups=[[a, b], [c]], param_groups=groups, optimizer="flat inner optimizer")
-    assert [param_groups_by_param(zero12)[id(p)]["betas"] for p in (a, b, c)] == [(0.9, 0.99)] * 2 + [(0.8, 0.88)]
-    zero3 = SimpleNamespace(fp16_groups=[[a], [b], [c]], sub_group_to_group_id={0: 0, 1: 1, 2: 1}, param_groups=groups)
-    assert [param_groups_by_param(zero3)[id(p)]["betas"] for p in (a, b, c)] == [(0.9, 0.99)] + [(0.8, 0.88)] * 2
+    zero12 = SimpleNamespace(
+        bit16_groups=[[a, b], [c]], param_groups=groups, optimizer="flat inner optimizer"
+    )
+    assert [param_groups_by_param(zero12)[id(p)]["betas"] for p in (a, b, c)] == [(0.9, 0.99)] * 2 + [
+        (0.8, 0.88)
+    ]
+    zero3 = SimpleNamespace(
+        fp16_groups=[[a], [b], [c]], sub_group_to_group_id={0: 0, 1: 1, 2: 1}, param_groups=groups
+    )
+    assert [param_groups_by_param(zero3)[id(p)]["betas"] for p in (a, b, c)] == [(0.9, 0.99)] + [
+        (0.8, 0.88)
+    ] * 2
     # accelerate's wrapper is unwrapped, a ZeRO optimizer is not (its `.optimizer` is the flat one)
-    assert unwrap_optimizer(SimpleNamespace(optimizer=zero12)) is zero12 and unwrap_optimizer(zero12) is zero12
+    assert (
+        unwrap_optimizer(SimpleNamespace(optimizer=zero12)) is zero12 and unwrap_optimizer(zero12) is zero12
+    )
 
 
 def test_adam_preconditioner_reads_the_state_once_per_parameter(monkeypatch):
@@ -126,7 +136,10 @@ def test_lockstep_evaluation_runs_as_many_batches_on_every_rank_and_drops_the_ex
     for lockstep in (False, True):
         for rank in (0, 1):
             model = _CountingModel(s.model)
-            results[lockstep, rank] = (evaluate(model, s.eval, rank=rank, lockstep=lockstep, **kw), model.calls)
+            results[lockstep, rank] = (
+                evaluate(model, s.eval, rank=rank, lockstep=lockstep, **kw),
+                model.calls,
+            )
     assert [results[False, r][1] for r in (0, 1)] == [3, 2]
     assert [results[True, r][1] for r in (0, 1)] == [3, 3]
     for rank in (0, 1):  # the extra row is computed but not counted (single process: no all-reduce)
@@ -154,7 +167,9 @@ def test_lockstep_sharding_gives_every_rank_the_longest_shard_and_keeps_its_own_
 @pytest.mark.parametrize("stage", [3, 2])
 def test_zero_features_equal_the_plain_ones(stage, monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # spawned ranks inherit it: DeepSpeed's CPU accelerator, gloo
-    pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed); the main environment has none")
+    pytest.importorskip(
+        "deepspeed", reason="needs DeepSpeed (pip install deepspeed); the main environment has none"
+    )
     from deepspeed_helpers import plain_features, zero_features
 
     from distributed_utils import run_distributed

@@ -10,8 +10,15 @@ from tracking_helpers import DOMAINS, dynamic_records, write_metrics
 
 from dataflex.tracking.plots import PlotTracker, plot_run, scalar, series, weight_values
 
-ALL_PLOTS = {"train_loss.png", "eval_loss_per_domain.png", "train_loss_per_domain.png", "mixture_proportions.png",
-             "selection_domain_fractions.png", "weight_histograms.png", "weight_stats.png"}
+ALL_PLOTS = {
+    "train_loss.png",
+    "eval_loss_per_domain.png",
+    "train_loss_per_domain.png",
+    "mixture_proportions.png",
+    "selection_domain_fractions.png",
+    "weight_histograms.png",
+    "weight_stats.png",
+}
 
 
 def _png_shape(path):
@@ -32,8 +39,10 @@ def test_series_reads_each_prefix_at_its_own_steps():
 
 
 def test_series_skips_non_finite_and_nested_keys():
-    records = [{"step": 1, "eval/loss/a": "nan", "eval/loss/b": 1.5, "eval/loss/b/x": 9.0, "mixture/a": [1, 2]},
-               {"step": 2, "eval/loss/a": 2.0}]
+    records = [
+        {"step": 1, "eval/loss/a": "nan", "eval/loss/b": 1.5, "eval/loss/b/x": 9.0, "mixture/a": [1, 2]},
+        {"step": 2, "eval/loss/a": 2.0},
+    ]
     assert series(records, "eval/loss/") == {"b": ([1], [1.5]), "a": ([2], [2.0])}
     assert series(records, "mixture/") == {}
 
@@ -48,7 +57,9 @@ def test_dynamic_run_gets_every_plot(tmp_path):
 
 
 def test_static_run_gets_only_loss_plots(tmp_path):
-    records = [{k: v for k, v in r.items() if k.startswith(("step", "loss", "eval/"))} for r in dynamic_records()]
+    records = [
+        {k: v for k, v in r.items() if k.startswith(("step", "loss", "eval/"))} for r in dynamic_records()
+    ]
     write_metrics(tmp_path, records)
     assert {p.name for p in plot_run(tmp_path)} == {"train_loss.png", "eval_loss_per_domain.png"}
 
@@ -66,8 +77,12 @@ def test_plot_tracker_draws_at_finish_only(tmp_path):
 
 def test_plots_command_redraws(tmp_path):
     write_metrics(tmp_path, dynamic_records())
-    out = subprocess.run([sys.executable, "-m", "dataflex.tracking.plots", str(tmp_path)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dataflex.tracking.plots", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "weight_histograms.png" in out and (tmp_path / "plots" / "weight_histograms.png").is_file()
 
 
@@ -128,11 +143,14 @@ def test_axes_say_what_and_in_which_unit_and_titles_name_the_run(tmp_path, monke
     write_metrics(tmp_path, dynamic_records())
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "hydra.yaml").write_text(
-        "hydra:\n  runtime:\n    choices:\n      trainer: dynamic_mix\n      component: odm\n")
+        "hydra:\n  runtime:\n    choices:\n      trainer: dynamic_mix\n      component: odm\n"
+    )
     plot_run(tmp_path)
     assert set(cap.figures) == ALL_PLOTS
     for name, fig in cap.figures.items():
-        titles = " ".join([ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""])
+        titles = " ".join(
+            [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]
+        )
         assert "dynamic_mix / odm" in titles, name
         for ax in fig.axes:
             if ax.axison and (ax.get_lines() or ax.patches or ax.collections):
@@ -143,19 +161,37 @@ def test_axes_say_what_and_in_which_unit_and_titles_name_the_run(tmp_path, monke
 
 def test_selection_marks_each_domains_base_rate(tmp_path, monkeypatch):
     cap = _Captured(monkeypatch)
-    records = [{"step": s, "select/domain_fraction/a": 0.7, "select/domain_fraction/b": 0.3,
-                "select/pool_fraction/a": 0.25, "select/pool_fraction/b": 0.75} for s in (10, 20)]
+    records = [
+        {
+            "step": s,
+            "select/domain_fraction/a": 0.7,
+            "select/domain_fraction/b": 0.3,
+            "select/pool_fraction/a": 0.25,
+            "select/pool_fraction/b": 0.75,
+        }
+        for s in (10, 20)
+    ]
     write_metrics(tmp_path, records)
     plot_run(tmp_path)
     ax = cap.figures["selection_domain_fractions.png"].axes[0]
-    dashed = {round(line.get_ydata()[0], 6) for line in ax.get_lines() if line.get_linestyle() == "--" and len(line.get_ydata())}
+    dashed = {
+        round(line.get_ydata()[0], 6)
+        for line in ax.get_lines()
+        if line.get_linestyle() == "--" and len(line.get_ydata())
+    }
     assert dashed == {0.25, 0.75}
     assert ax.get_ylim() == (0.0, 1.0)
 
 
 def test_weight_histograms_leave_out_the_warmup(tmp_path):
-    records = [{"step": s, "weight/active": float(s > 2), "weight/values": [1.0] * 4 if s <= 2 else [0.5, 1.5, 1.0, 1.0]}
-               for s in (1, 2, 3, 4)]
+    records = [
+        {
+            "step": s,
+            "weight/active": float(s > 2),
+            "weight/values": [1.0] * 4 if s <= 2 else [0.5, 1.5, 1.0, 1.0],
+        }
+        for s in (1, 2, 3, 4)
+    ]
     assert [s for s, _ in weight_values(records)] == [3, 4]
     write_metrics(tmp_path, records[:2])
     assert "weight_histograms.png" not in {p.name for p in plot_run(tmp_path)}
@@ -168,7 +204,17 @@ def test_final_eval_bars_start_at_zero(tmp_path, monkeypatch):
     from dataflex.tracking.sweep import read_job
 
     cap = _Captured(monkeypatch)
-    jobs = [read_job(make_job(tmp_path, f"{k}_x", [f"x={k}"], final={"eval/loss": 3.0 + k, "eval/loss/a": 3.0 + k},
-                              records=dynamic_records())) for k in range(2)]
+    jobs = [
+        read_job(
+            make_job(
+                tmp_path,
+                f"{k}_x",
+                [f"x={k}"],
+                final={"eval/loss": 3.0 + k, "eval/loss/a": 3.0 + k},
+                records=dynamic_records(),
+            )
+        )
+        for k in range(2)
+    ]
     compare_final_eval(jobs, tmp_path)
     assert cap.figures["compare_final_eval.png"].axes[0].get_ylim()[0] == 0.0

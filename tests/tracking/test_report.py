@@ -23,14 +23,34 @@ def _final(losses):
 def sweep(tmp_path):
     root = tmp_path / "multirun_outputs" / "2026-01-01" / "10-00-00"
     records = dynamic_records()
-    make_job(root, "0_component=a", ["component=a", *COMMON], final=_final([1.0, 2.0, 3.0]), records=records,
-             status={"status": "completed", "elapsed_s": 3.0}, wall=2.5, samples_per_s=40.0)
-    make_job(root, "1_component=b", ["component=b", *COMMON], final=_final([1.5, 1.8, 2.4]), records=records,
-             wall=3.5, samples_per_s=30.0)  # no status.json (older run): completed from summary.json
-    make_job(root, "2_component=c", ["component=c", *COMMON],
-             status={"status": "failed", "error": "ValueError: component.eta must be > 0", "elapsed_s": 0.1})
-    make_job(root, "3_component=d", ["component=d", *COMMON], records=records[:3],
-             status={"status": "running"})  # killed mid-run
+    make_job(
+        root,
+        "0_component=a",
+        ["component=a", *COMMON],
+        final=_final([1.0, 2.0, 3.0]),
+        records=records,
+        status={"status": "completed", "elapsed_s": 3.0},
+        wall=2.5,
+        samples_per_s=40.0,
+    )
+    make_job(
+        root,
+        "1_component=b",
+        ["component=b", *COMMON],
+        final=_final([1.5, 1.8, 2.4]),
+        records=records,
+        wall=3.5,
+        samples_per_s=30.0,
+    )  # no status.json (older run): completed from summary.json
+    make_job(
+        root,
+        "2_component=c",
+        ["component=c", *COMMON],
+        status={"status": "failed", "error": "ValueError: component.eta must be > 0", "elapsed_s": 0.1},
+    )
+    make_job(
+        root, "3_component=d", ["component=d", *COMMON], records=records[:3], status={"status": "running"}
+    )  # killed mid-run
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
 
@@ -90,12 +110,19 @@ def test_report_writes_csv_markdown_and_plots(sweep, capsys):
     md = (out / "report.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 4  # header + one row per job
-    assert ("| 1_component=b | `component=b` | completed | 1.5000 | **1.8000** | **2.4000** | **1.9000** "
-            "| **2.4000 (noise)** | 8 | 3.5 | 30.0 |") in md  # bold: the best completed value of each loss column
+    assert (
+        "| 1_component=b | `component=b` | completed | 1.5000 | **1.8000** | **2.4000** | **1.9000** "
+        "| **2.4000 (noise)** | 8 | 3.5 | 30.0 |"
+    ) in md  # bold: the best completed value of each loss column
     assert "| 0_component=a | `component=a` | completed | **1.0000** | 2.0000 |" in md
     assert "2_component=c` (failed): ValueError: component.eta must be > 0" in md
-    for name in ("compare_eval_loss.png", "compare_final_eval.png", "compare_train_loss.png",
-                 "compare_proportions.png", "compare_selection.png"):
+    for name in (
+        "compare_eval_loss.png",
+        "compare_final_eval.png",
+        "compare_train_loss.png",
+        "compare_proportions.png",
+        "compare_selection.png",
+    ):
         assert (out / name).is_file() and f"({name})" in md
     assert "| 0_component=a |" in capsys.readouterr().out
 
@@ -114,8 +141,12 @@ def test_jobs_with_their_own_output_dir_are_listed_once(tmp_path):
     out = sweep / "odm"  # trainer.output_dir=${hydra:sweep.dir}/odm
     make_job(sweep, "odm", [], final=_final([1.0, 2.0, 3.0]), records=dynamic_records())
     shutil.rmtree(out / ".hydra")
-    make_job(sweep, "0_+experiment_mixing=odm", ["+experiment/mixing=odm"],
-             status={"status": "completed", "run_dir": str(out)})
+    make_job(
+        sweep,
+        "0_+experiment_mixing=odm",
+        ["+experiment/mixing=odm"],
+        status={"status": "completed", "run_dir": str(out)},
+    )
     jobs = collect_jobs([sweep])
     assert [j.label for j in jobs] == ["0_+experiment_mixing=odm"]
     assert jobs[0].status == "completed" and jobs[0].average_loss == pytest.approx(2.0)

@@ -52,4 +52,3 @@ def test_only_rank_zero_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     guarded_run(lambda: {}, tmp_path, multirun=True)
     assert not (tmp_path / "status.json").exists()
-

@@ -38,8 +38,12 @@ def test_a_failing_job_does_not_stop_the_sweep_and_the_report_marks_it(cli, tmp_
     assert "the sweep goes on" in proc.stdout + proc.stderr
     sweep = _sweep_dir(tmp_path)
     rows = _report(sweep)
-    assert [r["job"] for r in rows] == ["0_trainer.learning_rate=0.001", "1_trainer.learning_rate=0.003",
-                                        "2_trainer.learning_rate=-1", "3_trainer.learning_rate=0.002"]
+    assert [r["job"] for r in rows] == [
+        "0_trainer.learning_rate=0.001",
+        "1_trainer.learning_rate=0.003",
+        "2_trainer.learning_rate=-1",
+        "3_trainer.learning_rate=0.002",
+    ]
     assert [r["status"] for r in rows] == ["completed", "completed", "failed", "completed"]
     assert "trainer.learning_rate must be >= 0" in rows[2]["error"] and rows[2]["eval_loss_avg"] == ""
     for row in (rows[0], rows[1], rows[3]):
@@ -68,8 +72,14 @@ def test_a_failing_single_run_still_exits_non_zero(cli, tmp_path):
 
 
 def test_joblib_launcher_runs_jobs_in_separate_processes(cli, tmp_path):
-    cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.learning_rate=1e-3,3e-3", *FAST,
-        timeout=600)
+    cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer.learning_rate=1e-3,3e-3",
+        *FAST,
+        timeout=600,
+    )
     jobs = collect_jobs([_sweep_dir(tmp_path)])
     assert [j.label for j in jobs] == ["0_trainer.learning_rate=0.001", "1_trainer.learning_rate=0.003"]
     assert [j.status for j in jobs] == ["completed", "completed"]
@@ -78,8 +88,14 @@ def test_joblib_launcher_runs_jobs_in_separate_processes(cli, tmp_path):
 
 
 def test_submitit_local_launcher(cli, tmp_path):
-    cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "trainer.learning_rate=1e-3,-1",
-        *FAST, timeout=600)
+    cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "trainer.learning_rate=1e-3,-1",
+        *FAST,
+        timeout=600,
+    )
     jobs = collect_jobs([_sweep_dir(tmp_path)])
     assert [j.status for j in jobs] == ["completed", "failed"]
     assert jobs[0].domain_losses and "learning_rate" in jobs[1].error
@@ -111,12 +127,22 @@ def test_wandb_sweep_group_name_tags_and_config(cli, tmp_path, no_credentials):
         assert evals[-1]["eval/loss/noise"] == pytest.approx(job.domain_losses["noise"])
 
 
-@pytest.mark.skipif(not (REPO / "conf" / "trainer" / "dynamic_mix.yaml").is_file(), reason="no dynamic_mix yet")
+@pytest.mark.skipif(
+    not (REPO / "conf" / "trainer" / "dynamic_mix.yaml").is_file(), reason="no dynamic_mix yet"
+)
 def test_dynamic_mix_odm_with_wandb_offline(cli, tmp_path, no_credentials):
     """The acceptance run of issue 7, tiny: proportions series in the offline run and the chart table."""
     fast = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.logging_steps"))]
-    cli("trainer=dynamic_mix", "component=odm", "logger=wandb", "trainer.warmup_step=1", "trainer.update_step=1",
-        "trainer.update_times=3", "trainer.logging_steps=1", *fast)
+    cli(
+        "trainer=dynamic_mix",
+        "component=odm",
+        "logger=wandb",
+        "trainer.warmup_step=1",
+        "trainer.update_step=1",
+        "trainer.update_times=3",
+        "trainer.logging_steps=1",
+        *fast,
+    )
     run_dir = next((tmp_path / "outputs").glob("*/*"))
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in metrics if any(k.startswith("mixture/") for k in r)]
@@ -137,8 +163,14 @@ def test_optuna_sweeper_minimises_the_final_eval_loss(cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     from omegaconf import OmegaConf
 
-    cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler.seed=1", "hydra.sweeper.n_trials=4",
-        "trainer.learning_rate=choice(-1,0.001)", *FAST)
+    cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.sampler.seed=1",
+        "hydra.sweeper.n_trials=4",
+        "trainer.learning_rate=choice(-1,0.001)",
+        *FAST,
+    )
     sweep = _sweep_dir(tmp_path)
     jobs = collect_jobs([sweep])
     assert len(jobs) == 4

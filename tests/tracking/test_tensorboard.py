@@ -22,8 +22,12 @@ def test_scalars_histograms_and_config_land_in_event_files(tmp_path):
     from omegaconf import OmegaConf
 
     records = dynamic_records()
-    group = build_trackers(run_dir=tmp_path, plots=False, tensorboard=True,
-                           run_config=OmegaConf.create({"trainer": {"learning_rate": 0.003}}))
+    group = build_trackers(
+        run_dir=tmp_path,
+        plots=False,
+        tensorboard=True,
+        run_config=OmegaConf.create({"trainer": {"learning_rate": 0.003}}),
+    )
     for r in records:
         group.log({k: v for k, v in r.items() if k != "step"}, step=r["step"])
     group.finish()

@@ -42,7 +42,9 @@ def test_credentials_decide_the_mode(no_credentials, monkeypatch, tmp_path):
 
 
 def test_offline_run_holds_config_series_histograms_and_charts(no_credentials, tmp_path, caplog):
-    cfg = OmegaConf.create({"trainer": {"learning_rate": 0.003, "max_steps": "${oc.decode:'8'}"}, "run_name": "x"})
+    cfg = OmegaConf.create(
+        {"trainer": {"learning_rate": 0.003, "max_steps": "${oc.decode:'8'}"}, "run_name": "x"}
+    )
     records = dynamic_records()
     with caplog.at_level(logging.INFO, logger="dataflex"):
         group = build_wandb_trackers(run_dir=tmp_path, plots=True, run_config=cfg, project="p", tags=["mine"])
@@ -60,14 +62,16 @@ def test_offline_run_holds_config_series_histograms_and_charts(no_credentials, t
     rows = history_rows(run_file)
     logged = [r for r in rows if "mixture/greet" in r]
     assert [r["global_step"] for r in logged] == [r["step"] for r in records if "mixture/greet" in r]
-    assert [r["mixture/greet"] for r in logged] == pytest.approx([r["mixture/greet"] for r in records
-                                                                  if "mixture/greet" in r])
+    assert [r["mixture/greet"] for r in logged] == pytest.approx(
+        [r["mixture/greet"] for r in records if "mixture/greet" in r]
+    )
     hists = [r for r in rows if "weight/values/_type" in r]  # nested values are flattened to key paths
     assert len(hists) == sum("weight/values" in r for r in records)
     assert hists[0]["weight/values/_type"] == "histogram" and sum(hists[0]["weight/values/values"]) == 10
     assert any("select/domain_fraction/noise" in r for r in rows)
     assert [r["eval/loss/arith"] for r in rows if "eval/loss/arith" in r] == pytest.approx(
-        [r["eval/loss/arith"] for r in records if "eval/loss/arith" in r])
+        [r["eval/loss/arith"] for r in records if "eval/loss/arith" in r]
+    )
     step_metrics = {(m.name or m.glob_name): m.step_metric for m in metric_records(run_file)}
     assert step_metrics["*"] == "global_step"
 
@@ -79,7 +83,9 @@ def test_offline_run_holds_config_series_histograms_and_charts(no_credentials, t
     greet = [(s, v) for s, k, v in mixture["data"] if k == "greet"]
     assert greet == [(r["step"], pytest.approx(r["mixture/greet"])) for r in records if "mixture/greet" in r]
     assert {k for _, k, _ in mixture["data"]} == set(DOMAINS)
-    assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "plots" / "mixture_proportions.png").is_file()
+    assert (tmp_path / "metrics.jsonl").is_file() and (
+        tmp_path / "plots" / "mixture_proportions.png"
+    ).is_file()
 
 
 def test_same_run_dir_continues_the_same_run(no_credentials, tmp_path):

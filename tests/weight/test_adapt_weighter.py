@@ -40,7 +40,9 @@ def test_position_weighted_pooling_on_fixed_numbers():
 
     hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0], [9.0, 9.0]]])
     mask = torch.tensor([[1, 1, 1, 0]])
-    torch.testing.assert_close(pool_hidden(hidden, mask, "position_weighted"), torch.tensor([[10 / 6, 11 / 6]]))
+    torch.testing.assert_close(
+        pool_hidden(hidden, mask, "position_weighted"), torch.tensor([[10 / 6, 11 / 6]])
+    )
     torch.testing.assert_close(pool_hidden(hidden, mask, "mean"), torch.tensor([[4 / 3, 4 / 3]]))
     with pytest.raises(ValueError, match="pooling"):
         pool_hidden(hidden, mask, "last")
@@ -88,15 +90,23 @@ def setup():
 def make(setup, **kwargs):
     bundle, train, evaluation = setup
     kwargs.setdefault("reuse_forward", False)  # called directly here, outside a training forward
-    return AdaptWeighter(train_data=train, eval_data=evaluation, pad_token_id=bundle.tokenizer.pad_token_id,
-                         **kwargs)
+    return AdaptWeighter(
+        train_data=train, eval_data=evaluation, pad_token_id=bundle.tokenizer.pad_token_id, **kwargs
+    )
 
 
 def ctx_for(step, ids):
     ids = torch.as_tensor(ids)
-    return WeightContext(global_step=step, total_steps=10, warmup_steps=0, sample_ids=ids,
-                         domain_ids=torch.zeros_like(ids), token_count=torch.ones_like(ids), domain_names=["d"],
-                         local_slice=slice(0, len(ids)))
+    return WeightContext(
+        global_step=step,
+        total_steps=10,
+        warmup_steps=0,
+        sample_ids=ids,
+        domain_ids=torch.zeros_like(ids),
+        token_count=torch.ones_like(ids),
+        domain_names=["d"],
+        local_slice=slice(0, len(ids)),
+    )
 
 
 def test_weights_follow_similarity_to_target_anchors(setup):
@@ -107,9 +117,16 @@ def test_weights_follow_similarity_to_target_anchors(setup):
     loss = w.get_weighted_loss(x, ctx=ctx_for(0, ids), model=bundle.model)
     (g,) = torch.autograd.grad(loss, x)
     target = evaluation.domain_names.index("target")
-    anchors = sample_embeddings(bundle.model, evaluation, evaluation.domain_rows(target), batch_size=64,
-                                pad_token_id=bundle.tokenizer.pad_token_id)
-    emb = sample_embeddings(bundle.model, train, ids, batch_size=64, pad_token_id=bundle.tokenizer.pad_token_id)
+    anchors = sample_embeddings(
+        bundle.model,
+        evaluation,
+        evaluation.domain_rows(target),
+        batch_size=64,
+        pad_token_id=bundle.tokenizer.pad_token_id,
+    )
+    emb = sample_embeddings(
+        bundle.model, train, ids, batch_size=64, pad_token_id=bundle.tokenizer.pad_token_id
+    )
     expected, _ = adapt_weights(emb, anchors, 0.05, center=True)
     np.testing.assert_allclose(g.numpy(), expected.numpy(), rtol=1e-5)
     assert float(g.sum()) == pytest.approx(1.0)
@@ -142,10 +159,16 @@ def test_no_anchor_set_is_a_clear_error(setup):
         make(setup, anchor_domains=["nope"])
 
 
-@pytest.mark.parametrize("kwargs, key", [({"tau": 0.0}, "component.tau"), ({"tau": -1.0}, "component.tau"),
-                                         ({"refresh_interval": 0}, "component.refresh_interval"),
-                                         ({"clip_min": 0.8, "clip_max": 0.2}, "component.clip_min"),
-                                         ({"aggregate": "median"}, "component.aggregate")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"tau": 0.0}, "component.tau"),
+        ({"tau": -1.0}, "component.tau"),
+        ({"refresh_interval": 0}, "component.refresh_interval"),
+        ({"clip_min": 0.8, "clip_max": 0.2}, "component.clip_min"),
+        ({"aggregate": "median"}, "component.aggregate"),
+    ],
+)
 def test_bad_parameters_name_the_key(setup, kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         make(setup, **kwargs)
@@ -154,10 +177,20 @@ def test_bad_parameters_name_the_key(setup, kwargs, key):
 def test_reusing_the_training_forward_gives_the_same_weights():
     """Embeddings pooled from the training forward's last hidden state = a separate sample_embeddings pass."""
     params = dict(tau=0.02, refresh_interval=2, max_anchors=16)
-    reused = train_tiny(component(schema("adapt"), reuse_forward=True, **params), steps=3, warmup_step=1,
-                        per_device=4, accumulation=2)
-    separate = train_tiny(component(schema("adapt"), reuse_forward=False, **params), steps=3, warmup_step=1,
-                          per_device=4, accumulation=2)
+    reused = train_tiny(
+        component(schema("adapt"), reuse_forward=True, **params),
+        steps=3,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+    )
+    separate = train_tiny(
+        component(schema("adapt"), reuse_forward=False, **params),
+        steps=3,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+    )
     for a, b in zip(reused.weights[1:], separate.weights[1:]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
     assert float(reused.weights[2].max() / reused.weights[2].min()) > 1.05

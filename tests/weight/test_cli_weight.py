@@ -26,8 +26,15 @@ def metrics_of(root: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name, target", [("loss", "LossWeighter"), ("adapt", "AdaptWeighter"),
-                                          ("custom", "CustomWeighter"), ("rho1", "Rho1Weighter")])
+@pytest.mark.parametrize(
+    "name, target",
+    [
+        ("loss", "LossWeighter"),
+        ("adapt", "AdaptWeighter"),
+        ("custom", "CustomWeighter"),
+        ("rho1", "Rho1Weighter"),
+    ],
+)
 def test_each_weighter_composes_under_dynamic_weight(compose, name, target):
     cfg = compose("trainer=dynamic_weight", f"component={name}")
     assert cfg.trainer._target_.endswith("DynamicWeightTrainer")
@@ -40,25 +47,31 @@ def test_missing_component_names_the_weighters(compose):
         check_component_config(cfg.component)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (("trainer.warmup_step=300",), "trainer.warmup_step"),
-    (("trainer.train_step=10", "trainer.warmup_step=10"), "trainer.warmup_step"),
-    (("trainer.loss_reduction=tokens",), "trainer.loss_reduction"),
-    (("trainer.warmup_step=-1",), "trainer.warmup_step"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (("trainer.warmup_step=300",), "trainer.warmup_step"),
+        (("trainer.train_step=10", "trainer.warmup_step=10"), "trainer.warmup_step"),
+        (("trainer.loss_reduction=tokens",), "trainer.loss_reduction"),
+        (("trainer.warmup_step=-1",), "trainer.warmup_step"),
+    ],
+)
 def test_bad_trainer_values_fail_validation(compose, overrides, key):
     cfg = compose("trainer=dynamic_weight", "component=loss", *overrides)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate(cfg)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (("component=loss", "component.delta=0"), "component.delta"),
-    (("component=loss", "component.temperature=-1"), "component.temperature"),
-    (("component=loss", "component.strategy=hardest"), "component.strategy"),
-    (("component=adapt", "component.tau=0"), "component.tau"),
-    (("component=rho1",), "component.reference_model"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (("component=loss", "component.delta=0"), "component.delta"),
+        (("component=loss", "component.temperature=-1"), "component.temperature"),
+        (("component=loss", "component.strategy=hardest"), "component.strategy"),
+        (("component=adapt", "component.tau=0"), "component.tau"),
+        (("component=rho1",), "component.reference_model"),
+    ],
+)
 def test_bad_component_values_name_the_key(compose, overrides, key):
     cfg = compose("trainer=dynamic_weight", *overrides)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -78,12 +91,14 @@ def test_weighting_study_preset_sweeps_five_methods(compose):
     for method in ("uniform", "linupper", "quadratic", "extremes", "adapt"):
         job = compose("experiment=weighting_study", f"+experiment/weighting={method}")
         if method == "adapt":
-            assert job.component._target_.endswith("AdaptWeighter") and list(job.component.anchor_domains) == ["target"]
+            assert job.component._target_.endswith("AdaptWeighter") and list(
+                job.component.anchor_domains
+            ) == ["target"]
         else:
             assert job.component.strategy == method
         check_component_config(job.component)
     first = Path(__file__).resolve().parents[2] / "conf/experiment/weighting_study.yaml"
-    assert first.read_text().splitlines()[1] .startswith("# dataflex-run -m experiment=weighting_study")
+    assert first.read_text().splitlines()[1].startswith("# dataflex-run -m experiment=weighting_study")
 
 
 @pytest.mark.slow
@@ -94,7 +109,9 @@ def test_loss_weighter_run_logs_weights(cli, tmp_path):
     assert [r["weight/active"] for r in records] == [0.0, 0.0, 1.0, 1.0]
     weighted = records[-1]
     assert weighted["weight/min"] < 1.0 < weighted["weight/max"] and weighted["weight/ess"] < 4
-    assert len(weighted["weight/values"]) == 4 and math.isclose(sum(weighted["weight/values"]), 4, rel_tol=1e-4)
+    assert len(weighted["weight/values"]) == 4 and math.isclose(
+        sum(weighted["weight/values"]), 4, rel_tol=1e-4
+    )
     assert any(k.startswith("weight/domain_mean/") for k in weighted)
     assert list(tmp_path.rglob("plots/weight_histograms.png"))
 
@@ -109,7 +126,8 @@ def test_spec_custom_weighter_by_name_and_from_user_module(cli, tmp_path):
     user.mkdir()
     # The spec's example file, unchanged except its base-class import (relative inside DataFlex, absolute
     # outside), plus a marker line after it that shows this module was the one imported.
-    (user / "my_weighters.py").write_text(textwrap.dedent('''
+    (user / "my_weighters.py").write_text(
+        textwrap.dedent("""
         from dataflex.core.registry import register_weighter
         from dataflex.utils.logging import logger
         from typing import Any, Union
@@ -133,11 +151,19 @@ def test_spec_custom_weighter_by_name_and_from_user_module(cli, tmp_path):
                 return weighted_loss
 
         open("user_module_imported", "w").close()
-    '''))
+    """)
+    )
     run_dir = tmp_path / "second"
     env = {"PYTHONPATH": os.pathsep.join([str(user), os.environ.get("PYTHONPATH", "")])}
-    cli(*WEIGHT, "component=custom", "component._target_=my_weighters.CustomWeighter", *FAST,
-        f"trainer.output_dir={run_dir}", cwd=tmp_path, env=env)
+    cli(
+        *WEIGHT,
+        "component=custom",
+        "component._target_=my_weighters.CustomWeighter",
+        *FAST,
+        f"trainer.output_dir={run_dir}",
+        cwd=tmp_path,
+        env=env,
+    )
     assert (tmp_path / "user_module_imported").exists()
     weighted = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("weight/active") == 1.0 for r in weighted)

@@ -20,10 +20,12 @@ LOSSES = torch.tensor([1.0, 2.0, 3.0, 5.0])
 # Step 1 by hand: min 1, max 5, delta 1 -> h = 2l/4 - (5+1)/4 = l/2 - 1.5
 H = [-1.0, -0.5, 0.0, 1.0]
 # Step 2 by hand, per strategy (delta = 1)
-F = {"linupper": [0.0, 0.5, 1.0, 1.0],  # min(h + 1, 1)
-     "quadratic": [0.0, 0.75, 1.0, 0.0],  # 1 - h^2
-     "extremes": [1.0, 0.5, 0.0, 1.0],  # |h|
-     "uniform": [0.0, 0.0, 0.0, 0.0]}
+F = {
+    "linupper": [0.0, 0.5, 1.0, 1.0],  # min(h + 1, 1)
+    "quadratic": [0.0, 0.75, 1.0, 0.0],  # 1 - h^2
+    "extremes": [1.0, 0.5, 0.0, 1.0],  # |h|
+    "uniform": [0.0, 0.0, 0.0, 0.0],
+}
 
 
 def softmax(f, r):
@@ -52,11 +54,17 @@ def test_linupper_hand_numbers():
 
 def test_delta_scales_scores_consistently():
     # quadratic with delta=2: h doubles, h^2/delta^2 unchanged -> same weights as delta=1
-    np.testing.assert_allclose(loss_weights(LOSSES, "quadratic", 2.0, 1.0).numpy(),
-                               loss_weights(LOSSES, "quadratic", 1.0, 1.0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        loss_weights(LOSSES, "quadratic", 2.0, 1.0).numpy(),
+        loss_weights(LOSSES, "quadratic", 1.0, 1.0).numpy(),
+        rtol=1e-6,
+    )
     # linupper with delta=2 at r=2 equals delta=1 at r=1 (f scales with delta)
-    np.testing.assert_allclose(loss_weights(LOSSES, "linupper", 2.0, 2.0).numpy(),
-                               loss_weights(LOSSES, "linupper", 1.0, 1.0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        loss_weights(LOSSES, "linupper", 2.0, 2.0).numpy(),
+        loss_weights(LOSSES, "linupper", 1.0, 1.0).numpy(),
+        rtol=1e-6,
+    )
 
 
 def test_equal_losses_give_uniform_weights():
@@ -83,30 +91,52 @@ def test_weights_are_stop_gradient():
 
 def test_temperature_schedules():
     assert scheduled_temperature(0, 1.0, "constant", 100.0, 10) == 1.0
-    assert [scheduled_temperature(n, 1.0, "step", 100.0, 3) for n in range(5)] == [100.0, 100.0, 100.0, 1.0, 1.0]
-    assert [scheduled_temperature(n, 1.0, "linear", 101.0, 4) for n in range(6)] == [101.0, 76.0, 51.0, 26.0, 1.0, 1.0]
+    assert [scheduled_temperature(n, 1.0, "step", 100.0, 3) for n in range(5)] == [
+        100.0,
+        100.0,
+        100.0,
+        1.0,
+        1.0,
+    ]
+    assert [scheduled_temperature(n, 1.0, "linear", 101.0, 4) for n in range(6)] == [
+        101.0,
+        76.0,
+        51.0,
+        26.0,
+        1.0,
+        1.0,
+    ]
 
 
 def test_schedule_advances_per_weighted_step_and_resumes_from_state():
-    a = LossWeighter(temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2)
+    a = LossWeighter(
+        temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+    )
     seen = []
     for _ in range(3):
         a.get_weighted_loss(LOSSES.clone().requires_grad_(True))
         seen.append(a.metrics()["temperature"])
     assert seen == [50.0, 50.0, 0.5]
-    b = LossWeighter(temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2)
+    b = LossWeighter(
+        temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+    )
     b.load_state_dict(a.state_dict())
     x = LOSSES.clone().requires_grad_(True)
     assert float(b.get_weighted_loss(x).detach()) == pytest.approx(float(a.get_weighted_loss(x).detach()))
     assert b.metrics()["temperature"] == 0.5 and b.state_dict() == {"updates": 4}
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"delta": 0.0}, "component.delta"), ({"delta": -1.0}, "component.delta"),
-    ({"temperature": 0.0}, "component.temperature"), ({"temperature_start": -2.0}, "component.temperature_start"),
-    ({"temperature_schedule": "cosine"}, "component.temperature_schedule"),
-    ({"temperature_warmup_steps": -1}, "component.temperature_warmup_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"delta": 0.0}, "component.delta"),
+        ({"delta": -1.0}, "component.delta"),
+        ({"temperature": 0.0}, "component.temperature"),
+        ({"temperature_start": -2.0}, "component.temperature_start"),
+        ({"temperature_schedule": "cosine"}, "component.temperature_schedule"),
+        ({"temperature_warmup_steps": -1}, "component.temperature_warmup_steps"),
+    ],
+)
 def test_bad_parameters_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         LossWeighter(**kwargs)

@@ -13,8 +13,10 @@ LOSSES = torch.tensor([2.0, 1.0, 3.0, 0.5, 4.0])
 REF = torch.tensor([1.0, 1.5, 1.0, 0.5, 3.9])  # excess: [1.0, -0.5, 2.0, 0.0, 0.1]
 
 
-@pytest.mark.parametrize("ratio, kept, loss", [(0.4, [0, 2], 2.5), (0.6, [0, 2, 4], 3.0), (0.2, [2], 3.0),
-                                               (1.0, [0, 1, 2, 3, 4], 2.1)])
+@pytest.mark.parametrize(
+    "ratio, kept, loss",
+    [(0.4, [0, 2], 2.5), (0.6, [0, 2, 4], 3.0), (0.2, [2], 3.0), (1.0, [0, 1, 2, 3, 4], 2.1)],
+)
 def test_selection_parity(ratio, kept, loss):
     mask = rho1_selection(LOSSES, REF, ratio)
     assert torch.nonzero(mask).flatten().tolist() == kept
@@ -56,18 +58,26 @@ def token_mean_trainer_class():
 def test_ratio_one_equals_plain_token_mean_loss(reference):
     comp = component(schema("rho1"), reference_model=reference, ratio=1.0)
     rho = train_tiny(comp, steps=2, warmup_step=0, per_device=4, accumulation=2)
-    plain = train_tiny(comp, steps=2, warmup_step=0, per_device=4, accumulation=2,
-                       trainer_cls=token_mean_trainer_class())
+    plain = train_tiny(
+        comp, steps=2, warmup_step=0, per_device=4, accumulation=2, trainer_cls=token_mean_trainer_class()
+    )
     for step in range(2):
         err = float((rho.grads[step] - plain.grads[step]).norm() / plain.grads[step].norm())
         assert err < 1e-5, f"step {step}: {err:.2e}"
         counts = rho.token_counts[step].double()
-        torch.testing.assert_close(rho.weights[step], counts / counts.sum())  # each sample weighs by its tokens
+        torch.testing.assert_close(
+            rho.weights[step], counts / counts.sum()
+        )  # each sample weighs by its tokens
 
 
 def test_selected_tokens_share_the_step_equally(reference):
-    trainer = train_tiny(component(schema("rho1"), reference_model=reference, ratio=0.5), steps=2, warmup_step=1,
-                         per_device=4, accumulation=2)
+    trainer = train_tiny(
+        component(schema("rho1"), reference_model=reference, ratio=0.5),
+        steps=2,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+    )
     w = trainer.weights[1]
     assert float(w.sum()) == pytest.approx(1.0)
     assert 0 < int((w > 0).sum()) <= len(w)
@@ -88,7 +98,14 @@ def test_token_selection_applies_from_the_first_step_by_default(reference):
     delays rho1 unless component.warmup_step=null asks for it."""
     comp = component(schema("rho1"), reference_model=reference, ratio=0.5)
     paper = train_tiny(comp, steps=2, warmup_step=1, per_device=4, accumulation=2)
-    assert paper.warmup_step == 0 and paper.weights[0] is not None and paper.metrics[0]["weight/active"] == 1.0
-    delayed = train_tiny(component(schema("rho1"), reference_model=reference, ratio=0.5, warmup_step=None), steps=2,
-                         warmup_step=1, per_device=4, accumulation=2)
+    assert (
+        paper.warmup_step == 0 and paper.weights[0] is not None and paper.metrics[0]["weight/active"] == 1.0
+    )
+    delayed = train_tiny(
+        component(schema("rho1"), reference_model=reference, ratio=0.5, warmup_step=None),
+        steps=2,
+        warmup_step=1,
+        per_device=4,
+        accumulation=2,
+    )
     assert delayed.weights[0] is None and delayed.weights[1] is not None

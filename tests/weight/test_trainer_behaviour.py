@@ -56,7 +56,9 @@ def test_weight_metrics_every_step_and_values_at_logging_steps(linupper_run):
 def test_domain_mean_weights_average_relative_weights():
     from dataflex.train.weighter.stats import weight_stats
 
-    m = weight_stats(torch.tensor([0.1, 0.3, 0.2, 0.4]), torch.tensor([0, 1, 0, 1]), ["a", "b"], with_values=True)
+    m = weight_stats(
+        torch.tensor([0.1, 0.3, 0.2, 0.4]), torch.tensor([0, 1, 0, 1]), ["a", "b"], with_values=True
+    )
     assert m["weight/domain_mean/a"] == pytest.approx(0.6) and m["weight/domain_mean/b"] == pytest.approx(1.4)
     assert m["weight/values"] == pytest.approx([0.4, 1.2, 0.8, 1.6])
     assert m["weight/min"] == pytest.approx(0.4) and m["weight/max"] == pytest.approx(1.6)
@@ -89,19 +91,26 @@ def nan_trainer_class(poison_step: int):
 
 def test_nan_loss_is_a_clear_error_naming_step_and_samples():
     with pytest.raises(NonFiniteLossError) as err:
-        train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, trainer_cls=nan_trainer_class(1))
+        train_tiny(
+            component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, trainer_cls=nan_trainer_class(1)
+        )
     message = str(err.value)
     assert "step 1" in message and "sample ids [" in message
 
 
 def test_nan_loss_with_skip_step_policy_drops_the_update():
-    t = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, nan_policy="skip_step",
-                   trainer_cls=nan_trainer_class(1))
+    t = train_tiny(
+        component(schema("loss"), **LINUPPER),
+        steps=3,
+        warmup_step=1,
+        nan_policy="skip_step",
+        trainer_cls=nan_trainer_class(1),
+    )
     assert t.summary["skipped_steps"] == 1 and len(t.grads) == 2  # the optimizer never saw step 1
     assert t.weighter.updates == 1  # the skipped step did not advance the weighter's schedule
 
 
-SPEC_WEIGHTER = textwrap.dedent('''
+SPEC_WEIGHTER = textwrap.dedent("""
     from dataflex.core.registry import register_weighter
     from dataflex.utils.logging import logger
     from typing import Any, Union
@@ -129,7 +138,7 @@ SPEC_WEIGHTER = textwrap.dedent('''
             weights = torch.ones_like(losses) / losses.numel()
             weighted_loss = torch.sum(weights * losses)
             return weighted_loss
-''')
+""")
 
 
 @pytest.fixture
@@ -172,8 +181,13 @@ class NotScalar(Weighter):
         return losses * 2
 
 
-@pytest.mark.parametrize("cls, error, match", [(NotDifferentiable, ValueError, "does not depend on `losses`"),
-                                               (NotScalar, TypeError, "must return a scalar tensor")])
+@pytest.mark.parametrize(
+    "cls, error, match",
+    [
+        (NotDifferentiable, ValueError, "does not depend on `losses`"),
+        (NotScalar, TypeError, "must return a scalar tensor"),
+    ],
+)
 def test_bad_weighter_output_is_a_clear_error(cls, error, match):
     comp = OmegaConf.create({"_target_": f"{__name__}.{cls.__name__}"})
     with pytest.raises(error, match=match):

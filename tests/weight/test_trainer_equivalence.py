@@ -44,17 +44,26 @@ def plain_trainer_class():
 
 @pytest.mark.parametrize("name, params", [("custom", {}), ("loss", {"strategy": "uniform"})])
 def test_uniform_weights_reproduce_the_plain_mean_loss(name, params):
-    weighted = train_tiny(component(schema(name), **params), steps=3, warmup_step=1, accumulation=2, per_device=4)
-    plain = train_tiny(component(schema(name), **params), steps=3, warmup_step=1, accumulation=2, per_device=4,
-                       trainer_cls=plain_trainer_class())
+    weighted = train_tiny(
+        component(schema(name), **params), steps=3, warmup_step=1, accumulation=2, per_device=4
+    )
+    plain = train_tiny(
+        component(schema(name), **params),
+        steps=3,
+        warmup_step=1,
+        accumulation=2,
+        per_device=4,
+        trainer_cls=plain_trainer_class(),
+    )
     # the loss value of every micro-batch equals the plain mean-loss share
     for step, value, reference in weighted.loss_pairs:
         assert value == pytest.approx(reference, rel=1e-6, abs=1e-7), f"step {step}"
     assert [p[0] for p in weighted.loss_pairs] == [0, 0, 1, 1, 2, 2]
     # and so does the update, at the warmup step and at the weighted steps
     assert_same_grads(weighted.grads, plain.grads)
-    assert weighted.weights[0] is None and all(torch.allclose(w, torch.full((8,), 1 / 8, dtype=w.dtype))
-                                                for w in weighted.weights[1:])
+    assert weighted.weights[0] is None and all(
+        torch.allclose(w, torch.full((8,), 1 / 8, dtype=w.dtype)) for w in weighted.weights[1:]
+    )
 
 
 @pytest.mark.parametrize("name, params", [("custom", {}), ("loss", {"strategy": "uniform"})])
@@ -69,7 +78,9 @@ def test_uniform_weights_under_token_reduction_reproduce_trainer_static(name, pa
         assert value == pytest.approx(static, rel=1e-6, abs=1e-7), f"step {step}"
     assert_same_grads(weighted.grads, plain.grads)
     lengths = [w for w in weighted.weights[1:]]
-    assert not all(torch.allclose(w, torch.full((8,), 1 / 8, dtype=w.dtype)) for w in lengths)  # length-weighted
+    assert not all(
+        torch.allclose(w, torch.full((8,), 1 / 8, dtype=w.dtype)) for w in lengths
+    )  # length-weighted
 
 
 def test_length_weighted_form_on_fixed_numbers():
@@ -84,8 +95,12 @@ def test_length_weighted_form_on_fixed_numbers():
 
 
 def test_accumulation_1x8_equals_2x4():
-    one = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=8, accumulation=1)
-    two = train_tiny(component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=4, accumulation=2)
+    one = train_tiny(
+        component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=8, accumulation=1
+    )
+    two = train_tiny(
+        component(schema("loss"), **LINUPPER), steps=3, warmup_step=1, per_device=4, accumulation=2
+    )
     w = one.weights[2]
     assert float(w.max() / w.min()) > 3.0  # really non-uniform: per-micro-batch normalisation would differ
     for a, b in zip(one.weights[1:], two.weights[1:]):
@@ -99,8 +114,12 @@ def test_weighted_loss_differs_from_per_micro_batch_normalisation():
 
     losses = torch.tensor([5.1, 6.0, 6.2, 7.9, 5.0, 5.5, 8.3, 6.6])
     global_w = loss_weights(losses, "linupper", 1.0, 0.3)
-    local_w = torch.cat([loss_weights(losses[:4], "linupper", 1.0, 0.3),
-                         loss_weights(losses[4:], "linupper", 1.0, 0.3)]) / 2
+    local_w = (
+        torch.cat(
+            [loss_weights(losses[:4], "linupper", 1.0, 0.3), loss_weights(losses[4:], "linupper", 1.0, 0.3)]
+        )
+        / 2
+    )
     assert not torch.allclose(global_w, local_w, atol=1e-3)
 
 

@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2
+)
 
 
 def tiny_bundle(seed: int = 0):
@@ -68,7 +70,9 @@ def recording_trainer_class():
 
         def on_step_end(self, done, ctx):
             metrics = super().on_step_end(done, ctx)
-            self.weights.append(self._last["weights"].clone() if self._last and self._last["step"] == done - 1 else None)
+            self.weights.append(
+                self._last["weights"].clone() if self._last and self._last["step"] == done - 1 else None
+            )
             self.metrics.append(metrics)
             self.token_counts.append(ctx.gathered()["token_count"])
             return metrics
@@ -76,22 +80,50 @@ def recording_trainer_class():
     return RecordingTrainer
 
 
-def train_tiny(comp, *, steps: int = 3, warmup_step: int = 1, per_device: int = 8, accumulation: int = 1,
-               max_samples: int = 16, trainer_cls=None, run_dir: str | None = None, **args: Any):
+def train_tiny(
+    comp,
+    *,
+    steps: int = 3,
+    warmup_step: int = 1,
+    per_device: int = 8,
+    accumulation: int = 1,
+    max_samples: int = 16,
+    trainer_cls=None,
+    run_dir: str | None = None,
+    **args: Any,
+):
     """Trains the tiny model with `comp` as the weighter; returns the trainer (with `.grads`, `.weights`)."""
     from dataflex.tracking import TrackerGroup
 
     bundle = tiny_bundle()
     train, evaluation = tiny_data(bundle.tokenizer, max_samples=max_samples)
     cls = trainer_cls or recording_trainer_class()
-    kwargs = dict(max_steps=steps, warmup_step=warmup_step, per_device_train_batch_size=per_device,
-                  gradient_accumulation_steps=accumulation, learning_rate=1e-2, max_grad_norm=0.0,
-                  eval_on_start=False, eval_steps=0, save_final_model=False, disable_tqdm=True, logging_steps=2,
-                  lr_scheduler_type="constant", seed=7)
+    kwargs = dict(
+        max_steps=steps,
+        warmup_step=warmup_step,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=1e-2,
+        max_grad_norm=0.0,
+        eval_on_start=False,
+        eval_steps=0,
+        save_final_model=False,
+        disable_tqdm=True,
+        logging_steps=2,
+        lr_scheduler_type="constant",
+        seed=7,
+    )
     kwargs.update(args)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = cls(bundle=bundle, train_data=train, eval_data=evaluation, component=comp,
-                      trackers=TrackerGroup([]), run_dir=run_dir or tmp, **kwargs)
+        trainer = cls(
+            bundle=bundle,
+            train_data=train,
+            eval_data=evaluation,
+            component=comp,
+            trackers=TrackerGroup([]),
+            run_dir=run_dir or tmp,
+            **kwargs,
+        )
         trainer.summary = trainer.train()
     return trainer
 
@@ -102,13 +134,22 @@ def schema(name: str) -> type:
     return SCHEMAS["component"][f"dynamic_weight_{name}"]
 
 
-def distributed_train(specs: list[tuple[str, dict]], steps: int, warmup_step: int, per_device: int) -> list[dict]:
+def distributed_train(
+    specs: list[tuple[str, dict]], steps: int, warmup_step: int, per_device: int
+) -> list[dict]:
     """Run inside each rank by `run_distributed`: trains one tiny run per (weighter name, params) and
     returns what every optimizer step applied."""
     out = []
     for name, params in specs:
-        trainer = train_tiny(component(schema(name), **params), steps=steps, warmup_step=warmup_step,
-                             per_device=per_device)
-        out.append({"grads": trainer.grads, "weights": trainer.weights, "world_size": trainer.loop.world_size,
-                    "rank": trainer.loop.rank})
+        trainer = train_tiny(
+            component(schema(name), **params), steps=steps, warmup_step=warmup_step, per_device=per_device
+        )
+        out.append(
+            {
+                "grads": trainer.grads,
+                "weights": trainer.weights,
+                "world_size": trainer.loop.world_size,
+                "rank": trainer.loop.rank,
+            }
+        )
     return out

@@ -6,6 +6,14 @@ from .index import DataIndex, get_index_plugin, register_index_plugin
 from .loader import LoaderPlugin, get_loader, list_loaders, register_loader
 
 __all__ = [
-    "DataIndex", "LoaderPlugin", "get_converter", "get_index_plugin", "get_loader", "list_converters",
-    "list_loaders", "register_converter", "register_index_plugin", "register_loader",
+    "DataIndex",
+    "LoaderPlugin",
+    "get_converter",
+    "get_index_plugin",
+    "get_loader",
+    "list_converters",
+    "list_loaders",
+    "register_converter",
+    "register_index_plugin",
+    "register_loader",
 ]

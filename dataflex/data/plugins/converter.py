@@ -42,8 +42,9 @@ _CONVERTERS: dict[str, Converter] = {}
 _OPTION_KEYS: dict[str, dict[str, frozenset[str]]] = {}
 
 
-def register_converter(name: str, columns: Iterable[str] | None = None,
-                       tags: Iterable[str] | None = None) -> Callable[[Converter], Converter]:
+def register_converter(
+    name: str, columns: Iterable[str] | None = None, tags: Iterable[str] | None = None
+) -> Callable[[Converter], Converter]:
     """Decorator registering ``fn`` as converter ``name`` (re-registering a name replaces it).
 
     `columns` / `tags`: the keys this converter understands in dataset_info's ``columns`` / ``tags`` maps;
@@ -51,7 +52,9 @@ def register_converter(name: str, columns: Iterable[str] | None = None,
 
     def deco(fn: Converter) -> Converter:
         _CONVERTERS[name] = fn
-        _OPTION_KEYS[name] = {k: frozenset(v) for k, v in (("columns", columns), ("tags", tags)) if v is not None}
+        _OPTION_KEYS[name] = {
+            k: frozenset(v) for k, v in (("columns", columns), ("tags", tags)) if v is not None
+        }
         return fn
 
     return deco
@@ -71,8 +74,10 @@ def check_converter_options(name: str, options: Mapping[str, Any]) -> None:
             continue
         unknown = sorted(set(given) - declared[kind])
         if unknown:
-            raise DataError(f"converter {name!r} does not use `{kind}` key(s) {unknown} (multimodal and KTO "
-                            f"columns are not supported); accepted: {sorted(declared[kind])}")
+            raise DataError(
+                f"converter {name!r} does not use `{kind}` key(s) {unknown} (multimodal and KTO "
+                f"columns are not supported); accepted: {sorted(declared[kind])}"
+            )
 
 
 def get_converter(name: str) -> Converter:
@@ -125,8 +130,15 @@ def _json_text(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- alpaca
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
-                  "history": "history", "chosen": "chosen", "rejected": "rejected"}
+ALPACA_COLUMNS = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "system": "system",
+    "history": "history",
+    "chosen": "chosen",
+    "rejected": "rejected",
+}
 
 
 def _alpaca_prompt_turns(row: Mapping[str, Any], cols: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -139,7 +151,9 @@ def _alpaca_prompt_turns(row: Mapping[str, Any], cols: Mapping[str, str]) -> lis
         raise RowFormatError(f"field {cols['history']!r} must be a list of [query, response] pairs")
     for turn_no, pair in enumerate(history):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise RowFormatError(f"{cols['history']}[{turn_no}] must be a [query, response] pair, got {pair!r:.80}")
+            raise RowFormatError(
+                f"{cols['history']}[{turn_no}] must be a [query, response] pair, got {pair!r:.80}"
+            )
         msgs.append(message("user", _text(pair[0], f"{cols['history']}[{turn_no}][0]")))
         msgs.append(message("assistant", _text(pair[1], f"{cols['history']}[{turn_no}][1]")))
     instruction = _text(_get(row, cols["prompt"]), cols["prompt"])
@@ -149,8 +163,9 @@ def _alpaca_prompt_turns(row: Mapping[str, Any], cols: Mapping[str, str]) -> lis
 
 
 @register_converter("alpaca", columns=ALPACA_COLUMNS)
-def alpaca_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
-                     ranking: bool = False, **_: Any) -> dict[str, Any]:
+def alpaca_converter(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, ranking: bool = False, **_: Any
+) -> dict[str, Any]:
     """Alpaca: ``instruction`` (+ ``"\\n" + input`` when non-empty) → user, ``output`` → assistant,
     optional ``system`` and ``history`` ([[query, response], ...], earlier turns). With ``ranking`` (a
     LLaMA-Factory v0 preference dataset) the ``chosen``/``rejected`` responses give a pair sample."""
@@ -159,8 +174,10 @@ def alpaca_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None =
     if ranking:
         chosen = _text(_get(row, cols["chosen"]), cols["chosen"])
         rejected = _text(_get(row, cols["rejected"]), cols["rejected"])
-        return {"chosen_messages": prompt + [message("assistant", chosen)],
-                "rejected_messages": _copy(prompt) + [message("assistant", rejected)]}
+        return {
+            "chosen_messages": prompt + [message("assistant", chosen)],
+            "rejected_messages": _copy(prompt) + [message("assistant", rejected)],
+        }
     response = _get(row, cols["response"])
     return {"messages": prompt + [message("assistant", _text(response, cols["response"]))]}
 
@@ -170,10 +187,22 @@ def _copy(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------- sharegpt
-SHAREGPT_COLUMNS = {"messages": "conversations", "system": "system", "tools": "tools",
-                    "chosen": "chosen", "rejected": "rejected"}
-SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+SHAREGPT_COLUMNS = {
+    "messages": "conversations",
+    "system": "system",
+    "tools": "tools",
+    "chosen": "chosen",
+    "rejected": "rejected",
+}
+SHAREGPT_TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
 
 
 def _sharegpt_turn(turn: Any, i: int, field: str, tags: Mapping[str, str]) -> dict[str, Any]:
@@ -188,18 +217,28 @@ def _sharegpt_turn(turn: Any, i: int, field: str, tags: Mapping[str, str]) -> di
         raise RowFormatError(f"{field}[{i}].{tags['role_tag']} must be a string, got {tag!r:.80}")
     if tag == tags["function_tag"]:
         return message("assistant", _json_text(value), kind="tool_calls")
-    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant",
-             tags["observation_tag"]: "tool", tags["system_tag"]: "system"}
+    roles = {
+        tags["user_tag"]: "user",
+        tags["assistant_tag"]: "assistant",
+        tags["observation_tag"]: "tool",
+        tags["system_tag"]: "system",
+    }
     if tag not in roles:
-        raise RowFormatError(f"{field}[{i}] has unknown role {tag!r}; expected one of "
-                             f"{sorted([*roles, tags['function_tag']])} (set `tags` in dataset_info to map yours)")
+        raise RowFormatError(
+            f"{field}[{i}] has unknown role {tag!r}; expected one of "
+            f"{sorted([*roles, tags['function_tag']])} (set `tags` in dataset_info to map yours)"
+        )
     return message(roles[tag], _text(value, f"{field}[{i}].{tags['content_tag']}"))
 
 
 @register_converter("sharegpt", columns=SHAREGPT_COLUMNS, tags=SHAREGPT_TAGS)
-def sharegpt_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
-                       tags: Mapping[str, str] | None = None, ranking: bool = False,
-                       **_: Any) -> dict[str, Any]:
+def sharegpt_converter(
+    row: Mapping[str, Any],
+    columns: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    ranking: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     """ShareGPT: ``conversations`` of ``{"from", "value"}`` turns (human/gpt/observation/function_call/
     system, renamable with ``tags``), optional ``system`` and ``tools`` columns. With ``ranking`` the
     ``chosen``/``rejected`` columns hold the final assistant turn of each side."""
@@ -207,7 +246,9 @@ def sharegpt_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None
     tg = {**SHAREGPT_TAGS, **(tags or {})}
     turns = _get(row, cols["messages"])
     if not isinstance(turns, (list, tuple)):
-        raise RowFormatError(f"field {cols['messages']!r} must be a list of turns, got {type(turns).__name__}")
+        raise RowFormatError(
+            f"field {cols['messages']!r} must be a list of turns, got {type(turns).__name__}"
+        )
     msgs = [_sharegpt_turn(t, i, cols["messages"], tg) for i, t in enumerate(turns)]
     system = _get(row, cols["system"], required=False, default="")
     if _text(system, cols["system"]):
@@ -246,8 +287,14 @@ def _openai_content(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, (list, tuple)):
         parts = []
         for j, part in enumerate(content):
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RowFormatError(f"{where}.content[{j}] must be {{'type': 'text', 'text': str}}, got {part!r:.80}")
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise RowFormatError(
+                    f"{where}.content[{j}] must be {{'type': 'text', 'text': str}}, got {part!r:.80}"
+                )
             parts.append({"type": "text", "value": part["text"]})
         return parts
     raise RowFormatError(f"{where}.content must be a string or a list of text parts, got {content!r:.80}")
@@ -271,14 +318,16 @@ def _openai_messages(turns: Any, field: str) -> list[dict[str, Any]]:
             content.append({"type": "tool_calls", "value": _json_text(turn["tool_calls"])})
         if not content:
             raise MissingFieldError(f"{where}.content")
-        msgs.append({"role": role, "content": content,
-                     "loss_weight": _weight(turn.get("loss_weight"), where, role)})
+        msgs.append(
+            {"role": role, "content": content, "loss_weight": _weight(turn.get("loss_weight"), where, role)}
+        )
     return msgs
 
 
 @register_converter("openai", columns=("messages", "tools"))
-def openai_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
-                     **_: Any) -> dict[str, Any]:
+def openai_converter(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, **_: Any
+) -> dict[str, Any]:
     """OpenAI chat: ``messages`` of ``{"role", "content"}`` (content a string or text parts; assistant
     ``tool_calls`` become a ``tool_calls`` part); optional ``tools`` column and per-turn ``loss_weight``."""
     cols = {"messages": "messages", "tools": "tools", **(columns or {})}
@@ -291,13 +340,19 @@ def openai_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None =
 
 # ------------------------------------------------------------------------------------------------ pair
 @register_converter("pair", columns=("prompt", "chosen", "rejected", "system"))
-def pair_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
-                   **_: Any) -> dict[str, Any]:
+def pair_converter(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, **_: Any
+) -> dict[str, Any]:
     """Preference pair: ``chosen`` and ``rejected`` are OpenAI message lists (the full conversations, as
     in HuggingFaceH4 datasets) or plain response strings that follow an optional ``prompt`` (a string or
     a message list) and optional ``system``. Yields ``chosen_messages`` and ``rejected_messages``."""
-    cols = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system",
-            **(columns or {})}
+    cols = {
+        "prompt": "prompt",
+        "chosen": "chosen",
+        "rejected": "rejected",
+        "system": "system",
+        **(columns or {}),
+    }
     prompt_val = _get(row, cols["prompt"], required=False, default=None)
     if prompt_val is None:
         prompt: list[dict[str, Any]] = []
@@ -322,8 +377,9 @@ def pair_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = N
 
 # ------------------------------------------------------------------------------------------------ text
 @register_converter("text", columns=("text", "prompt"))
-def text_converter(row: Mapping[str, Any], columns: Mapping[str, str] | None = None,
-                   **_: Any) -> dict[str, Any]:
+def text_converter(
+    row: Mapping[str, Any], columns: Mapping[str, str] | None = None, **_: Any
+) -> dict[str, Any]:
     """Plain text (pre-training): the ``text`` column becomes one assistant message, loss_weight 1.0."""
     key = (columns or {}).get("prompt", (columns or {}).get("text", "text"))
     return {"messages": [message("assistant", _text(_get(row, key), key), 1.0)]}
@@ -335,8 +391,10 @@ def standard_converter(row: Mapping[str, Any], **_: Any) -> dict[str, Any]:
     """Rows already in the standard format (``messages`` with content parts, or chosen/rejected); checked,
     not changed. Used when a dataset names no converter."""
     if "chosen_messages" in row or "rejected_messages" in row:
-        return {"chosen_messages": _standard_messages(_get(row, "chosen_messages"), "chosen_messages"),
-                "rejected_messages": _standard_messages(_get(row, "rejected_messages"), "rejected_messages")}
+        return {
+            "chosen_messages": _standard_messages(_get(row, "chosen_messages"), "chosen_messages"),
+            "rejected_messages": _standard_messages(_get(row, "rejected_messages"), "rejected_messages"),
+        }
     return {"messages": _standard_messages(_get(row, "messages"), "messages")}
 
 
@@ -356,14 +414,28 @@ def _standard_messages(turns: Any, field: str) -> list[dict[str, Any]]:
         content = turn["content"]
         if isinstance(content, str):  # tolerate the OpenAI spelling in an otherwise standard file
             content = [{"type": "text", "value": content}]
-        if not isinstance(content, (list, tuple)) or not content or not all(
-            isinstance(p, Mapping) and isinstance(p.get("type"), str) and "value" in p
-            and (p["type"] != "text" or isinstance(p["value"], str)) for p in content
+        if (
+            not isinstance(content, (list, tuple))
+            or not content
+            or not all(
+                isinstance(p, Mapping)
+                and isinstance(p.get("type"), str)
+                and "value" in p
+                and (p["type"] != "text" or isinstance(p["value"], str))
+                for p in content
+            )
         ):
-            raise RowFormatError(f"{where}.content must be a non-empty list of {{'type', 'value'}} parts "
-                                 "(text values are strings)")
-        out.append({"role": turn["role"], "content": [dict(p) for p in content],
-                    "loss_weight": _weight(turn.get("loss_weight"), where, turn["role"])})
+            raise RowFormatError(
+                f"{where}.content must be a non-empty list of {{'type', 'value'}} parts "
+                "(text values are strings)"
+            )
+        out.append(
+            {
+                "role": turn["role"],
+                "content": [dict(p) for p in content],
+                "loss_weight": _weight(turn.get("loss_weight"), where, turn["role"]),
+            }
+        )
     return out
 
 

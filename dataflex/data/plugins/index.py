@@ -42,8 +42,10 @@ def get_index_plugin(name: str) -> IndexPlugin:
     try:
         return _PLUGINS[name]
     except KeyError:
-        raise DataError(f"Unknown index plugin {name!r}. Registered: {sorted(_PLUGINS)}. Fix the `index` key "
-                        "in dataset_info or register yours with @dataflex.data.register_index_plugin.") from None
+        raise DataError(
+            f"Unknown index plugin {name!r}. Registered: {sorted(_PLUGINS)}. Fix the `index` key "
+            "in dataset_info or register yours with @dataflex.data.register_index_plugin."
+        ) from None
 
 
 def target_count(length: int, size: int | None, weight: float | None) -> int:
@@ -61,8 +63,9 @@ def pass_permutation(length: int, seed: int, key: int, pass_no: int) -> np.ndarr
     return np.random.default_rng([seed, key, pass_no]).permutation(length)
 
 
-def stream_window(length: int, start: int, count: int, seed: int, key: int, out: np.ndarray | None = None
-                  ) -> np.ndarray:
+def stream_window(
+    length: int, start: int, count: int, seed: int, key: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Positions ``[start, start+count)`` of the without-replacement stream of a `length`-row dataset."""
     if out is None:
         out = np.empty(count, dtype=np.int64)
@@ -71,15 +74,22 @@ def stream_window(length: int, start: int, count: int, seed: int, key: int, out:
         pass_no, offset = divmod(pos, length)
         take = min(length - offset, count - filled)
         perm = pass_permutation(length, seed, key, pass_no)
-        out[filled:filled + take] = perm[offset:offset + take]
+        out[filled : filled + take] = perm[offset : offset + take]
         filled += take
         pos += take
     return out
 
 
 @register_index_plugin("size_weight")
-def size_weight_index(length: int, size: int | None, weight: float | None, seed: int, key: int,
-                      epoch: int, out: np.ndarray | None = None) -> np.ndarray:
+def size_weight_index(
+    length: int,
+    size: int | None,
+    weight: float | None,
+    seed: int,
+    key: int,
+    epoch: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Row ids of one dataset for `epoch` (see the module docstring)."""
     n = target_count(length, size, weight)
     if n and not length:
@@ -112,9 +122,17 @@ class DataIndex:
         return self.dataset_names[int(self.dataset_ids[i])], int(self.row_ids[i])
 
 
-def build_index(lengths: Sequence[int], sizes: Sequence[int | None], weights: Sequence[float | None],
-                dataset_domains: Sequence[int], dataset_names: list[str], domain_names: list[str],
-                seed: int, epoch: int = 0, plugins: Sequence[str] | None = None) -> DataIndex:
+def build_index(
+    lengths: Sequence[int],
+    sizes: Sequence[int | None],
+    weights: Sequence[float | None],
+    dataset_domains: Sequence[int],
+    dataset_names: list[str],
+    domain_names: list[str],
+    seed: int,
+    epoch: int = 0,
+    plugins: Sequence[str] | None = None,
+) -> DataIndex:
     """Build the index for `epoch`; the output arrays are allocated once and filled in place, so peak
     memory stays close to the final ~20 bytes per entry."""
     counts = [target_count(L, s, w) for L, s, w in zip(lengths, sizes, weights)]
@@ -131,8 +149,10 @@ def build_index(lengths: Sequence[int], sizes: Sequence[int | None], weights: Se
         else:
             rows = np.asarray(get_index_plugin(plugin_name)(L, s, w, seed, k, epoch), dtype=np.int64)
             if len(rows) != n or (n and (rows.min() < 0 or rows.max() >= L)):
-                raise DataError(f"index plugin {plugin_name!r} returned {len(rows)} rows for dataset "
-                                f"{dataset_names[k]!r}; expected {n} row ids in [0, {L})")
+                raise DataError(
+                    f"index plugin {plugin_name!r} returned {len(rows)} rows for dataset "
+                    f"{dataset_names[k]!r}; expected {n} row ids in [0, {L})"
+                )
             row_ids[sl] = rows
         dataset_ids[sl] = k
         domain_ids[sl] = dataset_domains[k]

@@ -46,8 +46,9 @@ class RowTable(Protocol):
 class ListRows:
     """Rows held as Python dicts (JSON/text files); `lines[i]` is row i's 1-based line or element number."""
 
-    def __init__(self, rows: list[dict[str, Any]], source: str, lines: np.ndarray | None = None,
-                 unit: str = "line") -> None:
+    def __init__(
+        self, rows: list[dict[str, Any]], source: str, lines: np.ndarray | None = None, unit: str = "line"
+    ) -> None:
         self.rows, self.source, self.unit = rows, source, unit
         self.lines = np.arange(1, len(rows) + 1) if lines is None else lines
 
@@ -170,8 +171,10 @@ class LoadContext:
         if self.on_error == "skip":
             self.skipped.append((where, reason))
             return
-        raise DataError(f"dataset {self.dataset!r}: {where}: {reason}. Fix the row, or set "
-                        "data.on_error=skip to skip malformed rows (they are counted and reported).")
+        raise DataError(
+            f"dataset {self.dataset!r}: {where}: {reason}. Fix the row, or set "
+            "data.on_error=skip to skip malformed rows (they are counted and reported)."
+        )
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -187,8 +190,9 @@ class LoaderPlugin:
     def load(self, path: Path, ctx: LoadContext) -> RowTable:
         raise NotImplementedError
 
-    def stream(self, path: Path, shard: int, num_shards: int, ctx: LoadContext,
-               state: dict[str, Any] | None) -> Any:
+    def stream(
+        self, path: Path, shard: int, num_shards: int, ctx: LoadContext, state: dict[str, Any] | None
+    ) -> Any:
         return None
 
 
@@ -214,8 +218,10 @@ def get_loader(name: str) -> LoaderPlugin:
     try:
         return _LOADERS[name]
     except KeyError:
-        raise DataError(f"Unknown loader {name!r}. Registered loaders: {list_loaders()}. Fix the `loader` key "
-                        "in dataset_info, or register yours with @dataflex.data.register_loader(name).") from None
+        raise DataError(
+            f"Unknown loader {name!r}. Registered loaders: {list_loaders()}. Fix the `loader` key "
+            "in dataset_info, or register yours with @dataflex.data.register_loader(name)."
+        ) from None
 
 
 def list_loaders() -> list[str]:
@@ -233,9 +239,11 @@ def loader_for(path: Path, name: str | None = None) -> LoaderPlugin:
         return get_loader(name)
     ext = path.suffix.lower()
     if ext not in _BY_EXTENSION:
-        raise DataError(f"no loader for {str(path)!r} (suffix {ext!r}). Registered loaders: "
-                        f"{ {n: list(p.extensions) for n, p in sorted(_LOADERS.items())} }. Set `loader` in "
-                        "dataset_info or register one with @dataflex.data.register_loader.")
+        raise DataError(
+            f"no loader for {str(path)!r} (suffix {ext!r}). Registered loaders: "
+            f"{ {n: list(p.extensions) for n, p in sorted(_LOADERS.items())} }. Set `loader` in "
+            "dataset_info or register one with @dataflex.data.register_loader."
+        )
     return _LOADERS[_BY_EXTENSION[ext]]
 
 
@@ -277,8 +285,9 @@ class JsonlLoader(LoaderPlugin):
                 lines.append(lineno)
         return ListRows(rows, str(path), np.asarray(lines, dtype=np.int64))
 
-    def stream(self, path: Path, shard: int, num_shards: int, ctx: LoadContext,
-               state: dict[str, Any] | None) -> Any:
+    def stream(
+        self, path: Path, shard: int, num_shards: int, ctx: LoadContext, state: dict[str, Any] | None
+    ) -> Any:
         from ..streaming import LineStream
 
         return LineStream(path, shard, num_shards, ctx, _json_row, state)
@@ -316,15 +325,19 @@ class JsonLoader(LoaderPlugin):
         except json.JSONDecodeError as e:
             if e.msg == "Extra data":  # several top-level values: JSON Lines in a .json file
                 return JsonlLoader().load(path, ctx)
-            raise DataError(f"dataset {ctx.dataset!r}: {path} line {e.lineno}: malformed JSON ({e.msg}, "
-                            f"column {e.colno}); a .json file must be one JSON array of objects") from e
+            raise DataError(
+                f"dataset {ctx.dataset!r}: {path} line {e.lineno}: malformed JSON ({e.msg}, "
+                f"column {e.colno}); a .json file must be one JSON array of objects"
+            ) from e
         except UnicodeDecodeError as e:
             raise DataError(f"dataset {ctx.dataset!r}: {path} is not valid UTF-8 ({e.reason})") from e
         if isinstance(data, dict):
             data = [data]
         if not isinstance(data, list):
-            raise DataError(f"dataset {ctx.dataset!r}: {path} must hold a JSON array of objects, "
-                            f"got {type(data).__name__}")
+            raise DataError(
+                f"dataset {ctx.dataset!r}: {path} must hold a JSON array of objects, "
+                f"got {type(data).__name__}"
+            )
         rows, idx = [], []
         for i, obj in enumerate(data, start=1):
             if not isinstance(obj, dict):
@@ -356,8 +369,9 @@ class TextLoader(LoaderPlugin):
                 lines.append(lineno)
         return ListRows(rows, str(path), np.asarray(lines, dtype=np.int64))
 
-    def stream(self, path: Path, shard: int, num_shards: int, ctx: LoadContext,
-               state: dict[str, Any] | None) -> Any:
+    def stream(
+        self, path: Path, shard: int, num_shards: int, ctx: LoadContext, state: dict[str, Any] | None
+    ) -> Any:
         from ..streaming import LineStream
 
         return LineStream(path, shard, num_shards, ctx, _text_row, state)
@@ -383,8 +397,12 @@ class CsvLoader(LoaderPlugin):
                 header = next(csv.reader(f), None)
             if not header:
                 raise DataError(f"dataset {ctx.dataset!r}: {path} is empty (a CSV needs a header row)")
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=False))
+            table = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in header}, strings_can_be_null=False
+                ),
+            )
         except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as e:
             raise DataError(f"dataset {ctx.dataset!r}: cannot parse CSV {path}: {e}") from e
         return ArrowRows(table, str(path))
@@ -439,17 +457,23 @@ def load_local(path: Path, loader: str | None, ctx: LoadContext, split: str = "t
 
 def data_files_in(folder: Path, loader: str | None = None) -> list[Path]:
     """The data files of a directory (sorted, one file type); hidden files are ignored."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if loader is None:
         files = [p for p in files if p.suffix.lower() in _BY_EXTENSION]
         kinds = {_BY_EXTENSION[p.suffix.lower()] for p in files}
         if len(kinds) > 1:
-            raise DataError(f"directory {str(folder)!r} mixes file types {sorted(kinds)}; keep one type per "
-                            "dataset or list the files as separate datasets in a dataset_info.yaml")
+            raise DataError(
+                f"directory {str(folder)!r} mixes file types {sorted(kinds)}; keep one type per "
+                "dataset or list the files as separate datasets in a dataset_info.yaml"
+            )
     if not files:
-        raise DataError(f"directory {str(folder)!r} holds no data files (supported suffixes: "
-                        f"{sorted(_BY_EXTENSION)})")
+        raise DataError(
+            f"directory {str(folder)!r} holds no data files (supported suffixes: {sorted(_BY_EXTENSION)})"
+        )
     return files
 
 
@@ -463,16 +487,20 @@ def load_saved(path: Path, split: str, ctx: LoadContext) -> RowTable:
         raise DataError(f"dataset {ctx.dataset!r}: cannot read the save_to_disk folder {path}: {e}") from e
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
-            raise DataError(f"dataset {ctx.dataset!r}: split {split!r} is not in {path} (splits: "
-                            f"{sorted(ds)}); set `split` (or `eval`) in dataset_info")
+            raise DataError(
+                f"dataset {ctx.dataset!r}: split {split!r} is not in {path} (splits: "
+                f"{sorted(ds)}); set `split` (or `eval`) in dataset_info"
+            )
         ds = ds[split]
     return HFRows(ds, f"{path} [{split}]")
 
 
 def _offline_hint() -> str:
-    return ("The Hugging Face Hub could not be reached (this machine is offline, or HF_HUB_OFFLINE=1 is "
-            "set). Download the dataset where there is network (e.g. `datasets.load_dataset(...)."
-            "save_to_disk(dir)` or the raw files) and point `path` in dataset_info at the local copy.")
+    return (
+        "The Hugging Face Hub could not be reached (this machine is offline, or HF_HUB_OFFLINE=1 is "
+        "set). Download the dataset where there is network (e.g. `datasets.load_dataset(...)."
+        "save_to_disk(dir)` or the raw files) and point `path` in dataset_info at the local copy."
+    )
 
 
 def load_hub(info: Any, ctx: LoadContext, streaming: bool = False) -> Any:
@@ -486,9 +514,11 @@ def load_hub(info: Any, ctx: LoadContext, streaming: bool = False) -> Any:
     try:
         return datasets.load_dataset(info.path, info.subset, **kwargs)
     except Exception as e:  # noqa: BLE001 - any failure here is reported with the dataset named
-        raise DataError(f"dataset {ctx.dataset!r} ({info.origin}): could not load hub dataset {info.path!r}"
-                        f"{' file ' + repr(info.hub_file) if info.hub_file else ''} split {info.split!r}: "
-                        f"{type(e).__name__}: {e}. {_offline_hint()}") from e
+        raise DataError(
+            f"dataset {ctx.dataset!r} ({info.origin}): could not load hub dataset {info.path!r}"
+            f"{' file ' + repr(info.hub_file) if info.hub_file else ''} split {info.split!r}: "
+            f"{type(e).__name__}: {e}. {_offline_hint()}"
+        ) from e
 
 
 def hub_download(repo_id: str, filename: str, what: str) -> str:
@@ -498,15 +528,19 @@ def hub_download(repo_id: str, filename: str, what: str) -> str:
     try:
         return hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset")
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"{what}: could not download {filename!r} from hub dataset {repo_id!r}: "
-                        f"{type(e).__name__}: {e}. {_offline_hint()}") from e
+        raise DataError(
+            f"{what}: could not download {filename!r} from hub dataset {repo_id!r}: "
+            f"{type(e).__name__}: {e}. {_offline_hint()}"
+        ) from e
 
 
 def load_rows(info: Any, ctx: LoadContext) -> RowTable:
     """Load the rows of one (non-streaming) dataset record."""
     if info.source == "hf_hub":
         ds = load_hub(info, ctx, streaming=False)
-        return HFRows(ds, f"hub:{info.path}" + (f"/{info.hub_file}" if info.hub_file else "") + f" [{info.split}]")
+        return HFRows(
+            ds, f"hub:{info.path}" + (f"/{info.hub_file}" if info.hub_file else "") + f" [{info.split}]"
+        )
     return load_local(Path(info.path), info.loader, ctx, info.split)
 
 

@@ -8,5 +8,14 @@ from .odm import OdmMixer
 from .random_mixer import RandomMixer
 from .static_mixer import KeepMixer, StaticMixer
 
-__all__ = ["DoReMiMixer", "DomainStats", "DynamicMoeMixer", "KeepMixer", "Mixer", "MixtureManager", "OdmMixer",
-           "RandomMixer", "StaticMixer"]
+__all__ = [
+    "DoReMiMixer",
+    "DomainStats",
+    "DynamicMoeMixer",
+    "KeepMixer",
+    "Mixer",
+    "MixtureManager",
+    "OdmMixer",
+    "RandomMixer",
+    "StaticMixer",
+]

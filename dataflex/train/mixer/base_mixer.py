@@ -102,8 +102,11 @@ class Mixer:
     def state_dict(self) -> dict[str, Any]:
         """Plain attributes (numbers, strings, lists, arrays, dicts); enough for most mixers, including the
         spec's example. Mixers with other state override this pair."""
-        return {k: copy.deepcopy(v) for k, v in vars(self).items()
-                if k != "mixture_manager" and not k.startswith("_") and isinstance(v, _STATE_TYPES)}
+        return {
+            k: copy.deepcopy(v)
+            for k, v in vars(self).items()
+            if k != "mixture_manager" and not k.startswith("_") and isinstance(v, _STATE_TYPES)
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():

@@ -42,8 +42,12 @@ def domain_supply(domain_rows: Sequence[np.ndarray], item_tokens: np.ndarray | N
     return np.asarray([float(item_tokens[r].sum()) for r in domain_rows], dtype=np.float64)
 
 
-def expected_demand(proportions: np.ndarray, num_samples: int, domain_rows: Sequence[np.ndarray],
-                    item_tokens: np.ndarray | None) -> np.ndarray:
+def expected_demand(
+    proportions: np.ndarray,
+    num_samples: int,
+    domain_rows: Sequence[np.ndarray],
+    item_tokens: np.ndarray | None,
+) -> np.ndarray:
     """What `num_samples` draws at `proportions` take from each domain, in the mixing unit. Tokens: domain d's
     share of the samples is p_d / mean_len_d (normalised), so the run trains T = N / sum_d(p_d / mean_len_d)
     tokens and takes p_d * T of them from d (exact up to one sample per domain)."""
@@ -55,14 +59,26 @@ def expected_demand(proportions: np.ndarray, num_samples: int, domain_rows: Sequ
     return p * total_tokens
 
 
-def check_feasible(names: Sequence[str], proportions: np.ndarray, demand: np.ndarray, supply: np.ndarray,
-                   max_repetitions: Sequence[float | None], unit: str, what: str) -> None:
+def check_feasible(
+    names: Sequence[str],
+    proportions: np.ndarray,
+    demand: np.ndarray,
+    supply: np.ndarray,
+    max_repetitions: Sequence[float | None],
+    unit: str,
+    what: str,
+) -> None:
     """Raises `MixtureInfeasible` listing every domain whose demand exceeds supply x max_repetitions."""
-    bad = [f"{n}: needs {d:,.0f} {unit} at proportion {p:.3f}, has {s:,.0f} x max_repetitions {r:g} = "
-           f"{s * r:,.0f} (would repeat it {d / max(s, 1):.2f} times)"
-           for n, p, d, s, r in zip(names, proportions, demand, supply, max_repetitions)
-           if r is not None and d > s * r]
+    bad = [
+        f"{n}: needs {d:,.0f} {unit} at proportion {p:.3f}, has {s:,.0f} x max_repetitions {r:g} = "
+        f"{s * r:,.0f} (would repeat it {d / max(s, 1):.2f} times)"
+        for n, p, d, s, r in zip(names, proportions, demand, supply, max_repetitions)
+        if r is not None and d > s * r
+    ]
     if bad:
-        raise MixtureInfeasible(f"the mixture cannot be met within max_repetitions over {what}: " + "; ".join(bad)
-                                + ". Raise max_repetitions of those domains in dataset_info, lower their "
-                                "proportions, or train fewer steps.")
+        raise MixtureInfeasible(
+            f"the mixture cannot be met within max_repetitions over {what}: "
+            + "; ".join(bad)
+            + ". Raise max_repetitions of those domains in dataset_info, lower their "
+            "proportions, or train fewer steps."
+        )

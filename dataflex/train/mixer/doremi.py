@@ -61,9 +61,11 @@ def load_reference_model(path: str, device, vocab_size: int | None = None):
     folder = Path(path).expanduser()
     key = "component.reference_model_path"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{key}={path}: no such folder ({folder.resolve()}). Train the reference first "
-                                "(DoReMi step 1: `dataflex-run -m experiment=doremi_step1`) or point the key at a "
-                                "trained model folder.")
+        raise FileNotFoundError(
+            f"{key}={path}: no such folder ({folder.resolve()}). Train the reference first "
+            "(DoReMi step 1: `dataflex-run -m experiment=doremi_step1`) or point the key at a "
+            "trained model folder."
+        )
     try:
         if (folder / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM
@@ -74,11 +76,15 @@ def load_reference_model(path: str, device, vocab_size: int | None = None):
 
             model = AutoModelForCausalLM.from_pretrained(str(folder))
     except Exception as err:  # noqa: BLE001 - any loader failure becomes one clear error
-        raise RuntimeError(f"{key}={path}: could not load a causal LM from {folder.resolve()}: {err}") from err
+        raise RuntimeError(
+            f"{key}={path}: could not load a causal LM from {folder.resolve()}: {err}"
+        ) from err
     ref_vocab = model.get_output_embeddings().weight.shape[0]
     if vocab_size is not None and ref_vocab != vocab_size:
-        raise ValueError(f"{key}={path}: the reference model has a vocabulary of {ref_vocab} tokens but the proxy "
-                         f"has {vocab_size}; both must use the same tokenizer.")
+        raise ValueError(
+            f"{key}={path}: the reference model has a vocabulary of {ref_vocab} tokens but the proxy "
+            f"has {vocab_size}; both must use the same tokenizer."
+        )
     model.requires_grad_(False)
     return model.to(device).eval()
 
@@ -88,14 +94,25 @@ class DoReMiMixer(Mixer):
     reweights_loss = True
     updates_every_step = True
 
-    def __init__(self, mixture_manager: MixtureManager, reference_model_path: str, eta: float = 1.0,
-                 smoothing: float = 1e-3, weights_file: str = "doremi_weights.json",
-                 loss_normalization: str = "alpha_tokens", model=None, accelerator=None,
-                 run_dir: str | None = None, is_main: bool = True) -> None:
+    def __init__(
+        self,
+        mixture_manager: MixtureManager,
+        reference_model_path: str,
+        eta: float = 1.0,
+        smoothing: float = 1e-3,
+        weights_file: str = "doremi_weights.json",
+        loss_normalization: str = "alpha_tokens",
+        model=None,
+        accelerator=None,
+        run_dir: str | None = None,
+        is_main: bool = True,
+    ) -> None:
         super().__init__(mixture_manager)
         if loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(f"component.loss_normalization={loss_normalization!r} is unknown; choose one of "
-                             f"{LOSS_NORMALIZATIONS}.")
+            raise ValueError(
+                f"component.loss_normalization={loss_normalization!r} is unknown; choose one of "
+                f"{LOSS_NORMALIZATIONS}."
+            )
         self.loss_normalization = loss_normalization
         k = len(mixture_manager.names)
         self.eta, self.smoothing = float(eta), float(smoothing)
@@ -111,7 +128,9 @@ class DoReMiMixer(Mixer):
         self._reference = load_reference_model(reference_model_path, device, vocab)
         self._domain_tokens: torch.Tensor | None = None
         self._normalizer: torch.Tensor | None = None
-        logger.info(f"DoReMi: reference model from {reference_model_path}, eta={self.eta}, c={self.smoothing}")
+        logger.info(
+            f"DoReMi: reference model from {reference_model_path}, eta={self.eta}, c={self.smoothing}"
+        )
 
     # ---- the update (before the proxy's backward) ---------------------------------------------------
     def _reference_token_loss(self, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
@@ -130,7 +149,9 @@ class DoReMiMixer(Mixer):
             tokens.index_add_(0, domains, losses.token_count.to(torch.float64))
             if update:
                 mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
-                diff = (losses.token_loss.detach() - self._reference_token_loss(batch, device)).clamp(min=0) * mask
+                diff = (losses.token_loss.detach() - self._reference_token_loss(batch, device)).clamp(
+                    min=0
+                ) * mask
                 excess.index_add_(0, domains, diff.sum(dim=1).to(torch.float64))
         totals = all_reduce_sum(torch.stack([tokens, excess])).cpu()
         self._domain_tokens = totals[0].to(device)
@@ -153,7 +174,9 @@ class DoReMiMixer(Mixer):
         """This micro-batch's share of the proxy loss over the global batch (see the module docstring):
         alpha_tokens: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)]; domain_mean: sum_i alpha_i * mean_i."""
         if self._domain_tokens is None:
-            raise RuntimeError("DoReMiMixer.weighted_loss called before before_backward (defer_backward is off?)")
+            raise RuntimeError(
+                "DoReMiMixer.weighted_loss called before before_backward (defer_backward is off?)"
+            )
         device, dtype = losses.token_sum.device, losses.token_sum.dtype
         domains = batch["domain_ids"].to(device)
         alpha = torch.as_tensor(self.alpha, dtype=dtype, device=device)
@@ -179,9 +202,15 @@ class DoReMiMixer(Mixer):
     def result(self) -> dict[str, Any]:
         names = self.mixture_manager.names
         avg = self.average_alpha if self.num_updates else self.alpha
-        return {"domains": names, "proportions": [float(x) for x in avg / avg.sum()],
-                "final_alpha": [float(x) for x in self.alpha], "num_updates": self.num_updates,
-                "eta": self.eta, "smoothing": self.smoothing, "loss_normalization": self.loss_normalization}
+        return {
+            "domains": names,
+            "proportions": [float(x) for x in avg / avg.sum()],
+            "final_alpha": [float(x) for x in self.alpha],
+            "num_updates": self.num_updates,
+            "eta": self.eta,
+            "smoothing": self.smoothing,
+            "loss_normalization": self.loss_normalization,
+        }
 
     def _write_weights(self) -> None:
         if self._is_main and self.weights_path is not None:
@@ -191,9 +220,14 @@ class DoReMiMixer(Mixer):
             tmp.replace(self.weights_path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha.tolist(), "average_alpha": self.average_alpha.tolist(),
-                "num_updates": self.num_updates, "excess_loss": self.excess_loss.tolist(), "eta": self.eta,
-                "smoothing": self.smoothing}
+        return {
+            "alpha": self.alpha.tolist(),
+            "average_alpha": self.average_alpha.tolist(),
+            "num_updates": self.num_updates,
+            "excess_loss": self.excess_loss.tolist(),
+            "eta": self.eta,
+            "smoothing": self.smoothing,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alpha = np.asarray(state["alpha"], dtype=np.float64)

@@ -32,10 +32,16 @@ def step_commands(workdir: Path, overrides: Sequence[str], steps: int | None = N
     """The three `dataflex-run` argument lists, with every path of the chain made explicit."""
     ref, proxy, main_dir = workdir / "reference", workdir / "proxy", workdir / "main"
     s1 = ["experiment=doremi_step1", f"trainer.output_dir={ref}"]
-    s2 = ["experiment=doremi_step2", f"trainer.output_dir={proxy}",
-          f"component.reference_model_path={ref / 'final_model'}"]
-    s3 = ["experiment=doremi_step3", f"trainer.output_dir={main_dir}",
-          f"trainer.mixture_proportions_file={proxy / 'doremi_weights.json'}"]
+    s2 = [
+        "experiment=doremi_step2",
+        f"trainer.output_dir={proxy}",
+        f"component.reference_model_path={ref / 'final_model'}",
+    ]
+    s3 = [
+        "experiment=doremi_step3",
+        f"trainer.output_dir={main_dir}",
+        f"trainer.mixture_proportions_file={proxy / 'doremi_weights.json'}",
+    ]
     if steps is not None:
         s1.append(f"trainer.train_step={steps}")
         s2.append(f"trainer.update_times={steps}")
@@ -44,11 +50,21 @@ def step_commands(workdir: Path, overrides: Sequence[str], steps: int | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dataflex-doremi", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the three runs go (default: doremi_runs/<date>_<time> in the cwd)")
-    parser.add_argument("--steps", type=int, default=None, help="steps of each of the three runs (preset: 300)")
+    parser = argparse.ArgumentParser(
+        prog="dataflex-doremi",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the three runs go (default: doremi_runs/<date>_<time> in the cwd)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps of each of the three runs (preset: 300)"
+    )
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
@@ -64,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
     weights = json.loads((workdir / "proxy" / "doremi_weights.json").read_text())
     listing = ", ".join(f"{d}={p:.3f}" for d, p in zip(weights["domains"], weights["proportions"]))
-    print(f"[dataflex-doremi] DoReMi domain weights: {listing}\n[dataflex-doremi] main model: {workdir / 'main'}")
+    print(
+        f"[dataflex-doremi] DoReMi domain weights: {listing}\n[dataflex-doremi] main model: {workdir / 'main'}"
+    )
     return 0
 
 

@@ -46,8 +46,12 @@ def router_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in inner.named_modules():
         leaf = name.rsplit(".", 1)[-1]
         is_router_class = type(module).__name__.endswith("Router")
-        is_router_linear = (isinstance(module, nn.Linear) and leaf in ("gate", "router")
-                            and num_experts is not None and module.out_features == num_experts)
+        is_router_linear = (
+            isinstance(module, nn.Linear)
+            and leaf in ("gate", "router")
+            and num_experts is not None
+            and module.out_features == num_experts
+        )
         if is_router_class or is_router_linear:
             found.append((name, module))
     return found
@@ -84,19 +88,38 @@ def dynamic_moe_update(weights: np.ndarray, delta: np.ndarray, eta: float, smoot
 
 @register_mixer("dynamic_moe")
 class DynamicMoeMixer(Mixer):
-    def __init__(self, mixture_manager: MixtureManager, model=None, train_data=None, eval_data=None,
-                 pad_token_id: int = 0, accelerator=None, rank: int = 0, world_size: int = 1, eta: float = 10.0,
-                 smoothing: float = 0.05, distance: str = "l2", samples_per_domain: int = 64, batch_size: int = 32,
-                 source: str = "eval", freeze_gate: bool = True, router_layers: str = "last") -> None:
+    def __init__(
+        self,
+        mixture_manager: MixtureManager,
+        model=None,
+        train_data=None,
+        eval_data=None,
+        pad_token_id: int = 0,
+        accelerator=None,
+        rank: int = 0,
+        world_size: int = 1,
+        eta: float = 10.0,
+        smoothing: float = 0.05,
+        distance: str = "l2",
+        samples_per_domain: int = 64,
+        batch_size: int = 32,
+        source: str = "eval",
+        freeze_gate: bool = True,
+        router_layers: str = "last",
+    ) -> None:
         super().__init__(mixture_manager)
         if model is None or not router_modules(model):
             name = type(getattr(model, "module", model)).__name__
-            raise ValueError(f"component=dynamic_moe needs a Mixture-of-Experts model with router modules (e.g. "
-                             f"model=tiny_moe, or an HF Mixtral/Qwen-MoE); {name} has none.")
+            raise ValueError(
+                f"component=dynamic_moe needs a Mixture-of-Experts model with router modules (e.g. "
+                f"model=tiny_moe, or an HF Mixtral/Qwen-MoE); {name} has none."
+            )
         data = eval_data if source == "eval" else train_data
         if data is None:
-            raise ValueError("component.source=eval but the data has no eval split; add eval files to the dataset "
-                             "or set component.source=train.")
+            raise ValueError(
+                "component.source=eval but the data has no eval split; add eval files to the dataset "
+                "or set component.source=train."
+            )
         missing = [n for n in mixture_manager.names if n not in data.domain_names]
         if missing:
             raise ValueError(f"component.source={source}: domain(s) {missing} have no rows in that split.")
@@ -108,8 +131,10 @@ class DynamicMoeMixer(Mixer):
         self._data, self._rank, self._world = data, rank, world_size
         self._device = accelerator.device if accelerator is not None else torch.device("cpu")
         # Fixed rows per domain (the first N of each), sharded over ranks, loads summed across ranks.
-        self._rows = [np.asarray(data.domain_rows(data.domain_names.index(n)))[:samples_per_domain]
-                      for n in mixture_manager.names]
+        self._rows = [
+            np.asarray(data.domain_rows(data.domain_names.index(n)))[:samples_per_domain]
+            for n in mixture_manager.names
+        ]
         self.last_loads: np.ndarray | None = None
         self.last_delta: np.ndarray | None = None
         if freeze_gate:
@@ -131,11 +156,16 @@ class DynamicMoeMixer(Mixer):
         """(E,) top-k expert choices over the real tokens of this rank's share of one domain's rows."""
         top_k = int(inner.config.num_experts_per_tok)
         load = torch.zeros(_num_experts(inner), dtype=torch.float64, device=self._device)
-        mine = rows[self._rank::self._world]
+        mine = rows[self._rank :: self._world]
         for start in range(0, len(mine), self.batch_size):
-            batch = collate([self._data[int(i)] for i in mine[start:start + self.batch_size]], self.pad_token_id)
-            out = inner(input_ids=batch["input_ids"].to(self._device),
-                        attention_mask=batch["attention_mask"].to(self._device), output_router_logits=True)
+            batch = collate(
+                [self._data[int(i)] for i in mine[start : start + self.batch_size]], self.pad_token_id
+            )
+            out = inner(
+                input_ids=batch["input_ids"].to(self._device),
+                attention_mask=batch["attention_mask"].to(self._device),
+                output_router_logits=True,
+            )
             real = batch["attention_mask"].reshape(-1).to(self._device).bool()
             layers = out.router_logits if self.router_layers == "all" else out.router_logits[-1:]
             for logits in layers:
@@ -151,7 +181,9 @@ class DynamicMoeMixer(Mixer):
     def metrics(self) -> dict[str, float]:
         if self.last_delta is None:
             return {}
-        return {f"dynamic_moe/delta/{n}": float(d) for n, d in zip(self.mixture_manager.names, self.last_delta)}
+        return {
+            f"dynamic_moe/delta/{n}": float(d) for n, d in zip(self.mixture_manager.names, self.last_delta)
+        }
 
 
 def _num_experts(model) -> int:

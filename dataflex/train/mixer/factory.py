@@ -43,7 +43,9 @@ def resolve_class(target: str) -> type:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ImportError(f"component._target_={target}: cannot import it ({err}); is its package on PYTHONPATH?") from err
+        raise ImportError(
+            f"component._target_={target}: cannot import it ({err}); is its package on PYTHONPATH?"
+        ) from err
 
 
 def mixer_class_and_params(cfg: DictConfig | None) -> tuple[type, dict[str, Any]]:
@@ -63,15 +65,22 @@ def mixer_class_and_params(cfg: DictConfig | None) -> tuple[type, dict[str, Any]
         try:
             return get_component("mixer", name), params
         except KeyError as err:
-            raise KeyError(f"component.name={name!r}: {err.args[0]} Import your module with component.module=<module>."
-                           ) from None
+            raise KeyError(
+                f"component.name={name!r}: {err.args[0]} Import your module with component.module=<module>."
+            ) from None
     if not target:
-        raise ValueError("component has no _target_; choose a mixer with component=<name> or set component._target_.")
-    if OmegaConf.get_type(cfg) is CustomMixerConfig:  # component=custom with a class: its keys are not arguments
+        raise ValueError(
+            "component has no _target_; choose a mixer with component=<name> or set component._target_."
+        )
+    if (
+        OmegaConf.get_type(cfg) is CustomMixerConfig
+    ):  # component=custom with a class: its keys are not arguments
         name, module = values.pop("name"), values.pop("module", None)
         if name != CustomMixerConfig.name:
-            raise ValueError(f"component.name={name!r} and component._target_={target} both choose the mixer; set "
-                             "only one of them.")
+            raise ValueError(
+                f"component.name={name!r} and component._target_={target} both choose the mixer; set "
+                "only one of them."
+            )
         if module:
             importlib.import_module(module)
         values = {**(values.pop("params", None) or {}), **values}
@@ -88,9 +97,13 @@ def build_mixer(cfg: DictConfig | None, context: dict[str, Any]) -> Mixer:
     try:
         mixer = cls(**accepted, **params)
     except TypeError as err:
-        raise TypeError(f"building mixer {cls.__module__}.{cls.__qualname__} with component arguments "
-                        f"{sorted(params)} failed: {err}") from err
+        raise TypeError(
+            f"building mixer {cls.__module__}.{cls.__qualname__} with component arguments "
+            f"{sorted(params)} failed: {err}"
+        ) from err
     if not isinstance(mixer, Mixer):
-        raise TypeError(f"{cls.__qualname__} is not a dataflex.train.mixer.base_mixer.Mixer; under trainer=dynamic_mix "
-                        "the component must be a mixer.")
+        raise TypeError(
+            f"{cls.__qualname__} is not a dataflex.train.mixer.base_mixer.Mixer; under trainer=dynamic_mix "
+            "the component must be a mixer."
+        )
     return mixer

@@ -21,14 +21,20 @@ class MixtureHistory:
         """Samples per domain in each trained step's global batch (index 0 = step 1)."""
 
     def record(self, step: int, proportions: Sequence[float], source: str) -> None:
-        self.updates.append({"step": int(step), "proportions": [float(p) for p in proportions], "source": source})
+        self.updates.append(
+            {"step": int(step), "proportions": [float(p) for p in proportions], "source": source}
+        )
 
     def record_batch(self, counts: np.ndarray) -> None:
         self.trained_counts.append([int(c) for c in counts])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"domains": self.names, "schedule": self.schedule, "updates": self.updates,
-                "trained_counts": self.trained_counts}
+        return {
+            "domains": self.names,
+            "schedule": self.schedule,
+            "updates": self.updates,
+            "trained_counts": self.trained_counts,
+        }
 
     def write_json(self, path: Path) -> None:
         path = Path(path)

@@ -63,8 +63,14 @@ REWARDS = ("loss", "learning_progress")
 ESTIMATORS = ("smoothed", "cumulative")
 
 
-def update_loss_averages(fast: np.ndarray, slow: np.ndarray, loss: np.ndarray, present: np.ndarray,
-                         beta_fast: float, beta_slow: float) -> tuple[np.ndarray, np.ndarray]:
+def update_loss_averages(
+    fast: np.ndarray,
+    slow: np.ndarray,
+    loss: np.ndarray,
+    present: np.ndarray,
+    beta_fast: float,
+    beta_slow: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """EMAs of each domain's training loss over the steps it was present; a domain's first loss starts both."""
     fast, slow = fast.copy(), slow.copy()
     first = present & np.isnan(fast)
@@ -82,8 +88,9 @@ def normalised_progress(fast: np.ndarray, slow: np.ndarray, present: np.ndarray)
     return progress / top if top > 0 else np.zeros_like(progress)
 
 
-def cumulative_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray,
-                             observed: np.ndarray) -> np.ndarray:
+def cumulative_reward_update(
+    estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray, observed: np.ndarray
+) -> np.ndarray:
     """The authors' code: R_i <- R_i + r_i / pi_i for the observed domains (no smoothing)."""
     out = np.asarray(estimated_reward, dtype=np.float64).copy()
     idx = np.flatnonzero(observed & (pi > 0))
@@ -91,8 +98,9 @@ def cumulative_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, 
     return out
 
 
-def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray,
-                           observed: np.ndarray, alpha: float) -> np.ndarray:
+def smoothed_reward_update(
+    estimated_reward: np.ndarray, rewards: np.ndarray, pi: np.ndarray, observed: np.ndarray, alpha: float
+) -> np.ndarray:
     """R_i <- alpha R_i + (1 - alpha) r_i / pi_i for the observed domains; the others keep their estimate."""
     out = np.asarray(estimated_reward, dtype=np.float64).copy()
     idx = np.flatnonzero(observed & (pi > 0))
@@ -102,9 +110,18 @@ def smoothed_reward_update(estimated_reward: np.ndarray, rewards: np.ndarray, pi
 
 @register_mixer("odm")
 class OdmMixer(Mixer):
-    def __init__(self, mixture_manager: MixtureManager, alpha: float = 0.9, reward_scale: float = 1.0,
-                 min_exploration_rate: float = 0.0, reward: str = "loss", progress_fast: float = 0.9,
-                 progress_slow: float = 0.99, estimator: str = "smoothed", observe_warmup: bool = True) -> None:
+    def __init__(
+        self,
+        mixture_manager: MixtureManager,
+        alpha: float = 0.9,
+        reward_scale: float = 1.0,
+        min_exploration_rate: float = 0.0,
+        reward: str = "loss",
+        progress_fast: float = 0.9,
+        progress_slow: float = 0.99,
+        estimator: str = "smoothed",
+        observe_warmup: bool = True,
+    ) -> None:
         super().__init__(mixture_manager)
         k = len(mixture_manager.names)
         if reward not in REWARDS:
@@ -113,12 +130,18 @@ class OdmMixer(Mixer):
             raise ValueError(f"component.estimator={estimator!r} is unknown; choose one of {ESTIMATORS}.")
         self.estimator, self.observe_warmup = estimator, bool(observe_warmup)
         if min_exploration_rate > 1.0 / k:
-            raise ValueError(f"component.min_exploration_rate={min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
-                             f"for K={k} domains {mixture_manager.names}; the policy would not be a distribution.")
+            raise ValueError(
+                f"component.min_exploration_rate={min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
+                f"for K={k} domains {mixture_manager.names}; the policy would not be a distribution."
+            )
         self.alpha = float(alpha)
         self.reward_scale = float(reward_scale)
         self.min_exploration_rate = float(min_exploration_rate)
-        self.reward, self.progress_fast, self.progress_slow = reward, float(progress_fast), float(progress_slow)
+        self.reward, self.progress_fast, self.progress_slow = (
+            reward,
+            float(progress_fast),
+            float(progress_slow),
+        )
         self.estimated_reward = np.zeros(k)
         self.last_reward = np.full(k, np.nan)
         self.loss_fast = np.full(k, np.nan)  # learning_progress only
@@ -129,16 +152,24 @@ class OdmMixer(Mixer):
             raw = np.nan_to_num(stats.loss, nan=0.0)
         else:
             self.loss_fast, self.loss_slow = update_loss_averages(
-                self.loss_fast, self.loss_slow, np.nan_to_num(stats.loss, nan=0.0), stats.present,
-                self.progress_fast, self.progress_slow)
+                self.loss_fast,
+                self.loss_slow,
+                np.nan_to_num(stats.loss, nan=0.0),
+                stats.present,
+                self.progress_fast,
+                self.progress_slow,
+            )
             raw = normalised_progress(self.loss_fast, self.loss_slow, stats.present)
         rewards = self.reward_scale * raw
         pi = self.mixture_manager.proportions
         if self.estimator == "cumulative":
-            self.estimated_reward = cumulative_reward_update(self.estimated_reward, rewards, pi, stats.present)
+            self.estimated_reward = cumulative_reward_update(
+                self.estimated_reward, rewards, pi, stats.present
+            )
         else:
-            self.estimated_reward = smoothed_reward_update(self.estimated_reward, rewards, pi, stats.present,
-                                                           self.alpha)
+            self.estimated_reward = smoothed_reward_update(
+                self.estimated_reward, rewards, pi, stats.present, self.alpha
+            )
         self.last_reward = np.where(stats.present, rewards, np.nan)
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:
@@ -146,5 +177,7 @@ class OdmMixer(Mixer):
         return pi / pi.sum()  # already sums to 1; removes float drift
 
     def metrics(self) -> dict[str, float]:
-        return {f"odm/estimated_reward/{n}": float(r) for n, r in zip(self.mixture_manager.names,
-                                                                       self.estimated_reward)}
+        return {
+            f"odm/estimated_reward/{n}": float(r)
+            for n, r in zip(self.mixture_manager.names, self.estimated_reward)
+        }

@@ -58,44 +58,65 @@ class DynamicMixArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mixture_unit not in ("samples", "tokens"):
-            raise ValueError(f"trainer.mixture_unit={self.mixture_unit!r} is unknown; choose samples or tokens.")
+            raise ValueError(
+                f"trainer.mixture_unit={self.mixture_unit!r} is unknown; choose samples or tokens."
+            )
         if self.mixture_sample_rule not in MIXTURE_SAMPLE_RULES:
-            raise ValueError(f"trainer.mixture_sample_rule={self.mixture_sample_rule!r} is unknown; choose one of "
-                             f"{MIXTURE_SAMPLE_RULES}.")
-        given = [k for k in ("init_mixture_proportions", "mixture_proportions_file") if getattr(self, k) is not None]
+            raise ValueError(
+                f"trainer.mixture_sample_rule={self.mixture_sample_rule!r} is unknown; choose one of "
+                f"{MIXTURE_SAMPLE_RULES}."
+            )
+        given = [
+            k
+            for k in ("init_mixture_proportions", "mixture_proportions_file")
+            if getattr(self, k) is not None
+        ]
         if self.mixture_sample_rule == "mixture":
             if not given:
-                raise ValueError("trainer.mixture_sample_rule=mixture needs trainer.init_mixture_proportions=[...] "
-                                 "(one per domain) or trainer.mixture_proportions_file=<json>; or use "
-                                 "mixture_sample_rule=uniform|stratified.")
+                raise ValueError(
+                    "trainer.mixture_sample_rule=mixture needs trainer.init_mixture_proportions=[...] "
+                    "(one per domain) or trainer.mixture_proportions_file=<json>; or use "
+                    "mixture_sample_rule=uniform|stratified."
+                )
             if len(given) == 2:
-                raise ValueError("Set only one of trainer.init_mixture_proportions and "
-                                 "trainer.mixture_proportions_file.")
+                raise ValueError(
+                    "Set only one of trainer.init_mixture_proportions and trainer.mixture_proportions_file."
+                )
         elif given:
-            raise ValueError(f"trainer.{given[0]} is only used with trainer.mixture_sample_rule=mixture (it is "
-                             f"{self.mixture_sample_rule!r}); set the rule to mixture or drop the key.")
+            raise ValueError(
+                f"trainer.{given[0]} is only used with trainer.mixture_sample_rule=mixture (it is "
+                f"{self.mixture_sample_rule!r}); set the rule to mixture or drop the key."
+            )
         if self.init_mixture_proportions is not None:
             check_proportion_values(self.init_mixture_proportions, "trainer.init_mixture_proportions")
         if self.mixture_proportions_file is not None and not Path(self.mixture_proportions_file).is_file():
-            raise FileNotFoundError(f"trainer.mixture_proportions_file={self.mixture_proportions_file}: no such file "
-                                    f"({Path(self.mixture_proportions_file).resolve()}).")
+            raise FileNotFoundError(
+                f"trainer.mixture_proportions_file={self.mixture_proportions_file}: no such file "
+                f"({Path(self.mixture_proportions_file).resolve()})."
+            )
         if self.static_mix:
             if self.train_step is None or self.train_step <= 0:
-                raise ValueError(f"trainer.static_mix=true needs trainer.train_step > 0 (the number of steps), got "
-                                 f"{self.train_step}.")
+                raise ValueError(
+                    f"trainer.static_mix=true needs trainer.train_step > 0 (the number of steps), got "
+                    f"{self.train_step}."
+                )
         else:
             if self.train_step is not None:
-                raise ValueError("trainer.train_step only applies with trainer.static_mix=true; the dynamic schedule "
-                                 "has warmup_step + update_step * update_times steps.")
+                raise ValueError(
+                    "trainer.train_step only applies with trainer.static_mix=true; the dynamic schedule "
+                    "has warmup_step + update_step * update_times steps."
+                )
             if self.warmup_step < 0:
                 raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
             for key in ("update_step", "update_times"):
                 if getattr(self, key) <= 0:
                     raise ValueError(f"trainer.{key} must be > 0, got {getattr(self, key)}.")
         if self.max_steps > 0 and self.max_steps != self.schedule_steps:
-            raise ValueError(f"trainer.max_steps={self.max_steps} conflicts with the mix schedule of "
-                             f"{self.schedule_steps} steps ({self.schedule_text}); dynamic_mix derives the step count "
-                             "from the schedule: leave trainer.max_steps=0.")
+            raise ValueError(
+                f"trainer.max_steps={self.max_steps} conflicts with the mix schedule of "
+                f"{self.schedule_steps} steps ({self.schedule_text}); dynamic_mix derives the step count "
+                "from the schedule: leave trainer.max_steps=0."
+            )
 
     @property
     def schedule_steps(self) -> int:
@@ -107,8 +128,10 @@ class DynamicMixArguments(TrainingArguments):
     def schedule_text(self) -> str:
         if self.static_mix:
             return f"static_mix: train_step={self.train_step}"
-        return (f"warmup_step={self.warmup_step} + update_step={self.update_step} x "
-                f"update_times={self.update_times}")
+        return (
+            f"warmup_step={self.warmup_step} + update_step={self.update_step} x "
+            f"update_times={self.update_times}"
+        )
 
 
 @dataclass
@@ -121,7 +144,11 @@ class DynamicMixTrainerConfig(DynamicMixArguments):
 def check_proportion_values(values: list[float], key: str, names: list[str] | None = None) -> None:
     """Finite, >= 0, not all zero, summing to 1 (within 1e-6). Proportions are never normalised silently: a
     vector that does not sum to 1 is more often a typo or a wrong domain order than an intent."""
-    labels = list(names) if names is not None and len(names) == len(values) else [f"#{i}" for i in range(len(values))]
+    labels = (
+        list(names)
+        if names is not None and len(names) == len(values)
+        else [f"#{i}" for i in range(len(values))]
+    )
     listing = ", ".join(f"{n}={v:g}" for n, v in zip(labels, values))
     if not values:
         raise ValueError(f"{key} is empty; give one proportion per domain.")
@@ -134,8 +161,10 @@ def check_proportion_values(values: list[float], key: str, names: list[str] | No
     if total <= 0:
         raise ValueError(f"{key} are all zero ({listing}); at least one domain needs a proportion > 0.")
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"{key} must sum to 1 (they sum to {total:.6g}: {listing}); DataFlex does not normalise "
-                         "them for you, divide by their sum.")
+        raise ValueError(
+            f"{key} must sum to 1 (they sum to {total:.6g}: {listing}); DataFlex does not normalise "
+            "them for you, divide by their sum."
+        )
 
 
 # ---------------------------------------------------------------------------------------------- mixers
@@ -188,8 +217,10 @@ class DoReMiMixerConfig:
 
     def __post_init__(self) -> None:
         if self.loss_normalization not in ("alpha_tokens", "domain_mean"):
-            raise ValueError(f"component.loss_normalization must be alpha_tokens or domain_mean, got "
-                             f"{self.loss_normalization!r}.")
+            raise ValueError(
+                f"component.loss_normalization must be alpha_tokens or domain_mean, got "
+                f"{self.loss_normalization!r}."
+            )
         if self.eta <= 0:
             raise ValueError(f"component.eta must be > 0, got {self.eta}.")
         if not 0.0 <= self.smoothing <= 1.0:
@@ -226,8 +257,10 @@ class OdmMixerConfig:
         if self.reward not in ("loss", "learning_progress"):
             raise ValueError(f"component.reward must be loss or learning_progress, got {self.reward!r}.")
         if not 0.0 <= self.progress_fast < self.progress_slow < 1.0:
-            raise ValueError("component.progress_fast and component.progress_slow must satisfy 0 <= fast < slow < 1, "
-                             f"got {self.progress_fast} and {self.progress_slow}.")
+            raise ValueError(
+                "component.progress_fast and component.progress_slow must satisfy 0 <= fast < slow < 1, "
+                f"got {self.progress_fast} and {self.progress_slow}."
+            )
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"component.alpha must be in [0, 1), got {self.alpha}.")
         if self.reward_scale <= 0:
@@ -259,7 +292,9 @@ class DynamicMoeMixerConfig:
 
     def __post_init__(self) -> None:
         if self.router_layers not in ("last", "all"):
-            raise ValueError(f"component.router_layers={self.router_layers!r} is unknown; choose last or all.")
+            raise ValueError(
+                f"component.router_layers={self.router_layers!r} is unknown; choose last or all."
+            )
         if self.eta <= 0:
             raise ValueError(f"component.eta must be > 0, got {self.eta}.")
         if not 0.0 <= self.smoothing <= 1.0:
@@ -311,8 +346,10 @@ class TinyMoeModelConfig(FinetuningConfig):
 
     def __post_init__(self) -> None:
         if not 0 < self.num_experts_per_tok <= self.num_experts:
-            raise ValueError(f"model.num_experts_per_tok must be in [1, model.num_experts={self.num_experts}], got "
-                             f"{self.num_experts_per_tok}.")
+            raise ValueError(
+                f"model.num_experts_per_tok must be in [1, model.num_experts={self.num_experts}], got "
+                f"{self.num_experts_per_tok}."
+            )
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -22,8 +22,10 @@ class StaticMixer(Mixer):
         if proportions is not None:
             names = mixture_manager.names
             if len(proportions) != len(names):
-                raise ValueError(f"component.proportions has {len(proportions)} values for {len(names)} domains "
-                                 f"{names}; give one per domain in that order.")
+                raise ValueError(
+                    f"component.proportions has {len(proportions)} values for {len(names)} domains "
+                    f"{names}; give one per domain in that order."
+                )
             check_proportion_values(list(proportions), "component.proportions", names)
         self.proportions = None if proportions is None else [float(p) for p in proportions]
 

@@ -11,5 +11,16 @@ from .nice_selector import NiceSelector
 from .random_selector import RandomSelector
 from .tsds_selector import TsdsSelector
 
-__all__ = ["ClusterLessSelector", "CustomSelector", "DeltaLossSelector", "LessSelector", "LossSelector",
-           "NearSelector", "NiceSelector", "RandomSelector", "SelectionContext", "Selector", "TsdsSelector"]
+__all__ = [
+    "ClusterLessSelector",
+    "CustomSelector",
+    "DeltaLossSelector",
+    "LessSelector",
+    "LossSelector",
+    "NearSelector",
+    "NiceSelector",
+    "RandomSelector",
+    "SelectionContext",
+    "Selector",
+    "TsdsSelector",
+]

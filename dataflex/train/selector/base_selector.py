@@ -75,9 +75,11 @@ class Selector:
     @property
     def ctx(self) -> SelectionContext:
         if self.context is None:  # used outside the trainer: derive what we can
-            self.context = SelectionContext(train_data=self.dataset,
-                                            device=getattr(self.accelerator, "device", "cpu"),
-                                            seed=self.seed if self.seed is not None else 42)
+            self.context = SelectionContext(
+                train_data=self.dataset,
+                device=getattr(self.accelerator, "device", "cpu"),
+                seed=self.seed if self.seed is not None else 42,
+            )
         return self.context
 
     def rng(self, *keys: int) -> np.random.Generator:
@@ -97,14 +99,18 @@ class Selector:
         """Seeded uniform sample of the whole dataset (without replacement unless asked)."""
         n = len(self.dataset)
         if not replacement and num_samples > n:
-            raise ValueError(f"warmup needs {num_samples} samples without replacement but the dataset has {n}; "
-                             "lower trainer.warmup_step or use more data.")
+            raise ValueError(
+                f"warmup needs {num_samples} samples without replacement but the dataset has {n}; "
+                "lower trainer.warmup_step or use more data."
+            )
         rng = self.rng(0x5EED)
         picked = rng.integers(0, n, size=num_samples) if replacement else rng.permutation(n)[:num_samples]
         return [int(i) for i in picked]
 
     def select(self, model, step_id: int, num_samples: int, **kwargs) -> list[int]:
-        raise NotImplementedError(f"{type(self).__name__} must implement select(model, step_id, num_samples, **kwargs)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement select(model, step_id, num_samples, **kwargs)"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed}
@@ -119,7 +125,9 @@ def weighted_sample(probs: np.ndarray, k: int, rng: np.random.Generator, replace
     p = np.asarray(probs, dtype=np.float64)
     p = p / p.sum()
     if not replacement and (p > 0).sum() < k:
-        raise ValueError(f"cannot draw {k} distinct samples: only {(p > 0).sum()} have a positive probability")
+        raise ValueError(
+            f"cannot draw {k} distinct samples: only {(p > 0).sum()} have a positive probability"
+        )
     return rng.choice(len(p), size=k, replace=replacement, p=p)
 
 

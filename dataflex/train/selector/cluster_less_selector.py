@@ -43,9 +43,19 @@ def kmeans(x: torch.Tensor, k: int, iters: int, rng: np.random.Generator) -> np.
 class ClusterLessSelector(GradientSelector):
     selector_name = "cluster_less"
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 num_clusters: int | None = None, cluster_size: int = 64, samples_per_cluster: int = 3,
-                 kmeans_iters: int = 20, **less: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        num_clusters: int | None = None,
+        cluster_size: int = 64,
+        samples_per_cluster: int = 3,
+        kmeans_iters: int = 20,
+        **less: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **less)
         self.num_clusters, self.cluster_size = num_clusters, int(cluster_size)
         self.samples_per_cluster, self.kmeans_iters = int(samples_per_cluster), int(kmeans_iters)
@@ -60,8 +70,10 @@ class ClusterLessSelector(GradientSelector):
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         if num_samples > len(cands):
-            raise ValueError(f"cluster_less: {num_samples} samples requested from {len(cands)} candidates; enlarge "
-                             "trainer.candidate_pool_size or lower trainer.update_step.")
+            raise ValueError(
+                f"cluster_less: {num_samples} samples requested from {len(cands)} candidates; enlarge "
+                "trainer.candidate_pool_size or lower trainer.update_step."
+            )
         if self.assignments is None:
             self.assignments = self._cluster(model)
         rng = self.rng(step_id)
@@ -78,7 +90,9 @@ class ClusterLessSelector(GradientSelector):
         slot = {int(c): i for i, c in enumerate(clusters)}
         index = torch.as_tensor([slot[c] for c in rep_cluster])
         centre = torch.zeros(len(clusters), rep_feats.shape[1]).index_add_(0, index, rep_feats)
-        cluster_scores = less_scores(torch.nn.functional.normalize(centre, dim=-1), val, self.target.groups).numpy()
+        cluster_scores = less_scores(
+            torch.nn.functional.normalize(centre, dim=-1), val, self.target.groups
+        ).numpy()
         scores = cluster_scores[np.asarray([slot[int(c)] for c in cand_clusters])]
         pos = top_k(scores, num_samples, rng)
         self.last_scores = scores[pos]
@@ -86,7 +100,10 @@ class ClusterLessSelector(GradientSelector):
         return [int(i) for i in cands[pos]]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "assignments": None if self.assignments is None else self.assignments.tolist()}
+        return {
+            "seed": self.seed,
+            "assignments": None if self.assignments is None else self.assignments.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = state["seed"]

@@ -6,11 +6,12 @@ from dataflex.core.registry import register_selector
 from .base_selector import Selector, logger
 
 
-@register_selector('custom')
+@register_selector("custom")
 class CustomSelector(Selector):
     """
     A custom data selector implementation example.
     """
+
     def __init__(
         self,
         dataset,

@@ -29,7 +29,9 @@ from dataflex.train.selector.base_selector import Selector, weighted_sample
 from dataflex.train.selector.scoring import candidate_losses
 
 
-def window_position(update: int, update_times: int, n: int, window_size: float, steepness: float) -> tuple[int, int]:
+def window_position(
+    update: int, update_times: int, n: int, window_size: float, steepness: float
+) -> tuple[int, int]:
     """[start, end) of the window in the descending delta-loss ranking for 1-based update `update` (>= 2)."""
     x = (update - 1) / (update_times - 1) if update_times > 1 else 1.0
     sig = 1.0 / (1.0 + math.exp(-steepness * (x - 0.5)))
@@ -38,8 +40,15 @@ def window_position(update: int, update_times: int, n: int, window_size: float, 
     return int(start), int(start + width)
 
 
-def delta_loss_probs(delta: np.ndarray, update: int, update_times: int, *, window_size: float, steepness: float,
-                     outside_weight: float) -> tuple[np.ndarray, tuple[int, int]]:
+def delta_loss_probs(
+    delta: np.ndarray,
+    update: int,
+    update_times: int,
+    *,
+    window_size: float,
+    steepness: float,
+    outside_weight: float,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Sampling weights (normalised) of each candidate and the window actually used."""
     delta = np.nan_to_num(np.asarray(delta, dtype=np.float64), nan=-np.inf)
     order = np.argsort(-delta, kind="stable")
@@ -57,9 +66,18 @@ def delta_loss_probs(delta: np.ndarray, update: int, update_times: int, *, windo
 
 @register_selector("delta_loss")
 class DeltaLossSelector(Selector):
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 window_size: float = 0.2, steepness: float = 10.0, outside_weight: float = 0.025,
-                 replacement: bool = False) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        window_size: float = 0.2,
+        steepness: float = 10.0,
+        outside_weight: float = 0.025,
+        replacement: bool = False,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
         self.window_size, self.steepness = float(window_size), float(steepness)
         self.outside_weight, self.replacement = float(outside_weight), replacement
@@ -71,9 +89,11 @@ class DeltaLossSelector(Selector):
         if self.baseline_ids is None:
             cands = self.candidate_ids(kwargs)
             if not self.replacement and num_samples > len(cands):
-                raise ValueError(f"delta_loss: {num_samples} distinct samples requested from {len(cands)} candidates; "
-                                 "raise trainer.candidate_pool_size, lower trainer.update_step or set "
-                                 "component.replacement=true.")
+                raise ValueError(
+                    f"delta_loss: {num_samples} distinct samples requested from {len(cands)} candidates; "
+                    "raise trainer.candidate_pool_size, lower trainer.update_step or set "
+                    "component.replacement=true."
+                )
             self.baseline_ids = cands.copy()
             self.baseline_losses = candidate_losses(model, cands, self.ctx).numpy().astype(np.float64)
             pos = rng.choice(len(cands), size=num_samples, replace=self.replacement)
@@ -85,8 +105,14 @@ class DeltaLossSelector(Selector):
         delta = self.baseline_losses - current
         update = int(kwargs.get("update_index", kwargs.get("current_update_times", 2)))
         update_times = int(kwargs.get("update_times", update))
-        probs, window = delta_loss_probs(delta, update, update_times, window_size=self.window_size,
-                                         steepness=self.steepness, outside_weight=self.outside_weight)
+        probs, window = delta_loss_probs(
+            delta,
+            update,
+            update_times,
+            window_size=self.window_size,
+            steepness=self.steepness,
+            outside_weight=self.outside_weight,
+        )
         positive = int((probs > 0).sum())
         if not self.replacement and num_samples > positive:
             raise ValueError(
@@ -94,15 +120,19 @@ class DeltaLossSelector(Selector):
                 f"{len(cands)} baseline candidates have a positive weight (component.outside_weight="
                 f"{self.outside_weight} and a window of {window[1] - window[0]}); set component.replacement=true "
                 "to draw with replacement, raise component.outside_weight or component.window_size, or lower "
-                "trainer.update_step.")
+                "trainer.update_step."
+            )
         pos = weighted_sample(probs, num_samples, rng, self.replacement)
         self.last_scores = delta[pos]
         self.last_info = {"window_start": window[0], "window_end": window[1], "candidates": len(cands)}
         return [int(i) for i in cands[pos]]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "baseline_ids": None if self.baseline_ids is None else self.baseline_ids.tolist(),
-                "baseline_losses": None if self.baseline_losses is None else self.baseline_losses.tolist()}
+        return {
+            "seed": self.seed,
+            "baseline_ids": None if self.baseline_ids is None else self.baseline_ids.tolist(),
+            "baseline_losses": None if self.baseline_losses is None else self.baseline_losses.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = state["seed"]

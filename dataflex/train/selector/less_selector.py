@@ -32,7 +32,9 @@ from dataflex.train.selector.scoring import group_mean_max
 from dataflex.train.selector.targeted import GradientSelector
 
 
-def less_scores(train_features: torch.Tensor, target_features: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+def less_scores(
+    train_features: torch.Tensor, target_features: torch.Tensor, groups: np.ndarray
+) -> torch.Tensor:
     """(N,) LESS scores from L2-normalised (N, k) training and (M, k) target features and the subtask of
     each target row: max over subtasks of the mean cosine."""
     return group_mean_max(train_features.float() @ target_features.float().T, groups)
@@ -45,8 +47,10 @@ class LessSelector(GradientSelector):
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         if num_samples > len(cands):
-            raise ValueError(f"less: {num_samples} samples requested from {len(cands)} candidates (top-k without "
-                             "replacement); enlarge trainer.candidate_pool_size or lower trainer.update_step.")
+            raise ValueError(
+                f"less: {num_samples} samples requested from {len(cands)} candidates (top-k without "
+                "replacement); enlarge trainer.candidate_pool_size or lower trainer.update_step."
+            )
         val = self.target_features(model)
         train = self.train_features(model, cands, kwargs.get("optimizer"))
         scores = less_scores(train, val, self.target.groups).numpy()

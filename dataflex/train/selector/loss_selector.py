@@ -18,8 +18,9 @@ from dataflex.train.selector.base_selector import Selector, weighted_sample
 from dataflex.train.selector.scoring import candidate_losses
 
 
-def loss_bucket_probs(losses: np.ndarray, *, focus: str, focus_weight: float, quantiles: Sequence[float],
-                      temperature: float) -> np.ndarray:
+def loss_bucket_probs(
+    losses: np.ndarray, *, focus: str, focus_weight: float, quantiles: Sequence[float], temperature: float
+) -> np.ndarray:
     """Sampling probabilities of each candidate from its loss bucket (non-finite losses get 0)."""
     losses = np.asarray(losses, dtype=np.float64)
     finite = np.isfinite(losses)
@@ -36,9 +37,19 @@ def loss_bucket_probs(losses: np.ndarray, *, focus: str, focus_weight: float, qu
 
 @register_selector("loss")
 class LossSelector(Selector):
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 focus: str = "medium", focus_weight: float = 5.0, quantiles: Sequence[float] = (0.33, 0.66),
-                 temperature: float = 1.0, replacement: bool = False) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        focus: str = "medium",
+        focus_weight: float = 5.0,
+        quantiles: Sequence[float] = (0.33, 0.66),
+        temperature: float = 1.0,
+        replacement: bool = False,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
         if focus not in ("low", "medium", "high"):
             raise ValueError(f"component.focus must be low, medium or high, got {focus!r}.")
@@ -48,8 +59,13 @@ class LossSelector(Selector):
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         losses = candidate_losses(model, cands, self.ctx).numpy()
-        probs = loss_bucket_probs(losses, focus=self.focus, focus_weight=self.focus_weight,
-                                  quantiles=self.quantiles, temperature=self.temperature)
+        probs = loss_bucket_probs(
+            losses,
+            focus=self.focus,
+            focus_weight=self.focus_weight,
+            quantiles=self.quantiles,
+            temperature=self.temperature,
+        )
         pos = weighted_sample(probs, num_samples, self.rng(step_id), self.replacement)
         self.last_scores = losses[pos]
         self.last_info = {"loss_mean_candidates": float(np.nanmean(losses))}

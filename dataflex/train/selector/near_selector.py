@@ -24,8 +24,10 @@ def round_robin_neighbours(ranked: np.ndarray, k: int) -> np.ndarray:
     _, first = np.unique(seq, return_index=True)
     distinct = seq[np.sort(first)]
     if len(distinct) < k:
-        raise ValueError(f"near: only {len(distinct)} distinct neighbours available for {k} samples; use more "
-                         "candidates (trainer.candidate_pool_size) or a longer indices file.")
+        raise ValueError(
+            f"near: only {len(distinct)} distinct neighbours available for {k} samples; use more "
+            "candidates (trainer.candidate_pool_size) or a longer indices file."
+        )
     return distinct[:k]
 
 
@@ -33,8 +35,16 @@ def round_robin_neighbours(ranked: np.ndarray, k: int) -> np.ndarray:
 class NearSelector(EmbeddingSelector):
     selector_name = "near"
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 indices_path: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        indices_path: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **kw)
         self.indices_path = indices_path
 
@@ -42,8 +52,10 @@ class NearSelector(EmbeddingSelector):
         if self.indices_path:
             ranked = load_npy(self.indices_path, "indices_path")
             if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
-                raise ValueError(f"component.indices_path must hold a 2-D integer array (targets x K), got "
-                                 f"{ranked.dtype} {ranked.shape}.")
+                raise ValueError(
+                    f"component.indices_path must hold a 2-D integer array (targets x K), got "
+                    f"{ranked.dtype} {ranked.shape}."
+                )
             if ranked.min() < 0 or ranked.max() >= len(self.dataset):
                 raise ValueError(f"component.indices_path has ids outside [0, {len(self.dataset)}).")
             picked = round_robin_neighbours(ranked, num_samples)

@@ -77,16 +77,31 @@ def seeded(seed: int, device):
 class NiceSelector(GradientSelector):
     selector_name = "nice"
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None, reward: str = "model",
-                 reward_model: str | None = None, mc_samples: int = 20, max_new_tokens: int = 100,
-                 temperature: float = 1.2, top_k: int = 50, top_p: float = 0.95, include_eos: bool = False,
-                 **less: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        reward: str = "model",
+        reward_model: str | None = None,
+        mc_samples: int = 20,
+        max_new_tokens: int = 100,
+        temperature: float = 1.2,
+        top_k: int = 50,
+        top_p: float = 0.95,
+        include_eos: bool = False,
+        **less: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **less)
         if reward not in ("model", "f1"):
             raise ValueError(f"component.reward must be model or f1, got {reward!r}.")
         if reward == "model" and not reward_model:
-            raise ValueError("component=nice with component.reward=model needs component.reward_model=<local dir> "
-                             "(or `tiny` for tests), or component.reward=f1.")
+            raise ValueError(
+                "component=nice with component.reward=model needs component.reward_model=<local dir> "
+                "(or `tiny` for tests), or component.reward=f1."
+            )
         self.reward, self.reward_model_spec = reward, reward_model
         self.mc_samples, self.max_new_tokens = int(mc_samples), int(max_new_tokens)
         self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
@@ -96,31 +111,48 @@ class NiceSelector(GradientSelector):
     # ---- responses and rewards --------------------------------------------------------------------------
     def _special(self) -> set[int]:
         tok = self.ctx.tokenizer
-        return {t for t in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) if t is not None} if tok else set()
+        return (
+            {t for t in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) if t is not None}
+            if tok
+            else set()
+        )
 
     def sample_responses(self, model, prompt: list[int], seed: int) -> list[list[int]]:
         tok = self.ctx.tokenizer
         eos = tok.eos_token_id
         ids = torch.tensor([prompt], device=self.ctx.device)
         with seeded(seed, self.ctx.device), torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                 temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                 max_new_tokens=self.max_new_tokens,
-                                 num_return_sequences=self.mc_samples, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=eos)
-        return [trim_response(row, eos, tok.pad_token_id, self.include_eos) for row in out[:, len(prompt):].tolist()]
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                max_new_tokens=self.max_new_tokens,
+                num_return_sequences=self.mc_samples,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=eos,
+            )
+        return [
+            trim_response(row, eos, tok.pad_token_id, self.include_eos)
+            for row in out[:, len(prompt) :].tolist()
+        ]
 
     def rewards(self, prompt: list[int], responses: list[list[int]], reference: list[int]) -> np.ndarray:
         special = self._special()
         if self.reward == "f1":
             ref = [t for t in reference if t not in special]
-            return np.asarray([token_f1([t for t in r if t not in special], ref) if ref else 0.0 for r in responses])
+            return np.asarray(
+                [token_f1([t for t in r if t not in special], ref) if ref else 0.0 for r in responses]
+            )
         if self._reward_model is None:
             self._reward_model = load_reward_model(self.reward_model_spec, self.ctx.device)
         tok = self.ctx.tokenizer
         prompt_text = tok.decode(prompt, skip_special_tokens=True)
-        return self._reward_model([prompt_text] * len(responses),
-                                  [tok.decode(r, skip_special_tokens=True) for r in responses])
+        return self._reward_model(
+            [prompt_text] * len(responses), [tok.decode(r, skip_special_tokens=True) for r in responses]
+        )
 
     # ---- features -----------------------------------------------------------------------------------------
     def _policy_features(self, model, data, ids: np.ndarray, step_id: int) -> torch.Tensor:
@@ -129,7 +161,9 @@ class NiceSelector(GradientSelector):
         with eval_mode(model):
             for slot, i in enumerate(ids):
                 prompt, reference = split_prompt(data[int(i)])
-                responses = self.sample_responses(model, prompt, int(self.rng(step_id, int(i)).integers(2**31)))
+                responses = self.sample_responses(
+                    model, prompt, int(self.rng(step_id, int(i)).integers(2**31))
+                )
                 for y, r in zip(responses, self.rewards(prompt, responses, reference)):
                     if y:
                         rows.append(Features(prompt + y, [IGNORE_INDEX] * len(prompt) + y, 0, int(i)))
@@ -138,10 +172,16 @@ class NiceSelector(GradientSelector):
             feats = torch.zeros(len(ids), projector.proj_dim)
             bs = self.ctx.batch_size
             for start in range(0, len(rows), bs):
-                batch = collate(rows[start:start + bs], self.ctx.pad_token_id)
-                f = gradient_features(model, batch, projector=projector, reduction="sum",
-                                      weights=torch.tensor(weights[start:start + bs]), device=self.ctx.device)
-                feats.index_add_(0, torch.as_tensor(owner[start:start + bs]), f.cpu())
+                batch = collate(rows[start : start + bs], self.ctx.pad_token_id)
+                f = gradient_features(
+                    model,
+                    batch,
+                    projector=projector,
+                    reduction="sum",
+                    weights=torch.tensor(weights[start : start + bs]),
+                    device=self.ctx.device,
+                )
+                feats.index_add_(0, torch.as_tensor(owner[start : start + bs]), f.cpu())
         return torch.nn.functional.normalize(feats / self.mc_samples, dim=-1)
 
     def target_features(self, model, step_id: int = 0) -> torch.Tensor:
@@ -151,8 +191,10 @@ class NiceSelector(GradientSelector):
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         if num_samples > len(cands):
-            raise ValueError(f"nice: {num_samples} samples requested from {len(cands)} candidates; enlarge "
-                             "trainer.candidate_pool_size or lower trainer.update_step.")
+            raise ValueError(
+                f"nice: {num_samples} samples requested from {len(cands)} candidates; enlarge "
+                "trainer.candidate_pool_size or lower trainer.update_step."
+            )
         val = self.target_features(model, step_id)
         train = self.train_features(model, cands, kwargs.get("optimizer"))
         scores = less_scores(train, val, self.target.groups).numpy()

@@ -15,16 +15,25 @@ class RandomSelector(Selector):
     """Draws `num_samples` candidates uniformly; the draw is keyed by (seed, step_id), so it is the same on
     every rank and after a resume."""
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 replacement: bool = False) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        replacement: bool = False,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
         self.replacement = replacement
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         if not self.replacement and num_samples > len(cands):
-            raise ValueError(f"random selector: {num_samples} samples requested from {len(cands)} candidates "
-                             "without replacement; set component.replacement=true or a larger candidate pool.")
+            raise ValueError(
+                f"random selector: {num_samples} samples requested from {len(cands)} candidates "
+                "without replacement; set component.replacement=true or a larger candidate pool."
+            )
         pos = self.rng(step_id).choice(len(cands), size=num_samples, replace=self.replacement)
         self.last_scores = None
         self.last_info = {}

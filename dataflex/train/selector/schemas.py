@@ -15,9 +15,11 @@ from dataflex.config.trainer import TrainingArguments
 
 SELECTION_ORDERS = ("shuffle", "selector")
 PROJ_TYPES = ("sparse", "rademacher", "gaussian", "kronecker")
-KRONECKER_NEEDS_SGD = ("component.proj_type=kronecker projects per-sample gradients without forming them, which "
-                       "Adam preconditioning (elementwise g^2) needs: set component.gradient_type=sgd, or use "
-                       "component.proj_type=sparse for Adam features.")
+KRONECKER_NEEDS_SGD = (
+    "component.proj_type=kronecker projects per-sample gradients without forming them, which "
+    "Adam preconditioning (elementwise g^2) needs: set component.gradient_type=sgd, or use "
+    "component.proj_type=sparse for Adam features."
+)
 
 
 @dataclass
@@ -53,10 +55,13 @@ class DynamicSelectTrainerConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         if self.selection_order not in SELECTION_ORDERS:
-            raise ValueError(f"trainer.selection_order must be one of {SELECTION_ORDERS}, got "
-                             f"{self.selection_order!r}.")
+            raise ValueError(
+                f"trainer.selection_order must be one of {SELECTION_ORDERS}, got {self.selection_order!r}."
+            )
         if self.update_step <= 0:
-            raise ValueError(f"trainer.update_step must be > 0, got {self.update_step} (steps per selection phase).")
+            raise ValueError(
+                f"trainer.update_step must be > 0, got {self.update_step} (steps per selection phase)."
+            )
         if self.warmup_step < 0:
             raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
         if self.update_times <= 0:
@@ -66,12 +71,16 @@ class DynamicSelectTrainerConfig(TrainingArguments):
         if self.grad_batch_size is not None and self.grad_batch_size <= 0:
             raise ValueError(f"trainer.grad_batch_size must be > 0 or null, got {self.grad_batch_size}.")
         if self.candidate_pool_size is not None and self.candidate_pool_size <= 0:
-            raise ValueError(f"trainer.candidate_pool_size must be > 0 or null, got {self.candidate_pool_size}.")
+            raise ValueError(
+                f"trainer.candidate_pool_size must be > 0 or null, got {self.candidate_pool_size}."
+            )
         total = self.warmup_step + self.update_step * self.update_times
         if self.max_steps > 0 and self.max_steps != total:
-            raise ValueError(f"trainer=dynamic_select trains warmup_step + update_step x update_times = {total} steps; "
-                             f"trainer.max_steps={self.max_steps} disagrees. Leave trainer.max_steps=-1 or set it to "
-                             f"{total}.")
+            raise ValueError(
+                f"trainer=dynamic_select trains warmup_step + update_step x update_times = {total} steps; "
+                f"trainer.max_steps={self.max_steps} disagrees. Leave trainer.max_steps=-1 or set it to "
+                f"{total}."
+            )
         super().__post_init__()
 
 
@@ -173,11 +182,15 @@ class TargetSelectorConfig(SeededSelectorConfig):
 
     def _check_target(self, name: str) -> None:
         if self.target_domain and self.target_dataset:
-            raise ValueError(f"component={name}: set only one of component.target_domain and component.target_dataset.")
+            raise ValueError(
+                f"component={name}: set only one of component.target_domain and component.target_dataset."
+            )
         if self.target_split not in ("eval", "train"):
             raise ValueError(f"component.target_split must be eval or train, got {self.target_split!r}.")
         if self.target_max_samples is not None and self.target_max_samples <= 0:
-            raise ValueError(f"component.target_max_samples must be > 0 or null, got {self.target_max_samples}.")
+            raise ValueError(
+                f"component.target_max_samples must be > 0 or null, got {self.target_max_samples}."
+            )
 
 
 @dataclass
@@ -292,8 +305,10 @@ class TsdsSelectorConfig(TargetSelectorConfig):
         if not 0 < self.alpha < 1:
             raise ValueError(f"component.alpha must be in (0, 1), got {self.alpha}.")
         if (self.sigma is not None and self.sigma < 0) or self.C <= 0 or self.max_K < 2 or self.kde_K < 1:
-            raise ValueError("component.sigma >= 0, component.C > 0, component.max_K >= 2 and component.kde_K >= 1 "
-                             f"required (got {self.sigma}, {self.C}, {self.max_K}, {self.kde_K}).")
+            raise ValueError(
+                "component.sigma >= 0, component.C > 0, component.max_K >= 2 and component.kde_K >= 1 "
+                f"required (got {self.sigma}, {self.C}, {self.max_K}, {self.kde_K})."
+            )
 
 
 @dataclass
@@ -325,22 +340,32 @@ class NiceSelectorConfig(LessSelectorConfig):
         if self.reward not in ("model", "f1"):
             raise ValueError(f"component.reward must be model or f1, got {self.reward!r}.")
         if self.reward == "model" and not self.reward_model:
-            raise ValueError("component=nice with component.reward=model needs component.reward_model=<local HF "
-                             "sequence-classification dir> (or `tiny` for tests), or use component.reward=f1.")
+            raise ValueError(
+                "component=nice with component.reward=model needs component.reward_model=<local HF "
+                "sequence-classification dir> (or `tiny` for tests), or use component.reward=f1."
+            )
         for key in ("mc_samples", "max_new_tokens"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"component.{key} must be > 0, got {getattr(self, key)}.")
         if self.temperature <= 0:
             raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:
-            raise ValueError(f"component.top_p must be in (0, 1] and component.top_k >= 0, got {self.top_p} and "
-                             f"{self.top_k}.")
+            raise ValueError(
+                f"component.top_p must be in (0, 1] and component.top_k >= 0, got {self.top_p} and "
+                f"{self.top_k}."
+            )
 
 
 COMPONENT_SCHEMAS: dict[str, type] = {
-    "random": RandomSelectorConfig, "loss": LossSelectorConfig, "delta_loss": DeltaLossSelectorConfig,
-    "less": LessSelectorConfig, "cluster_less": ClusterLessSelectorConfig, "near": NearSelectorConfig,
-    "tsds": TsdsSelectorConfig, "nice": NiceSelectorConfig, "custom": CustomSelectorConfig,
+    "random": RandomSelectorConfig,
+    "loss": LossSelectorConfig,
+    "delta_loss": DeltaLossSelectorConfig,
+    "less": LessSelectorConfig,
+    "cluster_less": ClusterLessSelectorConfig,
+    "near": NearSelectorConfig,
+    "tsds": TsdsSelectorConfig,
+    "nice": NiceSelectorConfig,
+    "custom": CustomSelectorConfig,
 }
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -30,22 +30,39 @@ def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: Sele
     shards = np.array_split(ids, ctx.world_size)
     shard = shards[ctx.rank]
     if ctx.lockstep and len(shard) < len(shards[0]):  # as many items (so forwards) as the longest shard
-        out = fn(np.concatenate([shard, ids[:1]]))[:len(shard)].to(ctx.device)
+        out = fn(np.concatenate([shard, ids[:1]]))[: len(shard)].to(ctx.device)
     else:
         out = fn(shard).to(ctx.device)
     return all_gather_cat(out).cpu()
 
 
 # ---- losses ------------------------------------------------------------------------------------------
-def sample_losses(model, data, ids: Sequence[int], *, batch_size: int | None, pad_token_id: int, device,
-                  max_tokens: int | None = None, lockstep: bool = False) -> torch.Tensor:
+def sample_losses(
+    model,
+    data,
+    ids: Sequence[int],
+    *,
+    batch_size: int | None,
+    pad_token_id: int,
+    device,
+    max_tokens: int | None = None,
+    lockstep: bool = False,
+) -> torch.Tensor:
     """Token-mean loss of each item, in the order of `ids`: forward only (inference mode, eval mode), length-
     bucketed batches of at most `max_tokens` padded tokens (None: sized from free memory) and `batch_size`
     rows (None: no row cap); `lockstep` (ZeRO-3): consecutive batches of `batch_size` rows instead."""
     ids = np.asarray(ids, dtype=np.int64)
     budget = scoring_max_tokens(model, data, ids, max_tokens, device)
-    per_row = domain_loss_sums(model, data, ids, pad_token_id=pad_token_id, device=device, max_tokens=budget,
-                               max_rows=batch_size, fixed_batches=lockstep)
+    per_row = domain_loss_sums(
+        model,
+        data,
+        ids,
+        pad_token_id=pad_token_id,
+        device=device,
+        max_tokens=budget,
+        max_rows=batch_size,
+        fixed_batches=lockstep,
+    )
     if not len(per_row):
         return torch.zeros(0)
     return (per_row[:, 0] / per_row[:, 1].clamp(min=1)).float()
@@ -53,9 +70,20 @@ def sample_losses(model, data, ids: Sequence[int], *, batch_size: int | None, pa
 
 def candidate_losses(model, ids: np.ndarray, ctx: SelectionContext, data=None) -> torch.Tensor:
     data = data if data is not None else ctx.train_data
-    return sharded(lambda s: sample_losses(model, data, s, batch_size=ctx.eval_batch_size, max_tokens=ctx.max_tokens,
-                                           pad_token_id=ctx.pad_token_id, device=ctx.device, lockstep=ctx.lockstep),
-                   ids, ctx)
+    return sharded(
+        lambda s: sample_losses(
+            model,
+            data,
+            s,
+            batch_size=ctx.eval_batch_size,
+            max_tokens=ctx.max_tokens,
+            pad_token_id=ctx.pad_token_id,
+            device=ctx.device,
+            lockstep=ctx.lockstep,
+        ),
+        ids,
+        ctx,
+    )
 
 
 # ---- gradient features ---------------------------------------------------------------------------------
@@ -76,24 +104,47 @@ class GradientFeatureSpec:
         if self.proj_type == "kronecker":
             return KroneckerProjector(model, self.proj_dim, seed=self.seed)
         if self.proj_type not in PROJECTION_KINDS:
-            raise ValueError(f"component.proj_type={self.proj_type!r} is unknown; choose one of "
-                             f"{PROJECTION_KINDS + ('kronecker',)}.")
+            raise ValueError(
+                f"component.proj_type={self.proj_type!r} is unknown; choose one of "
+                f"{PROJECTION_KINDS + ('kronecker',)}."
+            )
         return RandomProjector(num_trainable(model), self.proj_dim, seed=self.seed, kind=self.proj_type)
 
 
-def gradient_feature_rows(model, data, ids: np.ndarray, ctx: SelectionContext, spec: GradientFeatureSpec, *,
-                          optimizer=None, precondition: bool) -> torch.Tensor:
+def gradient_feature_rows(
+    model,
+    data,
+    ids: np.ndarray,
+    ctx: SelectionContext,
+    spec: GradientFeatureSpec,
+    *,
+    optimizer=None,
+    precondition: bool,
+) -> torch.Tensor:
     """(len(ids), proj_dim) L2-normalised projected per-sample gradients of `data[ids]` (sharded)."""
     pre = None
     if precondition:
         if optimizer is None:
-            raise ValueError("Adam-preconditioned gradient features need the live optimizer (the trainer passes "
-                             "`optimizer=`); set component.gradient_type=sgd to use plain gradients.")
+            raise ValueError(
+                "Adam-preconditioned gradient features need the live optimizer (the trainer passes "
+                "`optimizer=`); set component.gradient_type=sgd to use plain gradients."
+            )
         pre = AdamPreconditioner(optimizer, bias_correction=spec.bias_correction, variant=spec.adam_variant)
     projector = spec.projector(model)
-    return sharded(lambda s: collect_gradient_features(model, data, s, batch_size=ctx.batch_size,
-                                                       pad_token_id=ctx.pad_token_id, projector=projector,
-                                                       preconditioner=pre, device=ctx.device), ids, ctx)
+    return sharded(
+        lambda s: collect_gradient_features(
+            model,
+            data,
+            s,
+            batch_size=ctx.batch_size,
+            pad_token_id=ctx.pad_token_id,
+            projector=projector,
+            preconditioner=pre,
+            device=ctx.device,
+        ),
+        ids,
+        ctx,
+    )
 
 
 # ---- embeddings ----------------------------------------------------------------------------------------
@@ -106,7 +157,9 @@ class _ReTokenized:
     def __getitem__(self, i: int) -> Features:
         item = self.data[int(i)]
         text = self.tok.decode(item.input_ids, skip_special_tokens=True)
-        ids = self.enc_tok(text, truncation=True, max_length=self.max_len)["input_ids"] or [self.enc_tok.pad_token_id]
+        ids = self.enc_tok(text, truncation=True, max_length=self.max_len)["input_ids"] or [
+            self.enc_tok.pad_token_id
+        ]
         return Features(list(ids), [-100] * len(ids), item.domain, item.sample_id)
 
 
@@ -122,21 +175,31 @@ class EncoderCache:
         self.model = AutoModel.from_pretrained(path).to(device).eval()
 
 
-def embeddings(model, data, ids: np.ndarray, ctx: SelectionContext, encoder: EncoderCache | None = None,
-               max_len: int = 512) -> torch.Tensor:
+def embeddings(
+    model,
+    data,
+    ids: np.ndarray,
+    ctx: SelectionContext,
+    encoder: EncoderCache | None = None,
+    max_len: int = 512,
+) -> torch.Tensor:
     """(len(ids), hidden) L2-normalised mean-pooled embeddings by the training model or a local encoder."""
     if encoder is None:
         embedder, view, pad = model, data, ctx.pad_token_id
     else:
-        embedder, view, pad = encoder.model, _ReTokenized(data, ctx.tokenizer, encoder.tokenizer, max_len), \
-            encoder.tokenizer.pad_token_id
+        embedder, view, pad = (
+            encoder.model,
+            _ReTokenized(data, ctx.tokenizer, encoder.tokenizer, max_len),
+            encoder.tokenizer.pad_token_id,
+        )
     hidden = int(embedder.config.hidden_size)
 
     def fn(shard: np.ndarray) -> torch.Tensor:
         if len(shard) == 0:  # a rank with nothing to embed still joins the gather with the right width
             return torch.zeros(0, hidden)
-        return sample_embeddings(embedder, view, shard, batch_size=ctx.eval_batch_size or 64, pad_token_id=pad,
-                                 device=ctx.device)
+        return sample_embeddings(
+            embedder, view, shard, batch_size=ctx.eval_batch_size or 64, pad_token_id=pad, device=ctx.device
+        )
 
     return sharded(fn, ids, ctx)
 
@@ -153,9 +216,11 @@ class TargetSet:
 
 
 def missing_target_message(selector: str) -> str:
-    return (f"selector {selector!r} needs a validation/target set: set component.target_domain=<a domain of the eval "
-            "split, e.g. target> (or trainer.target_domain for every selector), or component.target_dataset=<a "
-            "dataset spec>.")
+    return (
+        f"selector {selector!r} needs a validation/target set: set component.target_domain=<a domain of the eval "
+        "split, e.g. target> (or trainer.target_domain for every selector), or component.target_dataset=<a "
+        "dataset spec>."
+    )
 
 
 def _first_per_domain(domain_ids: np.ndarray, wanted: Sequence[int], cap: int | None) -> np.ndarray:
@@ -163,9 +228,15 @@ def _first_per_domain(domain_ids: np.ndarray, wanted: Sequence[int], cap: int | 
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str | None,
-                   target_dataset: str | None, target_split: str = "eval",
-                   target_max_samples: int | None = None) -> TargetSet:
+def resolve_target(
+    ctx: SelectionContext,
+    *,
+    selector: str,
+    target_domain: str | None,
+    target_dataset: str | None,
+    target_split: str = "eval",
+    target_max_samples: int | None = None,
+) -> TargetSet:
     """The target set from config: the `target_split` (eval or train) split of `target_domain`
     (comma-separated for several subtasks), or of the named `target_dataset`. At most `target_max_samples` rows per subtask (the first ones: deterministic). The
     selector's own keys win; else the trainer's defaults (trainer.target_domain / trainer.target_dataset)."""
@@ -180,14 +251,18 @@ def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str |
             raise ValueError(f"component.target_split must be eval or train, got {target_split!r}.")
         data = ctx.eval_data if target_split == "eval" else ctx.train_data
         if data is None:
-            raise ValueError(f"component.target_domain={target_domain!r} uses the eval split, but the data has no "
-                             "eval split; add `eval:` files to the dataset, set component.target_split=train (the "
-                             "first rows of the domain's training split) or set component.target_dataset.")
+            raise ValueError(
+                f"component.target_domain={target_domain!r} uses the eval split, but the data has no "
+                "eval split; add `eval:` files to the dataset, set component.target_split=train (the "
+                "first rows of the domain's training split) or set component.target_dataset."
+            )
         names = [n.strip() for n in str(target_domain).split(",") if n.strip()]
         unknown = [n for n in names if n not in data.domain_names]
         _explain_missing_eval(ctx, names, data)
         if unknown:
-            raise ValueError(f"component.target_domain: {unknown} not among the eval domains {data.domain_names}.")
+            raise ValueError(
+                f"component.target_domain: {unknown} not among the eval domains {data.domain_names}."
+            )
         wanted = [data.domain_names.index(n) for n in names]
     else:
         data = load_target_dataset(ctx.train_data, target_dataset, target_split)
@@ -195,7 +270,9 @@ def resolve_target(ctx: SelectionContext, *, selector: str, target_domain: str |
         wanted = list(range(len(names)))
     ids = _first_per_domain(np.asarray(data.domain_ids), wanted, target_max_samples)
     if len(ids) == 0:
-        raise ValueError(f"the target set of selector {selector!r} is empty (component.target_domain/target_dataset).")
+        raise ValueError(
+            f"the target set of selector {selector!r} is empty (component.target_domain/target_dataset)."
+        )
     groups = np.asarray([wanted.index(int(data.domain_ids[i])) for i in ids], dtype=np.int64)
     return TargetSet(data=data, ids=ids, groups=groups, group_names=[names[k] for k in range(len(wanted))])
 
@@ -206,12 +283,16 @@ def _explain_missing_eval(ctx: SelectionContext, names: list[str], eval_data) ->
     if engine is None or not hasattr(engine, "datasets_without_eval"):
         return
     counts = np.bincount(np.asarray(eval_data.domain_ids), minlength=len(eval_data.domain_names))
-    empty = [n for n in names if n not in eval_data.domain_names or counts[eval_data.domain_names.index(n)] == 0]
+    empty = [
+        n for n in names if n not in eval_data.domain_names or counts[eval_data.domain_names.index(n)] == 0
+    ]
     lacking = engine.datasets_without_eval(empty)
     if lacking:
-        raise ValueError(f"component.target_domain={','.join(names)}: its dataset(s) {lacking} declare no `eval:` "
-                         "entry in dataset_info, so the target set (that domain's eval split) is empty. Add "
-                         "`eval: <file or split>` to them, or set component.target_dataset.")
+        raise ValueError(
+            f"component.target_domain={','.join(names)}: its dataset(s) {lacking} declare no `eval:` "
+            "entry in dataset_info, so the target set (that domain's eval split) is empty. Add "
+            "`eval: <file or split>` to them, or set component.target_dataset."
+        )
 
 
 def load_target_dataset(train_data, spec: str, split: str):
@@ -222,9 +303,15 @@ def load_target_dataset(train_data, spec: str, split: str):
     args = replace(train_data.engine.args, dataset=spec, max_samples=None)
     engine = DataEngine(args, split=split)
     proc = train_data.processor
-    return TokenizedData(engine, proc.tokenizer, cutoff_len=proc.cutoff_len, mode=train_data.mode,
-                         template=args.template, train_on_prompt=args.train_on_prompt,
-                         store=getattr(train_data, "store_settings", None))
+    return TokenizedData(
+        engine,
+        proc.tokenizer,
+        cutoff_len=proc.cutoff_len,
+        mode=train_data.mode,
+        template=args.template,
+        train_on_prompt=args.train_on_prompt,
+        store=getattr(train_data, "store_settings", None),
+    )
 
 
 def group_mean_max(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:

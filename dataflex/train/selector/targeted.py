@@ -28,9 +28,18 @@ class TargetedSelector(Selector):
 
     selector_name = "targeted"
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 target_domain: str | None = None, target_dataset: str | None = None,
-                 target_split: str = "eval", target_max_samples: int | None = 64) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        target_domain: str | None = None,
+        target_dataset: str | None = None,
+        target_split: str = "eval",
+        target_max_samples: int | None = 64,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
         self.target_domain, self.target_dataset = target_domain, target_dataset
         self.target_split, self.target_max_samples = target_split, target_max_samples
@@ -39,9 +48,14 @@ class TargetedSelector(Selector):
     @property
     def target(self) -> TargetSet:
         if self._target is None:
-            self._target = resolve_target(self.ctx, selector=self.selector_name, target_domain=self.target_domain,
-                                          target_dataset=self.target_dataset, target_split=self.target_split,
-                                          target_max_samples=self.target_max_samples)
+            self._target = resolve_target(
+                self.ctx,
+                selector=self.selector_name,
+                target_domain=self.target_domain,
+                target_dataset=self.target_dataset,
+                target_split=self.target_split,
+                target_max_samples=self.target_max_samples,
+            )
         return self._target
 
 
@@ -49,31 +63,64 @@ class GradientSelector(TargetedSelector):
     """LESS-style features: Adam-preconditioned (or plain) training gradients, plain target gradients, one
     seeded projection for both, L2-normalised."""
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 proj_dim: int = 2048, proj_type: str = "sparse", gradient_type: str = "adam",
-                 bias_correction: bool = True, adam_variant: str = "paper", **target: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        proj_dim: int = 2048,
+        proj_type: str = "sparse",
+        gradient_type: str = "adam",
+        bias_correction: bool = True,
+        adam_variant: str = "paper",
+        **target: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
         if gradient_type not in ("adam", "sgd"):
             raise ValueError(f"component.gradient_type must be adam or sgd, got {gradient_type!r}.")
         self.proj_dim, self.proj_type = int(proj_dim), proj_type
-        self.gradient_type, self.bias_correction, self.adam_variant = gradient_type, bias_correction, adam_variant
+        self.gradient_type, self.bias_correction, self.adam_variant = (
+            gradient_type,
+            bias_correction,
+            adam_variant,
+        )
         self._warned_no_moments = False
 
     @property
     def spec(self) -> GradientFeatureSpec:
-        return GradientFeatureSpec(proj_dim=self.proj_dim, proj_type=self.proj_type, seed=int(self.seed),
-                                   gradient_type=self.gradient_type, bias_correction=self.bias_correction,
-                                   adam_variant=self.adam_variant)
+        return GradientFeatureSpec(
+            proj_dim=self.proj_dim,
+            proj_type=self.proj_type,
+            seed=int(self.seed),
+            gradient_type=self.gradient_type,
+            bias_correction=self.bias_correction,
+            adam_variant=self.adam_variant,
+        )
 
     def train_features(self, model, ids: np.ndarray, optimizer) -> torch.Tensor:
-        if (self.gradient_type == "adam" and optimizer is not None and not optimizer_has_moments(optimizer)
-                and not self._warned_no_moments):
+        if (
+            self.gradient_type == "adam"
+            and optimizer is not None
+            and not optimizer_has_moments(optimizer)
+            and not self._warned_no_moments
+        ):
             self._warned_no_moments = True
-            logger.warning(f"{self.selector_name}: Adam-preconditioned features were requested before the optimizer "
-                           "has any moments (no optimizer step yet, e.g. trainer.warmup_step=0): they are elementwise "
-                           "sign gradients. Train a few warmup steps first or set component.gradient_type=sgd.")
-        return gradient_feature_rows(model, self.ctx.train_data, ids, self.ctx, self.spec, optimizer=optimizer,
-                                     precondition=self.gradient_type == "adam")
+            logger.warning(
+                f"{self.selector_name}: Adam-preconditioned features were requested before the optimizer "
+                "has any moments (no optimizer step yet, e.g. trainer.warmup_step=0): they are elementwise "
+                "sign gradients. Train a few warmup steps first or set component.gradient_type=sgd."
+            )
+        return gradient_feature_rows(
+            model,
+            self.ctx.train_data,
+            ids,
+            self.ctx,
+            self.spec,
+            optimizer=optimizer,
+            precondition=self.gradient_type == "adam",
+        )
 
     def target_features(self, model) -> torch.Tensor:
         t = self.target
@@ -83,8 +130,16 @@ class GradientSelector(TargetedSelector):
 class EmbeddingSelector(TargetedSelector):
     """Mean-pooled embeddings from the training model, or from a local encoder (`encoder_path`, loaded once)."""
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 encoder_path: str | None = None, **target: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        encoder_path: str | None = None,
+        **target: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
         self.encoder_path = encoder_path
         self._encoder: EncoderCache | None = None
@@ -92,12 +147,16 @@ class EmbeddingSelector(TargetedSelector):
     def embed(self, model, data, ids: np.ndarray):
         if self.encoder_path and self._encoder is None:
             if not Path(self.encoder_path).is_dir():
-                raise FileNotFoundError(f"component.encoder_path={self.encoder_path!r} is not a local model folder.")
+                raise FileNotFoundError(
+                    f"component.encoder_path={self.encoder_path!r} is not a local model folder."
+                )
             self._encoder = EncoderCache(self.encoder_path, self.ctx.device)
         return embeddings(model, data, ids, self.ctx, encoder=self._encoder)
 
 
 def load_npy(path: str, key: str) -> np.ndarray:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"component.{key}={path!r} does not exist (paths are relative to your working dir).")
+        raise FileNotFoundError(
+            f"component.{key}={path!r} does not exist (paths are relative to your working dir)."
+        )
     return np.load(path)

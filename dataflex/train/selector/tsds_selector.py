@@ -90,7 +90,7 @@ class NeighbourSearch:
             return np.maximum(d2.astype(np.float64), 0.0), idx.astype(np.int64)
         dists, ids = [], []
         for start in range(0, len(queries), self.rows):
-            block = torch.cdist(queries[start:start + self.rows].double(), self._keys64).square_()
+            block = torch.cdist(queries[start : start + self.rows].double(), self._keys64).square_()
             d2, idx = torch.topk(block, int(k), dim=1, largest=False, sorted=True)
             dists.append(d2.numpy())
             ids.append(idx.numpy())
@@ -99,8 +99,14 @@ class NeighbourSearch:
         return np.concatenate(dists), np.concatenate(ids)
 
 
-def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, *, rows: int | None = None,
-            use_faiss: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    *,
+    rows: int | None = None,
+    use_faiss: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared Euclidean distances and ids of each query's `k` nearest keys (see `NeighbourSearch`)."""
     return NeighbourSearch(keys, rows=rows, use_faiss=use_faiss).search(queries, k)
 
@@ -113,8 +119,14 @@ class Density:
     inside: np.ndarray
 
 
-def kernel_density(candidates: torch.Tensor, kde_K: int, sigma: float, *, rows: int | None = None,
-                   use_faiss: bool | None = None) -> Density:
+def kernel_density(
+    candidates: torch.Tensor,
+    kde_K: int,
+    sigma: float,
+    *,
+    rows: int | None = None,
+    use_faiss: bool | None = None,
+) -> Density:
     """kde(x) = sum over the kde_K nearest candidates y of max(0, 1 - |x - y|^2 / sigma^2), block by block."""
     n = len(candidates)
     if sigma == 0:
@@ -122,10 +134,10 @@ def kernel_density(candidates: torch.Tensor, kde_K: int, sigma: float, *, rows: 
     search = NeighbourSearch(candidates, rows=rows, use_faiss=use_faiss)
     kde, inside = np.empty(n), np.empty(n)
     for start in range(0, n, search.rows):
-        d2, _ = search.search(candidates[start:start + search.rows], kde_K)
-        kernel = np.maximum(0.0, 1.0 - d2 / sigma ** 2)
-        kde[start:start + len(d2)] = kernel.sum(axis=1)
-        inside[start:start + len(d2)] = (kernel > 0).sum(axis=1)
+        d2, _ = search.search(candidates[start : start + search.rows], kde_K)
+        kernel = np.maximum(0.0, 1.0 - d2 / sigma**2)
+        kde[start : start + len(d2)] = kernel.sum(axis=1)
+        inside[start : start + len(d2)] = (kernel > 0).sum(axis=1)
     return Density(kde, inside)
 
 
@@ -135,10 +147,12 @@ def near_uniform_warning(density: Density, kde_K: int, sigma: float, candidates:
     inside = float(density.inside.mean())
     if sigma <= 0 or inside <= NEAR_UNIFORM * kde_K:
         return None
-    return (f"tsds: the density estimate is near-uniform: on average {inside:.0f} of each candidate's {kde_K} nearest "
-            f"neighbours lie within sigma={sigma:.3g} (median pairwise distance "
-            f"{median_pairwise_distance(candidates):.3g}), so TSDS samples almost uniformly among the targets' "
-            "neighbours. Lower component.sigma (or leave it null: scaled to the embedding space).")
+    return (
+        f"tsds: the density estimate is near-uniform: on average {inside:.0f} of each candidate's {kde_K} nearest "
+        f"neighbours lie within sigma={sigma:.3g} (median pairwise distance "
+        f"{median_pairwise_distance(candidates):.3g}), so TSDS samples almost uniformly among the targets' "
+        "neighbours. Lower component.sigma (or leave it null: scaled to the embedding space)."
+    )
 
 
 def median_pairwise_distance(x: torch.Tensor, max_points: int = 1000, seed: int = 0) -> float:
@@ -169,9 +183,18 @@ def tsds_memory_bytes(num_candidates: int, num_targets: int, dim: int, K: int) -
     return 4 * (n + num_targets) * dim + 16 * num_targets * K + 2 * min(block, n * n * 8) + 16 * n
 
 
-def tsds_probabilities(queries: torch.Tensor, candidates: torch.Tensor, *, max_K: int, kde_K: int, sigma: float,
-                       alpha: float, C: float, density: Density | None = None,
-                       rows: int | None = None) -> np.ndarray:
+def tsds_probabilities(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    max_K: int,
+    kde_K: int,
+    sigma: float,
+    alpha: float,
+    C: float,
+    density: Density | None = None,
+    rows: int | None = None,
+) -> np.ndarray:
     """(N,) sampling probabilities of the candidates (rows of `candidates`) for the target `queries`."""
     n, m = len(candidates), len(queries)
     K = int(min(max_K, n))
@@ -216,10 +239,23 @@ def tsds_probabilities(queries: torch.Tensor, candidates: torch.Tensor, *, max_K
 class TsdsSelector(EmbeddingSelector):
     selector_name = "tsds"
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None,
-                 probs_path: str | None = None, max_K: int = 5000, kde_K: int = 1000, sigma: float | None = None,
-                 alpha: float = 0.5, C: float = 5.0, replacement: bool = True, cap_neighbours: bool = True,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        dataset,
+        accelerator,
+        data_collator,
+        cache_dir,
+        seed: int | None = None,
+        probs_path: str | None = None,
+        max_K: int = 5000,
+        kde_K: int = 1000,
+        sigma: float | None = None,
+        alpha: float = 0.5,
+        C: float = 5.0,
+        replacement: bool = True,
+        cap_neighbours: bool = True,
+        **kw: Any,
+    ) -> None:
         super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **kw)
         self.probs_path, self.max_K, self.kde_K = probs_path, int(max_K), int(kde_K)
         self.sigma = None if sigma is None else float(sigma)
@@ -237,16 +273,20 @@ class TsdsSelector(EmbeddingSelector):
         available = available_memory_bytes(device)
         if need > SAFETY * available:
             gib = 1 << 30
-            raise MemoryError(f"tsds scoring needs about {need / gib:.1f} GiB for {num_candidates:,} candidates "
-                              f"(embeddings of width {dim}, {targets} targets x {K} neighbours, one distance block) "
-                              f"but only {available / gib:.1f} GiB is free on {device}. Lower "
-                              "trainer.candidate_pool_size or component.max_K / component.target_max_samples.")
+            raise MemoryError(
+                f"tsds scoring needs about {need / gib:.1f} GiB for {num_candidates:,} candidates "
+                f"(embeddings of width {dim}, {targets} targets x {K} neighbours, one distance block) "
+                f"but only {available / gib:.1f} GiB is free on {device}. Lower "
+                "trainer.candidate_pool_size or component.max_K / component.target_max_samples."
+            )
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         if self.probs_path:
             probs = load_npy(self.probs_path, "probs_path").astype(np.float64).reshape(-1)
             if len(probs) != len(self.dataset) or (probs < 0).any() or probs.sum() <= 0:
-                raise ValueError(f"component.probs_path must hold {len(self.dataset)} non-negative probabilities.")
+                raise ValueError(
+                    f"component.probs_path must hold {len(self.dataset)} non-negative probabilities."
+                )
             cands = np.arange(len(self.dataset), dtype=np.int64)
             info: dict[str, Any] = {}
         else:
@@ -260,8 +300,9 @@ class TsdsSelector(EmbeddingSelector):
             if warning:
                 logger.warning(warning)
             inside = float(density.inside.mean())
-            probs = tsds_probabilities(queries, keys, max_K=K, kde_K=kde_K, sigma=sigma, alpha=self.alpha, C=self.C,
-                                       density=density)
+            probs = tsds_probabilities(
+                queries, keys, max_K=K, kde_K=kde_K, sigma=sigma, alpha=self.alpha, C=self.C, density=density
+            )
             info = {"sigma": sigma, "K": K, "kde_K": kde_K, "near_duplicates_mean": inside - 1}
         pos = weighted_sample(probs, num_samples, self.rng(step_id), self.replacement)
         self.last_scores = probs[pos]

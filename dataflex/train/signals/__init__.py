@@ -13,5 +13,15 @@ from dataflex.train.signals.kronecker import KroneckerProjector
 from dataflex.train.signals.losses import SampleLosses, per_sample_losses
 from dataflex.train.signals.projection import RandomProjector
 
-__all__ = ["AdamPreconditioner", "KroneckerProjector", "RandomProjector", "SampleLosses", "collect_gradient_features", "gradient_features",
-           "per_sample_gradient_pieces", "per_sample_gradients", "per_sample_losses", "sample_embeddings"]
+__all__ = [
+    "AdamPreconditioner",
+    "KroneckerProjector",
+    "RandomProjector",
+    "SampleLosses",
+    "collect_gradient_features",
+    "gradient_features",
+    "per_sample_gradient_pieces",
+    "per_sample_gradients",
+    "per_sample_losses",
+    "sample_embeddings",
+]

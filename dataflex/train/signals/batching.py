@@ -21,7 +21,9 @@ MEMORY_SHARE = 0.25
 training step's activations stay resident)."""
 
 
-def length_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
+def length_batches(
+    lengths: Sequence[int], *, max_tokens: int, max_rows: int | None = None
+) -> list[np.ndarray]:
     """Positions into `lengths`, grouped: sorted by length (stable, so ties keep their order), each batch's
     rows x longest row <= max_tokens (a single longer row is a batch of its own), at most `max_rows` rows."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -30,8 +32,11 @@ def length_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int | N
     start = 0
     while start < len(order):
         end = start + 1
-        while end < len(order) and (end + 1 - start) * lengths[order[end]] <= max_tokens and \
-                (max_rows is None or end - start < max_rows):
+        while (
+            end < len(order)
+            and (end + 1 - start) * lengths[order[end]] <= max_tokens
+            and (max_rows is None or end - start < max_rows)
+        ):
             end += 1
         batches.append(order[start:end])
         start = end
@@ -53,13 +58,22 @@ def bytes_per_token(model, width: int, full_logits: bool) -> int:
 
 def auto_max_tokens(model, device, width: int, full_logits: bool) -> int:
     """Tokens per scoring batch that fit MEMORY_SHARE of the free memory, within [MIN, MAX]_AUTO_TOKENS."""
-    fit = int(MEMORY_SHARE * available_memory_bytes(device) // max(1, bytes_per_token(model, width, full_logits)))
+    fit = int(
+        MEMORY_SHARE * available_memory_bytes(device) // max(1, bytes_per_token(model, width, full_logits))
+    )
     return int(min(MAX_AUTO_TOKENS, max(MIN_AUTO_TOKENS, fit)))
 
 
-def score_in_buckets(fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], data, ids: Sequence[int], *,
-                     pad_token_id: int, max_tokens: int, max_rows: int | None = None, desc: str = "score"
-                     ) -> torch.Tensor:
+def score_in_buckets(
+    fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    data,
+    ids: Sequence[int],
+    *,
+    pad_token_id: int,
+    max_tokens: int,
+    max_rows: int | None = None,
+    desc: str = "score",
+) -> torch.Tensor:
     """`fn(collated batch)` -> (rows, ...) for every item of `ids`, batched in length buckets, returned as one
     tensor in the order of `ids`."""
     features = [data[int(i)] for i in ids]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float,
-                  softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _chunk_logits(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, softcap: float | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """fp32 logits of one chunk (matmul in the model's dtype, as the plain head), and tanh(z/cap) if capped."""
     z = h @ weight.t()
     if bias is not None:
@@ -33,19 +34,28 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """(N,) float32 per-token losses; labels equal to `ignore_index` get 0 and no gradient."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                chunk_size: int, scale: float, softcap: float | None, ignore_index: int) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        labels: torch.Tensor,
+        chunk_size: int,
+        scale: float,
+        softcap: float | None,
+        ignore_index: int,
+    ) -> torch.Tensor:
         n = hidden.shape[0]
         losses = torch.zeros(n, dtype=torch.float32, device=hidden.device)
         lse = torch.zeros(n, dtype=torch.float32, device=hidden.device)
         valid = labels != ignore_index
         safe = labels.masked_fill(~valid, 0)
         for s in range(0, n, chunk_size):
-            z, _ = _chunk_logits(hidden[s:s + chunk_size], weight, bias, scale, softcap)
+            z, _ = _chunk_logits(hidden[s : s + chunk_size], weight, bias, scale, softcap)
             chunk_lse = torch.logsumexp(z, dim=-1)
-            target = z.gather(1, safe[s:s + chunk_size, None]).squeeze(1)
-            lse[s:s + chunk_size] = chunk_lse
-            losses[s:s + chunk_size] = (chunk_lse - target) * valid[s:s + chunk_size]
+            target = z.gather(1, safe[s : s + chunk_size, None]).squeeze(1)
+            lse[s : s + chunk_size] = chunk_lse
+            losses[s : s + chunk_size] = (chunk_lse - target) * valid[s : s + chunk_size]
             del z
         ctx.save_for_backward(hidden, weight, bias, safe, valid, lse)
         ctx.chunk_size, ctx.scale, ctx.softcap = chunk_size, scale, softcap
@@ -58,45 +68,71 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.zeros_like(hidden) if need_h else None
         acc = torch.promote_types(weight.dtype, torch.float32)  # bf16/fp16 heads accumulate dW in float32
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b and bias is not None else None
+        grad_b = (
+            torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b and bias is not None else None
+        )
         upstream = grad_losses.float() * valid
         chunk = ctx.chunk_size
         for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s:s + chunk]
+            h = hidden[s : s + chunk]
             z, t = _chunk_logits(h, weight, bias, ctx.scale, ctx.softcap)
-            g = torch.exp_(z.sub_(lse[s:s + chunk, None]))  # softmax, in place of z
+            g = torch.exp_(z.sub_(lse[s : s + chunk, None]))  # softmax, in place of z
             rows = torch.arange(g.shape[0], device=g.device)
-            g[rows, safe[s:s + chunk]] -= 1.0
-            g.mul_(upstream[s:s + chunk, None])  # per-token weight, before any sum over tokens
+            g[rows, safe[s : s + chunk]] -= 1.0
+            g.mul_(upstream[s : s + chunk, None])  # per-token weight, before any sum over tokens
             if t is not None:
                 g.mul_(1.0 - t * t)
             if ctx.scale != 1.0:
                 g.mul_(ctx.scale)
             g_low = g.to(hidden.dtype)
             if grad_h is not None:
-                grad_h[s:s + chunk] = g_low @ weight
+                grad_h[s : s + chunk] = g_low @ weight
             if grad_w is not None:
                 grad_w.add_((g_low.t() @ h).to(acc))
             if grad_b is not None:
                 grad_b.add_(g.sum(0).to(acc))
             del z, g, g_low, t
-        return (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None,
-                grad_b.to(bias.dtype) if grad_b is not None else None, None, None, None, None, None)
+        return (
+            grad_h,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+            grad_b.to(bias.dtype) if grad_b is not None else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                                 labels: torch.Tensor, *, chunk_size: int = 1024, scale: float = 1.0,
-                                 softcap: float | None = None, ignore_index: int = -100) -> torch.Tensor:
+def chunked_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    *,
+    chunk_size: int = 1024,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
     """(N,) per-token losses of `hidden` (N, H) through the linear head `weight` (V, H) (+ `bias`)."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}.")
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, int(chunk_size), float(scale), softcap,
-                                           int(ignore_index))
+    return ChunkedLinearCrossEntropy.apply(
+        hidden, weight, bias, labels, int(chunk_size), float(scale), softcap, int(ignore_index)
+    )
 
 
-def checkpointed_module_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, *,
-                                      chunk_size: int = 1024, scale: float = 1.0, softcap: float | None = None,
-                                      ignore_index: int = -100) -> torch.Tensor:
+def checkpointed_module_cross_entropy(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    labels: torch.Tensor,
+    *,
+    chunk_size: int = 1024,
+    scale: float = 1.0,
+    softcap: float | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
     """The same losses for a head that is not a plain `nn.Linear` (e.g. a LoRA-wrapped `lm_head`): the head
     module runs per chunk under `torch.utils.checkpoint` (non-reentrant), so each chunk's logits are
     recomputed in backward instead of kept."""
@@ -110,6 +146,8 @@ def checkpointed_module_cross_entropy(hidden: torch.Tensor, head: torch.nn.Modul
 
     out = []
     for s in range(0, hidden.shape[0], chunk_size):
-        h, y = hidden[s:s + chunk_size], labels[s:s + chunk_size]
-        out.append(checkpoint(chunk_loss, h, y, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(h, y))
+        h, y = hidden[s : s + chunk_size], labels[s : s + chunk_size]
+        out.append(
+            checkpoint(chunk_loss, h, y, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(h, y)
+        )
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)

@@ -12,7 +12,6 @@ from dataflex.train.signals.losses import unwrap
 from dataflex.utils.modes import eval_mode
 from dataflex.utils.progress import progress
 
-
 POOLINGS = ("mean", "position_weighted")
 
 
@@ -29,22 +28,38 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean")
 
 
 @torch.no_grad()
-def sample_embeddings(model, data, indices: Sequence[int], *, batch_size: int, pad_token_id: int,
-                      device: torch.device | str = "cpu", normalize: bool = True,
-                      pooling: str = "mean") -> torch.Tensor:
+def sample_embeddings(
+    model,
+    data,
+    indices: Sequence[int],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    device: torch.device | str = "cpu",
+    normalize: bool = True,
+    pooling: str = "mean",
+) -> torch.Tensor:
     """(len(indices), hidden) float32 embeddings of `data[i]` for i in indices, in order.
 
     Works for the training model (a causal LM: the last hidden state before the head) or any separate
     local encoder exposing `output_hidden_states`. L2-normalised unless `normalize=False`."""
     out = []
     # a causal LM computes its head on the last position only: the logits are not used here
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters else {}
+    extra = (
+        {"logits_to_keep": 1}
+        if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
+        else {}
+    )
     with eval_mode(model), progress(len(indices), "embed", unit="sample") as bar:
         for start in range(0, len(indices), batch_size):
             batch = collate([data[int(i)] for i in indices[start : start + batch_size]], pad_token_id)
             mask = batch["attention_mask"].to(device)
-            outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True,
-                            **extra)
+            outputs = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=mask,
+                output_hidden_states=True,
+                **extra,
+            )
             hidden = outputs.hidden_states[-1].float()
             out.append(pool_hidden(hidden, mask, pooling).cpu())
             bar.update(len(batch["input_ids"]))

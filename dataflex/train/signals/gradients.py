@@ -73,17 +73,21 @@ class _Recorder:
 
     def __init__(self, model: nn.Module) -> None:
         self.calls: list[_Call] = []
-        self.owners = [m for m in model.modules()
-                       if any(p.requires_grad for p in m.parameters(recurse=False))]
+        self.owners = [
+            m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))
+        ]
         self._handles: list = []
 
     def _hook(self, module, args, kwargs, output):
         if not isinstance(output, torch.Tensor):
-            raise NotImplementedError(f"per-sample gradients: {type(module).__name__} owns trainable parameters "
-                                      "but returns a non-tensor output; freeze it or wrap it in a module that "
-                                      "returns a tensor.")
-        self.calls.append(_Call(module, tuple(_detach(a) for a in args),
-                                {k: _detach(v) for k, v in kwargs.items()}, output))
+            raise NotImplementedError(
+                f"per-sample gradients: {type(module).__name__} owns trainable parameters "
+                "but returns a non-tensor output; freeze it or wrap it in a module that "
+                "returns a tensor."
+            )
+        self.calls.append(
+            _Call(module, tuple(_detach(a) for a in args), {k: _detach(v) for k, v in kwargs.items()}, output)
+        )
 
     def __enter__(self) -> _Recorder:
         self._handles = [m.register_forward_hook(self._hook, with_kwargs=True) for m in self.owners]
@@ -106,7 +110,9 @@ def _linear_grad(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
 def _embedding_grad(call: _Call, g: torch.Tensor) -> torch.Tensor:
     module: nn.Embedding = call.module
     if module.scale_grad_by_freq or module.sparse:
-        raise NotImplementedError("per-sample gradients of nn.Embedding(scale_grad_by_freq/sparse) are not supported")
+        raise NotImplementedError(
+            "per-sample gradients of nn.Embedding(scale_grad_by_freq/sparse) are not supported"
+        )
     batch, dim = g.shape[0], g.shape[-1]
     ids = call.args[0].reshape(batch, -1)
     out = torch.zeros(batch, module.num_embeddings, dim, dtype=torch.float32, device=g.device)
@@ -177,20 +183,30 @@ class OutputGradients:
     batch_size: int
 
 
-def output_gradients(model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
-                     weights: torch.Tensor | None = None, device=None) -> OutputGradients:
+def output_gradients(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    reduction: str = "mean",
+    weights: torch.Tensor | None = None,
+    device=None,
+) -> OutputGradients:
     """Runs the forward with recording hooks and one `autograd.grad` to the recorded outputs (see the
     module docstring); the per-sample loss is as in `per_sample_gradient_pieces`."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if checkpointing_in_train_mode(model):
-        raise RuntimeError("per-sample gradient features are computed from activations recorded by forward hooks, "
-                           "which gradient checkpointing would record again during its recompute; compute them "
-                           "in eval mode (dataflex.utils.modes.eval_mode, as every built-in selector does), where "
-                           "HF does not checkpoint.")
+        raise RuntimeError(
+            "per-sample gradient features are computed from activations recorded by forward hooks, "
+            "which gradient checkpointing would record again during its recompute; compute them "
+            "in eval mode (dataflex.utils.modes.eval_mode, as every built-in selector does), where "
+            "HF does not checkpoint."
+        )
     device = device if device is not None else next(model.parameters()).device
     settings = _loss_settings(model)
-    head_path(model, settings, {k: batch[k].to(device) for k in ("input_ids", "attention_mask")})  # probe unrecorded
+    head_path(
+        model, settings, {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+    )  # probe unrecorded
     with torch.enable_grad(), _Recorder(model) as rec:
         losses = model_losses(model, batch, device, settings)
     per = losses.mean if reduction == "mean" else losses.token_sum
@@ -206,10 +222,16 @@ def output_gradients(model: nn.Module, batch: dict[str, torch.Tensor], *, reduct
     return OutputGradients(rec.calls, grads, uses, batch["input_ids"].shape[0])
 
 
-def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
-                               weights: torch.Tensor | None = None, device=None,
-                               params: Sequence[tuple[str, nn.Parameter]] | None = None,
-                               max_piece: int = 1 << 15) -> Iterator[tuple[str, nn.Parameter, int, torch.Tensor]]:
+def per_sample_gradient_pieces(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    reduction: str = "mean",
+    weights: torch.Tensor | None = None,
+    device=None,
+    params: Sequence[tuple[str, nn.Parameter]] | None = None,
+    max_piece: int = 1 << 15,
+) -> Iterator[tuple[str, nn.Parameter, int, torch.Tensor]]:
     """Yields (name, parameter, start, (B, n) float32 piece): consecutive pieces of every trainable
     parameter's flattened per-sample gradient, parameters in order, `start` = the piece's offset inside
     the flattened parameter. A linear layer's weight comes in row blocks of about `max_piece` entries, so
@@ -230,7 +252,7 @@ def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor],
             a = call.args[0].reshape(batch_size, -1, call.args[0].shape[-1]).float()
             rows = max(1, max_piece // a.shape[-1])
             for r0 in range(0, g.shape[-1], rows):
-                piece = torch.bmm(g[:, :, r0:r0 + rows].transpose(1, 2), a)
+                piece = torch.bmm(g[:, :, r0 : r0 + rows].transpose(1, 2), a)
                 yield name, p, r0 * a.shape[-1], piece.reshape(batch_size, -1)
             continue
         total = None
@@ -242,8 +264,9 @@ def per_sample_gradient_pieces(model: nn.Module, batch: dict[str, torch.Tensor],
         yield name, p, 0, total.reshape(batch_size, -1)
 
 
-def per_sample_gradients(model: nn.Module, batch: dict[str, torch.Tensor], **kw) -> Iterator[
-        tuple[str, nn.Parameter, torch.Tensor]]:
+def per_sample_gradients(
+    model: nn.Module, batch: dict[str, torch.Tensor], **kw
+) -> Iterator[tuple[str, nn.Parameter, torch.Tensor]]:
     """Yields (name, parameter, (B, *shape) float32 gradient) for every trainable parameter, in order
     (same arguments as `per_sample_gradient_pieces`)."""
     current, pieces = None, []
@@ -285,8 +308,10 @@ class AdamPreconditioner:
         """`g`: (B, *param.shape) per-sample gradients, or a (B, n) piece starting at flat offset `start`."""
         group = self._group.get(id(param))
         if group is None:
-            raise ValueError("AdamPreconditioner: a trainable parameter is not in the optimizer; build the "
-                             "preconditioner from the optimizer that trains this model.")
+            raise ValueError(
+                "AdamPreconditioner: a trainable parameter is not in the optimizer; build the "
+                "preconditioner from the optimizer that trains this model."
+            )
         beta1, beta2 = group["betas"] if self.variant == "paper" else self.CODE_BETAS
         eps = group["eps"] if self.variant == "paper" else self.CODE_EPS
         if self._state[0] is not param:  # once per parameter, not per piece (a collective under DeepSpeed)
@@ -297,7 +322,7 @@ class AdamPreconditioner:
         def moment(t):
             if t is None:
                 return torch.zeros_like(g[0])
-            return t.reshape(-1)[start:start + n].to(g.device, torch.float32).reshape(g.shape[1:])
+            return t.reshape(-1)[start : start + n].to(g.device, torch.float32).reshape(g.shape[1:])
 
         m, v = moment(m), moment(v)
         if self.variant == "code":  # the official LESS code: m' / sqrt(v' + eps), no bias correction
@@ -317,23 +342,33 @@ def optimizer_has_moments(optimizer) -> bool:
     return any("exp_avg_sq" in state or "step" in state for state in opt.state.values())
 
 
-def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
-                      projector: RandomProjector | Any | None = None, preconditioner=None, reduction: str = "mean",
-                      weights: torch.Tensor | None = None, device=None) -> torch.Tensor:
+def gradient_features(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    projector: RandomProjector | Any | None = None,
+    preconditioner=None,
+    reduction: str = "mean",
+    weights: torch.Tensor | None = None,
+    device=None,
+) -> torch.Tensor:
     """(B, proj_dim) projected — or (B, P) full, without a projector — per-sample gradient features of a
     collated batch, optionally Adam-preconditioned. Not normalised. A `KroneckerProjector` projects without
     forming the per-sample gradients (signals/kronecker.py)."""
     if getattr(projector, "kind", None) == "kronecker":
         if preconditioner is not None:
-            raise ValueError("Kronecker-projected features cannot be Adam-preconditioned (that needs each "
-                             "per-sample gradient squared); use a RandomProjector (proj_type=sparse) for them.")
+            raise ValueError(
+                "Kronecker-projected features cannot be Adam-preconditioned (that needs each "
+                "per-sample gradient squared); use a RandomProjector (proj_type=sparse) for them."
+            )
         return projector.features(model, batch, reduction=reduction, weights=weights, device=device)
     device = device if device is not None else next(model.parameters()).device
     batch_size = batch["input_ids"].shape[0]
     out = torch.zeros(batch_size, projector.proj_dim, device=device) if projector is not None else None
     pieces, offset, base, last = [], 0, 0, None
-    for _, p, start, piece in per_sample_gradient_pieces(model, batch, reduction=reduction, weights=weights,
-                                                         device=device):
+    for _, p, start, piece in per_sample_gradient_pieces(
+        model, batch, reduction=reduction, weights=weights, device=device
+    ):
         if p is not last:
             base, last = offset, p
         if preconditioner is not None:
@@ -346,19 +381,38 @@ def gradient_features(model: nn.Module, batch: dict[str, torch.Tensor], *,
     return out if projector is not None else torch.cat(pieces, dim=1)
 
 
-def collect_gradient_features(model: nn.Module, data, indices: Sequence[int], *, batch_size: int, pad_token_id: int,
-                              projector: RandomProjector | None = None, preconditioner=None,
-                              normalize: bool = True, device=None) -> torch.Tensor:
+def collect_gradient_features(
+    model: nn.Module,
+    data,
+    indices: Sequence[int],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    projector: RandomProjector | None = None,
+    preconditioner=None,
+    normalize: bool = True,
+    device=None,
+) -> torch.Tensor:
     """(len(indices), proj_dim) features of `data[i]` (training items), in order, L2-normalised unless told
     otherwise. Runs the model in eval mode (no dropout) and restores its mode. Batches of `batch_size` rows
     of similar length (sorted by length; the features come back in the order of `indices`): per-sample
     gradient work grows with the padded width, so padding to the batch's longest row is what bucketing saves."""
+
     def fn(batch):
-        return gradient_features(model, batch, projector=projector, preconditioner=preconditioner, device=device)
+        return gradient_features(
+            model, batch, projector=projector, preconditioner=preconditioner, device=device
+        )
 
     with eval_mode(model):
-        feats = score_in_buckets(fn, data, indices, pad_token_id=pad_token_id, max_tokens=1 << 62,
-                                 max_rows=batch_size, desc="gradient features")
+        feats = score_in_buckets(
+            fn,
+            data,
+            indices,
+            pad_token_id=pad_token_id,
+            max_tokens=1 << 62,
+            max_rows=batch_size,
+            desc="gradient features",
+        )
     if not len(feats):
         feats = torch.zeros(0, projector.proj_dim if projector is not None else num_trainable(model))
     return torch.nn.functional.normalize(feats, dim=-1) if normalize and len(feats) else feats

@@ -34,7 +34,7 @@ def _factor(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor | 
     """A rows x cols Gaussian factor scaled by 1/sqrt(rows), or None (identity) when rows >= cols."""
     if rows >= cols:
         return None
-    return torch.randn(rows, cols, generator=generator).mul_(rows ** -0.5)
+    return torch.randn(rows, cols, generator=generator).mul_(rows**-0.5)
 
 
 def _apply(factor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,9 @@ def _apply(factor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return x if factor is None else x @ factor.T
 
 
-def _project_matrix(full: torch.Tensor, r_out: torch.Tensor | None, r_in: torch.Tensor | None) -> torch.Tensor:
+def _project_matrix(
+    full: torch.Tensor, r_out: torch.Tensor | None, r_in: torch.Tensor | None
+) -> torch.Tensor:
     """(B, out, in) per-sample matrices -> (B, k_out, k_in) = R_out G R_in^T."""
     return _apply(r_in, _apply(r_out, full.transpose(1, 2)).transpose(1, 2))
 
@@ -84,8 +86,10 @@ class KroneckerProjector:
     def _to(self, device: torch.device) -> None:
         """Keeps the factors on the device of use (moved once, not at every call)."""
         if device != self._device:
-            self.factors = {i: tuple(None if f is None else f.to(device) for f in pair)
-                            for i, pair in self.factors.items()}
+            self.factors = {
+                i: tuple(None if f is None else f.to(device) for f in pair)
+                for i, pair in self.factors.items()
+            }
             self._device = device
 
     def _matrix_block(self, p: nn.Parameter, call, attr: str, g: torch.Tensor) -> torch.Tensor:
@@ -97,22 +101,33 @@ class KroneckerProjector:
             a = call.args[0].reshape(batch, -1, call.args[0].shape[-1]).float()
             out_dim, in_dim = g.shape[-1], a.shape[-1]
             per_token_factored = (r_out.shape[0] * out_dim if r_out is not None else 0) + (
-                r_in.shape[0] * in_dim if r_in is not None else 0)
+                r_in.shape[0] * in_dim if r_in is not None else 0
+            )
             if per_token_factored < out_dim * in_dim:
                 return torch.bmm(_apply(r_out, g).transpose(1, 2), _apply(r_in, a))
             # thin matrices (LoRA's A and B): forming the small per-sample gradient first is cheaper
             return _project_matrix(torch.bmm(g.transpose(1, 2), a), r_out, r_in)
         if isinstance(module, nn.Embedding) and not (module.scale_grad_by_freq or module.sparse):
             ids = call.args[0].reshape(batch, -1)
-            rows = (torch.nn.functional.one_hot(ids, module.num_embeddings).float() if r_out is None
-                    else r_out.T[ids])  # (B, T, k_out): R_out times the one-hot of each token
+            rows = (
+                torch.nn.functional.one_hot(ids, module.num_embeddings).float()
+                if r_out is None
+                else r_out.T[ids]
+            )  # (B, T, k_out): R_out times the one-hot of each token
             if module.padding_idx is not None:
                 rows = rows * (ids != module.padding_idx).unsqueeze(-1)
             return torch.bmm(rows.transpose(1, 2), _apply(r_in, g))
         return _project_matrix(param_grad_of_call(call, attr, raw), r_out, r_in)  # any other module
 
-    def features(self, model: nn.Module, batch: dict[str, torch.Tensor], *, reduction: str = "mean",
-                 weights: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    def features(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        *,
+        reduction: str = "mean",
+        weights: torch.Tensor | None = None,
+        device=None,
+    ) -> torch.Tensor:
         """(B, proj_dim) projected per-sample gradient features of a collated batch (not normalised)."""
         out = output_gradients(model, batch, reduction=reduction, weights=weights, device=device)
         device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -125,6 +140,8 @@ class KroneckerProjector:
                 if self._is_matrix[id(p)]:
                     block = self._matrix_block(p, call, attr, g)
                 else:
-                    block = _apply(self.factors[id(p)][1], param_grad_of_call(call, attr, g).reshape(out.batch_size, -1))
-                result[:, offset:offset + size] += block.reshape(out.batch_size, -1)
+                    block = _apply(
+                        self.factors[id(p)][1], param_grad_of_call(call, attr, g).reshape(out.batch_size, -1)
+                    )
+                result[:, offset : offset + size] += block.reshape(out.batch_size, -1)
         return result

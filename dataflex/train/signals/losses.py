@@ -31,7 +31,14 @@ from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.signals.chunked_ce import checkpointed_module_cross_entropy, chunked_linear_cross_entropy
 from dataflex.utils.logging import logger
 
-__all__ = ["LOSS_IMPLS", "LossSettings", "SampleLosses", "configure_losses", "model_losses", "per_sample_losses"]
+__all__ = [
+    "LOSS_IMPLS",
+    "LossSettings",
+    "SampleLosses",
+    "configure_losses",
+    "model_losses",
+    "per_sample_losses",
+]
 
 
 @dataclass
@@ -53,16 +60,21 @@ class SampleLosses:
 
 
 def _from_token_losses(token_loss: torch.Tensor, mask: torch.Tensor) -> SampleLosses:
-    return SampleLosses(token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss,
-                        token_mask=mask)
+    return SampleLosses(
+        token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss, token_mask=mask
+    )
 
 
 def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> SampleLosses:
     """Shifted causal-LM cross entropy, reduced per sample (padding and masked prompt tokens excluded)."""
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:].to(logits.device)
-    token_loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                                 ignore_index=IGNORE_INDEX, reduction="none").view(shift_labels.shape)
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
     mask = shift_labels != IGNORE_INDEX
     return _from_token_losses(token_loss * mask, mask)
 
@@ -163,10 +175,15 @@ def _resolve(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Te
     if settings.impl == "plain":
         return HeadPath("plain", "trainer.loss_impl=plain")
     inner = unwrap(model)
-    sharded = any("FullyShardedDataParallel" in type(m).__name__ or type(m).__name__.startswith("FSDP")
-                  for m in model.modules())
-    why = "the model is sharded by FSDP (its weights exist only inside the wrapped forward)" if sharded else \
-        _unsupported(inner)
+    sharded = any(
+        "FullyShardedDataParallel" in type(m).__name__ or type(m).__name__.startswith("FSDP")
+        for m in model.modules()
+    )
+    why = (
+        "the model is sharded by FSDP (its weights exist only inside the wrapped forward)"
+        if sharded
+        else _unsupported(inner)
+    )
     if not why:
         head = inner.get_output_embeddings()
         scale, softcap = _logit_transform(inner.config)
@@ -181,8 +198,10 @@ def _resolve(model: nn.Module, settings: LossSettings, probe: dict[str, torch.Te
             why = f"the probe forward through decoder + head failed ({type(exc).__name__}: {exc})"
     if why:
         if settings.impl != "auto":
-            raise RuntimeError(f"trainer.loss_impl={settings.impl} cannot be used: {why}. Use trainer.loss_impl=auto "
-                               "(falls back to the plain loss) or plain.")
+            raise RuntimeError(
+                f"trainer.loss_impl={settings.impl} cannot be used: {why}. Use trainer.loss_impl=auto "
+                "(falls back to the plain loss) or plain."
+            )
         logger.info(f"per-sample losses: plain full-logit path ({why})")
         return HeadPath("plain", why)
     vocab = int(getattr(path.head, "out_features", 0) or inner.config.vocab_size)
@@ -217,12 +236,27 @@ def _capture_hidden(decoder: nn.Module):
 
 def _head_losses(path: HeadPath, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
     if path.kind == "linear":
-        return chunked_linear_cross_entropy(hidden, path.head.weight, path.head.bias, labels, chunk_size=chunk_size,
-                                            scale=path.scale, softcap=path.softcap, ignore_index=IGNORE_INDEX)
+        return chunked_linear_cross_entropy(
+            hidden,
+            path.head.weight,
+            path.head.bias,
+            labels,
+            chunk_size=chunk_size,
+            scale=path.scale,
+            softcap=path.softcap,
+            ignore_index=IGNORE_INDEX,
+        )
     if path.kind == "liger":
         return _liger_losses(hidden, path.head.weight, path.head.bias, labels, path.softcap)
-    return checkpointed_module_cross_entropy(hidden, path.head, labels, chunk_size=chunk_size, scale=path.scale,
-                                             softcap=path.softcap, ignore_index=IGNORE_INDEX)
+    return checkpointed_module_cross_entropy(
+        hidden,
+        path.head,
+        labels,
+        chunk_size=chunk_size,
+        scale=path.scale,
+        softcap=path.softcap,
+        ignore_index=IGNORE_INDEX,
+    )
 
 
 def _lean_forward(model: nn.Module, path: HeadPath, inputs: dict, labels, chunk_size: int) -> SampleLosses:
@@ -257,11 +291,16 @@ def _probe_mismatch(inner: nn.Module, path: HeadPath, probe: dict[str, torch.Ten
     if z.shape != reference.shape:
         return f"the head gives logits of shape {tuple(z.shape)}, the model {tuple(reference.shape)}"
     diff = float((z - reference).abs().max())
-    tol = 1e-4 * max(1.0, float(reference.abs().max())) if reference.dtype == torch.float32 and \
-        hidden.dtype == torch.float32 else 2e-2 * max(1.0, float(reference.abs().max()))
+    tol = (
+        1e-4 * max(1.0, float(reference.abs().max()))
+        if reference.dtype == torch.float32 and hidden.dtype == torch.float32
+        else 2e-2 * max(1.0, float(reference.abs().max()))
+    )
     if diff > tol:
-        return (f"decoder + head do not reproduce {type(inner).__name__}(...).logits (max difference {diff:.3g}); "
-                "the model transforms its logits in a way the chunked loss does not know")
+        return (
+            f"decoder + head do not reproduce {type(inner).__name__}(...).logits (max difference {diff:.3g}); "
+            "the model transforms its logits in a way the chunked loss does not know"
+        )
     return ""
 
 
@@ -286,8 +325,9 @@ def _liger_unavailable(head: nn.Module) -> str:
 def _liger_losses(hidden, weight, bias, labels, softcap):
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
-    out = liger_fused_linear_cross_entropy(hidden, weight, labels, bias=bias, ignore_index=IGNORE_INDEX,
-                                           reduction="none", softcap=softcap)
+    out = liger_fused_linear_cross_entropy(
+        hidden, weight, labels, bias=bias, ignore_index=IGNORE_INDEX, reduction="none", softcap=softcap
+    )
     return (out[0] if isinstance(out, tuple) else out).float()
 
 
@@ -311,14 +351,21 @@ def liger_weighting_error(losses_fn, device, dtype=torch.float32) -> str:
         grads.append((hh.grad.float(), ww.grad.float()))
     (ha, wa), (hb, wb) = grads
     if not (torch.allclose(ha, hb, rtol=1e-3, atol=1e-4) and torch.allclose(wa, wb, rtol=1e-3, atol=1e-4)):
-        return ("this liger-kernel's fused linear cross entropy does not back-propagate per-token weights "
-                "exactly (it would silently train an unweighted loss); upgrade liger-kernel")
+        return (
+            "this liger-kernel's fused linear cross entropy does not back-propagate per-token weights "
+            "exactly (it would silently train an unweighted loss); upgrade liger-kernel"
+        )
     return ""
 
 
 # ---- the entry point ---------------------------------------------------------------------------------------
-def model_losses(model: nn.Module, batch: dict[str, torch.Tensor], device, settings: LossSettings | None = None,
-                 **forward_kwargs) -> SampleLosses:
+def model_losses(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    device,
+    settings: LossSettings | None = None,
+    **forward_kwargs,
+) -> SampleLosses:
     """Per-sample losses of `batch` (input_ids, labels and, if present, attention_mask) under `model`, by the
     configured path; `forward_kwargs` go to the model's forward (e.g. packed rows' position_ids)."""
     settings = settings or loss_settings()

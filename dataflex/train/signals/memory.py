@@ -23,15 +23,26 @@ def available_memory_bytes(device: torch.device | str) -> int:
     return 1 << 62  # unknown platform: do not block
 
 
-def gradient_feature_bytes(trainable_params: int, grad_batch_size: int, proj_dim: int, num_features: int) -> int:
+def gradient_feature_bytes(
+    trainable_params: int, grad_batch_size: int, proj_dim: int, num_features: int
+) -> int:
     """Per-sample gradients of one scoring batch plus the projected features kept for a selection."""
     return BYTES * (grad_batch_size * trainable_params + num_features * proj_dim)
 
 
-def check_gradient_feature_memory(model: torch.nn.Module, *, grad_batch_size: int, proj_dim: int, num_features: int,
-                                  device: torch.device | str, forms_per_sample_gradients: bool = True) -> None:
+def check_gradient_feature_memory(
+    model: torch.nn.Module,
+    *,
+    grad_batch_size: int,
+    proj_dim: int,
+    num_features: int,
+    device: torch.device | str,
+    forms_per_sample_gradients: bool = True,
+) -> None:
     """`forms_per_sample_gradients=False` (Kronecker projection) leaves only the features to hold."""
-    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad) if forms_per_sample_gradients else 0
+    trainable = (
+        sum(full_numel(p) for p in model.parameters() if p.requires_grad) if forms_per_sample_gradients else 0
+    )
     need = gradient_feature_bytes(trainable, grad_batch_size, proj_dim, num_features)
     available = available_memory_bytes(device)
     if need > SAFETY * available:
@@ -41,4 +52,5 @@ def check_gradient_feature_memory(model: torch.nn.Module, *, grad_batch_size: in
             f"trainable parameters, plus {num_features:,} features x proj_dim {proj_dim}) but only "
             f"{available / gib:.1f} GiB is free on {device}. Lower trainer.grad_batch_size (now {grad_batch_size}), "
             f"component.proj_dim (now {proj_dim}) or trainer.candidate_pool_size, or train fewer parameters "
-            "(model.finetuning_type=lora).")
+            "(model.finetuning_type=lora)."
+        )

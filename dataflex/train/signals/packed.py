@@ -23,12 +23,18 @@ def packed_logits(model: nn.Module, input_ids: torch.Tensor, position_ids: torch
 def packed_sample_losses(model: nn.Module, batch: dict, device) -> SampleLosses:
     """Per-sample losses of a micro-batch collated by `collate_packed`, in its per-sample layout."""
     packed = batch["packed"]
-    rows = model_losses(model, {"input_ids": packed["input_ids"], "labels": packed["labels"]}, device,
-                        position_ids=packed["position_ids"].to(device), use_cache=False)  # see packed_logits
+    rows = model_losses(
+        model,
+        {"input_ids": packed["input_ids"], "labels": packed["labels"]},
+        device,
+        position_ids=packed["position_ids"].to(device),
+        use_cache=False,
+    )  # see packed_logits
     token_loss = unpack_token_values(rows.token_loss, packed["gather"])
     mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
-    return SampleLosses(token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss,
-                        token_mask=mask)
+    return SampleLosses(
+        token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss, token_mask=mask
+    )
 
 
 def check_packing_support(model: nn.Module, device, vocab_size: int, tol: float = 1e-4) -> None:
@@ -45,12 +51,16 @@ def check_packing_support(model: nn.Module, device, vocab_size: int, tol: float 
         try:
             together = packed_logits(model, ids, pos).float()
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"data.packing=true: {type(model).__name__} cannot run packed rows "
-                             f"(position_ids, use_cache=False): {exc}. Set data.packing=false.") from exc
+            raise ValueError(
+                f"data.packing=true: {type(model).__name__} cannot run packed rows "
+                f"(position_ids, use_cache=False): {exc}. Set data.packing=false."
+            ) from exc
         alone = model(input_ids=second.to(device), use_cache=False).logits.float()
     diff = float((together[:, 5:] - alone).abs().max())
     if not diff <= tol * max(1.0, float(alone.abs().max())):
         impl = getattr(getattr(model, "config", None), "_attn_implementation", "?")
-        raise ValueError(f"data.packing=true: this model's attention ({impl}) does not keep packed samples apart "
-                         f"(a sample's logits change by {diff:.3g} when another sample precedes it in the row). "
-                         "Set data.packing=false, or use model.attn_implementation=sdpa (or flash_attention_2 on GPU).")
+        raise ValueError(
+            f"data.packing=true: this model's attention ({impl}) does not keep packed samples apart "
+            f"(a sample's logits change by {diff:.3g} when another sample precedes it in the row). "
+            "Set data.packing=false, or use model.attn_implementation=sdpa (or flash_attention_2 on GPU)."
+        )

@@ -34,12 +34,15 @@ def _chunk_generator(seed: int, chunk: int) -> torch.Generator:
 class RandomProjector:
     """Projects (B, dim) vectors, possibly given block by block, to (B, proj_dim)."""
 
-    def __init__(self, dim: int, proj_dim: int, *, seed: int = 0, kind: str = "sparse",
-                 chunk_size: int = 1 << 15) -> None:
+    def __init__(
+        self, dim: int, proj_dim: int, *, seed: int = 0, kind: str = "sparse", chunk_size: int = 1 << 15
+    ) -> None:
         if kind not in PROJECTION_KINDS:
             raise ValueError(f"projection kind {kind!r} is unknown; choose one of {PROJECTION_KINDS}.")
         if proj_dim <= 0 or dim <= 0 or chunk_size <= 0:
-            raise ValueError(f"RandomProjector needs dim, proj_dim, chunk_size > 0 (got {dim}, {proj_dim}, {chunk_size}).")
+            raise ValueError(
+                f"RandomProjector needs dim, proj_dim, chunk_size > 0 (got {dim}, {proj_dim}, {chunk_size})."
+            )
         self.dim, self.proj_dim, self.seed, self.kind, self.chunk_size = dim, proj_dim, seed, kind, chunk_size
         self._cached: tuple[int, object] | None = None
         self._sparse: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -61,14 +64,16 @@ class RandomProjector:
             return material
         elif self.kind == "rademacher":
             material = torch.randint(0, 2, (rows, self.proj_dim), generator=g, dtype=torch.int8).float()
-            material.mul_(2).sub_(1).mul_(self.proj_dim ** -0.5)
+            material.mul_(2).sub_(1).mul_(self.proj_dim**-0.5)
         else:
-            material = torch.randn(rows, self.proj_dim, generator=g).mul_(self.proj_dim ** -0.5)
+            material = torch.randn(rows, self.proj_dim, generator=g).mul_(self.proj_dim**-0.5)
         self._cached = (c, material)
         return material
 
     # ---- projection ----------------------------------------------------------------------------------
-    def project_block(self, out: torch.Tensor, block: torch.Tensor, offset: int, *, consume: bool = False) -> None:
+    def project_block(
+        self, out: torch.Tensor, block: torch.Tensor, offset: int, *, consume: bool = False
+    ) -> None:
         """Adds the projection of columns [offset, offset + block.shape[1]) of the input to `out` (B, proj_dim).
         `consume=True` lets the sparse kind apply its signs to `block` in place (no temporary copy)."""
         n = block.shape[1]
@@ -78,17 +83,17 @@ class RandomProjector:
         while pos < n:
             c, start = divmod(offset + pos, self.chunk_size)
             take = min(n - pos, self.chunk_size - start)
-            part = block[:, pos:pos + take].float()
+            part = block[:, pos : pos + take].float()
             material = self._chunk(c)
             if self.kind == "sparse":
                 if material[0].device != out.device:  # kept on the device of use (moved once)
                     material = self._sparse[c] = (material[0].to(out.device), material[1].to(out.device))
                 buckets, signs = material
-                signs = signs[start:start + take]
+                signs = signs[start : start + take]
                 signed = part.mul_(signs) if consume and part.dtype == block.dtype else part * signs
-                out.index_add_(1, buckets[start:start + take], signed)
+                out.index_add_(1, buckets[start : start + take], signed)
             else:
-                out.addmm_(part, material[start:start + take].to(out.device))
+                out.addmm_(part, material[start : start + take].to(out.device))
             pos += take
 
     def project_blocks(self, blocks: Iterable[torch.Tensor], batch: int, device=None) -> torch.Tensor:

@@ -55,8 +55,9 @@ class _Forward(torch.nn.Module):
         return self.inner.forward(*args, **kwargs)
 
 
-def functional_forward(module: torch.nn.Module, params: dict[str, torch.Tensor], args: tuple,
-                       kwargs: dict) -> Any:
+def functional_forward(
+    module: torch.nn.Module, params: dict[str, torch.Tensor], args: tuple, kwargs: dict
+) -> Any:
     """`torch.func.functional_call(module, params, args, kwargs)`; for a ZeRO-3 module without its hooks,
     which would try to fetch (and fail on) the stand-in tensors functional_call puts in place of the
     parameters. Call it inside `gathered(...)` of the module's parameters."""
@@ -85,11 +86,17 @@ def param_groups_by_param(optimizer: Any) -> dict[int, dict]:
         return {id(p): optimizer.param_groups[i] for i, ps in enumerate(optimizer.bit16_groups) for p in ps}
     if hasattr(optimizer, "fp16_groups"):  # ZeRO-3
         to_group = optimizer.sub_group_to_group_id
-        return {id(p): optimizer.param_groups[to_group[i]] for i, ps in enumerate(optimizer.fp16_groups) for p in ps}
+        return {
+            id(p): optimizer.param_groups[to_group[i]]
+            for i, ps in enumerate(optimizer.fp16_groups)
+            for p in ps
+        }
     return {id(p): g for g in optimizer.param_groups for p in g["params"]}
 
 
-def full_adam_state(optimizer: Any, p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+def full_adam_state(
+    optimizer: Any, p: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
     """(exp_avg, exp_avg_sq, step) of `p`, full-size (None before the first step). Under DeepSpeed the
     moments are assembled from every rank's partition (a collective) and the step is the flat
     partitions' (all of them step together)."""
@@ -101,5 +108,8 @@ def full_adam_state(optimizer: Any, p: torch.Tensor) -> tuple[torch.Tensor | Non
         return None, None, 0.0
     from deepspeed.utils import safe_get_full_optimizer_state
 
-    return (safe_get_full_optimizer_state(p, "exp_avg"), safe_get_full_optimizer_state(p, "exp_avg_sq"),
-            max(steps))
+    return (
+        safe_get_full_optimizer_state(p, "exp_avg"),
+        safe_get_full_optimizer_state(p, "exp_avg_sq"),
+        max(steps),
+    )

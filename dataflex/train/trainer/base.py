@@ -30,8 +30,17 @@ from dataflex.train.signals.losses import SampleLosses
 class BaseTrainer:
     arguments_class: type[TrainingArguments] = TrainingArguments
 
-    def __init__(self, *, bundle: ModelBundle, train_data, eval_data=None, component: Any = None,
-                 trackers=None, run_dir: str | Path, **args: Any) -> None:
+    def __init__(
+        self,
+        *,
+        bundle: ModelBundle,
+        train_data,
+        eval_data=None,
+        component: Any = None,
+        trackers=None,
+        run_dir: str | Path,
+        **args: Any,
+    ) -> None:
         self.args = self.arguments_class(**args)
         self.bundle = bundle
         self.model = bundle.model
@@ -61,7 +70,9 @@ class BaseTrainer:
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
         indices = self.sampler.next(n)
-        if getattr(self.sampler, "epoch", 0) != self._data_epoch:  # a new epoch: size/weight datasets move to their next window
+        if (
+            getattr(self.sampler, "epoch", 0) != self._data_epoch
+        ):  # a new epoch: size/weight datasets move to their next window
             self._data_epoch = self.sampler.epoch
             self.train_data.set_epoch(self._data_epoch)
         return indices
@@ -81,11 +92,14 @@ class BaseTrainer:
     defer_backward: bool = False
     """True: the loop forwards all micro-batches of a step, calls `before_backward`, then back-propagates."""
 
-    def before_backward(self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]],
-                        ctx: StepContext) -> None:
+    def before_backward(
+        self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext
+    ) -> None:
         """Called with every micro-batch's losses (graphs alive) when `defer_backward` is True."""
 
-    def compute_loss(self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+    def compute_loss(
+        self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext
+    ) -> torch.Tensor:
         """Plain loss, normalised by the global batch so accumulation/ranks don't change the update (DDP
         averages gradients over ranks, hence the `world_size` factor)."""
         if self.args.loss_reduction == "token":

@@ -55,10 +55,14 @@ def read_proportions_file(path: str, names: list[str]) -> np.ndarray:
         content = json.loads(Path(path).read_text())
         domains, values = list(content["domains"]), [float(v) for v in content["proportions"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{key}={path}: expected JSON with 'domains' and 'proportions' lists ({err}).") from err
+        raise ValueError(
+            f"{key}={path}: expected JSON with 'domains' and 'proportions' lists ({err})."
+        ) from err
     if sorted(domains) != sorted(names) or len(domains) != len(values):
-        raise ValueError(f"{key}={path} has domains {domains} but the training data has {names}; the file must "
-                         "name every training domain once.")
+        raise ValueError(
+            f"{key}={path} has domains {domains} but the training data has {names}; the file must "
+            "name every training domain once."
+        )
     by_name = dict(zip(domains, values))
     ordered = [by_name[n] for n in names]
     check_proportion_values(ordered, key, names)
@@ -79,7 +83,9 @@ class DynamicMixTrainer(BaseTrainer):
             self.domain_rows = None
             sizes = [0] * len(self.domain_names)
         else:
-            self.domain_rows = [np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))]
+            self.domain_rows = [
+                np.asarray(self.train_data.domain_rows(d)) for d in range(len(self.domain_names))
+            ]
             sizes = [len(r) for r in self.domain_rows]
         self.mixture = MixtureManager(self.domain_names, sizes, self.initial_proportions())
         self.item_tokens = item_token_counts(self.train_data) if self.args.mixture_unit == "tokens" else None
@@ -93,18 +99,24 @@ class DynamicMixTrainer(BaseTrainer):
         if self.args.static_mix and self.component_config is not None:
             target = self.component_config.get("_target_")
             if target != f"{KeepMixer.__module__}.{KeepMixer.__qualname__}":
-                raise ValueError(f"trainer.static_mix=true never calls a mixer, but the component is {target}; use "
-                                 "component=none (the default) or trainer.static_mix=false.")
+                raise ValueError(
+                    f"trainer.static_mix=true never calls a mixer, but the component is {target}; use "
+                    "component=none (the default) or trainer.static_mix=false."
+                )
 
     # ---- the plan ---------------------------------------------------------------------------------------
     def _check_streaming(self) -> None:
         if self.args.mixture_sample_rule == "stratified":
-            raise ValueError("trainer.mixture_sample_rule=stratified needs every domain's size, which a stream does "
-                             "not know up front; use uniform or mixture (init_mixture_proportions) when streaming.")
+            raise ValueError(
+                "trainer.mixture_sample_rule=stratified needs every domain's size, which a stream does "
+                "not know up front; use uniform or mixture (init_mixture_proportions) when streaming."
+            )
         if self.args.mixture_unit == "tokens":
-            raise ValueError("trainer.mixture_unit=tokens is not supported when training from streams (each slot's "
-                             "domain would depend on the lengths of samples other ranks read); use "
-                             "mixture_unit=samples, or the token store (drop streaming) to mix by tokens.")
+            raise ValueError(
+                "trainer.mixture_unit=tokens is not supported when training from streams (each slot's "
+                "domain would depend on the lengths of samples other ranks read); use "
+                "mixture_unit=samples, or the token store (drop streaming) to mix by tokens."
+            )
 
     def initial_proportions(self) -> np.ndarray:
         rule, names = self.args.mixture_sample_rule, self.domain_names
@@ -117,16 +129,24 @@ class DynamicMixTrainer(BaseTrainer):
             return read_proportions_file(self.args.mixture_proportions_file, names)
         values = list(self.args.init_mixture_proportions)
         if len(values) != len(names):
-            raise ValueError(f"trainer.init_mixture_proportions has {len(values)} values but the training data has "
-                             f"{len(names)} domains {names}; give one proportion per domain, in that order.")
+            raise ValueError(
+                f"trainer.init_mixture_proportions has {len(values)} values but the training data has "
+                f"{len(names)} domains {names}; give one proportion per domain, in that order."
+            )
         check_proportion_values(values, "trainer.init_mixture_proportions", names)
         return np.asarray(values, dtype=np.float64)
 
     def _schedule(self) -> dict[str, Any]:
         a = self.args
-        return {"static_mix": a.static_mix, "warmup_step": a.warmup_step, "update_step": a.update_step,
-                "update_times": a.update_times, "train_step": a.train_step, "total_steps": a.schedule_steps,
-                "mixture_sample_rule": a.mixture_sample_rule}
+        return {
+            "static_mix": a.static_mix,
+            "warmup_step": a.warmup_step,
+            "update_step": a.update_step,
+            "update_times": a.update_times,
+            "train_step": a.train_step,
+            "total_steps": a.schedule_steps,
+            "mixture_sample_rule": a.mixture_sample_rule,
+        }
 
     def total_steps(self, global_batch_size: int) -> int:
         return self.args.schedule_steps
@@ -151,16 +171,23 @@ class DynamicMixTrainer(BaseTrainer):
         else:
             self._check_budget(loop.global_batch_size)
             self.sampler = ProportionSampler(
-                self.domain_rows, init, seed=self.args.seed, domain_names=self.domain_names,
-                unit=self.args.mixture_unit, item_tokens=self.item_tokens,
-                max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)])
+                self.domain_rows,
+                init,
+                seed=self.args.seed,
+                domain_names=self.domain_names,
+                unit=self.args.mixture_unit,
+                item_tokens=self.item_tokens,
+                max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)],
+            )
             self._log_repeats(loop.global_batch_size)
         self.history.record(0, init, "init")
         if not self.args.static_mix:
             self.mixer = build_mixer(self.component_config, self._mixer_context(loop))
             self.defer_backward = bool(self.mixer.reweights_loss)
-            logger.info(f"dynamic_mix: mixer {type(self.mixer).__name__}, {self.args.schedule_text} = "
-                        f"{self.args.schedule_steps} steps; initial proportions {self._listing(init)}")
+            logger.info(
+                f"dynamic_mix: mixer {type(self.mixer).__name__}, {self.args.schedule_text} = "
+                f"{self.args.schedule_steps} steps; initial proportions {self._listing(init)}"
+            )
         if self.is_update(0):
             self._update(0, stats=None)
         resuming = resolve_resume(loop.run_dir, self.args.resume_from_checkpoint) is not None
@@ -168,10 +195,19 @@ class DynamicMixTrainer(BaseTrainer):
             self.trackers.log(self._mixture_metrics(), step=0)
 
     def _mixer_context(self, loop) -> dict[str, Any]:
-        return {"mixture_manager": self.mixture, "accelerator": loop.accelerator, "model": loop.model,
-                "tokenizer": self.tokenizer, "train_data": self.train_data, "eval_data": self.eval_data,
-                "run_dir": str(self.run_dir), "pad_token_id": loop.pad_id,
-                "is_main": loop.is_main, "rank": loop.rank, "world_size": loop.world_size}
+        return {
+            "mixture_manager": self.mixture,
+            "accelerator": loop.accelerator,
+            "model": loop.model,
+            "tokenizer": self.tokenizer,
+            "train_data": self.train_data,
+            "eval_data": self.eval_data,
+            "run_dir": str(self.run_dir),
+            "pad_token_id": loop.pad_id,
+            "is_main": loop.is_main,
+            "rank": loop.rank,
+            "world_size": loop.world_size,
+        }
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
         return self.sampler.next(n)
@@ -190,8 +226,11 @@ class DynamicMixTrainer(BaseTrainer):
     def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
         stats = self._domain_stats(done, ctx)
         self.history.record_batch(stats.sample_count)
-        metrics: dict[str, Any] = {f"train/loss/{n}": float(v) for n, v, seen in
-                                   zip(self.domain_names, stats.loss, stats.present) if seen}
+        metrics: dict[str, Any] = {
+            f"train/loss/{n}": float(v)
+            for n, v, seen in zip(self.domain_names, stats.loss, stats.present)
+            if seen
+        }
         if self.item_tokens is not None:
             metrics.update(self._achieved_tokens(ctx.indices))
         if self.mixer is not None:
@@ -200,7 +239,9 @@ class DynamicMixTrainer(BaseTrainer):
             elif np.isfinite(stats.token_sum).all():
                 self.mixer.observe(stats)
             else:
-                logger.warning(f"dynamic_mix: step {done} has non-finite losses; the mixer does not observe it")
+                logger.warning(
+                    f"dynamic_mix: step {done} has non-finite losses; the mixer does not observe it"
+                )
             if self.mixer.reweights_loss and self._reweight_update(ctx.step):
                 metrics.update(self.mixer.metrics())  # DoReMi updated alpha during this step
         if self.is_update(done):
@@ -222,10 +263,13 @@ class DynamicMixTrainer(BaseTrainer):
         k = len(self.domain_names)
         domains = g["domain_ids"].long()
         token_sum = torch.zeros(k, dtype=torch.float64).index_add_(0, domains, g["token_sum"].double().cpu())
-        token_count = torch.zeros(k, dtype=torch.float64).index_add_(0, domains, g["token_count"].double().cpu())
+        token_count = torch.zeros(k, dtype=torch.float64).index_add_(
+            0, domains, g["token_count"].double().cpu()
+        )
         counts = np.bincount(domains.numpy(), minlength=k)
-        return DomainStats(step=done, token_sum=token_sum.numpy(), token_count=token_count.numpy(),
-                           sample_count=counts)
+        return DomainStats(
+            step=done, token_sum=token_sum.numpy(), token_count=token_count.numpy(), sample_count=counts
+        )
 
     def _update(self, done: int, stats: DomainStats | None) -> None:
         model = self.loop.model if self.loop is not None else self.model
@@ -241,10 +285,14 @@ class DynamicMixTrainer(BaseTrainer):
         try:
             values = np.asarray(raw, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError) as err:
-            raise TypeError(f"{who} must return one number per domain {self.domain_names}, got {raw!r}") from err
+            raise TypeError(
+                f"{who} must return one number per domain {self.domain_names}, got {raw!r}"
+            ) from err
         if len(values) != len(self.domain_names):
-            raise ValueError(f"{who} returned {len(values)} proportions for {len(self.domain_names)} domains "
-                             f"{self.domain_names}.")
+            raise ValueError(
+                f"{who} returned {len(values)} proportions for {len(self.domain_names)} domains "
+                f"{self.domain_names}."
+            )
         check_proportion_values(values.tolist(), f"{who} output", self.domain_names)
         return values
 
@@ -258,10 +306,14 @@ class DynamicMixTrainer(BaseTrainer):
         """`mixture/achieved_tokens/<domain>`: each domain's share of the tokens trained so far."""
         ids = np.asarray(indices, dtype=np.int64)
         domains = np.asarray(self.train_data.domain_ids, dtype=np.int64)[ids]
-        self.trained_tokens += np.bincount(domains, weights=self.item_tokens[ids],
-                                           minlength=len(self.domain_names)).astype(np.int64)
+        self.trained_tokens += np.bincount(
+            domains, weights=self.item_tokens[ids], minlength=len(self.domain_names)
+        ).astype(np.int64)
         total = max(int(self.trained_tokens.sum()), 1)
-        return {f"mixture/achieved_tokens/{n}": float(t / total) for n, t in zip(self.domain_names, self.trained_tokens)}
+        return {
+            f"mixture/achieved_tokens/{n}": float(t / total)
+            for n, t in zip(self.domain_names, self.trained_tokens)
+        }
 
     def _check_budget(self, global_batch_size: int) -> None:
         """max_repetitions: the steps whose proportions are known now (all of them with static_mix, else the
@@ -283,9 +335,11 @@ class DynamicMixTrainer(BaseTrainer):
         for name, p, rows in zip(self.domain_names, self.mixture.proportions, self.domain_rows):
             need = p * total
             if need > len(rows):
-                logger.info(f"dynamic_mix: at its initial proportion the schedule draws ~{need:.0f} samples of domain "
-                            f"{name!r}, which has {len(rows)} rows: it is reshuffled and repeated "
-                            f"(~{need / len(rows):.1f} passes).")
+                logger.info(
+                    f"dynamic_mix: at its initial proportion the schedule draws ~{need:.0f} samples of domain "
+                    f"{name!r}, which has {len(rows)} rows: it is reshuffled and repeated "
+                    f"(~{need / len(rows):.1f} passes)."
+                )
 
     def _write_history(self) -> None:
         """At the end of the run (the live values are in metrics.jsonl as `mixture/<domain>`)."""
@@ -301,14 +355,21 @@ class DynamicMixTrainer(BaseTrainer):
             return 0.0
         if self.streaming:  # passes over the most-repeated domain's stream (this rank's)
             return float(max((r.passes for r in self.train_data.readers or []), default=0))
-        return float(max(p + pos / len(r) for p, pos, r in zip(self.sampler.passes, self.sampler.pos,
-                                                                 self.domain_rows)))
+        return float(
+            max(
+                p + pos / len(r) for p, pos, r in zip(self.sampler.passes, self.sampler.pos, self.domain_rows)
+            )
+        )
 
     # ---- state (sampler + mixer + history) ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.state_dict(), "mixer": self.mixer.state_dict() if self.mixer else None,
-                "proportions": self.mixture.proportions.tolist(), "history": self.history.as_dict(),
-                "trained_tokens": self.trained_tokens.tolist()}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "mixer": self.mixer.state_dict() if self.mixer else None,
+            "proportions": self.mixture.proportions.tolist(),
+            "history": self.history.as_dict(),
+            "trained_tokens": self.trained_tokens.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])

@@ -55,8 +55,10 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
     (not when `_target_` points elsewhere: that goes straight to the user's class), and checks that a
     selector needing a target set has one (its own or the trainer's default)."""
     if not isinstance(component, DictConfig) or "_target_" not in component:
-        raise ValueError(f"trainer=dynamic_select needs a selector: add component=<{SELECTOR_NAMES}> "
-                         "(or component=custom component._target_=your.module.YourSelector).")
+        raise ValueError(
+            f"trainer=dynamic_select needs a selector: add component=<{SELECTOR_NAMES}> "
+            "(or component=custom component._target_=your.module.YourSelector)."
+        )
     schema = OmegaConf.get_type(component)
     default_target = getattr(schema, "_target_", None) if isinstance(schema, type) else None
     if default_target is None or component._target_ != default_target:
@@ -66,9 +68,11 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
     except TypeError:  # extra keys added with +component.x: the class itself will judge them
         return
     if getattr(obj, "gradient_type", None) == "adam" and args.optim in ("sgd", "adafactor"):
-        raise ValueError(f"component.gradient_type=adam preconditions the gradient features with the AdamW moments, "
-                         f"and trainer.optim={args.optim} keeps none: set component.gradient_type=sgd or "
-                         "trainer.optim=adamw_torch.")
+        raise ValueError(
+            f"component.gradient_type=adam preconditions the gradient features with the AdamW moments, "
+            f"and trainer.optim={args.optim} keeps none: set component.gradient_type=sgd or "
+            "trainer.optim=adamw_torch."
+        )
     if isinstance(obj, TargetSelectorConfig) and obj.needs_target():
         if not (obj.target_domain or obj.target_dataset or args.target_domain or args.target_dataset):
             names = {node: name for name, node in COMPONENT_SCHEMAS.items()}
@@ -110,19 +114,38 @@ class DynamicSelectTrainer(BaseTrainer):
 
         cfg = self.component_config
         cache_dir = cfg.get("cache_dir") or str(self.run_dir / "selector")
-        selector = instantiate(cfg, _convert_="all", dataset=self.train_data, accelerator=loop.accelerator,
-                               data_collator=partial(collate, pad_token_id=loop.pad_id), cache_dir=cache_dir)
+        selector = instantiate(
+            cfg,
+            _convert_="all",
+            dataset=self.train_data,
+            accelerator=loop.accelerator,
+            data_collator=partial(collate, pad_token_id=loop.pad_id),
+            cache_dir=cache_dir,
+        )
         if not callable(getattr(selector, "select", None)):
-            raise TypeError(f"component._target_={cfg._target_} has no select(model, step_id, num_samples) method.")
+            raise TypeError(
+                f"component._target_={cfg._target_} has no select(model, step_id, num_samples) method."
+            )
         if hasattr(selector, "bind"):
-            selector.bind(SelectionContext(
-                train_data=self.train_data, eval_data=self.eval_data, pad_token_id=loop.pad_id,
-                tokenizer=self.tokenizer, device=loop.accelerator.device, seed=self.args.seed,
-                batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
-                eval_batch_size=self.args.per_device_eval_batch_size, max_tokens=self.args.scoring_max_tokens,
-                rank=loop.rank, world_size=loop.world_size, run_dir=self.run_dir,
-                target_domain=self.args.target_domain, target_dataset=self.args.target_dataset,
-                lockstep=loop.zero_stage == 3))
+            selector.bind(
+                SelectionContext(
+                    train_data=self.train_data,
+                    eval_data=self.eval_data,
+                    pad_token_id=loop.pad_id,
+                    tokenizer=self.tokenizer,
+                    device=loop.accelerator.device,
+                    seed=self.args.seed,
+                    batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
+                    eval_batch_size=self.args.per_device_eval_batch_size,
+                    max_tokens=self.args.scoring_max_tokens,
+                    rank=loop.rank,
+                    world_size=loop.world_size,
+                    run_dir=self.run_dir,
+                    target_domain=self.args.target_domain,
+                    target_dataset=self.args.target_dataset,
+                    lockstep=loop.zero_stage == 3,
+                )
+            )
         return selector
 
     def setup(self, loop) -> None:
@@ -132,16 +155,22 @@ class DynamicSelectTrainer(BaseTrainer):
         pool = self.args.candidate_pool_size or len(self.train_data)
         if pool < n_sel:
             key = "trainer.candidate_pool_size" if self.args.candidate_pool_size else "the training set size"
-            raise ValueError(f"each selection needs update_step x global batch = {n_sel} samples but {key} is {pool}; "
-                             "lower trainer.update_step or raise the pool.")
+            raise ValueError(
+                f"each selection needs update_step x global batch = {n_sel} samples but {key} is {pool}; "
+                "lower trainer.update_step or raise the pool."
+            )
         if callable(getattr(self.selector, "check_memory", None)):  # e.g. tsds: its neighbour search
             self.selector.check_memory(loop.model, num_candidates=pool, device=loop.accelerator.device)
         proj_dim = getattr(self.component_config, "proj_dim", None) if self.component_config else None
         if proj_dim:  # a gradient-feature selector: fail now, with the knob to turn, rather than OOM later
             check_gradient_feature_memory(
-                loop.model, grad_batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
-                proj_dim=int(proj_dim), num_features=pool, device=loop.accelerator.device,
-                forms_per_sample_gradients=getattr(self.component_config, "proj_type", None) != "kronecker")
+                loop.model,
+                grad_batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
+                proj_dim=int(proj_dim),
+                num_features=pool,
+                device=loop.accelerator.device,
+                forms_per_sample_gradients=getattr(self.component_config, "proj_type", None) != "kronecker",
+            )
 
     def _first_plan(self) -> None:
         """The warmup samples, or with warmup_step=0 the first selection. Made on the first `next_indices`
@@ -163,13 +192,17 @@ class DynamicSelectTrainer(BaseTrainer):
         if self.loop.is_main:
             out = Path(self.run_dir) / "selection"
             out.mkdir(parents=True, exist_ok=True)
-            (out / "warmup.json").write_text(json.dumps({"steps": self.args.warmup_step, "selected": warm.tolist()}))
+            (out / "warmup.json").write_text(
+                json.dumps({"steps": self.args.warmup_step, "selected": warm.tolist()})
+            )
         return warm
 
     def _check_indices(self, indices: np.ndarray, n: int, what: str) -> None:
         if len(indices) != n:
-            raise ValueError(f"the selector's {what} returned {len(indices)} indices, expected exactly {n} "
-                             "(update_step x global batch size).")
+            raise ValueError(
+                f"the selector's {what} returned {len(indices)} indices, expected exactly {n} "
+                "(update_step x global batch size)."
+            )
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self.train_data)):
             raise ValueError(f"the selector's {what} returned ids outside [0, {len(self.train_data)}).")
 
@@ -203,22 +236,33 @@ class DynamicSelectTrainer(BaseTrainer):
         self.update += 1
         n = self.args.update_step * loop.global_batch_size
         cands = self.candidates(self.update)
-        if getattr(self, "_unwrapped_model", None) is None:  # once: accelerate re-reads package metadata per call
+        if (
+            getattr(self, "_unwrapped_model", None) is None
+        ):  # once: accelerate re-reads package metadata per call
             self._unwrapped_model = loop.accelerator.unwrap_model(loop.model)
         model = self._unwrapped_model
         start = time.perf_counter()
         devices = [loop.accelerator.device] if loop.accelerator.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             selected = self.selector.select(
-                model, step, n, candidates=cands, update_index=self.update, current_update_times=self.update,
-                update_times=self.args.update_times, update_step=self.args.update_step, optimizer=loop.optimizer)
+                model,
+                step,
+                n,
+                candidates=cands,
+                update_index=self.update,
+                current_update_times=self.update,
+                update_times=self.args.update_times,
+                update_step=self.args.update_step,
+                optimizer=loop.optimizer,
+            )
         if not model.training:  # (train() walks every module: only when the selector left eval mode on)
             model.train()
         loop.optimizer.zero_grad(set_to_none=True)
         scores = getattr(self.selector, "last_scores", None)
         info = dict(getattr(self.selector, "last_info", None) or {})
-        selected, scores = broadcast_object(([int(i) for i in selected],
-                                             None if scores is None else np.asarray(scores, dtype=np.float64)))
+        selected, scores = broadcast_object(
+            ([int(i) for i in selected], None if scores is None else np.asarray(scores, dtype=np.float64))
+        )
         selected = np.asarray(selected, dtype=np.int64)
         self._check_indices(selected, n, f"select() at step {step}")
         selected, scores = self.training_order(selected, scores)
@@ -227,9 +271,14 @@ class DynamicSelectTrainer(BaseTrainer):
         metrics = self._metrics(selected, scores, cands, seconds)
         if loop.is_main:
             self._save(step, selected, scores, cands, metrics, info)
-        logger.info(f"selection {self.update}/{self.args.update_times} at step {step}: {n} samples in {seconds:.1f}s, "
-                    + ", ".join(f"{k.rsplit('/', 1)[-1]}={v:.2f}" for k, v in metrics.items()
-                                if k.startswith("select/domain_fraction/")))
+        logger.info(
+            f"selection {self.update}/{self.args.update_times} at step {step}: {n} samples in {seconds:.1f}s, "
+            + ", ".join(
+                f"{k.rsplit('/', 1)[-1]}={v:.2f}"
+                for k, v in metrics.items()
+                if k.startswith("select/domain_fraction/")
+            )
+        )
         return metrics
 
     def training_order(self, selected: np.ndarray, scores) -> tuple[np.ndarray, np.ndarray | None]:
@@ -246,30 +295,49 @@ class DynamicSelectTrainer(BaseTrainer):
     def _metrics(self, selected: np.ndarray, scores, cands, seconds: float) -> dict[str, float]:
         names = self.train_data.domain_names
         counts = np.bincount(self.train_data.domain_ids[selected], minlength=len(names))
-        metrics: dict[str, float] = {"select/update": float(self.update), "select/time_s": seconds,
-                                     "select/num_candidates": float(len(self.train_data) if cands is None else len(cands)),
-                                     "select/unique_fraction": len(np.unique(selected)) / max(len(selected), 1)}
+        metrics: dict[str, float] = {
+            "select/update": float(self.update),
+            "select/time_s": seconds,
+            "select/num_candidates": float(len(self.train_data) if cands is None else len(cands)),
+            "select/unique_fraction": len(np.unique(selected)) / max(len(selected), 1),
+        }
         for name, c in zip(names, counts):
             metrics[f"select/domain_fraction/{name}"] = float(c / max(len(selected), 1))
         pool = self.train_data.domain_ids if cands is None else self.train_data.domain_ids[np.asarray(cands)]
         for name, c in zip(names, np.bincount(pool, minlength=len(names))):
-            metrics[f"select/pool_fraction/{name}"] = float(c / max(len(pool), 1))  # the base rate (random's share)
+            metrics[f"select/pool_fraction/{name}"] = float(
+                c / max(len(pool), 1)
+            )  # the base rate (random's share)
         if scores is not None and len(scores) == len(selected) and len(scores):
             s = np.asarray(scores, dtype=np.float64)
-            metrics.update({"select/score_mean": float(s.mean()), "select/score_std": float(s.std()),
-                            "select/score_min": float(s.min()), "select/score_max": float(s.max())})
+            metrics.update(
+                {
+                    "select/score_mean": float(s.mean()),
+                    "select/score_std": float(s.std()),
+                    "select/score_min": float(s.min()),
+                    "select/score_max": float(s.max()),
+                }
+            )
         return metrics
 
-    def _save(self, step: int, selected: np.ndarray, scores, cands, metrics: dict[str, float], info: dict) -> None:
+    def _save(
+        self, step: int, selected: np.ndarray, scores, cands, metrics: dict[str, float], info: dict
+    ) -> None:
         out = Path(self.run_dir) / "selection"
         out.mkdir(parents=True, exist_ok=True)
         names = self.train_data.domain_names
         counts = np.bincount(self.train_data.domain_ids[selected], minlength=len(names))
-        record = {"update": self.update, "step": step, "selector": type(self.selector).__name__,
-                  "num_candidates": int(metrics["select/num_candidates"]),
-                  "domain_counts": {n: int(c) for n, c in zip(names, counts)},
-                  "metrics": metrics, "info": _jsonable(info), "selected": selected.tolist(),
-                  "scores": None if scores is None else [float(x) for x in scores]}
+        record = {
+            "update": self.update,
+            "step": step,
+            "selector": type(self.selector).__name__,
+            "num_candidates": int(metrics["select/num_candidates"]),
+            "domain_counts": {n: int(c) for n, c in zip(names, counts)},
+            "metrics": metrics,
+            "info": _jsonable(info),
+            "selected": selected.tolist(),
+            "scores": None if scores is None else [float(x) for x in scores],
+        }
         (out / f"update_{self.update:03d}.json").write_text(json.dumps(record))
         summary = {k: v for k, v in record.items() if k not in ("selected", "scores")}
         with open(out / "summary.jsonl", "a") as f:
@@ -277,9 +345,12 @@ class DynamicSelectTrainer(BaseTrainer):
 
     # ---- resume --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"update": self.update, "trained_samples": self.trained_samples,
-                "sampler": None if self.sampler is None else self.sampler.state_dict(),
-                "selector": self.selector.state_dict() if hasattr(self.selector, "state_dict") else None}
+        return {
+            "update": self.update,
+            "trained_samples": self.trained_samples,
+            "sampler": None if self.sampler is None else self.sampler.state_dict(),
+            "selector": self.selector.state_dict() if hasattr(self.selector, "state_dict") else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.update, self.trained_samples = int(state["update"]), int(state["trained_samples"])

@@ -41,8 +41,10 @@ from dataflex.train.weighter.base_weighter import CONTEXT_KEYS, WeightContext, W
 from dataflex.train.weighter.schemas import DynamicWeightArguments
 from dataflex.train.weighter.stats import weight_stats
 
-NO_WEIGHTER = ("trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or point "
-               "component._target_ at your own Weighter subclass.")
+NO_WEIGHTER = (
+    "trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or point "
+    "component._target_ at your own Weighter subclass."
+)
 
 
 def length_weighted(weights: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
@@ -75,8 +77,10 @@ def build_weighter(cfg: Any, context: dict[str, Any]) -> Weighter:
     except Exception as err:  # noqa: BLE001 - re-raised with the key that names it
         raise ImportError(f"component._target_={target}: cannot import it ({err}).") from err
     if not (isinstance(cls, type) and issubclass(cls, Weighter)):
-        raise TypeError(f"component._target_={target} is not a subclass of "
-                        "dataflex.train.weighter.base_weighter.Weighter.")
+        raise TypeError(
+            f"component._target_={target} is not a subclass of "
+            "dataflex.train.weighter.base_weighter.Weighter."
+        )
     params = inspect.signature(cls.__init__).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     offered = {k: v for k, v in context.items() if k in CONTEXT_KEYS and k not in cfg}
@@ -96,7 +100,8 @@ def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what
         vals = values.detach().cpu()[bad].tolist()
         raise NonFiniteLossError(
             f"non-finite training {what} at step {step}: sample ids {ids[:20]} have {what} {vals[:20]}. Lower "
-            "trainer.learning_rate, keep trainer.max_grad_norm > 0, or inspect these samples.")
+            "trainer.learning_rate, keep trainer.max_grad_norm > 0, or inspect these samples."
+        )
 
 
 class DynamicWeightTrainer(BaseTrainer):
@@ -107,7 +112,11 @@ class DynamicWeightTrainer(BaseTrainer):
         if self.component_config is None:
             raise ValueError(NO_WEIGHTER)
         check_component_config(self.component_config)
-        own = self.component_config.get("warmup_step") if isinstance(self.component_config, DictConfig) else None
+        own = (
+            self.component_config.get("warmup_step")
+            if isinstance(self.component_config, DictConfig)
+            else None
+        )
         self.warmup_step = self.args.warmup_step if own is None else int(own)
         """Plain steps before weighting: trainer.warmup_step, unless the component sets its own (rho1: 0, the
         paper applies token selection from the first step)."""
@@ -131,17 +140,25 @@ class DynamicWeightTrainer(BaseTrainer):
     def total_steps(self, global_batch_size: int) -> int:
         total = super().total_steps(global_batch_size)
         if self.warmup_step >= total:
-            raise ValueError(f"trainer.warmup_step={self.warmup_step} >= the {total} training steps: no step "
-                             "would be weighted. Lower trainer.warmup_step or train longer.")
+            raise ValueError(
+                f"trainer.warmup_step={self.warmup_step} >= the {total} training steps: no step "
+                "would be weighted. Lower trainer.warmup_step or train longer."
+            )
         self._total = total
         return total
 
     def setup(self, loop) -> None:
         super().setup(loop)
         self.loop = loop
-        context = dict(train_data=self.train_data, eval_data=self.eval_data, accelerator=loop.accelerator,
-                       tokenizer=self.tokenizer, pad_token_id=loop.pad_id, seed=self.args.seed,
-                       run_dir=str(self.run_dir))
+        context = dict(
+            train_data=self.train_data,
+            eval_data=self.eval_data,
+            accelerator=loop.accelerator,
+            tokenizer=self.tokenizer,
+            pad_token_id=loop.pad_id,
+            seed=self.args.seed,
+            run_dir=str(self.run_dir),
+        )
         self.weighter = build_weighter(self.component_config, context)
         if self.weighter.level not in ("sample", "token"):
             raise ValueError(f"{type(self.weighter).__name__}.level must be 'sample' or 'token'.")
@@ -165,12 +182,16 @@ class DynamicWeightTrainer(BaseTrainer):
         if self.weighter.level == "sample":
             sizes = [len(mb["sample_ids"]) for mb in micro]
             starts = [sum(sizes[:k]) for k in range(len(sizes))]
-            return [losses.mean for losses in all_losses], [torch.arange(n) + s for n, s in zip(sizes, starts)]
+            return [losses.mean for losses in all_losses], [
+                torch.arange(n) + s for n, s in zip(sizes, starts)
+            ]
         units, rows, start = [], [], 0
         for losses, mb in zip(all_losses, micro):
             if losses.token_loss is None:
-                raise RuntimeError(f"{type(self.weighter).__name__} is token-level but the loop gave no per-token "
-                                   "losses (SampleLosses.token_loss).")
+                raise RuntimeError(
+                    f"{type(self.weighter).__name__} is token-level but the loop gave no per-token "
+                    "losses (SampleLosses.token_loss)."
+                )
             mask = (mb["labels"][:, 1:] != IGNORE_INDEX).to(losses.token_loss.device)
             row = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)
             units.append(losses.token_loss[mask])
@@ -178,8 +199,9 @@ class DynamicWeightTrainer(BaseTrainer):
             start += len(mb["sample_ids"])
         return units, rows
 
-    def before_backward(self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]],
-                        ctx: StepContext) -> None:
+    def before_backward(
+        self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext
+    ) -> None:
         device = self._device
         units, rows = self._units(all_losses, micro_batches)
         sizes = [u.numel() for u in units]
@@ -203,15 +225,27 @@ class DynamicWeightTrainer(BaseTrainer):
             grads = torch.full_like(values, 1.0 / len(values))
         else:
             check_finite(values, unit_ids, ctx.step, what)
-            wctx = WeightContext(global_step=ctx.step, total_steps=self._total or 0,
-                                 warmup_steps=self.warmup_step, sample_ids=gathered["sample_ids"],
-                                 domain_ids=gathered["domain_ids"], token_count=gathered["token_count"],
-                                 domain_names=list(self.train_data.domain_names),
-                                 local_slice=slice(offset, offset + sum(sizes)), rank=ctx.rank,
-                                 world_size=ctx.world_size, level=self.weighter.level,
-                                 token_sample=None if self.weighter.level == "sample" else unit_sample, device=device)
-            inputs = {"micro_batches": micro_batches, "sample_ids": gathered["sample_ids"],
-                      "domain_ids": gathered["domain_ids"], "token_count": gathered["token_count"]}
+            wctx = WeightContext(
+                global_step=ctx.step,
+                total_steps=self._total or 0,
+                warmup_steps=self.warmup_step,
+                sample_ids=gathered["sample_ids"],
+                domain_ids=gathered["domain_ids"],
+                token_count=gathered["token_count"],
+                domain_names=list(self.train_data.domain_names),
+                local_slice=slice(offset, offset + sum(sizes)),
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                level=self.weighter.level,
+                token_sample=None if self.weighter.level == "sample" else unit_sample,
+                device=device,
+            )
+            inputs = {
+                "micro_batches": micro_batches,
+                "sample_ids": gathered["sample_ids"],
+                "domain_ids": gathered["domain_ids"],
+                "token_count": gathered["token_count"],
+            }
             leaf = values.clone().requires_grad_(True)
             with torch.enable_grad():
                 loss = self.weighter.get_weighted_loss(leaf, ctx=wctx, model=self._unwrapped(), inputs=inputs)
@@ -227,23 +261,35 @@ class DynamicWeightTrainer(BaseTrainer):
         for losses, unit, w in zip(all_losses, units, local):
             self._mb_weights[id(losses)] = w.to(device=device, dtype=unit.dtype)
             self._mb_units[id(losses)] = unit
-        sample_weights = torch.zeros(n_samples, dtype=torch.float64).index_add_(0, unit_sample, grads.double())
-        self._last = {"step": ctx.step, "weights": sample_weights, "domain_ids": gathered["domain_ids"],
-                      "loss": loss_value}
+        sample_weights = torch.zeros(n_samples, dtype=torch.float64).index_add_(
+            0, unit_sample, grads.double()
+        )
+        self._last = {
+            "step": ctx.step,
+            "weights": sample_weights,
+            "domain_ids": gathered["domain_ids"],
+            "loss": loss_value,
+        }
 
     def _unit_weights(self, loss: Any, leaf: torch.Tensor) -> torch.Tensor:
         """dL/dx: the weight of every value (exactly w_i for L = sum_i w_i x_i with detached w)."""
         name = type(self.weighter).__name__
         if not torch.is_tensor(loss) or loss.dim() != 0:
-            raise TypeError(f"{name}.get_weighted_loss must return a scalar tensor, got {type(loss).__name__} "
-                            f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
+            raise TypeError(
+                f"{name}.get_weighted_loss must return a scalar tensor, got {type(loss).__name__} "
+                f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}."
+            )
         grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
         if grad is None:
-            raise ValueError(f"{name}.get_weighted_loss returned a loss that does not depend on `losses`; return "
-                             "e.g. (weights * losses).sum() with the weights computed under torch.no_grad().")
+            raise ValueError(
+                f"{name}.get_weighted_loss returned a loss that does not depend on `losses`; return "
+                "e.g. (weights * losses).sum() with the weights computed under torch.no_grad()."
+            )
         return grad.detach()
 
-    def compute_loss(self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+    def compute_loss(
+        self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext
+    ) -> torch.Tensor:
         if not self.weighting(ctx.step):  # plain mean loss (NaN/inf: the loop's nan_policy)
             return super().compute_loss(losses, batch, ctx)
         try:
@@ -271,7 +317,10 @@ class DynamicWeightTrainer(BaseTrainer):
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "weighter": self.weighter.state_dict() if self.weighter is not None else {}}
+        return {
+            **super().state_dict(),
+            "weighter": self.weighter.state_dict() if self.weighter is not None else {},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

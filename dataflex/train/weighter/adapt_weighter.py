@@ -46,9 +46,16 @@ from dataflex.train.weighter.base_weighter import Weighter
 from dataflex.train.weighter.schemas import check_adapt_params
 
 
-def adapt_weights(embeddings: torch.Tensor, anchors: torch.Tensor, tau: float, aggregate: str = "mean",
-                  clip_min: float | None = None, clip_max: float | None = None,
-                  center: bool = False, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def adapt_weights(
+    embeddings: torch.Tensor,
+    anchors: torch.Tensor,
+    tau: float,
+    aggregate: str = "mean",
+    clip_min: float | None = None,
+    clip_max: float | None = None,
+    center: bool = False,
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights, similarities) for L2-normalised `embeddings` (N, H) and `anchors` (M, H). normalize: the
     weights sum to 1; else u_i / N (the unnormalised sigmoid as a per-sample learning rate on the mean loss)."""
     with torch.no_grad():
@@ -59,21 +66,37 @@ def adapt_weights(embeddings: torch.Tensor, anchors: torch.Tensor, tau: float, a
             u = u.clamp(min=clip_min, max=clip_max)
         total = u.sum()
         if not total > 0:
-            raise ValueError("component=adapt: every sigmoid weight was clipped to 0; lower component.clip_min.")
+            raise ValueError(
+                "component=adapt: every sigmoid weight was clipped to 0; lower component.clip_min."
+            )
         return (u / (total if normalize else len(u))).float(), sims.float()
 
 
 @register_weighter("adapt")
 class AdaptWeighter(Weighter):
-    def __init__(self, tau: float = 0.05, anchor_domains: list[str] | None = None, max_anchors: int | None = 256,
-                 refresh_interval: int = 50, aggregate: str = "mean", clip_min: float | None = None,
-                 clip_max: float | None = None, embed_batch_size: int = 64, center: bool = True,
-                 reuse_forward: bool = True, normalize: bool = True, pooling: str = "mean", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tau: float = 0.05,
+        anchor_domains: list[str] | None = None,
+        max_anchors: int | None = 256,
+        refresh_interval: int = 50,
+        aggregate: str = "mean",
+        clip_min: float | None = None,
+        clip_max: float | None = None,
+        embed_batch_size: int = 64,
+        center: bool = True,
+        reuse_forward: bool = True,
+        normalize: bool = True,
+        pooling: str = "mean",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
         self.normalize, self.pooling = bool(normalize), pooling
-        check_adapt_params(tau, refresh_interval, max_anchors, aggregate, clip_min, clip_max, embed_batch_size)
+        check_adapt_params(
+            tau, refresh_interval, max_anchors, aggregate, clip_min, clip_max, embed_batch_size
+        )
         self.tau, self.aggregate = float(tau), aggregate
         self.clip_min, self.clip_max, self.center = clip_min, clip_max, bool(center)
         self.refresh_interval, self.embed_batch_size = int(refresh_interval), int(embed_batch_size)
@@ -89,15 +112,19 @@ class AdaptWeighter(Weighter):
     def _anchor_rows(self, domains: list[str] | None, max_anchors: int | None) -> np.ndarray:
         data = self.eval_data
         if data is None or len(data) == 0:
-            raise ValueError("component=adapt needs an anchor set, taken from the eval split of the data, and none "
-                             "was loaded: use a dataset with an eval split (the embedded default has one).")
+            raise ValueError(
+                "component=adapt needs an anchor set, taken from the eval split of the data, and none "
+                "was loaded: use a dataset with an eval split (the embedded default has one)."
+            )
         names = list(data.domain_names)
         if domains is None:
             rows = np.arange(len(data))
         else:
             unknown = [d for d in domains if d not in names]
             if unknown:
-                raise ValueError(f"component.anchor_domains: {unknown} not in the eval split's domains {names}.")
+                raise ValueError(
+                    f"component.anchor_domains: {unknown} not in the eval split's domains {names}."
+                )
             rows = np.sort(np.concatenate([data.domain_rows(names.index(d)) for d in domains]))
         if len(rows) == 0:
             raise ValueError(f"component=adapt: the eval split has no rows in anchor_domains={domains}.")
@@ -110,14 +137,25 @@ class AdaptWeighter(Weighter):
         anchors = None
         rank = self.accelerator.process_index if self.accelerator is not None else 0
         if rank == 0:
-            anchors = sample_embeddings(model, self.eval_data, self.anchor_rows, batch_size=self.embed_batch_size,
-                                        pad_token_id=self.pad_token_id, device=self.device, pooling=self.pooling)
+            anchors = sample_embeddings(
+                model,
+                self.eval_data,
+                self.anchor_rows,
+                batch_size=self.embed_batch_size,
+                pad_token_id=self.pad_token_id,
+                device=self.device,
+                pooling=self.pooling,
+            )
         self.anchors = broadcast_object(anchors)
         self.refreshed_at = step
         self.refreshes += 1
 
     def due(self, step: int) -> bool:
-        return self.anchors is None or self.refreshed_at is None or step - self.refreshed_at >= self.refresh_interval
+        return (
+            self.anchors is None
+            or self.refreshed_at is None
+            or step - self.refreshed_at >= self.refresh_interval
+        )
 
     # ---- reusing the training forward -----------------------------------------------------------------
     def attach(self, model) -> None:
@@ -126,8 +164,10 @@ class AdaptWeighter(Weighter):
         inner = unwrap(model)
         decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
         if self.reuse_forward and decoder is None:
-            raise ValueError("component.reuse_forward=true needs a model with get_decoder(); set "
-                             "component.reuse_forward=false to embed the batch with a separate forward.")
+            raise ValueError(
+                "component.reuse_forward=true needs a model with get_decoder(); set "
+                "component.reuse_forward=false to embed the batch with a separate forward."
+            )
         if self.reuse_forward:
             decoder.register_forward_hook(self._capture)
 
@@ -142,30 +182,50 @@ class AdaptWeighter(Weighter):
 
     def _pooled_from_forward(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         if len(self._hidden) != len(micro_batches):
-            raise RuntimeError(f"adapt: captured {len(self._hidden)} hidden states for {len(micro_batches)} "
-                               "micro-batches; set component.reuse_forward=false for this model.")
+            raise RuntimeError(
+                f"adapt: captured {len(self._hidden)} hidden states for {len(micro_batches)} "
+                "micro-batches; set component.reuse_forward=false for this model."
+            )
         out = []
         for hidden, mb in zip(self._hidden, micro_batches):
             mask = mb["attention_mask"].to(hidden.device)
             if hidden.shape[:2] != mask.shape:
-                raise RuntimeError("adapt: captured hidden states do not match the micro-batch; set "
-                                   "component.reuse_forward=false for this model.")
+                raise RuntimeError(
+                    "adapt: captured hidden states do not match the micro-batch; set "
+                    "component.reuse_forward=false for this model."
+                )
             out.append(torch.nn.functional.normalize(pool_hidden(hidden.float(), mask, self.pooling), dim=-1))
         self._hidden = []
         return torch.cat(out)
 
-    def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None) -> torch.Tensor:
+    def get_weighted_loss(
+        self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None
+    ) -> torch.Tensor:
         if self.due(ctx.global_step):
             self._refresh(model, ctx.global_step)
         if self.reuse_forward:
             local = self._pooled_from_forward(inputs["micro_batches"])
         else:
-            local = sample_embeddings(model, self.train_data, ctx.sample_ids[ctx.local_slice].tolist(),
-                                      batch_size=self.embed_batch_size, pad_token_id=self.pad_token_id,
-                                      device=self.device, pooling=self.pooling)
+            local = sample_embeddings(
+                model,
+                self.train_data,
+                ctx.sample_ids[ctx.local_slice].tolist(),
+                batch_size=self.embed_batch_size,
+                pad_token_id=self.pad_token_id,
+                device=self.device,
+                pooling=self.pooling,
+            )
         embeddings = all_gather_cat(local.to(self.device)).cpu()
-        weights, sims = adapt_weights(embeddings, self.anchors, self.tau, self.aggregate, self.clip_min, self.clip_max,
-                                      self.center, self.normalize)
+        weights, sims = adapt_weights(
+            embeddings,
+            self.anchors,
+            self.tau,
+            self.aggregate,
+            self.clip_min,
+            self.clip_max,
+            self.center,
+            self.normalize,
+        )
         self.last_similarity = sims
         return (weights.to(losses.dtype) * losses).sum()
 
@@ -173,12 +233,18 @@ class AdaptWeighter(Weighter):
         out: dict[str, float] = {"anchor_refreshes": float(self.refreshes)}
         if self.last_similarity is not None:
             out["similarity_mean"] = float(self.last_similarity.mean())
-            out["similarity_std"] = float(self.last_similarity.std()) if self.last_similarity.numel() > 1 else 0.0
+            out["similarity_std"] = (
+                float(self.last_similarity.std()) if self.last_similarity.numel() > 1 else 0.0
+            )
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"anchors": None if self.anchors is None else self.anchors.clone(), "refreshed_at": self.refreshed_at,
-                "refreshes": self.refreshes, "anchor_rows": self.anchor_rows.tolist()}
+        return {
+            "anchors": None if self.anchors is None else self.anchors.clone(),
+            "refreshed_at": self.refreshed_at,
+            "refreshes": self.refreshes,
+            "anchor_rows": self.anchor_rows.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchors = None if state["anchors"] is None else state["anchors"].clone()

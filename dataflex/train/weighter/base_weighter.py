@@ -71,8 +71,10 @@ class Weighter:
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(CONTEXT_KEYS))
         if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown parameter(s) {unknown}; remove them from "
-                            "`component` (or add them to the weighter's __init__).")
+            raise TypeError(
+                f"{type(self).__name__} got unknown parameter(s) {unknown}; remove them from "
+                "`component` (or add them to the weighter's __init__)."
+            )
         self.train_data = kwargs.get("train_data")
         self.eval_data = kwargs.get("eval_data")
         self.accelerator = kwargs.get("accelerator")
@@ -94,7 +96,9 @@ class Weighter:
         inputs: dict[str, torch.Tensor | Any] | None = None,
     ) -> torch.Tensor:
         """The scalar to minimise, built from `losses` (N,) of the global batch; see the module docstring."""
-        raise NotImplementedError(f"{type(self).__name__} must implement get_weighted_loss(losses, *, ctx, model, inputs)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement get_weighted_loss(losses, *, ctx, model, inputs)"
+        )
 
     def attach(self, model: nn.Module) -> None:
         """Called once with the (unwrapped) training model before training, e.g. to register a forward hook

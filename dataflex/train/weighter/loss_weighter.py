@@ -62,7 +62,9 @@ def loss_weights(losses: torch.Tensor, strategy: str, delta: float, temperature:
         return torch.softmax(f / temperature, dim=0).to(losses.dtype)
 
 
-def scheduled_temperature(updates: int, temperature: float, schedule: str, start: float, warmup: int) -> float:
+def scheduled_temperature(
+    updates: int, temperature: float, schedule: str, start: float, warmup: int
+) -> float:
     """r after `updates` weighted steps. `step`: start for the first `warmup` weighted steps, then r (the
     authors' large-model recipe: near-uniform weights first); `linear`: anneal start -> r; `constant`: r."""
     if schedule == "constant" or warmup == 0 or updates >= warmup:
@@ -74,24 +76,42 @@ def scheduled_temperature(updates: int, temperature: float, schedule: str, start
 
 @register_weighter("loss")
 class LossWeighter(Weighter):
-    def __init__(self, strategy: str = "linupper", delta: float = 1.0, temperature: float = 1.0,
-                 temperature_schedule: str = "constant", temperature_start: float = 100.0,
-                 temperature_warmup_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        strategy: str = "linupper",
+        delta: float = 1.0,
+        temperature: float = 1.0,
+        temperature_schedule: str = "constant",
+        temperature_start: float = 100.0,
+        temperature_warmup_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        check_loss_params(strategy, delta, temperature, temperature_schedule, temperature_start,
-                          temperature_warmup_steps)
+        check_loss_params(
+            strategy, delta, temperature, temperature_schedule, temperature_start, temperature_warmup_steps
+        )
         self.strategy, self.delta = strategy, float(delta)
         self.temperature, self.temperature_schedule = float(temperature), temperature_schedule
-        self.temperature_start, self.temperature_warmup_steps = float(temperature_start), int(temperature_warmup_steps)
+        self.temperature_start, self.temperature_warmup_steps = (
+            float(temperature_start),
+            int(temperature_warmup_steps),
+        )
         self.updates = 0
         """Weighted steps done (drives the temperature schedule; part of the state)."""
         self.current_temperature = self.temperature_at(0)
 
     def temperature_at(self, updates: int) -> float:
-        return scheduled_temperature(updates, self.temperature, self.temperature_schedule, self.temperature_start,
-                                     self.temperature_warmup_steps)
+        return scheduled_temperature(
+            updates,
+            self.temperature,
+            self.temperature_schedule,
+            self.temperature_start,
+            self.temperature_warmup_steps,
+        )
 
-    def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None) -> torch.Tensor:
+    def get_weighted_loss(
+        self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None
+    ) -> torch.Tensor:
         self.current_temperature = self.temperature_at(self.updates)
         weights = loss_weights(losses, self.strategy, self.delta, self.current_temperature)
         self.updates += 1

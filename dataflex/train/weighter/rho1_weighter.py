@@ -56,8 +56,14 @@ def load_reference(path: str, dtype: str, device: torch.device):
 class Rho1Weighter(Weighter):
     level = "token"
 
-    def __init__(self, reference_model: str | None = None, ratio: float = 0.6, reference_dtype: str = "float32",
-                 warmup_step: int | None = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        reference_model: str | None = None,
+        ratio: float = 0.6,
+        reference_dtype: str = "float32",
+        warmup_step: int | None = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.warmup_step = warmup_step  # read by the trainer from the config (see DynamicWeightTrainer)
         check_rho1_params(reference_model, ratio)
@@ -65,8 +71,10 @@ class Rho1Weighter(Weighter):
         self.reference = load_reference(str(reference_model), reference_dtype, self.device)
         vocab = self.reference.get_output_embeddings().weight.shape[0]
         if self.tokenizer is not None and vocab < len(self.tokenizer):
-            raise ValueError(f"component.reference_model={reference_model} has a {vocab}-token vocabulary but the "
-                             f"training tokenizer has {len(self.tokenizer)}; the reference must share the tokenizer.")
+            raise ValueError(
+                f"component.reference_model={reference_model} has a {vocab}-token vocabulary but the "
+                f"training tokenizer has {len(self.tokenizer)}; the reference must share the tokenizer."
+            )
         self.last_excess_mean = float("nan")
 
     def reference_losses(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -79,11 +87,15 @@ class Rho1Weighter(Weighter):
                 out.append(losses.token_loss[losses.token_mask].float())
         return torch.cat(out).clone() if out else torch.zeros(0, device=self.device)
 
-    def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None) -> torch.Tensor:
+    def get_weighted_loss(
+        self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None
+    ) -> torch.Tensor:
         reference = all_gather_cat(self.reference_losses(inputs["micro_batches"])).cpu()
         if reference.shape != losses.shape:
-            raise ValueError(f"rho1: the reference model scored {reference.numel()} tokens but the batch has "
-                             f"{losses.numel()}; does component.reference_model use the training tokenizer?")
+            raise ValueError(
+                f"rho1: the reference model scored {reference.numel()} tokens but the batch has "
+                f"{losses.numel()}; does component.reference_model use the training tokenizer?"
+            )
         mask = rho1_selection(losses, reference, self.ratio)
         self.last_excess_mean = float((losses.detach() - reference)[mask.bool()].mean())
         return (mask * losses).sum() / mask.sum()

@@ -35,14 +35,18 @@ class DynamicWeightArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.train_step is not None:
             if self.train_step <= 0:
-                raise ValueError(f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}.")
+                raise ValueError(
+                    f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}."
+                )
             self.max_steps = self.train_step
         super().__post_init__()
         if self.warmup_step < 0:
             raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
         if self.max_steps > 0 and self.warmup_step >= self.max_steps:
-            raise ValueError(f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
-                             "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps.")
+            raise ValueError(
+                f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
+                "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps."
+            )
 
 
 @dataclass
@@ -51,25 +55,44 @@ class DynamicWeightTrainerConfig(DynamicWeightArguments):
 
 
 # ---- checks shared by schemas and weighter classes --------------------------------------------------------
-def check_loss_params(strategy: str, delta: float, temperature: float, temperature_schedule: str,
-                      temperature_start: float, temperature_warmup_steps: int) -> None:
+def check_loss_params(
+    strategy: str,
+    delta: float,
+    temperature: float,
+    temperature_schedule: str,
+    temperature_start: float,
+    temperature_warmup_steps: int,
+) -> None:
     if strategy not in LOSS_STRATEGIES:
-        raise ValueError(f"component.strategy={strategy!r} is unknown; choose one of {list(LOSS_STRATEGIES)}.")
+        raise ValueError(
+            f"component.strategy={strategy!r} is unknown; choose one of {list(LOSS_STRATEGIES)}."
+        )
     if not delta > 0:
-        raise ValueError(f"component.delta must be > 0 (losses are normalised to [-delta, delta]), got {delta}.")
+        raise ValueError(
+            f"component.delta must be > 0 (losses are normalised to [-delta, delta]), got {delta}."
+        )
     if not temperature > 0:
         raise ValueError(f"component.temperature (the paper's r) must be > 0, got {temperature}.")
     if temperature_schedule not in TEMPERATURE_SCHEDULES:
-        raise ValueError(f"component.temperature_schedule={temperature_schedule!r} is unknown; choose one of "
-                         f"{list(TEMPERATURE_SCHEDULES)}.")
+        raise ValueError(
+            f"component.temperature_schedule={temperature_schedule!r} is unknown; choose one of "
+            f"{list(TEMPERATURE_SCHEDULES)}."
+        )
     if not temperature_start > 0:
         raise ValueError(f"component.temperature_start must be > 0, got {temperature_start}.")
     if temperature_warmup_steps < 0:
         raise ValueError(f"component.temperature_warmup_steps must be >= 0, got {temperature_warmup_steps}.")
 
 
-def check_adapt_params(tau: float, refresh_interval: int, max_anchors: int | None, aggregate: str,
-                       clip_min: float | None, clip_max: float | None, embed_batch_size: int) -> None:
+def check_adapt_params(
+    tau: float,
+    refresh_interval: int,
+    max_anchors: int | None,
+    aggregate: str,
+    clip_min: float | None,
+    clip_max: float | None,
+    embed_batch_size: int,
+) -> None:
     if not tau > 0:
         raise ValueError(f"component.tau must be > 0 (weights are sigmoid(similarity / tau)), got {tau}.")
     if refresh_interval <= 0:
@@ -77,10 +100,14 @@ def check_adapt_params(tau: float, refresh_interval: int, max_anchors: int | Non
     if max_anchors is not None and max_anchors <= 0:
         raise ValueError(f"component.max_anchors must be > 0 or null (all eval rows), got {max_anchors}.")
     if aggregate not in ADAPT_AGGREGATES:
-        raise ValueError(f"component.aggregate={aggregate!r} is unknown; choose one of {list(ADAPT_AGGREGATES)}.")
+        raise ValueError(
+            f"component.aggregate={aggregate!r} is unknown; choose one of {list(ADAPT_AGGREGATES)}."
+        )
     for key, value in (("clip_min", clip_min), ("clip_max", clip_max)):
         if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError(f"component.{key} clips sigmoid weights and must be in [0, 1] or null, got {value}.")
+            raise ValueError(
+                f"component.{key} clips sigmoid weights and must be in [0, 1] or null, got {value}."
+            )
     if clip_min is not None and clip_max is not None and clip_min > clip_max:
         raise ValueError(f"component.clip_min={clip_min} > component.clip_max={clip_max}.")
     if embed_batch_size <= 0:
@@ -89,11 +116,15 @@ def check_adapt_params(tau: float, refresh_interval: int, max_anchors: int | Non
 
 def check_rho1_params(reference_model: str | None, ratio: float) -> None:
     if not reference_model:
-        raise ValueError("component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
-                         "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
-                         "data; it must share the tokenizer).")
+        raise ValueError(
+            "component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
+            "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
+            "data; it must share the tokenizer)."
+        )
     if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"component.ratio is the fraction of tokens trained on and must be in (0, 1], got {ratio}.")
+        raise ValueError(
+            f"component.ratio is the fraction of tokens trained on and must be in (0, 1], got {ratio}."
+        )
 
 
 # ---- the weighters -------------------------------------------------------------------------------------
@@ -117,8 +148,14 @@ class LossWeighterConfig:
     """Weighted steps (counted from the end of trainer.warmup_step) spent at/annealing from temperature_start."""
 
     def __post_init__(self) -> None:
-        check_loss_params(self.strategy, self.delta, self.temperature, self.temperature_schedule,
-                          self.temperature_start, self.temperature_warmup_steps)
+        check_loss_params(
+            self.strategy,
+            self.delta,
+            self.temperature,
+            self.temperature_schedule,
+            self.temperature_start,
+            self.temperature_warmup_steps,
+        )
 
 
 @dataclass
@@ -158,11 +195,20 @@ class AdaptWeighterConfig:
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "position_weighted"):
             raise ValueError(f"component.pooling must be mean or position_weighted, got {self.pooling!r}.")
-        check_adapt_params(self.tau, self.refresh_interval, self.max_anchors, self.aggregate, self.clip_min,
-                           self.clip_max, self.embed_batch_size)
+        check_adapt_params(
+            self.tau,
+            self.refresh_interval,
+            self.max_anchors,
+            self.aggregate,
+            self.clip_min,
+            self.clip_max,
+            self.embed_batch_size,
+        )
         if self.anchor_domains is not None and not list(self.anchor_domains):
-            raise ValueError("component.anchor_domains=[] names no anchor domain; list the eval domains to anchor "
-                             "on (e.g. [target]) or set it to null to anchor on the whole eval split.")
+            raise ValueError(
+                "component.anchor_domains=[] names no anchor domain; list the eval domains to anchor "
+                "on (e.g. [target]) or set it to null to anchor on the whole eval split."
+            )
 
 
 @dataclass
@@ -199,8 +245,10 @@ class NoWeighterConfig:
     """`trainer=dynamic_weight` with no `component=`: an error that names the choices."""
 
     def __post_init__(self) -> None:
-        raise ValueError("trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or "
-                         "component=custom component._target_=my_pkg.MyWeighter for your own Weighter subclass.")
+        raise ValueError(
+            "trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or "
+            "component=custom component._target_=my_pkg.MyWeighter for your own Weighter subclass."
+        )
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -214,5 +262,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
 }
 
-__all__ = ["SCHEMAS", "DynamicWeightArguments", "DynamicWeightTrainerConfig", "LossWeighterConfig",
-           "AdaptWeighterConfig", "CustomWeighterConfig", "Rho1WeighterConfig", "LOSS_STRATEGIES"]
+__all__ = [
+    "SCHEMAS",
+    "DynamicWeightArguments",
+    "DynamicWeightTrainerConfig",
+    "LossWeighterConfig",
+    "AdaptWeighterConfig",
+    "CustomWeighterConfig",
+    "Rho1WeighterConfig",
+    "LOSS_STRATEGIES",
+]

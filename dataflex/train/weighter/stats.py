@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 
-def weight_stats(weights: torch.Tensor, domain_ids: torch.Tensor, domain_names: Sequence[str],
-                 with_values: bool = False) -> dict[str, object]:
+def weight_stats(
+    weights: torch.Tensor, domain_ids: torch.Tensor, domain_names: Sequence[str], with_values: bool = False
+) -> dict[str, object]:
     """Statistics of the global batch's sample weights `weights` (N,), which sum to 1 for a normalised
     weighter. Reported on the *relative* scale `N * w` (uniform weights = 1 everywhere):
 

@@ -37,9 +37,16 @@ def run_case(spec: dict) -> dict:
     from dataflex.train.signals.losses import LossSettings, auto_chunk_size, model_losses
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=spec["vocab"], hidden_size=spec["hidden"], intermediate_size=spec["hidden"] * 3,
-                         num_hidden_layers=spec["layers"], num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=spec["seq"], tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=spec["vocab"],
+        hidden_size=spec["hidden"],
+        intermediate_size=spec["hidden"] * 3,
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=spec["seq"],
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config).train()
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -59,9 +66,12 @@ def run_case(spec: dict) -> dict:
         times.append(time.perf_counter() - start)
         del losses
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_activation_mib": (peak - base) / 2**20, "step_s": statistics.median(times[1:]),
-            "chunk_used": spec["chunk"] or auto_chunk_size(spec["vocab"]),
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "peak_activation_mib": (peak - base) / 2**20,
+        "step_s": statistics.median(times[1:]),
+        "chunk_used": spec["chunk"] or auto_chunk_size(spec["vocab"]),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 def chunk_label(row: dict) -> str:
@@ -71,16 +81,28 @@ def chunk_label(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vocab", type=int, default=128256)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=512)
-    parser.add_argument("--chunk", type=int, nargs="+", default=[0, 1024],
-                        help="tokens per chunk of the chunked loss; 0: the default (sized from the vocabulary)")
-    parser.add_argument("--prompt-share", type=float, nargs="+", default=[0.0, 0.5],
-                        help="share of each row masked as prompt (0: every token supervised, as pretraining)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        nargs="+",
+        default=[0, 1024],
+        help="tokens per chunk of the chunked loss; 0: the default (sized from the vocabulary)",
+    )
+    parser.add_argument(
+        "--prompt-share",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5],
+        help="share of each row masked as prompt (0: every token supervised, as pretraining)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -88,8 +110,14 @@ def main() -> None:
     if os.environ.get(CASE_ENV):
         print(json.dumps(run_case(json.loads(os.environ[CASE_ENV]))))
         return
-    base = dict(vocab=args.vocab, hidden=args.hidden, layers=args.layers, batch=args.batch, seq=args.seq,
-                steps=args.steps)
+    base = dict(
+        vocab=args.vocab,
+        hidden=args.hidden,
+        layers=args.layers,
+        batch=args.batch,
+        seq=args.seq,
+        steps=args.steps,
+    )
     cases = []
     for share in args.prompt_share:
         cases.append(dict(base, impl="plain", chunk=0, prompt_share=share))
@@ -97,25 +125,42 @@ def main() -> None:
     results: dict[int, list[dict]] = {i: [] for i in range(len(cases))}
     for _ in range(args.repeats):
         for i, case in enumerate(cases):  # interleaved
-            env = {**os.environ, CASE_ENV: json.dumps(case), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, check=True)
+            env = {
+                **os.environ,
+                CASE_ENV: json.dumps(case),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            }
+            out = subprocess.run(
+                [sys.executable, __file__], env=env, capture_output=True, text=True, check=True
+            )
             results[i].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
     for i, case in enumerate(cases):
         mem = statistics.median(r["peak_activation_mib"] for r in results[i])
         step = statistics.median(r["step_s"] for r in results[i])
-        rows.append({**case, "peak_activation_mib": mem, "step_s": step, "params_m": results[i][0]["params_m"],
-                     "chunk_used": results[i][0]["chunk_used"]})
-    print(f"model: LLaMA vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers "
-          f"({rows[0]['params_m']:.1f}M params), batch {args.batch} x {args.seq} tokens, float32, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, medians of {args.repeats} fresh processes\n")
+        rows.append(
+            {
+                **case,
+                "peak_activation_mib": mem,
+                "step_s": step,
+                "params_m": results[i][0]["params_m"],
+                "chunk_used": results[i][0]["chunk_used"],
+            }
+        )
+    print(
+        f"model: LLaMA vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers "
+        f"({rows[0]['params_m']:.1f}M params), batch {args.batch} x {args.seq} tokens, float32, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, medians of {args.repeats} fresh processes\n"
+    )
     print("| prompt masked | loss | chunk | peak activation MiB | vs plain | step s | speed vs plain |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         plain = next(r for r in rows if r["impl"] == "plain" and r["prompt_share"] == row["prompt_share"])
-        print(f"| {row['prompt_share']:.0%} | {row['impl']} | {chunk_label(row)} | "
-              f"{row['peak_activation_mib']:.0f} | {row['peak_activation_mib'] / plain['peak_activation_mib']:.2f}x | "
-              f"{row['step_s']:.2f} | {plain['step_s'] / row['step_s']:.2f}x |")
+        print(
+            f"| {row['prompt_share']:.0%} | {row['impl']} | {chunk_label(row)} | "
+            f"{row['peak_activation_mib']:.0f} | {row['peak_activation_mib'] / plain['peak_activation_mib']:.2f}x | "
+            f"{row['step_s']:.2f} | {plain['step_s'] / row['step_s']:.2f}x |"
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 ROWS_SPEC = [  # (rows in the dataset, size, weight): 10M rows in, 10M index entries out
-    (4_000_000, 3_000_000, None),    # shrink: 3M of 4M rows, without replacement
-    (2_000_000, None, 1.5),          # weight: 1 full pass + 1M
-    (2_000_000, 2_500_000, None),    # grow: 1 full pass + 0.5M
-    (1_000_000, None, 0.5),          # half
-    (1_000_000, 1_000_000, 1.0),     # size and weight
+    (4_000_000, 3_000_000, None),  # shrink: 3M of 4M rows, without replacement
+    (2_000_000, None, 1.5),  # weight: 1 full pass + 1M
+    (2_000_000, 2_500_000, None),  # grow: 1 full pass + 0.5M
+    (1_000_000, None, 0.5),  # half
+    (1_000_000, 1_000_000, 1.0),  # size and weight
 ]
 
 
@@ -64,10 +64,16 @@ def bench_index(seed: int = 0) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     counts = np.bincount(idx.dataset_ids).tolist()
-    return {"entries": len(idx), "per_dataset": counts, "best_s": min(times), "mean_s": sum(times) / len(times),
-            "tracemalloc_peak_mb": peak / 2**20, "rss_growth_mb": max(maxrss_after - maxrss_before, 0.0),
-            "rss_before_mb": rss_before, "final_arrays_mb": (idx.dataset_ids.nbytes + idx.row_ids.nbytes
-                                                             + idx.domain_ids.nbytes) / 2**20}
+    return {
+        "entries": len(idx),
+        "per_dataset": counts,
+        "best_s": min(times),
+        "mean_s": sum(times) / len(times),
+        "tracemalloc_peak_mb": peak / 2**20,
+        "rss_growth_mb": max(maxrss_after - maxrss_before, 0.0),
+        "rss_before_mb": rss_before,
+        "final_arrays_mb": (idx.dataset_ids.nbytes + idx.row_ids.nbytes + idx.domain_ids.nbytes) / 2**20,
+    }
 
 
 def bench_getitem(tmp: Path, n: int = 50_000) -> dict:
@@ -85,16 +91,20 @@ def bench_getitem(tmp: Path, n: int = 50_000) -> dict:
     out["embedded_jsonl_int"] = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for k in range(0, n, 64):
-        e[idx[k:k + 64]]
+        e[idx[k : k + 64]]
     out["embedded_jsonl_batch64"] = n / (time.perf_counter() - t0)
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = 500_000
-    table = pa.table({"instruction": [f"Add the numbers {i}." for i in range(rows)],
-                      "input": [f"{i % 97} + {i % 89}" for i in range(rows)],
-                      "output": [str(i % 97 + i % 89) for i in range(rows)]})
+    table = pa.table(
+        {
+            "instruction": [f"Add the numbers {i}." for i in range(rows)],
+            "input": [f"{i % 97} + {i % 89}" for i in range(rows)],
+            "output": [str(i % 97 + i % 89) for i in range(rows)],
+        }
+    )
     pq.write_table(table, tmp / "big.parquet")
     t0 = time.perf_counter()
     p = DataEngine(DataArguments(dataset=str(tmp / "big.parquet")))
@@ -117,9 +127,11 @@ def make_jsonl(path: Path, gb: float) -> int:
         while written < target:
             lines = []
             for _ in range(10_000):
-                row = {"instruction": " ".join(rnd.choices(words, k=rnd.randint(5, 30))),
-                       "input": " ".join(rnd.choices(words, k=rnd.randint(0, 20))),
-                       "output": " ".join(rnd.choices(words, k=rnd.randint(5, 40)))}
+                row = {
+                    "instruction": " ".join(rnd.choices(words, k=rnd.randint(5, 30))),
+                    "input": " ".join(rnd.choices(words, k=rnd.randint(0, 20))),
+                    "output": " ".join(rnd.choices(words, k=rnd.randint(5, 40))),
+                }
                 lines.append(json.dumps(row))
             chunk = "\n".join(lines) + "\n"
             f.write(chunk)
@@ -170,7 +182,9 @@ def main() -> None:
 
     results: dict = {"loadavg_start": os.getloadavg()[0]}
     print(f"load average at the start: {results['loadavg_start']:.2f}")
-    child = subprocess.run([sys.executable, __file__, "--index-only"], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "--index-only"], capture_output=True, text=True, check=True
+    )
     results["index"] = json.loads(child.stdout.strip().splitlines()[-1])
     tmp = Path(tempfile.mkdtemp(prefix="dataflex-bench-", dir="/tmp"))
     try:
@@ -182,28 +196,50 @@ def main() -> None:
 
     ix, gi = results["index"], results["getitem"]
     print("| measurement | result |\n|---|---|")
-    print(f"| index build, {ix['entries']:,} entries from 10M rows / 5 datasets (best of 3) | {ix['best_s']:.3f} s "
-          f"(mean {ix['mean_s']:.3f} s) |")
-    print(f"| index build peak memory: tracemalloc / RSS growth / final arrays | {ix['tracemalloc_peak_mb']:.0f} MB / "
-          f"{ix['rss_growth_mb']:.0f} MB / {ix['final_arrays_mb']:.0f} MB |")
-    print(f"| `engine[i]` random, embedded default (jsonl in memory) | {gi['embedded_jsonl_int']:,.0f} samples/s |")
-    print(f"| `engine[idx]` batches of 64, embedded default | {gi['embedded_jsonl_batch64']:,.0f} samples/s |")
-    print(f"| `DataEngine` build on a 500k-row parquet (load + convert-check every row + index) | "
-          f"{gi['parquet_500k_build_s']:.2f} s |")
-    print(f"| `engine[i]` random, 500k-row parquet (memory-mapped Arrow) | {gi['parquet_500k_int']:,.0f} samples/s |")
+    print(
+        f"| index build, {ix['entries']:,} entries from 10M rows / 5 datasets (best of 3) | {ix['best_s']:.3f} s "
+        f"(mean {ix['mean_s']:.3f} s) |"
+    )
+    print(
+        f"| index build peak memory: tracemalloc / RSS growth / final arrays | {ix['tracemalloc_peak_mb']:.0f} MB / "
+        f"{ix['rss_growth_mb']:.0f} MB / {ix['final_arrays_mb']:.0f} MB |"
+    )
+    print(
+        f"| `engine[i]` random, embedded default (jsonl in memory) | {gi['embedded_jsonl_int']:,.0f} samples/s |"
+    )
+    print(
+        f"| `engine[idx]` batches of 64, embedded default | {gi['embedded_jsonl_batch64']:,.0f} samples/s |"
+    )
+    print(
+        f"| `DataEngine` build on a 500k-row parquet (load + convert-check every row + index) | "
+        f"{gi['parquet_500k_build_s']:.2f} s |"
+    )
+    print(
+        f"| `engine[i]` random, 500k-row parquet (memory-mapped Arrow) | {gi['parquet_500k_int']:,.0f} samples/s |"
+    )
     if "streaming" in results:
         st = results["streaming"]
+
         def row(label: str, key: str) -> None:
             r = st[key]
-            print(f"| {label} | {r['per_s_wall']:,.0f}/s wall ({r['wall_s']:.1f} s); {r['per_s_cpu']:,.0f}/s CPU "
-                  f"({r['cpu_s']:.1f} s) |")
+            print(
+                f"| {label} | {r['per_s_wall']:,.0f}/s wall ({r['wall_s']:.1f} s); {r['per_s_cpu']:,.0f}/s CPU "
+                f"({r['cpu_s']:.1f} s) |"
+            )
 
-        row(f"streaming {st['file_gib']:.2f} GiB jsonl ({st['rows']:,} rows): DataFlex reader, raw rows",
-            "dataflex_rows")
+        row(
+            f"streaming {st['file_gib']:.2f} GiB jsonl ({st['rows']:,} rows): DataFlex reader, raw rows",
+            "dataflex_rows",
+        )
         row("same file: DataFlex streaming engine, converted samples", "dataflex_samples")
-        row("same file: `datasets` streaming (`load_dataset('json', streaming=True)`), raw rows", "datasets_rows")
-        print(f"| ratio DataFlex / `datasets`: raw rows; converted samples vs raw rows | wall {st['ratio_rows_wall']:.2f}x; "
-              f"{st['ratio_samples_wall']:.2f}x — CPU {st['ratio_rows_cpu']:.2f}x; {st['ratio_samples_cpu']:.2f}x |")
+        row(
+            "same file: `datasets` streaming (`load_dataset('json', streaming=True)`), raw rows",
+            "datasets_rows",
+        )
+        print(
+            f"| ratio DataFlex / `datasets`: raw rows; converted samples vs raw rows | wall {st['ratio_rows_wall']:.2f}x; "
+            f"{st['ratio_samples_wall']:.2f}x — CPU {st['ratio_rows_cpu']:.2f}x; {st['ratio_samples_cpu']:.2f}x |"
+        )
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -20,9 +20,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
-RUN = ["trainer.max_steps=3", "trainer.eval_steps=0", "trainer.logging_steps=1", "trainer.disable_tqdm=true",
-       "trainer.save_final_model=false"]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "WANDB_MODE": "offline",
+    "HF_HUB_OFFLINE": "1",
+    "HYDRA_FULL_ERROR": "1",
+}
+RUN = [
+    "trainer.max_steps=3",
+    "trainer.eval_steps=0",
+    "trainer.logging_steps=1",
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+]
 
 
 # ------------------------------------------------------------------------------------------ corpora
@@ -42,7 +53,7 @@ def generate_pretrain(folder: Path, tokens: float, seed: int = 0) -> Path:
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     tok = load_tokenizer()
     domains = {}
-    for d, name in enumerate(("web", "code", "books")):
+    for name in ("web", "code", "books"):
         words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(4000)]
         domains[name] = np.array(words)
     probe = [" ".join(rng.choice(domains["web"], 200)) for _ in range(20)]
@@ -72,13 +83,19 @@ def generate_sft(folder: Path, rows: int, seed: int = 0) -> Path:
         return info
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    vocab = np.array(["".join(rng.choice(list("abcdefghijklmnop"), size=rng.integers(2, 8))) for _ in range(3000)])
+    vocab = np.array(
+        ["".join(rng.choice(list("abcdefghijklmnop"), size=rng.integers(2, 8))) for _ in range(3000)]
+    )
     for name in ("qa", "math", "chat"):
         n = rows // 3 + 1
         ins = [" ".join(vocab[rng.integers(0, 3000, rng.integers(5, 30))]) for _ in range(n)]
         out = [" ".join(vocab[rng.integers(0, 3000, rng.integers(10, 60))]) for _ in range(n)]
-        pq.write_table(pa.table({"instruction": ins, "input": [""] * n, "output": out}), folder / f"{name}.parquet")
-    info.write_text("".join(f"{n}:\n  path: {n}.parquet\n  converter: alpaca\n" for n in ("qa", "math", "chat")))
+        pq.write_table(
+            pa.table({"instruction": ins, "input": [""] * n, "output": out}), folder / f"{name}.parquet"
+        )
+    info.write_text(
+        "".join(f"{n}:\n  path: {n}.parquet\n  converter: alpaca\n" for n in ("qa", "math", "chat"))
+    )
     return info
 
 
@@ -94,8 +111,15 @@ def child_build(info: str, cache: str, mode: str, cutoff: int) -> None:
     tok = load_tokenizer()
     start, cpu = time.perf_counter(), _cpu()
     data = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=cache, rebuild=True))
-    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu,
-                      "tokens": int(len(data.store.tokens))}))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "cpu_seconds": _cpu() - cpu,
+                "tokens": int(len(data.store.tokens)),
+            }
+        )
+    )
 
 
 def _cpu() -> float:
@@ -120,8 +144,16 @@ def child_startup(info: str, cache: str, mode: str, cutoff: int) -> None:
     tok = load_tokenizer()
     data = TokenizedData(engine, tok, cutoff, mode=mode, store=StoreSettings(cache_dir=cache))
     collate([data[i] for i in range(0, len(data), max(1, len(data) // 8))], tok.pad_token_id)
-    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu, "items": len(data),
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "cpu_seconds": _cpu() - cpu,
+                "items": len(data),
+                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def child_datapath(cache: str) -> None:
@@ -139,7 +171,12 @@ def child_datapath(cache: str) -> None:
     store = TokenizedData(engine, tok, 128, store=StoreSettings(cache_dir=cache))
     batches = np.random.default_rng(0).permutation(len(today))[:480].reshape(60, 8)
     out = {}
-    for name, data in (("today_first_access", today), ("store", store), ("today_cached", today), ("store_again", store)):
+    for name, data in (
+        ("today_first_access", today),
+        ("store", store),
+        ("today_cached", today),
+        ("store_again", store),
+    ):
         start = time.process_time()
         for b in batches:
             collate([data[i] for i in b], tok.pad_token_id)
@@ -158,7 +195,11 @@ def child_tokenize(info: str, mode: str) -> None:
     texts = []
     for i in range(len(engine)):
         msgs = engine[i]["messages"]
-        texts.extend([" ".join(message_text(m) for m in msgs)] if mode == "pretrain" else [message_text(m) for m in msgs])
+        texts.extend(
+            [" ".join(message_text(m) for m in msgs)]
+            if mode == "pretrain"
+            else [message_text(m) for m in msgs]
+        )
     tok = load_tokenizer()
     start, cpu = time.perf_counter(), _cpu()
     n = 0
@@ -169,25 +210,44 @@ def child_tokenize(info: str, mode: str) -> None:
 
 # ----------------------------------------------------------------------------------------- drivers
 def _child(*args: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], env={**ENV, **(env or {})}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, *args],
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _dataflex_run(pythonpath: Path, overrides: list[str], out: Path) -> dict:
     """A `dataflex-run` in a fresh process under /usr/bin/time: wall seconds, peak RSS, samples/s."""
-    cmd = ["/usr/bin/time", "-f", "TIME %e %M %U %S", sys.executable, "-m", "dataflex.cli", *overrides,
-           f"trainer.output_dir={out}", "trainer.overwrite_output_dir=true"]
-    proc = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(pythonpath)}, capture_output=True, text=True,
-                          cwd="/tmp")
+    cmd = [
+        "/usr/bin/time",
+        "-f",
+        "TIME %e %M %U %S",
+        sys.executable,
+        "-m",
+        "dataflex.cli",
+        *overrides,
+        f"trainer.output_dir={out}",
+        "trainer.overwrite_output_dir=true",
+    ]
+    proc = subprocess.run(
+        cmd, env={**ENV, "PYTHONPATH": str(pythonpath)}, capture_output=True, text=True, cwd="/tmp"
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     line = [x for x in proc.stderr.splitlines() if x.startswith("TIME ")][-1]
     wall, rss_kb, user, system = line.split()[1:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [m["samples_per_s"] for m in metrics if "samples_per_s" in m]
-    return {"wall": float(wall), "cpu": float(user) + float(system), "rss_mb": int(rss_kb) / 1024,
-            "samples_per_s": rates}
+    return {
+        "wall": float(wall),
+        "cpu": float(user) + float(system),
+        "rss_mb": int(rss_kb) / 1024,
+        "samples_per_s": rates,
+    }
 
 
 def main() -> None:
@@ -205,47 +265,72 @@ def main() -> None:
     small, large = (float(x) for x in a.tokens.split(","))
     results: dict = {"load_avg_start": os.getloadavg()}
     tiny_info = generate_pretrain(work / "tiny", 0.3e6)
-    infos = {"small": generate_pretrain(work / f"pt_{small:.0e}", small),
-             "large": generate_pretrain(work / f"pt_{large:.0e}", large)}
+    infos = {
+        "small": generate_pretrain(work / f"pt_{small:.0e}", small),
+        "large": generate_pretrain(work / f"pt_{large:.0e}", large),
+    }
     infos = {k: v for k, v in infos.items() if k in a.corpora.split(",")}
     cache = str(work / "cache")
     pre = ["data=custom", "data.mode=pretrain", "data.cutoff_len=256", f"data.cache_dir={cache}"]
     if "a" not in skip:  # cold build vs the tokenizer call, alternating, one each (heavy)
         for size, info in infos.items():
-            build = _child("build", str(info), cache, "pretrain", "256", env={"TOKENIZERS_PARALLELISM": "false"})
+            build = _child(
+                "build", str(info), cache, "pretrain", "256", env={"TOKENIZERS_PARALLELISM": "false"}
+            )
             tok = _child("tokenize", str(info), "pretrain", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"a_{size}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"],
-                                    "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"]}
+            results[f"a_{size}"] = {
+                "build": build,
+                "tokenizer": tok,
+                "ratio": build["seconds"] / tok["seconds"],
+                "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"],
+            }
             print(size, results[f"a_{size}"], flush=True)
     if "b" not in skip:  # warm runs: tiny, small, large (stores built above or on the first run here)
         for name, info in ((("tiny", tiny_info),) if "tiny" not in skip else ()) + tuple(infos.items()):
             _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / f"warmup_{name}")
-            results[f"b_{name}"] = _dataflex_run(REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / name)
+            results[f"b_{name}"] = _dataflex_run(
+                REPO, [*pre, f"data.dataset={info}", *RUN], work / "runs" / name
+            )
             print(name, results[f"b_{name}"], flush=True)
         if Path(a.base).is_dir() and "base_b" not in skip:
             for name in [n for n in ("tiny", "small") if n not in skip and (n == "tiny" or n in infos)]:
                 info = tiny_info if name == "tiny" else infos["small"]
-                results[f"b_base_{name}"] = _dataflex_run(Path(a.base), [*pre[:-1], f"data.dataset={info}", *RUN],
-                                                          work / "runs" / f"base_{name}")
+                results[f"b_base_{name}"] = _dataflex_run(
+                    Path(a.base), [*pre[:-1], f"data.dataset={info}", *RUN], work / "runs" / f"base_{name}"
+                )
                 print("base", name, results[f"b_base_{name}"], flush=True)
     if "d" not in skip and Path(a.base).is_dir():  # steps/s on the embedded default, alternating trees
-        steps = ["trainer.max_steps=60", "trainer.logging_steps=10", "trainer.eval_steps=0", "trainer.disable_tqdm=true",
-                 "trainer.save_final_model=false"]
+        steps = [
+            "trainer.max_steps=60",
+            "trainer.logging_steps=10",
+            "trainer.eval_steps=0",
+            "trainer.disable_tqdm=true",
+            "trainer.save_final_model=false",
+        ]
         ours, base = [], []
         _dataflex_run(REPO, [f"data.cache_dir={cache}", *steps], work / "runs" / "d_warm")
         for r in range(a.steps_repeats):
-            ours += _dataflex_run(REPO, [f"data.cache_dir={cache}", *steps], work / "runs" / f"d_ours{r}")["samples_per_s"][1:]
+            ours += _dataflex_run(REPO, [f"data.cache_dir={cache}", *steps], work / "runs" / f"d_ours{r}")[
+                "samples_per_s"
+            ][1:]
             base += _dataflex_run(Path(a.base), steps, work / "runs" / f"d_base{r}")["samples_per_s"][1:]
-        results["d"] = {"ours": statistics.median(ours), "base": statistics.median(base),
-                        "ratio": statistics.median(ours) / statistics.median(base)}
+        results["d"] = {
+            "ours": statistics.median(ours),
+            "base": statistics.median(base),
+            "ratio": statistics.median(ours) / statistics.median(base),
+        }
         print("d", results["d"], flush=True)
     if "sft" not in skip:
         for rows in (int(x) for x in a.sft_rows.split(",")):
             info = generate_sft(work / f"sft_{rows}", rows)
             build = _child("build", str(info), cache, "sft", "1024", env={"TOKENIZERS_PARALLELISM": "false"})
             tok = _child("tokenize", str(info), "sft", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"sft_{rows}"] = {"build": build, "tokenizer": tok, "ratio": build["seconds"] / tok["seconds"],
-                                      "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"]}
+            results[f"sft_{rows}"] = {
+                "build": build,
+                "tokenizer": tok,
+                "ratio": build["seconds"] / tok["seconds"],
+                "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"],
+            }
             print("sft", rows, results[f"sft_{rows}"], flush=True)
     results["load_avg_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))

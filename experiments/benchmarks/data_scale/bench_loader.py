@@ -23,15 +23,30 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[3]
 
-TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-        "model.num_attention_heads=2", "model.num_key_value_heads=2"]
-COMMON = ["trainer.disable_tqdm=true", "trainer.save_final_model=false", "trainer.eval_on_start=false",
-          "trainer.eval_steps=0", "trainer.logging_steps=0"]
+TINY = [
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_hidden_layers=1",
+    "model.num_attention_heads=2",
+    "model.num_key_value_heads=2",
+]
+COMMON = [
+    "trainer.disable_tqdm=true",
+    "trainer.save_final_model=false",
+    "trainer.eval_on_start=false",
+    "trainer.eval_steps=0",
+    "trainer.logging_steps=0",
+]
 CASES = {
     # 512 pretrain blocks of 16 tokens per step through a 1-layer 32-dim model (vocabulary 640): reading the
     # items from the store and collating them is a visible share of the step
-    "collation": ["data.mode=pretrain", "data.cutoff_len=16", "trainer.per_device_train_batch_size=512",
-                  "trainer.max_steps=20", *TINY],
+    "collation": [
+        "data.mode=pretrain",
+        "data.cutoff_len=16",
+        "trainer.per_device_train_batch_size=512",
+        "trainer.max_steps=20",
+        *TINY,
+    ],
     # `dataflex-run` as it ships (embedded data, tiny default model), fewer steps
     "default": ["trainer.max_steps=60"],
 }
@@ -39,10 +54,23 @@ CASES = {
 
 def one_run(tree: Path, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-               "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "dataflex.cli", *COMMON, *overrides, f"trainer.output_dir={out}",
-               f"hydra.run.dir={out}/hydra"]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "WANDB_MODE": "offline",
+            "HF_HUB_OFFLINE": "1",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "dataflex.cli",
+            *COMMON,
+            *overrides,
+            f"trainer.output_dir={out}",
+            f"hydra.run.dir={out}/hydra",
+        ]
         proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(proc.stderr[-3000:])
@@ -69,13 +97,17 @@ def main() -> None:
     if args.base is not None:
         variants = {f"base {args.base}": (args.base, case), "this checkout": (HERE, case)}
     else:
-        variants = {"workers=0": (HERE, [*case, "trainer.dataloader_num_workers=0"]),
-                    f"workers={args.workers}": (HERE, [*case, f"trainer.dataloader_num_workers={args.workers}"])}
+        variants = {
+            "workers=0": (HERE, [*case, "trainer.dataloader_num_workers=0"]),
+            f"workers={args.workers}": (HERE, [*case, f"trainer.dataloader_num_workers={args.workers}"]),
+        }
     results = compare(variants, args.repeats)
     names = list(results)
-    print(f"| variant | median steps/s | runs |\n|---|---|---|")
+    print("| variant | median steps/s | runs |\n|---|---|---|")
     for name in names:
-        print(f"| {name} | {statistics.median(results[name]):.3f} | {', '.join(f'{v:.3f}' for v in results[name])} |")
+        print(
+            f"| {name} | {statistics.median(results[name]):.3f} | {', '.join(f'{v:.3f}' for v in results[name])} |"
+        )
     ratio = statistics.median(results[names[1]]) / statistics.median(results[names[0]])
     print(f"\nratio {names[1]} / {names[0]} (medians): {ratio:.3f}")
 

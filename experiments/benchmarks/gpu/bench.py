@@ -30,14 +30,36 @@ VARIANTS = {
     "liger+gc": ["trainer.loss_impl=liger", "trainer.gradient_checkpointing=true"],
 }
 # ~100M parameters: 32000 x 768 tied embedding (24.6M) + 12 layers x 6.3M.
-REAL = dict(model=["model.hidden_size=768", "model.intermediate_size=2048", "model.num_hidden_layers=12",
-                   "model.num_attention_heads=12", "model.num_key_value_heads=12", "model.vocab_size=32000",
-                   "model.max_position_embeddings=1024", "data.cutoff_len=512"],
-            batch=16, steps=dict(total=24, warmup=8, update=8, times=2), precision="trainer.bf16=true")
-DRY = dict(model=["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1",
-                  "model.num_attention_heads=2", "model.num_key_value_heads=2", "model.vocab_size=4096",
-                  "data.cutoff_len=64", "data.max_samples=32"],
-           batch=4, steps=dict(total=2, warmup=1, update=1, times=1), precision="trainer.bf16=false")
+REAL = dict(
+    model=[
+        "model.hidden_size=768",
+        "model.intermediate_size=2048",
+        "model.num_hidden_layers=12",
+        "model.num_attention_heads=12",
+        "model.num_key_value_heads=12",
+        "model.vocab_size=32000",
+        "model.max_position_embeddings=1024",
+        "data.cutoff_len=512",
+    ],
+    batch=16,
+    steps=dict(total=24, warmup=8, update=8, times=2),
+    precision="trainer.bf16=true",
+)
+DRY = dict(
+    model=[
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_hidden_layers=1",
+        "model.num_attention_heads=2",
+        "model.num_key_value_heads=2",
+        "model.vocab_size=4096",
+        "data.cutoff_len=64",
+        "data.max_samples=32",
+    ],
+    batch=4,
+    steps=dict(total=2, warmup=1, update=1, times=1),
+    precision="trainer.bf16=false",
+)
 
 
 def schedule(job: str, steps: dict, batch: int) -> list[str]:
@@ -46,18 +68,32 @@ def schedule(job: str, steps: dict, batch: int) -> list[str]:
         return [f"trainer.max_steps={steps['total']}"]
     if job.startswith("dynamic_weight"):
         return [f"trainer.max_steps={steps['total']}", f"trainer.warmup_step={steps['warmup']}"]
-    sched = [f"trainer.warmup_step={steps['warmup']}", f"trainer.update_step={steps['update']}",
-             f"trainer.update_times={steps['times']}"]
+    sched = [
+        f"trainer.warmup_step={steps['warmup']}",
+        f"trainer.update_step={steps['update']}",
+        f"trainer.update_times={steps['times']}",
+    ]
     if job.startswith("dynamic_select"):  # score a pool of 2 selections' worth, not all 10k samples
         sched.append(f"trainer.candidate_pool_size={2 * steps['update'] * batch}")
     return sched
 
 
 def overrides(job: str, variant: str, shapes: dict, run_dir: Path) -> list[str]:
-    return [*JOBS[job], *VARIANTS[variant], *shapes["model"], shapes["precision"], *schedule(job, shapes["steps"], shapes["batch"]),
-            f"trainer.per_device_train_batch_size={shapes['batch']}", "trainer.eval_on_start=false",
-            "trainer.eval_steps=0", "trainer.max_eval_samples_per_domain=16", "trainer.save_final_model=false",
-            "trainer.logging_steps=4", "trainer.disable_tqdm=true", f"trainer.output_dir={run_dir}"]
+    return [
+        *JOBS[job],
+        *VARIANTS[variant],
+        *shapes["model"],
+        shapes["precision"],
+        *schedule(job, shapes["steps"], shapes["batch"]),
+        f"trainer.per_device_train_batch_size={shapes['batch']}",
+        "trainer.eval_on_start=false",
+        "trainer.eval_steps=0",
+        "trainer.max_eval_samples_per_domain=16",
+        "trainer.save_final_model=false",
+        "trainer.logging_steps=4",
+        "trainer.disable_tqdm=true",
+        f"trainer.output_dir={run_dir}",
+    ]
 
 
 def run_job(job: str, variant: str, shapes: dict, out: Path) -> dict:
@@ -69,8 +105,15 @@ def run_job(job: str, variant: str, shapes: dict, out: Path) -> dict:
     from dataflex.run import run
 
     run_dir = out / "runs" / f"{job.replace('/', '_')}__{variant}"
-    row = {"job": job, "variant": variant, "steps_per_s": None, "tokens_per_s": None, "peak_gpu_mib": None,
-           "wall_s": None, "error": ""}
+    row = {
+        "job": job,
+        "variant": variant,
+        "steps_per_s": None,
+        "tokens_per_s": None,
+        "peak_gpu_mib": None,
+        "wall_s": None,
+        "error": "",
+    }
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.empty_cache()
@@ -80,7 +123,9 @@ def run_job(job: str, variant: str, shapes: dict, out: Path) -> dict:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=overrides(job, variant, shapes, run_dir))
         summary = run(cfg, run_dir)
-        row.update(steps_per_s=summary["steps"] / summary["wall_time_s"], tokens_per_s=summary["train_tokens_per_s"])
+        row.update(
+            steps_per_s=summary["steps"] / summary["wall_time_s"], tokens_per_s=summary["train_tokens_per_s"]
+        )
     except Exception as exc:  # noqa: BLE001 - a failing job is a row of the table, not the end of the check
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         (out / "errors.log").open("a").write(f"== {job} {variant}\n{traceback.format_exc()}\n")
@@ -99,14 +144,24 @@ def write_table(rows: list[dict], out: Path, header: str) -> None:
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    lines = [header, "", "| job | variant | steps/s | tokens/s | peak GPU MiB | wall s | error |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['job']} | {r['variant']} | {fmt(r['steps_per_s'], '.2f')} | {fmt(r['tokens_per_s'], '.0f')} | "
-              f"{fmt(r['peak_gpu_mib'], '.0f')} | {fmt(r['wall_s'], '.1f')} | {r['error'] or ''} |" for r in rows]
+    lines = [
+        header,
+        "",
+        "| job | variant | steps/s | tokens/s | peak GPU MiB | wall s | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['job']} | {r['variant']} | {fmt(r['steps_per_s'], '.2f')} | {fmt(r['tokens_per_s'], '.0f')} | "
+        f"{fmt(r['peak_gpu_mib'], '.0f')} | {fmt(r['wall_s'], '.1f')} | {r['error'] or ''} |"
+        for r in rows
+    ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, 2 steps per job")
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
@@ -120,8 +175,10 @@ def main() -> None:
         raise SystemExit("no CUDA GPU: run with DRY_RUN=1 (or --dry-run) for the CPU dry run.")
     shapes = DRY if args.dry_run else REAL
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    header = (f"{'DRY RUN (CPU, tiny shapes)' if args.dry_run else 'GPU check'}: {device}, torch {torch.__version__}, "
-              f"model {' '.join(shapes['model'])}, batch {shapes['batch']}, {shapes['precision']}")
+    header = (
+        f"{'DRY RUN (CPU, tiny shapes)' if args.dry_run else 'GPU check'}: {device}, torch {torch.__version__}, "
+        f"model {' '.join(shapes['model'])}, batch {shapes['batch']}, {shapes['precision']}"
+    )
     rows = []
     for job in args.jobs:
         for variant in args.variants:

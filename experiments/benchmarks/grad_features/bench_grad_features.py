@@ -73,14 +73,20 @@ def _setup(finetuning: str, batch_size: int, threads: int):
     sparse = RandomProjector(dim, 8192, kind="sparse")
     kronecker = KroneckerProjector(model, 8192)
     dense = RandomProjector(dim, 512, kind="rademacher")
-    fns = {"plain": plain, "loop": loop, "batched": lambda: gradient_features(model, batch),
-           "batched+sparse8192": lambda: gradient_features(model, batch, projector=sparse),
-           "batched+rademacher512": lambda: gradient_features(model, batch, projector=dense),
-           "kronecker8192": lambda: kronecker.features(model, batch)}
+    fns = {
+        "plain": plain,
+        "loop": loop,
+        "batched": lambda: gradient_features(model, batch),
+        "batched+sparse8192": lambda: gradient_features(model, batch, projector=sparse),
+        "batched+rademacher512": lambda: gradient_features(model, batch, projector=dense),
+        "kronecker8192": lambda: kronecker.features(model, batch),
+    }
     return fns, dim
 
 
-def timing_worker(finetuning: str, batch_size: int, repeats: int, threads: int, methods: list[str]) -> list[dict]:
+def timing_worker(
+    finetuning: str, batch_size: int, repeats: int, threads: int, methods: list[str]
+) -> list[dict]:
     """All methods in one process, interleaved round by round, so load drift on a shared machine hits
     every method alike; the median over rounds is reported."""
     fns, dim = _setup(finetuning, batch_size, threads)
@@ -92,9 +98,17 @@ def timing_worker(finetuning: str, batch_size: int, repeats: int, threads: int, 
             start = time.perf_counter()
             fns[m]()
             times[m].append(time.perf_counter() - start)
-    return [{"finetuning": finetuning, "method": m, "trainable": dim, "batch": batch_size,
-             "median_s": statistics.median(times[m]), "samples_per_s": batch_size / statistics.median(times[m])}
-            for m in methods]
+    return [
+        {
+            "finetuning": finetuning,
+            "method": m,
+            "trainable": dim,
+            "batch": batch_size,
+            "median_s": statistics.median(times[m]),
+            "samples_per_s": batch_size / statistics.median(times[m]),
+        }
+        for m in methods
+    ]
 
 
 def memory_worker(finetuning: str, method: str, batch_size: int, threads: int) -> float:
@@ -115,41 +129,70 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (the machine is shared)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS)
+    )
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         if args.worker[0] == "timing":
-            print(json.dumps(timing_worker(args.worker[1], args.batch, args.repeats, args.threads,
-                                           args.methods.split(","))))
+            print(
+                json.dumps(
+                    timing_worker(
+                        args.worker[1], args.batch, args.repeats, args.threads, args.methods.split(",")
+                    )
+                )
+            )
         else:
             print(json.dumps(memory_worker(args.worker[1], args.worker[2], args.batch, args.threads)))
         return
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
     def sub(*worker: str) -> str:
-        cmd = [sys.executable, __file__, "--worker", *worker, "--batch", str(args.batch), "--repeats",
-               str(args.repeats), "--threads", str(args.threads), "--methods", args.methods]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            *worker,
+            "--batch",
+            str(args.batch),
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+            "--methods",
+            args.methods,
+        ]
+        return (
+            subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
 
     rows = []
     for ft in ("full", "lora"):
         ft_rows = json.loads(sub("timing", ft))
         for r in ft_rows:
             r["peak_extra_mb"] = json.loads(sub("memory", ft, r["method"]))
-            print(f"{ft:5s} {r['method']:22s} {r['samples_per_s']:9.1f} samples/s {r['peak_extra_mb']:7.0f} MB",
-                  file=sys.stderr)
+            print(
+                f"{ft:5s} {r['method']:22s} {r['samples_per_s']:9.1f} samples/s {r['peak_extra_mb']:7.0f} MB",
+                file=sys.stderr,
+            )
         rows += ft_rows
     by = {(r["finetuning"], r["method"]): r for r in rows}
-    print(f"| fine-tuning (trainable params) | method | median s / batch of {args.batch} | samples/s | vs loop | "
-          "vs plain backward | peak extra MB |")
+    print(
+        f"| fine-tuning (trainable params) | method | median s / batch of {args.batch} | samples/s | vs loop | "
+        "vs plain backward | peak extra MB |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         loop, plain = by[(r["finetuning"], "loop")], by[(r["finetuning"], "plain")]
-        print(f"| {r['finetuning']} ({r['trainable']:,}) | {r['method']} | {r['median_s']:.4f} | "
-              f"{r['samples_per_s']:.1f} | {r['samples_per_s'] / loop['samples_per_s']:.2f}x | "
-              f"{r['samples_per_s'] / plain['samples_per_s']:.2f}x | {r['peak_extra_mb']:.0f} |")
+        print(
+            f"| {r['finetuning']} ({r['trainable']:,}) | {r['method']} | {r['median_s']:.4f} | "
+            f"{r['samples_per_s']:.1f} | {r['samples_per_s'] / loop['samples_per_s']:.2f}x | "
+            f"{r['samples_per_s'] / plain['samples_per_s']:.2f}x | {r['peak_extra_mb']:.0f} |"
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)

@@ -41,8 +41,14 @@ def run_once(kind: str, steps: int, batch: int, reference: str, engine) -> float
 
     bundle = build_tiny_model()
     data = TokenizedData(engine, bundle.tokenizer, 128)
-    common = dict(per_device_train_batch_size=batch, eval_on_start=False, eval_steps=0, save_final_model=False,
-                  disable_tqdm=True, logging_steps=0)
+    common = dict(
+        per_device_train_batch_size=batch,
+        eval_on_start=False,
+        eval_steps=0,
+        save_final_model=False,
+        disable_tqdm=True,
+        logging_steps=0,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         kw = dict(bundle=bundle, train_data=data, trackers=TrackerGroup([]), run_dir=tmp)
         if kind == "static":
@@ -50,11 +56,21 @@ def run_once(kind: str, steps: int, batch: int, reference: str, engine) -> float
         elif kind == "mix_none":
             trainer = DynamicMixTrainer(**kw, static_mix=True, train_step=steps, **common)
         else:
-            component = {"odm": {"_target_": "dataflex.train.mixer.odm.OdmMixer"},
-                         "doremi": {"_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
-                                    "reference_model_path": reference}}[kind]
-            trainer = DynamicMixTrainer(**kw, component=OmegaConf.create(component), warmup_step=0, update_step=1,
-                                        update_times=steps, **common)
+            component = {
+                "odm": {"_target_": "dataflex.train.mixer.odm.OdmMixer"},
+                "doremi": {
+                    "_target_": "dataflex.train.mixer.doremi.DoReMiMixer",
+                    "reference_model_path": reference,
+                },
+            }[kind]
+            trainer = DynamicMixTrainer(
+                **kw,
+                component=OmegaConf.create(component),
+                warmup_step=0,
+                update_step=1,
+                update_times=steps,
+                **common,
+            )
         hook_time = instrument(trainer)
         summary = trainer.train()
     return summary["wall_time_s"] / steps, hook_time[0] / steps
@@ -100,28 +116,47 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in VARIANTS}
         hooks: dict[str, list[float]] = {k: [] for k in VARIANTS}
         for r in range(args.repeats):
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+            order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
             for kind in order:
                 step, hook = run_once(kind, args.steps, args.batch, ref_dir, engine)
                 times[kind].append(step)
                 hooks[kind].append(hook)
-            print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k}={times[k][-1] * 1000:.1f}ms" for k in VARIANTS),
-                  flush=True)
+            print(
+                f"repeat {r + 1}/{args.repeats}: "
+                + ", ".join(f"{k}={times[k][-1] * 1000:.1f}ms" for k in VARIANTS),
+                flush=True,
+            )
 
     base = statistics.median(times["static"])
-    print(f"\n{args.steps} steps x {args.repeats} repeats, per-device batch {args.batch}, "
-          f"torch threads {torch.get_num_threads()}\n")
-    print("| variant | median step time (ms) | ratio of medians vs static | median paired ratio | "
-          "strategy hooks per step (ms) |")
+    print(
+        f"\n{args.steps} steps x {args.repeats} repeats, per-device batch {args.batch}, "
+        f"torch threads {torch.get_num_threads()}\n"
+    )
+    print(
+        "| variant | median step time (ms) | ratio of medians vs static | median paired ratio | "
+        "strategy hooks per step (ms) |"
+    )
     print("|---|---:|---:|---:|---:|")
     for kind in VARIANTS:
         med = statistics.median(times[kind])
         paired = statistics.median(a / b for a, b in zip(times[kind], times["static"]))
-        print(f"| {kind} | {med * 1000:.1f} | {med / base:.3f} | {paired:.3f} | "
-              f"{statistics.median(hooks[kind]) * 1000:.2f} |")
+        print(
+            f"| {kind} | {med * 1000:.1f} | {med / base:.3f} | {paired:.3f} | "
+            f"{statistics.median(hooks[kind]) * 1000:.2f} |"
+        )
     if args.out:
-        args.out.write_text(json.dumps({"steps": args.steps, "repeats": args.repeats, "batch": args.batch,
-                                        "times_s": times, "hook_times_s": hooks}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "steps": args.steps,
+                    "repeats": args.repeats,
+                    "batch": args.batch,
+                    "times_s": times,
+                    "hook_times_s": hooks,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,21 @@ def run_dataflex(steps: int, batch: int, lr: float, cutoff_len: int) -> float:
 
     bundle, data = build(cutoff_len)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = StaticTrainer(bundle=bundle, train_data=data, trackers=TrackerGroup([]), run_dir=tmp,
-                                max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
-                                eval_on_start=False, eval_steps=0, save_final_model=False, disable_tqdm=True,
-                                logging_steps=steps, lr_scheduler_type="cosine")
+        trainer = StaticTrainer(
+            bundle=bundle,
+            train_data=data,
+            trackers=TrackerGroup([]),
+            run_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=lr,
+            eval_on_start=False,
+            eval_steps=0,
+            save_final_model=False,
+            disable_tqdm=True,
+            logging_steps=steps,
+            lr_scheduler_type="cosine",
+        )
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start
@@ -71,12 +82,27 @@ def run_hf(steps: int, batch: int, lr: float, cutoff_len: int) -> float:
 
     bundle, data = build(cutoff_len)
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch,
-                                 learning_rate=lr, lr_scheduler_type="cosine", logging_steps=steps,
-                                 save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-                                 dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), seed=42)
-        trainer = Trainer(model=bundle.model, args=args, train_dataset=_HFDataset(data),
-                          data_collator=_hf_collate(bundle.tokenizer.pad_token_id))
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=lr,
+            lr_scheduler_type="cosine",
+            logging_steps=steps,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available(),
+            seed=42,
+        )
+        trainer = Trainer(
+            model=bundle.model,
+            args=args,
+            train_dataset=_HFDataset(data),
+            data_collator=_hf_collate(bundle.tokenizer.pad_token_id),
+        )
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start
@@ -97,8 +123,10 @@ def main() -> None:
             print(f"repeat {r}: {name} {times[name][-1]:.2f}s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     samples = a.steps * a.batch
-    print(f"\n{a.steps} steps x batch {a.batch}, {a.repeats} repeats, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\n")
+    print(
+        f"\n{a.steps} steps x batch {a.batch}, {a.repeats} repeats, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print("| trainer | median wall time (s) | samples/s | ratio vs HF |")
     print("|---|---|---|---|")
     for k in ("dataflex", "hf"):

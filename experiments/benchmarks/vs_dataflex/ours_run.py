@@ -42,8 +42,13 @@ def instrument() -> None:
 
     def step(loop, args, seconds):
         weighting = getattr(loop.trainer, "weighting", None)
-        TIMES["steps"].append({"step": int(args[0]), "seconds": seconds,
-                               "weighted": bool(weighting(int(args[0]))) if callable(weighting) else None})
+        TIMES["steps"].append(
+            {
+                "step": int(args[0]),
+                "seconds": seconds,
+                "weighted": bool(weighting(int(args[0]))) if callable(weighting) else None,
+            }
+        )
 
     def update(trainer, args, seconds):
         TIMES["updates"].append({"step": int(args[0]), "seconds": seconds})
@@ -72,8 +77,12 @@ def main() -> None:
         raise
     finally:
         summary = Path(run_dir or ".") / "summary.json"
-        result = {"status": status, "in_process_s": time.perf_counter() - start, **TIMES,
-                  "summary": json.loads(summary.read_text()) if summary.is_file() else None}
+        result = {
+            "status": status,
+            "in_process_s": time.perf_counter() - start,
+            **TIMES,
+            "summary": json.loads(summary.read_text()) if summary.is_file() else None,
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
 

@@ -72,20 +72,42 @@ def run(method: str, steps: int, batch: int, cutoff_len: int) -> tuple[float, fl
     from dataflex.train.weighter.schemas import SCHEMAS
 
     bundle, train, evaluation = build(cutoff_len)
-    common = dict(max_steps=steps, per_device_train_batch_size=batch, eval_on_start=False, eval_steps=0,
-                  max_eval_samples_per_domain=1, save_final_model=False, disable_tqdm=True, logging_steps=steps)
+    common = dict(
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        eval_on_start=False,
+        eval_steps=0,
+        max_eval_samples_per_domain=1,
+        save_final_model=False,
+        disable_tqdm=True,
+        logging_steps=steps,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         spec = METHODS[method]
         if spec is None:
-            trainer = StaticTrainer(bundle=bundle, train_data=train, eval_data=evaluation, trackers=TrackerGroup([]),
-                                    run_dir=tmp, **common)
+            trainer = StaticTrainer(
+                bundle=bundle,
+                train_data=train,
+                eval_data=evaluation,
+                trackers=TrackerGroup([]),
+                run_dir=tmp,
+                **common,
+            )
         else:
             name, params = spec
             component = OmegaConf.structured(SCHEMAS["component"][f"dynamic_weight_{name}"])
             for key, value in params.items():
                 component[key] = value
-            trainer = timed_trainer_class()(bundle=bundle, train_data=train, eval_data=evaluation, component=component,
-                                           trackers=TrackerGroup([]), run_dir=tmp, warmup_step=1, **common)
+            trainer = timed_trainer_class()(
+                bundle=bundle,
+                train_data=train,
+                eval_data=evaluation,
+                component=component,
+                trackers=TrackerGroup([]),
+                run_dir=tmp,
+                warmup_step=1,
+                **common,
+            )
         cpu = time.process_time()
         summary = trainer.train()
         cpu = time.process_time() - cpu
@@ -98,8 +120,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--cutoff-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: least sensitive to other load on a shared CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: least sensitive to other load on a shared CPU)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -115,23 +141,31 @@ def main() -> None:
             wall[method].append(w)
             cpu[method].append(c)
             hooks[method].append(h)
-            print(f"repeat {r + 1}/{args.repeats} {method}: wall {w * 1000:.1f} ms/step, cpu {c * 1000:.1f} ms/step, "
-                  f"weighting hooks {h * 1000:.2f} ms/step", flush=True)
-    print(f"\n{args.steps} steps x {args.repeats} alternating repeats, batch {args.batch} x {args.cutoff_len} tokens, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
+            print(
+                f"repeat {r + 1}/{args.repeats} {method}: wall {w * 1000:.1f} ms/step, cpu {c * 1000:.1f} ms/step, "
+                f"weighting hooks {h * 1000:.2f} ms/step",
+                flush=True,
+            )
+    print(
+        f"\n{args.steps} steps x {args.repeats} alternating repeats, batch {args.batch} x {args.cutoff_len} tokens, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
     for clock, times in (("wall", wall), ("CPU", cpu)):
         base = statistics.median(times["static"])
         print(f"\n| trainer | median {clock} ms/step | min | max | ratio vs static (medians) |")
         print("|---|---|---|---|---|")
         for method, ts in times.items():
             med = statistics.median(ts)
-            print(f"| {method} | {med * 1000:.1f} | {min(ts) * 1000:.1f} | {max(ts) * 1000:.1f} | {med / base:.3f} |")
+            print(
+                f"| {method} | {med * 1000:.1f} | {min(ts) * 1000:.1f} | {max(ts) * 1000:.1f} | {med / base:.3f} |"
+            )
     print("\n| trainer | median weighting-hook ms/step | share of its median wall step |")
     print("|---|---|---|")
     for method in list(METHODS)[1:]:
         med = statistics.median(hooks[method])
         print(f"| {method} | {med * 1000:.2f} | {med / statistics.median(wall[method]):.1%} |")
+
 
 if __name__ == "__main__":
     main()
