@@ -106,7 +106,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> tuple[int, s
 
 
 def launch_workers(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Starts `launcher.nproc_per_node` ranks with torchrun on the composed config; returns rank 0's summary."""
+    """Runs `launcher.nproc_per_node` torchrun ranks on the composed config; returns rank 0's summary."""
     from dataflex.run import validate
 
     validate(cfg)

@@ -133,17 +133,15 @@ def render_markdown(
     parts = [
         f"# DataFlex sweep report\n\nSource: {', '.join(f'`{s}`' for s in sources)}  \n"
         f"Jobs: {len(rows)} ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}). "
-        "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain, the step of that "
-        "eval (a job that did not complete shows its last eval after step 0); "
+        "Columns: final eval loss per domain, their unweighted mean (avg) and the worst domain, "
+        "the step of that eval (a job that did not complete shows its last eval after step 0); "
         "wall time and training samples/s from the job's summary.json.\n",
         markdown_table(rows),
     ]
     if failed:
         parts.append("\n## Jobs that did not complete\n")
-        parts += [
-            f"- `{r['job']}` ({r['status']}): {r['error'] or 'no summary.json and no error recorded (killed or still running)'}"
-            for r in failed
-        ]
+        no_error = "no summary.json and no error recorded (killed or still running)"
+        parts += [f"- `{r['job']}` ({r['status']}): {r['error'] or no_error}" for r in failed]
     if plots:
         parts.append("\n## Plots\n")
         parts += [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in plots]

@@ -58,8 +58,9 @@ STREAMING_TRAINERS = ("StaticTrainer", "DynamicMixTrainer")
 
 
 def check_streaming(cfg: DictConfig) -> None:
-    """A streaming source (`data.streaming=true` or `streaming: true` in dataset_info) for a trainer that needs
-    random access by id (a selector scores a pool, a weighter's targets): refused by name before any load."""
+    """A streaming source (`data.streaming=true` or `streaming: true` in dataset_info) for a trainer that
+    needs random access by id (a selector scores a pool, a weighter's targets): refused by name before any
+    load."""
     from dataflex.data.dataset_info import resolve_dataset_arg
 
     trainer = cfg.trainer._target_.rsplit(".", 1)[-1]
@@ -128,7 +129,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         )
         import torch  # (here, not at import time: the CLI's completion and --cfg paths stay light)
 
-        # trainer.seed also fixes what the model build draws from the global RNG (LoRA adapters of a hub model)
+        # trainer.seed also fixes what the model build draws from the global RNG (the LoRA adapters of a
+        # hub model)
         torch.manual_seed(int(cfg.trainer.seed))
         bundle = instantiate(cfg.model)
         data_kwargs = dict(
@@ -154,8 +156,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             f"data: {size} training items over domains {train_data.domain_names}"
             + (f", {len(eval_data)} eval items" if eval_data is not None else ", no eval split")
         )
-        # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with its
-        # own context objects) instead of being instantiated recursively by Hydra.
+        # `_partial_`: the component config reaches the trainer as a DictConfig (the trainer builds it with
+        # its own context objects) instead of being instantiated recursively by Hydra.
         trainer = instantiate(cfg.trainer, _partial_=True, _convert_="object")(
             bundle=bundle,
             train_data=train_data,

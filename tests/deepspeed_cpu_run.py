@@ -24,7 +24,7 @@ class _DeepSpeedOnCpu(accelerate.Accelerator):
 
 
 def _shard_everything(build):
-    """ZeRO-3 keeps parameters below a size threshold whole, which is all of the tiny model: shard them all."""
+    """ZeRO-3 keeps parameters below a size threshold whole (all of the tiny model's): shard them all."""
 
     def plugins(*args, **kwargs) -> dict:
         out = build(*args, **kwargs)

@@ -1,5 +1,6 @@
 """Any HF causal LM: GPT-2, Qwen2, Phi-3 and Gemma-2 tiny models built from config, saved with a tokenizer and
-loaded through `model=hf model.name_or_path=<dir>`, train under full / LoRA / freeze with a dynamic trainer."""
+loaded through `model=hf model.name_or_path=<dir>`, train under full / LoRA / freeze with a dynamic
+trainer."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_fsdp_config_builds_the_accelerate_plugin():
 
 
 def test_deepspeed_plugin_carries_the_micro_batch_and_no_clipping_when_off():
-    """Without them accelerate's `prepare` refuses (no dataloader to read the batch size from) and clips at 1.0."""
+    """Without them accelerate's `prepare` refuses (no dataloader gives the batch size) and clips at 1.0."""
     from dataflex.config.dist import DistConfig, accelerator_plugins
 
     plugin = accelerator_plugins(

@@ -1,9 +1,10 @@
-"""Our loop with a real DeepSpeed engine (one CPU process, every parameter sharded, see `deepspeed_cpu_run.py`;
-needs `pip install deepspeed`): ZeRO-2/3 with gradient accumulation train exactly like plain data parallel, the
-ZeRO-3 final model holds the gathered weights, not the empty shards, LESS selects what it selects without
-DeepSpeed, a SIGKILLed run resumed from its DeepSpeed checkpoint ends exactly like an uninterrupted one, and what
-DeepSpeed cannot do is refused with a message. Without DeepSpeed: `dist=fsdp` on a CPU is refused rather than
-silently trained as plain data parallel (so FSDP's refusal of checkpoints cannot be reached on a CPU)."""
+"""Our loop with a real DeepSpeed engine (one CPU process, every parameter sharded, see
+`deepspeed_cpu_run.py`; needs `pip install deepspeed`): ZeRO-2/3 with gradient accumulation train exactly like
+plain data parallel, the ZeRO-3 final model holds the gathered weights, not the empty shards, LESS selects
+what it selects without DeepSpeed, a SIGKILLed run resumed from its DeepSpeed checkpoint ends exactly like an
+uninterrupted one, and what DeepSpeed cannot do is refused with a message. Without DeepSpeed: `dist=fsdp` on a
+CPU is refused rather than silently trained as plain data parallel (so FSDP's refusal of checkpoints cannot be
+reached on a CPU)."""
 
 from __future__ import annotations
 
@@ -171,8 +172,8 @@ def test_deepspeed_killed_run_resumes_to_the_same_result(tmp_path, dist, fault, 
 
 @pytest.mark.parametrize("dist", ["deepspeed_zero3", "deepspeed_zero2"])
 def test_deepspeed_checkpoint_holds_the_model_for_transformers(tmp_path, dist):
-    """The HF-format model in a checkpoint is what DeepSpeed's own shards hold (ZeRO-3: gathered, not the empty
-    shards) and loads with plain transformers."""
+    """The HF-format model in a checkpoint is what DeepSpeed's own shards hold (ZeRO-3: gathered, not the
+    empty shards) and loads with plain transformers."""
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoModelForCausalLM

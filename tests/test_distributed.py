@@ -1,4 +1,4 @@
-"""Two gloo processes on CPU: one composed config, one run dir, disjoint shares, the same update as one process."""
+"""Two gloo processes on CPU: one composed config, one run dir, disjoint shares, one process's update."""
 
 from __future__ import annotations
 

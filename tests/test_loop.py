@@ -1,4 +1,4 @@
-"""The training loop: global-batch loss normalisation, eval per domain, precision errors, fine-tuning types."""
+"""The training loop: global-batch loss normalisation, per-domain eval, precision errors, fine-tuning."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_gradient_accumulation_does_not_change_the_update(tmp_path, reduction):
     one.train()
     two.train()
     assert not torch.allclose(start, _params(one))
-    # Adam turns float noise in near-zero gradients into tiny differences: compare at 1% of one update (lr 3e-3).
+    # Adam turns float noise in near-zero gradients into tiny differences: compare at 1% of one update
+    # (lr 3e-3).
     torch.testing.assert_close(_params(one), _params(two), rtol=1e-4, atol=3e-5)
 
 

@@ -1,5 +1,5 @@
-"""`data.packing=true`: the row plan, the packed layout, block-diagonal attention (a token's logits packed equal
-its logits alone), and a training run whose per-sample signals equal the unpacked run's."""
+"""`data.packing=true`: the row plan, the packed layout, block-diagonal attention (a token's logits packed
+equal its logits alone), and a training run whose per-sample signals equal the unpacked run's."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Named chat templates (data.template=chatml|qwen|llama3|simple|tokenizer) in LLaMA-Factory's formats, and the
-saved tokenizer carrying the template the model was trained with."""
+"""Named chat templates (data.template=chatml|qwen|llama3|simple|tokenizer) in LLaMA-Factory's formats, and
+the saved tokenizer carrying the template the model was trained with."""
 
 from __future__ import annotations
 
@@ -28,13 +28,14 @@ CONVO = [
     _msg("assistant", "6"),
 ]
 EXPECTED = {  # LLaMA-Factory's rendering of CONVO for each name (bos of the tiny tokenizer: <s>)
-    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
-    "4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n",
+    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+    "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n",
     "llama3": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
     "<|end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>"
     "<|start_header_id|>user<|end_header_id|>\n\n3+3?<|eot_id|><|start_header_id|>assistant"
     "<|end_header_id|>\n\n6<|eot_id|>",
-    "simple": "<|system|>\nBe brief.\n<|user|>\n2+2?\n<|assistant|>\n4</s>\n<|user|>\n3+3?\n<|assistant|>\n6</s>\n",
+    "simple": "<|system|>\nBe brief.\n<|user|>\n2+2?\n<|assistant|>\n4</s>\n"
+    "<|user|>\n3+3?\n<|assistant|>\n6</s>\n",
 }
 EXPECTED["qwen"] = EXPECTED["chatml"]
 

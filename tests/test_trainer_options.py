@@ -1,5 +1,6 @@
 """HF-Trainer habits: warmup_steps, trainer.optim, load_best_model_at_end + metric_for_best_model + early
-stopping, and the log lines (loss / lr / samples/s every logging_steps, per-domain eval, the chosen component)."""
+stopping, and the log lines (loss / lr / samples/s every logging_steps, per-domain eval, the chosen
+component)."""
 
 from __future__ import annotations
 

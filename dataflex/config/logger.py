@@ -13,10 +13,13 @@ class JsonlLoggerConfig:
 
     _target_: str = "dataflex.tracking.build_trackers"
     plots: bool = True
-    """Draw plots/*.png in the run dir when the run ends (redraw any time: `dataflex-report plots RUN_DIR`)."""
+    """Draw plots/*.png in the run dir when the run ends.
+
+    Redraw them any time with `dataflex-report plots RUN_DIR`."""
     tensorboard: bool = False
-    """Also write TensorBoard event files (`logger=tensorboard` sets it; `logger=wandb logger.tensorboard=true`
-    writes both). View: `tensorboard --logdir <run dir>/tensorboard`."""
+    """Also write TensorBoard event files (`logger=tensorboard` sets it;
+    `logger=wandb logger.tensorboard=true` writes both).
+    View: `tensorboard --logdir <run dir>/tensorboard`."""
     tensorboard_dir: str | None = None
     """Where the event files go; None: `<run dir>/tensorboard`."""
 
@@ -33,7 +36,8 @@ class WandbLoggerConfig(JsonlLoggerConfig):
     entity: str | None = None
     """W&B team or user; None = your default entity."""
     mode: str | None = None
-    """online | offline | disabled; None = WANDB_MODE if set, else online with credentials, offline without."""
+    """online | offline | disabled; None = WANDB_MODE if set, else online with credentials and offline
+    without."""
     dir: str | None = None
     """Where wandb writes its files; None = $WANDB_DIR if set, else the run dir."""
     group: str | None = None
@@ -43,7 +47,8 @@ class WandbLoggerConfig(JsonlLoggerConfig):
     tags: list[str] = field(default_factory=list)
     """Extra tags; trainer/component/data/model/experiment choices are always added."""
     id: str | None = None
-    """Force a run id (e.g. to continue a run); None = the id stored in <run dir>/wandb_run_id, else a new one."""
+    """Force a run id (e.g. to continue a run); None = the id stored in <run dir>/wandb_run_id, else a new
+    one."""
     job_type: str = "train"
     init_timeout: float = 90.0
     """Seconds wandb.init may wait for the server before the run falls back to offline."""

@@ -53,7 +53,8 @@ class TinyModelConfig(FinetuningConfig):
     tie_word_embeddings: bool = True
     vocab_size: int | None = None
     """Embedding/head rows; None: the tokenizer's size. A larger value pads the vocabulary (as real models
-    pad theirs) to give benchmarks realistic LM-head shapes (e.g. 32000, 128256) with the bundled tokenizer."""
+    pad theirs) to give benchmarks realistic LM-head shapes (e.g. 32000, 128256) with the bundled
+    tokenizer."""
     seed: int = 0
     """Seed of the weight initialisation."""
 

@@ -12,5 +12,6 @@ def config_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise FileNotFoundError(
-        f"DataFlex configs not found next to {PACKAGE_DIR}; reinstall with `pip install -e .` or `pip install .`."
+        f"DataFlex configs not found next to {PACKAGE_DIR}; "
+        "reinstall with `pip install -e .` or `pip install .`."
     )

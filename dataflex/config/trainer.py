@@ -38,16 +38,19 @@ class TrainingArguments:
     warmup_ratio: float = 0.0
     """Fraction of the total optimizer steps used for linear LR warmup."""
     warmup_steps: int = 0
-    """Linear LR warmup over this many optimizer steps (HF's `warmup_steps`; set it or `warmup_ratio`, not both).
-    Not the dynamic trainers' `warmup_step`, which is the phase before the first selection/mixing/weighting."""
+    """Linear LR warmup over this many optimizer steps (HF's `warmup_steps`; set it or `warmup_ratio`, not
+    both). Not the dynamic trainers' `warmup_step`, which is the phase before the first
+    selection/mixing/weighting."""
     optim: str = "adamw_torch"
-    """adamw_torch | adamw_torch_fused | sgd | adafactor (HF's names: Adafactor with a fixed `learning_rate`, no
-    relative step) or any optimizer by its class path (`_target_`), e.g. `torch.optim.RMSprop`; it is built as
-    `cls(param_groups, lr=learning_rate, **optim_args)` with weight decay set per group (none on biases/norms)."""
+    """adamw_torch | adamw_torch_fused | sgd | adafactor (HF's names: Adafactor with a fixed
+    `learning_rate`, no relative step) or any optimizer by its class path (`_target_`), e.g.
+    `torch.optim.RMSprop`; it is built as `cls(param_groups, lr=learning_rate, **optim_args)` with weight
+    decay set per group (none on biases/norms)."""
     optim_args: dict[str, Any] = field(default_factory=dict)
-    """Extra optimizer keyword arguments, checked against the optimizer's signature: `+trainer.optim_args.momentum=0.9`
-    (Hydra adds keys to a dict with `+`) or `'++trainer.optim_args={momentum:0.9,nesterov:true}'`. The Adam betas
-    and epsilon come from `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
+    """Extra optimizer keyword arguments, checked against the optimizer's signature:
+    `+trainer.optim_args.momentum=0.9` (Hydra adds keys to a dict with `+`) or
+    `'++trainer.optim_args={momentum:0.9,nesterov:true}'`. The Adam betas and epsilon come from
+    `adam_beta1/adam_beta2/adam_epsilon` for the AdamW options."""
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int | None = None
     """Row cap of an evaluation/scoring batch. None: batches are sized by `scoring_max_tokens` alone."""
@@ -85,7 +88,8 @@ class TrainingArguments:
     """Keep only the newest N checkpoints (None: all)."""
     resume_from_checkpoint: str | None = None
     """`auto` (the newest complete checkpoint in output_dir, or a fresh start if there is none) or a
-    checkpoint folder. Resuming continues model, optimizer, scheduler, RNG, data position and component state."""
+    checkpoint folder. Resuming continues model, optimizer, scheduler, RNG, data position and component
+    state."""
     save_final_model: bool = True
     load_best_model_at_end: bool = False
     """Save as `final_model` the checkpoint whose `metric_for_best_model` was best (HF semantics: only
@@ -149,7 +153,8 @@ class TrainingArguments:
                 raise ValueError(f"trainer.{key} must be >= 0, got {getattr(self, key)}.")
         if self.lr_scheduler_type not in SCHEDULERS:
             raise ValueError(
-                f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is unknown; choose one of {SCHEDULERS}."
+                f"trainer.lr_scheduler_type={self.lr_scheduler_type!r} is unknown; "
+                f"choose one of {SCHEDULERS}."
             )
         if self.bf16 and self.fp16:
             raise ValueError("Set at most one of trainer.bf16 and trainer.fp16.")

@@ -26,9 +26,9 @@ class DataArguments:
     """`sft`: chat-formatted instruction data with prompt masking; `pretrain`: plain text packed into
     `cutoff_len` blocks."""
     template: str | None = None
-    """Chat template: None (= `auto`) uses the tokenizer's own if it has one, else DataFlex's built-in `simple`;
-    `tokenizer`, `simple`, or a named format as LLaMA-Factory writes it: `chatml`, `qwen`, `llama3`. The saved
-    tokenizer (final_model/, checkpoints) carries the template the model was trained with."""
+    """Chat template: None (= `auto`) uses the tokenizer's own if it has one, else DataFlex's built-in
+    `simple`; `tokenizer`, `simple`, or a named format as LLaMA-Factory writes it: `chatml`, `qwen`, `llama3`.
+    The saved tokenizer (final_model/, checkpoints) carries the template the model was trained with."""
     train_on_prompt: bool = False
     """Also compute the loss on prompt (user/system) tokens."""
     seed: int = 42
@@ -40,22 +40,22 @@ class DataArguments:
     a fraction in (0, 1) of its rows, or a row count >= 1; seeded by `seed`, after `max_samples`. None: such
     datasets are not evaluated (a warning names their domains)."""
     on_error: str = "raise"
-    """What to do with a malformed row: `raise` (default, names file and line) or `skip` (count and report)."""
+    """A malformed row: `raise` (default; names the file and line) or `skip` (count and report)."""
     packing: bool = False
     """SFT only: pack each micro-batch's samples into rows of up to `cutoff_len` tokens (longest first, first
     fit) with position ids restarting per sample and attention that never crosses samples, instead of padding
-    every sample to the longest. Samples, per-sample losses, domains and ids stay exactly those of the unpacked
-    run (see dataflex/data/packing.py); only the forward is cheaper."""
+    every sample to the longest. Samples, per-sample losses, domains and ids stay exactly those of the
+    unpacked run (see dataflex/data/packing.py); only the forward is cheaper."""
 
     cache_dir: str | None = None
-    """Where `dataflex-run` keeps the token store (tokenized data as memory-mapped arrays, built once per data +
-    tokenizer + processing key and shared by every rank and sweep job). None: $DATAFLEX_CACHE, else
+    """Where `dataflex-run` keeps the token store (tokenized data as memory-mapped arrays, built once per data
+    + tokenizer + processing key and shared by every rank and sweep job). None: $DATAFLEX_CACHE, else
     $XDG_CACHE_HOME/dataflex, else ~/.cache/dataflex. See dataflex/data/README.md "Token store"."""
     rebuild_cache: bool = False
     """Build the token store again even when a valid one exists for this key."""
     preprocessing_num_workers: int | None = None
-    """Tokenizer processes of a token-store build (HF `datasets` map(num_proc)); None: every core for builds of
-    20k+ rows, one process below."""
+    """Tokenizer processes of a token-store build (HF `datasets` map(num_proc)); None: every core for builds
+    of 20k+ rows, one process below."""
 
     def __post_init__(self) -> None:
         if not str(self.dataset).strip():

@@ -129,7 +129,9 @@ class DataEngine(Dataset):
 
     @classmethod
     def from_config(cls, split: str = "train", **fields: Any) -> DataEngine:
-        """Build from flat `DataArguments` fields (Hydra: ``_target_: dataflex.data.DataEngine.from_config``)."""
+        """Build from flat `DataArguments` fields.
+
+        Hydra: ``_target_: dataflex.data.DataEngine.from_config``."""
         return cls(DataArguments(**fields), split=split)
 
     # ------------------------------------------------------------------------------ the three steps
@@ -186,8 +188,8 @@ class DataEngine(Dataset):
 
     @property
     def has_eval(self) -> bool:
-        """Whether any dataset declares an ``eval`` file/split or `val_size` holds rows out (an eval engine can
-        then be built)."""
+        """Whether any dataset declares an ``eval`` file/split or `val_size` holds rows out (an eval engine
+        can then be built)."""
         return bool(self.held_out) or any(i.eval is not None for i in self._all_infos.values())
 
     def _hold_out(self, name: str, table: RowTable) -> RowTable:
@@ -233,8 +235,9 @@ class DataEngine(Dataset):
             if name in self.held_out:
                 table = self._hold_out(name, table)
             if len(table) == 0:
+                skipped = " after skipping bad rows" if ctx.skipped else ""
                 raise DataError(
-                    f"dataset {name!r} ({info.origin}) is empty{' after skipping bad rows' if ctx.skipped else ''}: "
+                    f"dataset {name!r} ({info.origin}) is empty{skipped}: "
                     f"no rows in {info.path}. Fix the file or remove the dataset."
                 )
             if info.converter is None:

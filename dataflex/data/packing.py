@@ -60,7 +60,7 @@ def plan_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 
 def best_plan(lengths: Sequence[int], max_capacity: int) -> list[list[int]]:
-    """The first-fit-decreasing plan with the fewest token slots over capacities k x longest <= max_capacity."""
+    """First-fit-decreasing plan with the fewest token slots over capacities k x longest <= max_capacity."""
     longest = max(lengths)
     best, best_cost = None, None
     for capacity in range(longest, max(max_capacity, longest) + 1, longest):

@@ -174,8 +174,9 @@ class SFTProcessor:
 
     def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
         if "messages" not in sample:
+            keys = sorted(k for k in sample if not k.startswith("_"))
             raise ValueError(
-                f"dataset {sample.get('_dataset_name')!r} yields {sorted(k for k in sample if not k.startswith('_'))} "
+                f"dataset {sample.get('_dataset_name')!r} yields {keys} "
                 "(preference pairs?); DataFlex trainers train on `messages`: use an sft converter "
                 "(alpaca, sharegpt, openai, text) for this dataset."
             )

@@ -13,8 +13,9 @@
   state), as the in-memory packing does per domain.
 - A domain that runs out starts its next pass from its beginning (logged); `max_repetitions` (dataset_info)
   bounds the passes. Streams are read in order, not shuffled (a shuffle needs the whole domain or a buffer).
-- `rank_state_dict()`: every reader's position (byte offsets / `datasets` state, the pass, the carried tokens),
-  written per rank into the checkpoint, so a resumed run reads exactly what an uninterrupted one would.
+- `rank_state_dict()`: every reader's position (byte offsets / `datasets` state, the pass, the carried
+  tokens), written per rank into the checkpoint, so a resumed run reads exactly what an uninterrupted one
+  would.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ class DomainReader:
                 self.passes += 1
                 if self.max_passes is not None and self.passes >= self.max_passes:
                     raise MixtureInfeasible(
-                        f"domain {self.domain!r} ran out after {self.passes} pass(es) over its stream on rank "
-                        f"{self.rank} and its max_repetitions is {self.max_passes:g}; raise max_repetitions in "
-                        "dataset_info, lower its proportion or train fewer steps."
+                        f"domain {self.domain!r} ran out after {self.passes} pass(es) over its stream "
+                        f"on rank {self.rank} and its max_repetitions is {self.max_passes:g}; "
+                        "raise max_repetitions in dataset_info, lower its proportion or train fewer steps."
                     ) from None
                 logger.info(
                     f"streaming: domain {self.domain!r} starts pass {self.passes + 1} over its data "
@@ -125,7 +126,7 @@ class StreamingTrainData:
         self._pending_state: dict[str, Any] | None = None
 
     def domain_weights(self) -> np.ndarray:
-        """Each domain's share by its datasets' `weight` (default 1 each): the static trainer's proportions."""
+        """The static trainer's proportions: each domain's share by its datasets' `weight` (default 1)."""
         infos = self.engine.dataset_infos.values()
         w = np.asarray(
             [

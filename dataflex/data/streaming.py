@@ -4,11 +4,11 @@ across datasets by proportion, and resumable from a small `state_dict`.
 Order (the documented order that tests check). Reader ``r`` of ``R`` readers (``r = rank * workers +
 worker``) reads, from every dataset, only its shard:
 
-- a single local ``.jsonl``/``.txt`` file: the file's bytes are cut into ``R`` equal ranges and a line belongs to the
-  range its first byte falls in; lines are read in file order. Resuming seeks straight to the saved
+- a single local ``.jsonl``/``.txt`` file: the file's bytes are cut into ``R`` equal ranges and a line belongs
+  to the range its first byte falls in; lines are read in file order. Resuming seeks straight to the saved
   byte offset (O(1), nothing before it is read again).
-- other local files (or a folder of several) and hub datasets: `datasets` streaming, sharded with `split_dataset_by_node` and resumed
-  with `IterableDataset.state_dict`.
+- other local files (or a folder of several) and hub datasets: `datasets` streaming, sharded with
+  `split_dataset_by_node` and resumed with `IterableDataset.state_dict`.
 - a non-streaming (in-memory) dataset inside a streaming engine: rows ``r, r+R, r+2R, ...``.
 
 Across datasets, the reader fills slot after slot with the dataset chosen by `ProportionScheduler`

@@ -3,11 +3,11 @@ jinja that `tokenizer.chat_template` gets so a saved tokenizer renders conversat
 trained (`apply_chat_template` at inference gives the training text).
 
 Each template is a few format strings with a `{content}` slot. As in LLaMA-Factory, a user turn carries the
-next assistant header (prompt tokens, masked), an assistant turn is `content` + its end-of-turn marker (trained
-on), the system turn comes first (the template's default system when the sample has none). Deviation from
-LLaMA-Factory: the tokenizer is not changed (no EOS replacement, no added stop tokens, so no embedding resize);
-when a marker such as `<|im_end|>` is not one token of the vocabulary it is trained as its text pieces and a
-warning says so.
+next assistant header (prompt tokens, masked), an assistant turn is `content` + its end-of-turn marker
+(trained on), the system turn comes first (the template's default system when the sample has none). Deviation
+from LLaMA-Factory: the tokenizer is not changed (no EOS replacement, no added stop tokens, so no embedding
+resize); when a marker such as `<|im_end|>` is not one token of the vocabulary it is trained as its text
+pieces and a warning says so.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ FORMATS: dict[str, TemplateFormat] = {
 }
 
 TEMPLATE_NAMES = ("auto", "tokenizer", "simple", *FORMATS)
-"""`data.template` values: auto (= null: the tokenizer's own if it has one, else simple), tokenizer, simple and
-the named formats."""
+"""`data.template` values: auto (= null: the tokenizer's own if it has one, else simple), tokenizer, simple
+and the named formats."""
 
 
 def check_template_name(name: str | None) -> None:
@@ -167,7 +167,8 @@ class NamedTemplate:
             + "{% else %}{{ "
             + _jinja_slot(fmt.tool)
             + " }}{% endif %}{% endfor %}"
-            + "{% if add_generation_prompt and (not messages or messages[-1]['role'] in ['system', 'assistant']) %}"
+            + "{% if add_generation_prompt and "
+            + "(not messages or messages[-1]['role'] in ['system', 'assistant']) %}"
             + "{{ "
             + _jinja_literal(fmt.generation_prompt)
             + " }}{% endif %}"

@@ -129,9 +129,10 @@ def _converter_identity(name: str | None) -> str | None:
 
 
 def store_description(engine, processor, mode: str) -> dict[str, Any]:
-    """Everything an item depends on: the data files (size + mtime), their dataset_info records and converters,
-    the split and the row choices (`max_samples`, `val_size`, `seed`, `on_error`), the tokenizer, the template,
-    `cutoff_len`, `mode` and `train_on_prompt`. `packing` only changes collation, so it is not part of it."""
+    """Everything an item depends on: the data files (size + mtime), their dataset_info records and
+    converters, the split and the row choices (`max_samples`, `val_size`, `seed`, `on_error`), the tokenizer,
+    the template, `cutoff_len`, `mode` and `train_on_prompt`. `packing` only changes collation, so it is not
+    part of it."""
     args = engine.args
     datasets = []
     for name, info in engine.dataset_infos.items():
@@ -564,7 +565,8 @@ def _write_arrays(
             values = values[mask]
         if values.size and int(values.max()) > bound:
             raise ValueError(
-                f"token id {int(values.max())} exceeds the tokenizer's vocabulary ({len(processor.tokenizer)})"
+                f"token id {int(values.max())} exceeds the tokenizer's vocabulary "
+                f"({len(processor.tokenizer)})"
             )
         writers["tokens"].write(values)
         if mode == "sft":
@@ -591,8 +593,9 @@ def _write_arrays(
 
 
 def _blocks(lengths: np.ndarray, domains: np.ndarray, rows: np.ndarray, cutoff: int, names: list[str]):
-    """Pretrain: per document, how many of its tokens fall into the full `cutoff` blocks of its domain's stream;
-    and per block its offset, domain and the engine index of the document its first token comes from."""
+    """Pretrain: per document, how many of its tokens fall into the full `cutoff` blocks of its domain's
+    stream; and per block its offset, domain and the engine index of the document its first token comes
+    from."""
     from dataflex.data.processor import check_domain_blocks
 
     n_domains = len(names)

@@ -1,4 +1,4 @@
-"""full / lora / freeze: which parameters train, for any HF causal LM (LLaMA-style `layers`, GPT-2's `h`, ...)."""
+"""full / lora / freeze: which parameters train in any HF causal LM (LLaMA `layers`, GPT-2's `h`, ...)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataflex.utils.logging import logger
 
 FINETUNING_TYPES = ("full", "lora", "freeze")
 ALL_LINEAR = "all-linear"
-"""peft's shorthand: every nn.Linear and transformers `Conv1D` (GPT-2's projections) except the output head."""
+"""peft's shorthand: every nn.Linear and transformers `Conv1D` (GPT-2's) except the output head."""
 
 
 def lora_target_modules(lora_target: Sequence[str]) -> str | list[str]:
@@ -85,8 +85,8 @@ def apply_finetuning(
 
 
 def _freeze(model: nn.Module, trainable_layers: int, extra: Sequence[str]) -> None:
-    """Trains the last `trainable_layers` decoder blocks (the first |n| when negative) plus any parameter whose
-    name contains one of `extra`; everything else is frozen."""
+    """Trains the last `trainable_layers` decoder blocks (the first |n| when negative) plus any parameter
+    whose name contains one of `extra`; everything else is frozen."""
     prefix, layers = decoder_layers(model)
     num_layers = len(layers)
     if trainable_layers == 0 or abs(trainable_layers) > num_layers:

@@ -26,8 +26,8 @@ def build_trackers(
     run_config: object = None,
     **_: object,
 ) -> TrackerGroup:
-    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`, + TensorBoard event files
-    when `tensorboard`); none off rank 0."""
+    """`logger=default`: metrics.jsonl in the run dir (+ plots at the end when `plots`, + TensorBoard event
+    files when `tensorboard`); none off rank 0."""
     if not is_main_process():
         return TrackerGroup([])
     trackers: list[Tracker] = [JsonlTracker(Path(run_dir) / METRICS_FILE)]

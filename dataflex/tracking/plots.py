@@ -2,10 +2,10 @@
 
     python -m dataflex.tracking.plots RUN_DIR      (or: dataflex-report plots RUN_DIR)
 
-Each plot is drawn only when its metrics exist (a static run has no mixture plot). Keys read:
-`loss`, `eval/loss`, `eval/loss/<domain>`, `train/loss/<domain>`, `mixture/<domain>`, `select/domain_fraction/<domain>`,
-`select/pool_fraction/<domain>`, `weight/values` (list of floats), `weight/active`, `weight/min|max|entropy|ess`,
-`weight/domain_mean/<domain>`.
+Each plot is drawn only when its metrics exist (a static run has no mixture plot). Keys read: `loss`,
+`eval/loss`, `eval/loss/<domain>`, `train/loss/<domain>`, `mixture/<domain>`,
+`select/domain_fraction/<domain>`, `select/pool_fraction/<domain>`, `weight/values` (list of floats),
+`weight/active`, `weight/min|max|entropy|ess`, `weight/domain_mean/<domain>`.
 
 Meant for a paper: every y axis says what it measures and in which unit, the title names the run's trainer and
 component (from `.hydra/`), proportions are drawn as the step functions they are (a value logged at step s is

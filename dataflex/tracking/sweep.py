@@ -149,7 +149,10 @@ def read_job(job_dir: str | Path, label: str | None = None) -> JobResult:
         state = "incomplete"
     error = status.get("error", "")
     if state == "interrupted":
-        error = f"{status.get('signal', 'signal')} after step {status.get('step')}; resume: {status.get('resume', '')}"
+        error = (
+            f"{status.get('signal', 'signal')} after step {status.get('step')}; "
+            f"resume: {status.get('resume', '')}"
+        )
     final_eval, eval_step = _final_eval(summary, records)
     return JobResult(
         job_dir=job_dir,

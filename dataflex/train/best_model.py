@@ -53,7 +53,7 @@ class BestModelTracker:
         """Best value among candidate (checkpointed) steps: what load_best_model_at_end restores."""
         self.best_step: int | None = None
         self.stop_value: float | None = None
-        """Best value among all evaluations: what early stopping compares with (HF keeps the two apart too)."""
+        """Best value among all evaluations, which early stopping compares with (HF keeps both too)."""
         self.evals_without_improvement = 0
 
     def _better(self, value: float, than: float | None, margin: float = 0.0) -> bool:
@@ -62,8 +62,9 @@ class BestModelTracker:
         return value > than + margin if self.greater else value < than - margin
 
     def update(self, metrics: dict[str, float], step: int, candidate: bool) -> bool:
-        """Records one evaluation; `candidate`: its weights are kept (a checkpoint, the last step). Returns True
-        when early stopping says stop (the stopping step's weights are the final model, so it competes too)."""
+        """Records one evaluation; `candidate`: its weights are kept (a checkpoint, the last step). Returns
+        True when early stopping says stop (the stopping step's weights are the final model, so it competes
+        too)."""
         value = float(metrics[self.key])
         stop = False
         if self.patience:

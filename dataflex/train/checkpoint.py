@@ -82,7 +82,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def resolve_resume(run_dir: Path, value: str | None) -> Path | None:
-    """`auto` → the newest complete checkpoint in run_dir (None if there is none); a path → that checkpoint."""
+    """`auto` → the newest complete checkpoint in run_dir (None if none); a path → that checkpoint."""
     if not value:
         return None
     if value == "auto":
@@ -114,8 +114,8 @@ def _hf_state_dict(loop, engine) -> tuple[bool, dict | None]:
 
 
 def save_checkpoint(loop, path: Path, step: int) -> None:
-    """Collective: every rank calls it. Rank 0 writes the shared parts, each rank its RNG state; under DeepSpeed
-    every rank also writes its model/optimizer shards through the engine (into `deepspeed/`)."""
+    """Collective: every rank calls it. Rank 0 writes the shared parts, each rank its RNG state; under
+    DeepSpeed every rank also writes its model/optimizer shards through the engine (into `deepspeed/`)."""
     acc = loop.accelerator
     tmp = path.with_name(path.name + ".tmp")
     engine = deepspeed_engine(loop)

@@ -68,7 +68,7 @@ class StopRequest:
             signal.signal(signum, previous)
 
     def agreed(self, world_size: int, device) -> bool:
-        """True on every rank when any rank was asked to stop (one scalar all-reduce per step with > 1 rank)."""
+        """True on every rank when any rank was asked to stop (a scalar all-reduce per step if > 1 rank)."""
         local = self.signal_name is not None
         if world_size <= 1:
             return local

@@ -100,7 +100,7 @@ class _Plan:
 
 
 class StepFeeder:
-    """`feeder.step(t)` -> (global ids of step t, this rank's collated micro-batches); see module docstring."""
+    """`feeder.step(t)` -> (global ids of step t, this rank's collated micro-batches); see the module doc."""
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ def train_line(step: int, total: int, metrics: dict[str, Any]) -> str:
 
 
 def eval_line(step: int, metrics: dict[str, float]) -> str:
-    """`eval step 100 | loss 2.3100 (ppl 10.07) | arith 1.1109 | greet 0.3120 | ...` (per-domain eval losses)."""
+    """`eval step 100 | loss 2.3100 (ppl 10.07) | arith 1.1109 | greet 0.3120 | ...` (per-domain losses)."""
     domains = sorted(k.removeprefix("eval/loss/") for k in metrics if k.startswith("eval/loss/"))
     parts = [f"eval step {step} | loss {metrics['eval/loss']:.4f} (ppl {metrics['eval/ppl']:.2f})"]
     parts += [f"{d} {metrics[f'eval/loss/{d}']:.4f}" for d in domains]

@@ -92,7 +92,7 @@ class TrainingLoop:
         self.pad_id = trainer.tokenizer.pad_token_id
         self.pack_capacity = getattr(trainer, "pack_capacity", None)
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
-        """Train-loss accumulators since the last log (checkpointed, so a resumed run logs the same values)."""
+        """Train-loss sums since the last log (checkpointed, so a resumed run logs the same values)."""
         self.best = BestModelTracker(self.args)
         """metric_for_best_model over evaluations (checkpointed): best checkpoint and early stopping."""
 
@@ -178,7 +178,8 @@ class TrainingLoop:
                 "samples, lower trainer.learning_rate, or set trainer.nan_policy=skip_step."
             )
         logger.warning(
-            f"step {ctx.step}: non-finite loss for sample ids {ids[:20]}; update skipped (nan_policy=skip_step)"
+            f"step {ctx.step}: non-finite loss for sample ids {ids[:20]}; "
+            "update skipped (nan_policy=skip_step)"
         )
         return True
 
@@ -281,7 +282,7 @@ class TrainingLoop:
         return metrics
 
     def _prepare(self) -> int:
-        """Optimizer, scheduler, accelerator, strategy setup and (if asked) the resume; returns the start step."""
+        """Optimizer, scheduler, accelerator, strategy setup and (if asked) resume; returns the start step."""
         from accelerate.utils import set_seed
 
         args, trainer = self.args, self.trainer

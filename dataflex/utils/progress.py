@@ -1,5 +1,5 @@
 """tqdm progress bars (with ETA) for long passes outside the training bar: scoring candidates, evaluation,
-tokenizing. Shown on the main process only and never when trainer.disable_tqdm=true (the loop configures it)."""
+tokenizing. Shown on the main process only, never when trainer.disable_tqdm=true (the loop sets it)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Table and plot of a `dataflex-run -m experiment=mixing_study` sweep.
+r"""Table and plot of a `dataflex-run -m experiment=mixing_study` sweep.
 
-    python experiments/mixing/summarize.py multirun_outputs/<date>/<time> [--out experiments/mixing] [--extra RUN_DIR ...]
+    python experiments/mixing/summarize.py multirun_outputs/<date>/<time> \
+        [--out experiments/mixing] [--extra RUN_DIR ...]
     python experiments/mixing/summarize.py SWEEP_SEED42 SWEEP_SEED43 ... --seeds-only   # the seed table only
 
 Per method: final eval loss per domain, their unweighted average and the worst domain, the mixture in

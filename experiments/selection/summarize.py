@@ -3,8 +3,8 @@
 the final eval loss per domain, and the time spent selecting.
 
     python experiments/selection/summarize.py SWEEP_DIR                      # one sweep (one seed)
-    python experiments/selection/summarize.py SWEEP_SEED42 SWEEP_SEED43 ...  # + mean ± std (population) over seeds
-        [--json experiments/selection/results_seeds.json]
+    python experiments/selection/summarize.py SWEEP_SEED42 SWEEP_SEED43 ...  # + mean ± std over seeds
+        [--json experiments/selection/results_seeds.json]                  # (population std)
 
 Jobs are matched across sweeps by their overrides (minus the seed), so every sweep must run the same jobs.
 """
@@ -100,7 +100,8 @@ def seeds_table(sweeps: list[Path], target: str) -> tuple[str, dict]:
         out.append(
             f"| {name} | {ms([100 * r['target_fraction'] for r in rows], 1)}% | "
             + " | ".join(cells)
-            + f" | {ms([r['loss'] for r in rows])} | {np.mean([r['select_s'] for r in rows]):.0f} | {len(rows)} |"
+            + f" | {ms([r['loss'] for r in rows])} | {np.mean([r['select_s'] for r in rows]):.0f} | "
+            + f"{len(rows)} |"
         )
         raw[name] = rows
     return "\n".join(out), raw

@@ -46,7 +46,7 @@ def assert_rel(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5, 
 
 
 def weighted_grads(model, batch, impl: str, chunk: int = 5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-sample losses and the gradient of a non-uniformly weighted mix of per-sample and per-token losses."""
+    """Per-sample losses and the gradient of a non-uniformly weighted mix of per-sample/per-token losses."""
     model.zero_grad(set_to_none=True)
     losses = model_losses(model, batch, "cpu", LossSettings(impl=impl, chunk_size=chunk))
     tokens = torch.linspace(0.5, 1.5, losses.token_loss.numel()).view_as(losses.token_loss)
@@ -74,7 +74,7 @@ def test_chunked_losses_and_gradients_equal_plain(finetuning, tied):
 
 
 def test_float32_model_matches_within_1e5():
-    """The model in float32 (what runs on CPU): chunked equals plain within rel 1e-5 (losses and gradients)."""
+    """The model in float32 (as on CPU): chunked equals plain within rel 1e-5 (losses and gradients)."""
     model = build_tiny_model(**SMALL).model
     batch = masked_batch(model.config.vocab_size, seed=1)
     plain_losses, plain = weighted_grads(model, batch, "plain")
@@ -85,7 +85,7 @@ def test_float32_model_matches_within_1e5():
 
 
 def test_lora_on_the_head_uses_the_checkpointed_module_path():
-    """A LoRA-wrapped lm_head is not a plain Linear: each chunk runs the module under checkpoint; same numbers."""
+    """A LoRA-wrapped lm_head is no plain Linear: each chunk runs it under checkpoint; same numbers."""
     model = build_tiny_model(
         **SMALL, finetuning_type="lora", tie_word_embeddings=False, lora_target=["q_proj", "lm_head"]
     ).model.double()

@@ -1,5 +1,6 @@
 """The prefetching loader (`trainer.dataloader_num_workers > 0`) trains exactly the ids, in the same order and
-micro-batches, as the loop without workers, for every trainer, across update points, checkpoints and epochs."""
+micro-batches, as the loop without workers, for every trainer, across update points, checkpoints and
+epochs."""
 
 from __future__ import annotations
 

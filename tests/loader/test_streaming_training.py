@@ -1,7 +1,7 @@
-"""`static` and `dynamic_mix` train from streaming domains (local .jsonl line readers and a parquet file through
-`datasets` streaming, the code path of hub datasets with `streaming: true`): read lazily in file order, one reader per domain,
-domains drawn by the current proportions, a short domain starting its next pass; a SIGKILLed streaming run
-resumed from its checkpoint equals an uninterrupted one."""
+"""`static` and `dynamic_mix` train from streaming domains (local .jsonl line readers and a parquet file
+through `datasets` streaming, the code path of hub datasets with `streaming: true`): read lazily in file
+order, one reader per domain, domains drawn by the current proportions, a short domain starting its next pass;
+a SIGKILLed streaming run resumed from its checkpoint equals an uninterrupted one."""
 
 from __future__ import annotations
 

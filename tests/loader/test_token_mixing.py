@@ -1,5 +1,6 @@
 """`trainer.mixture_unit=tokens`: proportions are shares of the trained tokens, met within one sample per
-domain at every step; `max_repetitions` bounds a domain's use and an infeasible mixture fails before training."""
+domain at every step; `max_repetitions` bounds a domain's use and an infeasible mixture fails before
+training."""
 
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def test_static_mix_by_tokens_meets_proportions_every_step(compose, tmp_path, monkeypatch):
-    """A real run on the embedded SFT data (item lengths differ by domain): after every step the trained tokens
-    are within one sample per domain of the proportions, and `mixture/achieved_tokens/<domain>` logs them."""
+    """A real run on the embedded SFT data (item lengths differ by domain): after every step the trained
+    tokens are within one sample per domain of the proportions, and `mixture/achieved_tokens/<domain>` logs
+    them."""
     from dataflex.train.trainer.dynamic_mix import DynamicMixTrainer
 
     seen = []

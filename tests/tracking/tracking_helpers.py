@@ -61,7 +61,7 @@ def make_job(
     wall: float = 2.0,
     samples_per_s: float = 50.0,
 ) -> Path:
-    """A job dir as `dataflex-run -m` leaves it: .hydra/overrides.yaml, metrics.jsonl, summary.json, status.json."""
+    """A job dir as `dataflex-run -m` leaves it: .hydra/overrides.yaml, metrics/summary/status files."""
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))

@@ -45,7 +45,8 @@ def length_batches(
 
 def bytes_per_token(model, width: int, full_logits: bool) -> int:
     """Rough inference activation bytes per padded token: a layer's hidden/MLP activations, one row of
-    attention scores, and the float32 logits (x3: logits, log-softmax, its input) when they are materialised."""
+    attention scores, and the float32 logits (x3: logits, log-softmax, its input) when they are
+    materialised."""
     config = getattr(model, "config", None)
     hidden = int(getattr(config, "hidden_size", 1024) or 1024)
     inter = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)

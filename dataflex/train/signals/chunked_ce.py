@@ -17,7 +17,7 @@ import torch
 def _chunk_logits(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, softcap: float | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """fp32 logits of one chunk (matmul in the model's dtype, as the plain head), and tanh(z/cap) if capped."""
+    """fp32 logits of one chunk (matmul in the model's dtype, like the plain head); tanh(z/cap) if capped."""
     z = h @ weight.t()
     if bias is not None:
         z = z + bias

@@ -394,9 +394,9 @@ def collect_gradient_features(
     device=None,
 ) -> torch.Tensor:
     """(len(indices), proj_dim) features of `data[i]` (training items), in order, L2-normalised unless told
-    otherwise. Runs the model in eval mode (no dropout) and restores its mode. Batches of `batch_size` rows
-    of similar length (sorted by length; the features come back in the order of `indices`): per-sample
-    gradient work grows with the padded width, so padding to the batch's longest row is what bucketing saves."""
+    otherwise. Runs the model in eval mode (no dropout) and restores its mode. Batches of `batch_size` rows of
+    similar length (sorted by length; the features come back in the order of `indices`): per-sample gradient
+    work grows with the padded width, so padding to the batch's longest row is what bucketing saves."""
 
     def fn(batch):
         return gradient_features(

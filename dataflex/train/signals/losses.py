@@ -4,9 +4,9 @@ Two ways to get them from a causal LM (`trainer.loss_impl`):
 - `plain`: `model(...).logits` (B x T x V) and a float32 cross entropy over all of it;
 - `chunked` (what `auto` picks where the model allows): the final hidden states are taken from the model's
   decoder during the same forward (the head itself runs on the last position only, `logits_to_keep=1`), and
-  only the supervised tokens go through the LM head, `trainer.loss_chunk_size` tokens at a time (default: sized
-  so one chunk's logits are ~128 MiB), with the
-  logits recomputed in backward (signals/chunked_ce.py): peak memory no longer scales with V x T;
+  only the supervised tokens go through the LM head, `trainer.loss_chunk_size` tokens at a time (default:
+  sized so one chunk's logits are ~128 MiB), with the logits recomputed in backward (signals/chunked_ce.py):
+  peak memory no longer scales with V x T;
 - `liger` (CUDA, liger-kernel installed): liger's fused linear cross entropy with per-token losses, used only
   after a self-check proves its gradient honours per-token weights (else it is refused, never silently
   unweighted).
@@ -100,7 +100,8 @@ CHUNK_LOGITS = 1 << 25
 
 def auto_chunk_size(vocab_size: int) -> int:
     """Tokens per chunk so one chunk's logits hold about CHUNK_LOGITS entries, a power of two in [64, 8192]
-    (measured: at a 128k vocabulary 256-token chunks were faster than 1024, experiments/benchmarks/chunked_loss)."""
+    (measured: at a 128k vocabulary 256-token chunks were faster than 1024,
+    experiments/benchmarks/chunked_loss)."""
     tokens = max(1, CHUNK_LOGITS // max(1, vocab_size))
     return int(min(8192, max(64, 1 << (tokens.bit_length() - 1))))
 
@@ -298,7 +299,8 @@ def _probe_mismatch(inner: nn.Module, path: HeadPath, probe: dict[str, torch.Ten
     )
     if diff > tol:
         return (
-            f"decoder + head do not reproduce {type(inner).__name__}(...).logits (max difference {diff:.3g}); "
+            f"decoder + head do not reproduce {type(inner).__name__}(...).logits "
+            f"(max difference {diff:.3g}); "
             "the model transforms its logits in a way the chunked loss does not know"
         )
     return ""
@@ -332,9 +334,9 @@ def _liger_losses(hidden, weight, bias, labels, softcap):
 
 
 def liger_weighting_error(losses_fn, device, dtype=torch.float32) -> str:
-    """'' if `losses_fn(hidden, weight, bias, labels, softcap)` back-propagates per-token weights exactly (checked
-    against the chunked reference on random numbers); else why not. Old liger-kernel releases scale the summed
-    weight gradient by the upstream gradient, which silently drops per-sample weights."""
+    """'' if `losses_fn(hidden, weight, bias, labels, softcap)` back-propagates per-token weights exactly
+    (checked against the chunked reference on random numbers); else why not. Old liger-kernel releases scale
+    the summed weight gradient by the upstream gradient, which silently drops per-sample weights."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     h = torch.randn(12, 16, generator=gen).to(device, dtype)
     w = torch.randn(40, 16, generator=gen).to(device, dtype)

@@ -48,9 +48,11 @@ def check_gradient_feature_memory(
     if need > SAFETY * available:
         gib = 1 << 30
         raise MemoryError(
-            f"per-sample gradient features need about {need / gib:.1f} GiB ({grad_batch_size} samples x {trainable:,} "
-            f"trainable parameters, plus {num_features:,} features x proj_dim {proj_dim}) but only "
-            f"{available / gib:.1f} GiB is free on {device}. Lower trainer.grad_batch_size (now {grad_batch_size}), "
+            f"per-sample gradient features need about {need / gib:.1f} GiB "
+            f"({grad_batch_size} samples x {trainable:,} trainable parameters, "
+            f"plus {num_features:,} features x proj_dim {proj_dim}) but only "
+            f"{available / gib:.1f} GiB is free on {device}. "
+            f"Lower trainer.grad_batch_size (now {grad_batch_size}), "
             f"component.proj_dim (now {proj_dim}) or trainer.candidate_pool_size, or train fewer parameters "
             "(model.finetuning_type=lora)."
         )

@@ -74,7 +74,8 @@ class RandomProjector:
     def project_block(
         self, out: torch.Tensor, block: torch.Tensor, offset: int, *, consume: bool = False
     ) -> None:
-        """Adds the projection of columns [offset, offset + block.shape[1]) of the input to `out` (B, proj_dim).
+        """Adds the projection of input columns [offset, offset + block.shape[1]) to `out` (B, proj_dim).
+
         `consume=True` lets the sparse kind apply its signs to `block` in place (no temporary copy)."""
         n = block.shape[1]
         if offset < 0 or offset + n > self.dim:

@@ -158,7 +158,8 @@ def main() -> None:
         plain = next(r for r in rows if r["impl"] == "plain" and r["prompt_share"] == row["prompt_share"])
         print(
             f"| {row['prompt_share']:.0%} | {row['impl']} | {chunk_label(row)} | "
-            f"{row['peak_activation_mib']:.0f} | {row['peak_activation_mib'] / plain['peak_activation_mib']:.2f}x | "
+            f"{row['peak_activation_mib']:.0f} | "
+            f"{row['peak_activation_mib'] / plain['peak_activation_mib']:.2f}x | "
             f"{row['step_s']:.2f} | {plain['step_s'] / row['step_s']:.2f}x |"
         )
     if args.out:

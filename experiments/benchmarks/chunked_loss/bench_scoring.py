@@ -1,8 +1,9 @@
-"""Forward-only loss scoring (what the loss/delta_loss selectors run per update): fixed batches of 64 in
+r"""Forward-only loss scoring (what the loss/delta_loss selectors run per update): fixed batches of 64 in
 candidate order with the full-logit loss (before) vs length-bucketed token-budget batches with the chunked
 loss (now), on the embedded model and data; medians of interleaved repeats in one process.
 
-    OMP_NUM_THREADS=1 python experiments/benchmarks/chunked_loss/bench_scoring.py --candidates 2000 --repeats 3
+    OMP_NUM_THREADS=1 python experiments/benchmarks/chunked_loss/bench_scoring.py \
+        --candidates 2000 --repeats 3
 """
 
 from __future__ import annotations

@@ -197,15 +197,18 @@ def main() -> None:
     ix, gi = results["index"], results["getitem"]
     print("| measurement | result |\n|---|---|")
     print(
-        f"| index build, {ix['entries']:,} entries from 10M rows / 5 datasets (best of 3) | {ix['best_s']:.3f} s "
+        f"| index build, {ix['entries']:,} entries from 10M rows / 5 datasets (best of 3) | "
+        f"{ix['best_s']:.3f} s "
         f"(mean {ix['mean_s']:.3f} s) |"
     )
     print(
-        f"| index build peak memory: tracemalloc / RSS growth / final arrays | {ix['tracemalloc_peak_mb']:.0f} MB / "
+        "| index build peak memory: tracemalloc / RSS growth / final arrays | "
+        f"{ix['tracemalloc_peak_mb']:.0f} MB / "
         f"{ix['rss_growth_mb']:.0f} MB / {ix['final_arrays_mb']:.0f} MB |"
     )
     print(
-        f"| `engine[i]` random, embedded default (jsonl in memory) | {gi['embedded_jsonl_int']:,.0f} samples/s |"
+        "| `engine[i]` random, embedded default (jsonl in memory) | "
+        f"{gi['embedded_jsonl_int']:,.0f} samples/s |"
     )
     print(
         f"| `engine[idx]` batches of 64, embedded default | {gi['embedded_jsonl_batch64']:,.0f} samples/s |"
@@ -215,7 +218,8 @@ def main() -> None:
         f"{gi['parquet_500k_build_s']:.2f} s |"
     )
     print(
-        f"| `engine[i]` random, 500k-row parquet (memory-mapped Arrow) | {gi['parquet_500k_int']:,.0f} samples/s |"
+        "| `engine[i]` random, 500k-row parquet (memory-mapped Arrow) | "
+        f"{gi['parquet_500k_int']:,.0f} samples/s |"
     )
     if "streaming" in results:
         st = results["streaming"]
@@ -223,7 +227,8 @@ def main() -> None:
         def row(label: str, key: str) -> None:
             r = st[key]
             print(
-                f"| {label} | {r['per_s_wall']:,.0f}/s wall ({r['wall_s']:.1f} s); {r['per_s_cpu']:,.0f}/s CPU "
+                f"| {label} | {r['per_s_wall']:,.0f}/s wall ({r['wall_s']:.1f} s); "
+                f"{r['per_s_cpu']:,.0f}/s CPU "
                 f"({r['cpu_s']:.1f} s) |"
             )
 
@@ -237,8 +242,9 @@ def main() -> None:
             "datasets_rows",
         )
         print(
-            f"| ratio DataFlex / `datasets`: raw rows; converted samples vs raw rows | wall {st['ratio_rows_wall']:.2f}x; "
-            f"{st['ratio_samples_wall']:.2f}x — CPU {st['ratio_rows_cpu']:.2f}x; {st['ratio_samples_cpu']:.2f}x |"
+            "| ratio DataFlex / `datasets`: raw rows; converted samples vs raw rows | "
+            f"wall {st['ratio_rows_wall']:.2f}x; {st['ratio_samples_wall']:.2f}x — "
+            f"CPU {st['ratio_rows_cpu']:.2f}x; {st['ratio_samples_cpu']:.2f}x |"
         )
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
     if args.json:

@@ -38,7 +38,7 @@ RUN = [
 
 # ------------------------------------------------------------------------------------------ corpora
 def generate_pretrain(folder: Path, tokens: float, seed: int = 0) -> Path:
-    """3 domains of generated text (parquet, `text` column), ~830 tokens per document like the issue's corpus."""
+    """3 domains of generated text (parquet, `text` column), ~830 tokens per document as in the issue."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -131,7 +131,7 @@ def _cpu() -> float:
 
 
 def child_startup(info: str, cache: str, mode: str, cutoff: int) -> None:
-    """Data start-up of a warm run alone: DataEngine + TokenizedData on an existing store, and one batch read."""
+    """Data start-up of a warm run alone: DataEngine + TokenizedData on an existing store, one batch read."""
     import resource
 
     start, cpu = time.perf_counter(), _cpu()
@@ -157,8 +157,8 @@ def child_startup(info: str, cache: str, mode: str, cutoff: int) -> None:
 
 
 def child_datapath(cache: str) -> None:
-    """(d') CPU ms per step of the data path on the embedded default: 8 items + collate, 60 random batches, today's
-    in-process tokenization (first access, then cached) vs the token store."""
+    """(d') CPU ms per step of the data path on the embedded default: 8 items + collate, 60 random batches,
+    today's in-process tokenization (first access, then cached) vs the token store."""
     import numpy as np
 
     from dataflex.data import DataArguments, DataEngine

@@ -105,9 +105,8 @@ def main() -> None:
     names = list(results)
     print("| variant | median steps/s | runs |\n|---|---|---|")
     for name in names:
-        print(
-            f"| {name} | {statistics.median(results[name]):.3f} | {', '.join(f'{v:.3f}' for v in results[name])} |"
-        )
+        runs = ", ".join(f"{v:.3f}" for v in results[name])
+        print(f"| {name} | {statistics.median(results[name]):.3f} | {runs} |")
     ratio = statistics.median(results[names[1]]) / statistics.median(results[names[0]])
     print(f"\nratio {names[1]} / {names[0]} (medians): {ratio:.3f}")
 

@@ -176,7 +176,8 @@ def main() -> None:
     shapes = DRY if args.dry_run else REAL
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     header = (
-        f"{'DRY RUN (CPU, tiny shapes)' if args.dry_run else 'GPU check'}: {device}, torch {torch.__version__}, "
+        f"{'DRY RUN (CPU, tiny shapes)' if args.dry_run else 'GPU check'}: {device}, "
+        f"torch {torch.__version__}, "
         f"model {' '.join(shapes['model'])}, batch {shapes['batch']}, {shapes['precision']}"
     )
     rows = []

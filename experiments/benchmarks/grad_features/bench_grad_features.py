@@ -1,7 +1,8 @@
-"""Per-sample gradient features: batched hooks/einsum vs a batch-size-1 autograd loop vs one plain batched
+r"""Per-sample gradient features: batched hooks/einsum vs a batch-size-1 autograd loop vs one plain batched
 backward (the practical limit), on the embedded tiny model with full and LoRA fine-tuning.
 
-    OMP_NUM_THREADS=1 python experiments/benchmarks/grad_features/bench_grad_features.py --repeats 7 --batch 16
+    OMP_NUM_THREADS=1 python experiments/benchmarks/grad_features/bench_grad_features.py \
+        --repeats 7 --batch 16
 
 Timing: per fine-tuning type, one process runs every method once per round, `--repeats` rounds after a
 warm-up round (interleaved, so load drift on the shared machine hits all methods alike); medians are
@@ -182,8 +183,8 @@ def main() -> None:
         rows += ft_rows
     by = {(r["finetuning"], r["method"]): r for r in rows}
     print(
-        f"| fine-tuning (trainable params) | method | median s / batch of {args.batch} | samples/s | vs loop | "
-        "vs plain backward | peak extra MB |"
+        f"| fine-tuning (trainable params) | method | median s / batch of {args.batch} | samples/s | "
+        "vs loop | vs plain backward | peak extra MB |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -3,7 +3,8 @@
 Variants (all on the embedded tiny LLaMA, default data, per-device batch 16, no eval, no checkpoints):
 - `static`:      trainer=static (epoch-shuffled batches, plain loss): the baseline;
 - `mix_none`:    trainer=dynamic_mix static_mix=true (ProportionSampler, per-domain stats, no mixer);
-- `odm`:         trainer=dynamic_mix component=odm updated every step (warmup 0, update_step 1): the worst case;
+- `odm`:         trainer=dynamic_mix component=odm updated every step (warmup 0, update_step 1): the worst
+                 case;
 - `doremi`:      DoReMi step 2 (update every step): deferred backward + the reference model's forward.
 
 Every run builds a fresh model and a fresh tokenized view (so each pays the same lazy tokenization); runs

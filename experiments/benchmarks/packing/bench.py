@@ -1,6 +1,7 @@
-"""Training tokens/s with `data.packing=true` vs padded micro-batches, side by side.
+r"""Training tokens/s with `data.packing=true` vs padded micro-batches, side by side.
 
-usage: OMP_NUM_THREADS=1 python experiments/benchmarks/packing/bench.py --repeats 5 --steps 20 --out results.json
+usage: OMP_NUM_THREADS=1 python experiments/benchmarks/packing/bench.py \
+           --repeats 5 --steps 20 --out results.json
 
 Cases (each: the same samples, the same steps, the same model init; only the layout differs):
 - `embedded`: the embedded 5-domain data (20-37 tokens a sample), cutoff 128;
@@ -9,7 +10,8 @@ Cases (each: the same samples, the same steps, the same model init; only the lay
 Models: `tiny` (the embedded 1.9M-parameter LLaMA) and `wide` (LLaMA, hidden 512, 4 layers, 8 heads: 20M
 parameters, closer to a real model's width). Micro-batch 16, full fine-tuning, AdamW.
 tokens/s = real (non-padding) tokens trained / training-loop wall time, so both layouts count the same tokens.
-The data is tokenized before the clock starts. Padded and packed runs alternate, the order flipping each repeat.
+The data is tokenized before the clock starts. Padded and packed runs alternate, the order flipping each
+repeat.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ MODELS = {
 def long_tail_file(folder: Path, rows: int = 800, seed: int = 0) -> Path:
     """Alpaca rows whose answer lengths are log-normal (median ~20 words, a long tail to ~400)."""
     rng = random.Random(seed)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+    words = (
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma"
+    ).split()
     path = folder / "long_tail.jsonl"
     with path.open("w") as f:
         for i in range(rows):
@@ -113,7 +117,8 @@ def main() -> None:
         tmp = Path(tmp)
         for case in args.cases.split(","):
             data, cutoff, lengths = build_data(case, tokenizer, tmp)
-            # the layout cost, independent of timing: token slots per micro-batch, padded vs packed (first steps)
+            # the layout cost, independent of timing: token slots per micro-batch, padded vs packed
+            # (first steps)
             rng = random.Random(0)
             order = list(range(len(lengths)))
             rng.shuffle(order)
@@ -170,7 +175,8 @@ def main() -> None:
         case, model = key.split("/")
         lay, med = r["layout"], r["median_tokens_per_s"]
         print(
-            f"| {case} | {model} | {lay['mean_len']:.0f} / {lay['max_len']} | {lay['padding_fraction_padded']:.0%} | "
+            f"| {case} | {model} | {lay['mean_len']:.0f} / {lay['max_len']} | "
+            f"{lay['padding_fraction_padded']:.0%} | "
             f"{lay['padding_fraction_packed']:.0%} | {med['padded']:.0f} | {med['packed']:.0f} | "
             f"{r['ratio_of_medians']:.2f} | {r['median_paired_ratio']:.2f} |"
         )

@@ -1,4 +1,4 @@
-"""DataFlex (this repo, `dataflex-run`) side by side with DataFlex 1.1.0 (the PyPI peer) on the peer's own jobs.
+"""DataFlex (this repo, `dataflex-run`) beside DataFlex 1.1.0 (the PyPI peer) on the peer's own jobs.
 
 usage:
     PEER=/tmp/peer bash ../shared/peer_dataflex/setup_venv.sh          # once (see that folder's README)
@@ -301,7 +301,8 @@ def main() -> None:
                     peer_done[(rep, peer_name)] = r
                 runs[job][side].append(r)
                 print(
-                    f"[rep {rep}] {job:<18} {side:<4} ok={r['ok']} wall={r['wall_s']:.1f}s steps={r['steps']} "
+                    f"[rep {rep}] {job:<18} {side:<4} ok={r['ok']} wall={r['wall_s']:.1f}s "
+                    f"steps={r['steps']} "
                     f"loop={_fmt(r['loop_s'])}s updates={[round(u, 3) for u in r['updates_s']]}",
                     flush=True,
                 )

@@ -6,8 +6,8 @@ alternate (static, loss, adapt, static, loss, adapt, ...) so machine noise hits 
 wall ms/step (the loop's own training wall time / steps) and CPU ms/step (process CPU time of the whole
 `train()` call / steps, less sensitive to other processes on a shared machine). A third column times the
 trainer's own weighting work inside the step (`before_backward` + `on_step_end`: gathering the losses,
-the weighter, the weight statistics). The tables give medians and the ratio of the medians to static. The weighted runs use warmup_step=1: all but the first step are
-weighted.
+the weighter, the weight statistics). The tables give medians and the ratio of the medians to static. The
+weighted runs use warmup_step=1: all but the first step are weighted.
 
     python experiments/benchmarks/weight_overhead/bench.py --steps 50 --repeats 5 --threads 1
 """
@@ -142,12 +142,14 @@ def main() -> None:
             cpu[method].append(c)
             hooks[method].append(h)
             print(
-                f"repeat {r + 1}/{args.repeats} {method}: wall {w * 1000:.1f} ms/step, cpu {c * 1000:.1f} ms/step, "
+                f"repeat {r + 1}/{args.repeats} {method}: wall {w * 1000:.1f} ms/step, "
+                f"cpu {c * 1000:.1f} ms/step, "
                 f"weighting hooks {h * 1000:.2f} ms/step",
                 flush=True,
             )
     print(
-        f"\n{args.steps} steps x {args.repeats} alternating repeats, batch {args.batch} x {args.cutoff_len} tokens, "
+        f"\n{args.steps} steps x {args.repeats} alternating repeats, "
+        f"batch {args.batch} x {args.cutoff_len} tokens, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
@@ -157,9 +159,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for method, ts in times.items():
             med = statistics.median(ts)
-            print(
-                f"| {method} | {med * 1000:.1f} | {min(ts) * 1000:.1f} | {max(ts) * 1000:.1f} | {med / base:.3f} |"
-            )
+            low, high = min(ts) * 1000, max(ts) * 1000
+            print(f"| {method} | {med * 1000:.1f} | {low:.1f} | {high:.1f} | {med / base:.3f} |")
     print("\n| trainer | median weighting-hook ms/step | share of its median wall step |")
     print("|---|---|---|")
     for method in list(METHODS)[1:]:
