@@ -3,6 +3,7 @@
 dataflex-report multirun_outputs/<date>/<time>            # -> <sweep>/report/report.{md,csv} + *.png
 dataflex-report SWEEP_A SWEEP_B --out experiments/x/results   # several sweeps in one table
 dataflex-report plots outputs/<date>/<time>               # (re)draw one run's plots/ from metrics.jsonl
+dataflex-report ledger outputs/<date>/<time> [--bins 10]  # what was trained, by domain and stage, over time
 """
 
 from __future__ import annotations
@@ -186,10 +187,86 @@ def _plots_main(argv: list[str]) -> int:
     return 0
 
 
+def ledger_summary(table, bins: int = 10) -> dict[str, object]:
+    """What a run trained (its data ledger, `dataflex.train.ledger`): rows per domain and per stage in `bins`
+    consecutive step ranges, the mean weight per domain, distinct samples and total rows."""
+    import numpy as np
+
+    steps = np.asarray(table["step"].to_numpy(zero_copy_only=False))
+    domains = np.asarray(table["domain"].to_pylist(), dtype=object)
+    stages = np.asarray(table["stage"].to_pylist(), dtype=object)
+    weights = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    domain_names, stage_names = sorted(set(domains.tolist())), sorted(set(stages.tolist()))
+    ranges = [r for r in np.array_split(np.unique(steps), max(1, bins)) if len(r)]
+
+    def counts(values: np.ndarray, names: list[str]) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for r in ranges:
+            inside = values[(steps >= r[0]) & (steps <= r[-1])]
+            row: dict[str, object] = {"steps": f"{r[0]}-{r[-1]}"}
+            row.update({name: int((inside == name).sum()) for name in names})
+            row["total"] = len(inside)
+            rows.append(row)
+        return rows
+
+    return {
+        "by_domain": counts(domains, domain_names),
+        "by_stage": counts(stages, stage_names),
+        "mean_weight": {d: float(weights[domains == d].mean()) for d in domain_names},
+        "unique_samples": len(np.unique(np.asarray(table["sample_id"].to_numpy(zero_copy_only=False)))),
+        "rows": table.num_rows,
+    }
+
+
+def _count_table(rows: list[dict[str, object]]) -> str:
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+    lines += ["| " + " | ".join(str(r[h]) for h in headers) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ledger_main(argv: list[str]) -> int:
+    from dataflex.train.ledger import read_ledger
+
+    parser = argparse.ArgumentParser(
+        prog="dataflex-report ledger", description="What a run trained: its data ledger by domain and stage."
+    )
+    parser.add_argument("run_dir", type=Path, help="a run dir holding ledger/ (outputs/<date>/<time>)")
+    parser.add_argument("--bins", type=int, default=10, help="number of consecutive step ranges (default 10)")
+    args = parser.parse_args(argv)
+    table = read_ledger(args.run_dir)
+    if table.num_rows == 0:
+        parser.error(
+            f"{args.run_dir} has no data ledger (ledger/*.parquet); pass a run dir of a training run."
+        )
+    summary = ledger_summary(table, args.bins)
+    weights = ", ".join(f"{d} {w:.3f}" for d, w in summary["mean_weight"].items())  # type: ignore[attr-defined]
+    md = "\n".join(
+        [
+            f"# Data ledger of `{args.run_dir}`\n",
+            f"{summary['rows']} trained rows, {summary['unique_samples']} distinct samples; "
+            f"mean loss weight by domain: {weights}.\n",
+            "## Samples per domain\n",
+            _count_table(summary["by_domain"]),  # type: ignore[arg-type]
+            "\n## Samples per stage\n",
+            _count_table(summary["by_stage"]),  # type: ignore[arg-type]
+        ]
+    )
+    out = args.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ledger.md").write_text(md + "\n", encoding="utf-8")
+    write_csv(summary["by_domain"], out / "ledger_by_domain.csv")  # type: ignore[arg-type]
+    print(md)
+    print(f"written: {out / 'ledger.md'} and {out / 'ledger_by_domain.csv'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plots":
         return _plots_main(argv[1:])
+    if argv and argv[0] == "ledger":
+        return _ledger_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="dataflex-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

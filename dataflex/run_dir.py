@@ -23,6 +23,7 @@ CLEARED_ON_OVERWRITE = (
     "selection",
     "mixture_history.json",
     "mixture_history.png",
+    "ledger",
 )
 """Removed by `trainer.overwrite_output_dir=true` so nothing of the old run mixes into the new one."""
 

@@ -35,6 +35,7 @@ from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
 from dataflex.train.interrupt import TrainingInterrupted, interruptible
+from dataflex.train.ledger import DataLedger
 from dataflex.train.loader import StepFeeder
 from dataflex.train.log_lines import eval_line, run_description, train_line
 from dataflex.train.optim import build_optimizer, build_scheduler
@@ -319,9 +320,12 @@ class TrainingLoop:
             check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))
         trainer.setup(self)
         self.resumed_from = resolve_resume(self.run_dir, args.resume_from_checkpoint)
+        self.ledger = DataLedger.for_loop(self)
         if self.resumed_from is None:
+            self.ledger.truncate(0)
             return 0
         start = load_checkpoint(self, self.resumed_from)
+        self.ledger.truncate(start)
         logger.info(f"resumed from {self.resumed_from} at step {start}")
         if self.is_main:
             truncate_metrics(self.run_dir / "metrics.jsonl", start)
@@ -383,7 +387,12 @@ class TrainingLoop:
         self.model.train()
         completed = start_step
         # closing(): the progress bar and the loader's workers end also when a signal stops the run.
-        with interruptible(lambda: completed) as stop, closing(self.feeder), closing(bar):
+        with (
+            interruptible(lambda: completed) as stop,
+            closing(self.feeder),
+            closing(bar),
+            closing(self.ledger),
+        ):
             for step in range(start_step, total_steps):
                 ctx = self._train_step(step)
                 done = step + 1
@@ -393,6 +402,7 @@ class TrainingLoop:
                     skipped + ctx.skipped,
                 )
                 metrics = dict(trainer.on_step_end(done, ctx) or {})
+                self.ledger.record(done, ctx, trainer)
                 metrics.update(self._train_metrics(ctx, done, total_steps))
                 if metrics.get("loss") is not None:
                     bar.set_postfix(

@@ -1,0 +1,151 @@
+"""The data ledger records exactly what was trained, and a killed + resumed run's ledger equals the
+uninterrupted run's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataflex.train.ledger import DataLedger, default_stage, read_ledger
+from dataflex.train.loop import TrainingLoop
+from dataflex.train.trainer.static import StaticTrainer
+
+from helpers import FAST, small_trainer
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """(step, sample ids) of every micro-batch the model was actually trained on, in order."""
+    seen: list[tuple[int, list[int]]] = []
+    original = TrainingLoop._forward
+
+    def record(self, model, mb, ctx):
+        seen.append((ctx.step + 1, mb["sample_ids"].tolist()))
+        return original(self, model, mb, ctx)
+
+    monkeypatch.setattr(TrainingLoop, "_forward", record)
+    return seen
+
+
+def test_ledger_is_the_trained_ids(tmp_path, trained):
+    trainer = small_trainer(
+        StaticTrainer,
+        tmp_path,
+        max_steps=5,
+        per_device_train_batch_size=3,
+        gradient_accumulation_steps=2,
+        save_steps=2,
+    )
+    trainer.train()
+    table = read_ledger(tmp_path)
+    rows = table.to_pylist()
+    expected = [(step, i) for step, ids in trained for i in ids]
+    assert [(r["step"], r["sample_id"]) for r in rows] == expected
+    assert len(rows) == 5 * 6 and [r["position"] for r in rows] == list(range(6)) * 5
+    names, domains = trainer.train_data.domain_names, trainer.train_data.domain_ids
+    assert [r["domain"] for r in rows] == [names[domains[i]] for _, i in expected]
+    assert {r["stage"] for r in rows} == {"static"} and {r["weight"] for r in rows} == {1.0}
+    assert not any(r["skipped"] for r in rows)
+    # flushed at the checkpoint steps 2 and 4 and at the end
+    assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == [
+        "part-000000001-000000002.parquet",
+        "part-000000003-000000004.parquet",
+        "part-000000005-000000005.parquet",
+    ]
+
+
+def _ledger(folder, steps: range, *, flush_every: int) -> DataLedger:
+    """A ledger over 10 items of two domains, fed steps of 2 ids (ids 2s, 2s+1 at step s)."""
+
+    class Ctx:
+        skipped = False
+
+        def __init__(self, step: int) -> None:
+            self.indices = np.array([2 * step % 10, (2 * step + 1) % 10])
+
+    ledger = DataLedger(
+        folder, enabled=True, domain_names=["a", "b"], item_domains=np.arange(10) % 2, flush_every=flush_every
+    )
+    for s in steps:
+        ledger.record(s, Ctx(s), trainer=object())
+    return ledger
+
+
+def test_truncate_drops_rows_after_the_resumed_step(tmp_path):
+    ledger = _ledger(tmp_path, range(1, 8), flush_every=3)  # parts 1-3, 4-6; step 7 buffered
+    ledger.close()
+    assert read_ledger(tmp_path)["step"].to_pylist() == [s for s in range(1, 8) for _ in range(2)]
+    resumed = DataLedger(tmp_path, enabled=True, domain_names=["a", "b"], item_domains=np.arange(10) % 2)
+    resumed.truncate(5)  # part 4-6 straddles: rewritten as 4-5
+    table = read_ledger(tmp_path)
+    assert table["step"].to_pylist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert table["sample_id"].to_pylist() == [2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert table["domain"].to_pylist() == ["a", "b"] * 5
+    assert table["stage"].to_pylist() == ["object"] * 10  # default_stage of a bare object
+    resumed.truncate(0)
+    assert read_ledger(tmp_path).num_rows == 0
+
+
+def test_same_rows_whatever_the_flush_interval(tmp_path):
+    _ledger(tmp_path / "a", range(1, 10), flush_every=1).close()
+    _ledger(tmp_path / "b", range(1, 10), flush_every=4).close()
+    assert read_ledger(tmp_path / "a").equals(read_ledger(tmp_path / "b"))
+
+
+def test_default_stage_names():
+    class DynamicSelectTrainer:
+        component_config = {"_target_": "dataflex.train.selector.loss_selector.LossSelector"}
+
+    class StaticTrainer:
+        component_config = None
+
+    assert default_stage(DynamicSelectTrainer()) == "dynamic_select:loss"
+    assert default_stage(StaticTrainer()) == "static"
+
+
+def test_report_view_counts_by_domain_and_stage(tmp_path):
+    from dataflex.report import ledger_summary
+
+    _ledger(tmp_path, range(1, 7), flush_every=2).close()
+    summary = ledger_summary(read_ledger(tmp_path), bins=2)
+    # steps 1-3 and 4-6: 6 rows each, ids 2s and 2s+1 -> 3 of domain a and 3 of b per bin
+    assert summary["by_domain"] == [
+        {"steps": "1-3", "a": 3, "b": 3, "total": 6},
+        {"steps": "4-6", "a": 3, "b": 3, "total": 6},
+    ]
+    assert summary["by_stage"] == [
+        {"steps": "1-3", "object": 6, "total": 6},
+        {"steps": "4-6", "object": 6, "total": 6},
+    ]
+    assert summary["mean_weight"] == {"a": 1.0, "b": 1.0}
+    assert summary["unique_samples"] == 10 and summary["rows"] == 12
+
+
+RUN = (*FAST, "trainer.max_steps=8", "trainer.save_steps=3", "trainer.eval_steps=0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,written", [("step:5", 3), ("save:6", 6)])
+def test_killed_run_resumes_to_the_same_ledger(cli, tmp_path, fault, written):
+    """step:5 dies with steps 4-5 still buffered; save:6 dies after the ledger flushed step 6 but before
+    checkpoint-6 exists: either way the resume (from checkpoint-3) rewrites the ledger to the reference."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    cli(*RUN, f"trainer.output_dir={ref}")
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": fault})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert sorted(set(read_ledger(cut)["step"].to_pylist())) == list(range(1, written + 1))
+    cli(*RUN, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
+    a, b = read_ledger(ref), read_ledger(cut)
+    assert a.num_rows == 8 * 4 and a["step"].to_pylist() == [s for s in range(1, 9) for _ in range(4)]
+    assert a.to_pylist() == b.to_pylist()
+
+
+def test_report_ledger_command(tmp_path, capsys):
+    from dataflex.report import main
+
+    _ledger(tmp_path, range(1, 5), flush_every=2).close()
+    assert main(["ledger", str(tmp_path), "--bins", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "8 trained rows, 8 distinct samples" in out and "| 1-2 | 2 | 2 | 4 |" in out
+    assert (tmp_path / "report" / "ledger.md").is_file()
+    assert (tmp_path / "report" / "ledger_by_domain.csv").read_text().splitlines()[0] == "steps,a,b,total"
