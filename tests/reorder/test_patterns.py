@@ -41,7 +41,8 @@ def test_sorting_both_polarities_and_stable_ties():
 
 
 def test_folding_three_layers():
-    # pass 0: S[0], S[3], S[6], S[9] = 7 3 8 2; pass 1: S[1], S[4], S[7] = 1 9 4; pass 2: S[2], S[5], S[8] = 5 0 6
+    # pass 0: S[0], S[3], S[6], S[9] = 7 3 8 2; pass 1: S[1], S[4], S[7] = 1 9 4;
+    # pass 2: S[2], S[5], S[8] = 5 0 6
     assert _order("folding", layers=3) == [7, 3, 8, 2, 1, 9, 4, 5, 0, 6]
     # high scores first: D = S reversed = 2 6 4 8 0 9 3 5 1 7; pass 0: 2 4 0 3 1; pass 1: 6 8 9 5 7
     assert _order("folding", layers=2, ascending=False) == [2, 4, 0, 3, 1, 6, 8, 9, 5, 7]

@@ -10,9 +10,9 @@ Every function returns positions into `scores` (an int64 array holding each posi
 - `folding` (FO, DELT): sort, then visit the sorted list in `layers` passes, pass l taking positions l, l+L,
   l+2L, ...: every pass sweeps the whole score range once (the curriculum repeats `layers` times).
 - `zigzag` (ZIG): folding whose odd passes run backwards, so consecutive passes meet without a score jump.
-- `segment` (SEG, "boundary sharpening"): the first `x_pct`% of the order is drawn from the low (or high) end of
-  the score range, the last `y_pct`% from the low (or high) end; the rest forms the middle; each of the three
-  segments is shuffled.
+- `segment` (SEG, "boundary sharpening"): the first `x_pct`% of the order is drawn from the low (or high)
+  end of the score range, the last `y_pct`% from the low (or high) end; the rest forms the middle; each of
+  the three segments is shuffled.
 - `stair` (STR) / `saw` (SAW): sorted order split into `sections` equal sections; around each section boundary
   a transition region of radius round(n * folding_ratio) is folded (stair) or zig-zagged (saw) with `layers`
   passes, so the curriculum crosses the boundary gradually instead of in one jump.
@@ -149,7 +149,8 @@ def segment_order(
         n_front = int(n_front * n / (n_front + n_back))
         n_back = n - n_front
         warnings.warn(
-            f"reorder: segment x_pct + y_pct exceeds 100; resized to {n_front} front and {n_back} back samples",
+            f"reorder: segment x_pct + y_pct exceeds 100; resized to {n_front} front and {n_back} back "
+            "samples",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -181,7 +182,7 @@ class ReorderSpec:
     ascending: bool = True
     """Polarity: True sorts low scores first (high scores later); False high first. Not used by segment."""
     layers: int = 3
-    """Passes of folding / zigzag, and of the transition regions of stair / saw (data-efficacy: 5, 5, 3, 2)."""
+    """Passes of folding / zigzag and of the transition regions of stair / saw (data-efficacy: 5, 5, 3, 2)."""
     sections: int = 3
     """stair / saw: number of equal sections of the sorted order (data-efficacy: stair 2, saw 3)."""
     folding_ratio: float = 0.075
