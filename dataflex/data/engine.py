@@ -416,6 +416,26 @@ class DataEngine(Dataset):
             f"DataEngine indices must be int, a sequence of ints or a slice, not {type(index).__name__}"
         )
 
+    def field_values(self, name: str) -> np.ndarray:
+        """Column `name` of every sample's raw row (as stored, before conversion) as float64, aligned with
+        engine indices: precomputed per-sample scores (`score_field`) for ordering, selection and weights."""
+        index = self._require_index()
+        out = np.empty(len(index), dtype=np.float64)
+        for i in range(len(index)):
+            k, row = int(index.dataset_ids[i]), int(index.row_ids[i])
+            table = self._tables[k]
+            raw = table[row]
+            value = raw.get(name) if isinstance(raw, Mapping) else None
+            try:
+                out[i] = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"dataset {index.dataset_names[k]!r}: {table.where(row)} has "
+                    f"{'no field ' + repr(name) if value is None else f'{name}={value!r}, not a number'}; "
+                    "every training row needs a numeric score there (or pick another score source)."
+                ) from None
+        return out
+
     # ------------------------------------------------------------------------------------- domains
     def _require_index(self) -> DataIndex:
         if self.data_index is None:
