@@ -320,12 +320,9 @@ class TrainingLoop:
             check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))
         trainer.setup(self)
         self.resumed_from = resolve_resume(self.run_dir, args.resume_from_checkpoint)
-        self.ledger = DataLedger.for_loop(self)
         if self.resumed_from is None:
-            self.ledger.truncate(0)
             return 0
         start = load_checkpoint(self, self.resumed_from)
-        self.ledger.truncate(start)
         logger.info(f"resumed from {self.resumed_from} at step {start}")
         if self.is_main:
             truncate_metrics(self.run_dir / "metrics.jsonl", start)
@@ -354,6 +351,8 @@ class TrainingLoop:
 
         args, trainer = self.args, self.trainer
         start_step = self._prepare()
+        self.ledger = DataLedger.for_loop(self)
+        self.ledger.truncate(start_step)  # a resumed run drops the rows after its checkpoint
         total_steps = self.total_steps
         self.feeder = self._build_feeder()
         trackers = trainer.trackers if self.is_main else None
