@@ -19,7 +19,8 @@ cumulative counts are subsampled as ``[ignore_steps::stride]`` (stride 10) befor
 
 Deviations from the authors' code (each is a knob or forced by the trainer; none changes the rule above):
 - **Optimiser**: jaxopt LBFGS (tol 1e-5, maxiter 200) there; here batched Adam over all starts and domains
-  at once (`fit_steps`=500 iterations, `fit_lr`=0.1 cosine-decayed), in float64 torch. Same objective, same start
+  at once (`fit_steps`=500 iterations, `fit_lr`=0.1 cosine-decayed), in float64 torch. Same objective, same
+  start
   grid, same pick (the start with the lowest objective). On exact power-law data both recover the law.
 - **Update cadence**: the code recomputes the target after *every* step and refits every `update_interval`
   steps. Here the target is computed when the trainer calls the mixer (`trainer.update_step`; set it to 1 for
@@ -55,7 +56,7 @@ START_E = np.arange(-2.0, 2.0, 0.5)
 START_ALPHA = np.arange(0.0, 0.8, 0.1)
 
 
-# ---- Savitzky-Golay smoothing (scipy.signal.savgol_filter, mode="interp") -----------------------------------
+# ---- Savitzky-Golay smoothing (scipy.signal.savgol_filter, mode="interp") ----------------------------------
 def savgol_smooth(y: np.ndarray, window: int = 101, order: int = 3) -> np.ndarray:
     """Smooths along the last axis: interior points by the least-squares polynomial of `order` over the
     centred `window`, the first/last window//2 points by the polynomial fitted to the first/last window
@@ -86,7 +87,7 @@ def savgol_smooth(y: np.ndarray, window: int = 101, order: int = 3) -> np.ndarra
     return out
 
 
-# ---- the power law and its fit --------------------------------------------------------------------------------
+# ---- the power law and its fit -----------------------------------------------------------------------------
 def power_law(params: np.ndarray, n: np.ndarray | float) -> np.ndarray:
     """`exp(e) + exp(a) / n**alpha` for params (..., 3) = (a, e, alpha)."""
     p = np.asarray(params, dtype=np.float64)
@@ -152,11 +153,12 @@ def clip_min_probability(p: np.ndarray, min_prob: float) -> np.ndarray:
     return floored / floored.sum()
 
 
-# ---- the rule -----------------------------------------------------------------------------------------------
+# ---- the rule ----------------------------------------------------------------------------------------------
 @dataclass
 class AdoConfig:
     ignore_steps: int = 0
-    """Steps of history left out of every fit (the code's `ignore_steps`; the first losses are far from the law)."""
+    """Steps of history left out of every fit (the code's `ignore_steps`: the first losses are far from the
+    law)."""
     start_step: int = 0
     """No target before this step (the caller keeps its mixture), and no fit."""
     fit_interval: int = 1
@@ -277,7 +279,7 @@ class AdoRule:
         self.last_target_step = step
         return self.p / self.p.sum()
 
-    # ---- state ----------------------------------------------------------------------------------------------
+    # ---- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "counts": self.counts.copy(),

@@ -1,9 +1,9 @@
-"""Aioli (Chen et al. 2024, "Aioli: A Unified Optimization Framework for Language Model Data Mixing"; reference
-code github.com/HazyResearch/aioli, `trainer/aioli_trainer.py`), as a pure core: no model, no data; the
-caller trains and evaluates, this decides the proportions.
+"""Aioli (Chen et al. 2024, "Aioli: A Unified Optimization Framework for Language Model Data Mixing";
+reference code github.com/HazyResearch/aioli, `trainer/aioli_trainer.py`), as a pure core: no model, no
+data; the caller trains and evaluates, this decides the proportions.
 
-Aioli assumes a linear dynamic mixing law per round t, ``L_i(after) = L_i(before) - Σ_j A_ij p_j`` (the drop of
-domain i's eval loss when training on mixture p), estimates A from the run itself, then takes an
+Aioli assumes a linear dynamic mixing law per round t, ``L_i(after) = L_i(before) - Σ_j A_ij p_j`` (the drop
+of domain i's eval loss when training on mixture p), estimates A from the run itself, then takes an
 exponentiated-gradient step on the proportions:
 
 Round (the code's `update_steps` training steps):
@@ -143,7 +143,8 @@ class AioliRule:
             raise ValueError(f"round_steps={c.round_steps} must be a multiple of lp_steps={c.lp_steps}.")
         if c.round_steps // c.lp_steps <= probe_segments:
             raise ValueError(
-                f"round_steps={c.round_steps} leaves no step to train on the learned mixture: the probes take "
+                f"round_steps={c.round_steps} leaves no step to train on the learned mixture: the probes "
+                f"take "
                 f"lp_rounds x K x lp_steps = {c.lp_rounds} x {self.k} x {c.lp_steps} = "
                 f"{probe_segments * c.lp_steps} steps. Raise round_steps or lower lp_rounds/lp_steps."
             )
@@ -214,7 +215,7 @@ class AioliRule:
             self.weights = self.weights * np.exp(c.eta * a.sum(axis=0))
         self.weights = self.weights / self.weights.sum()  # same proportions; keeps the numbers bounded
 
-    # ---- state ----------------------------------------------------------------------------------------------
+    # ---- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "segment": self.segment,

@@ -37,7 +37,8 @@ def export_schedule(run_dir: str | Path) -> MixtureSchedule:
     if metrics.is_file():
         return _from_metrics(metrics, run_dir)
     raise ScheduleError(
-        f"{run_dir}: neither {HISTORY_JSON} nor {METRICS_JSONL} found; export_schedule reads the run dir of a "
+        f"{run_dir}: neither {HISTORY_JSON} nor {METRICS_JSONL} found; export_schedule reads the run dir "
+        "of a "
         "trainer=dynamic_mix run."
     )
 
@@ -89,7 +90,8 @@ def _from_metrics(path: Path, run_dir: Path) -> MixtureSchedule:
     for step, found in records:
         if sorted(found) != sorted(domains):
             raise ScheduleError(
-                f"{path}: the record at step {step} has domains {sorted(found)}, others have {sorted(domains)}."
+                f"{path}: the record at step {step} has domains {sorted(found)}, others have "
+                f"{sorted(domains)}."
             )
         ordered.append((step, [found[d] for d in domains]))
     schedule = MixtureSchedule.from_points(domains, _collapse(ordered))

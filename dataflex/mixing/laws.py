@@ -1,7 +1,7 @@
 """Mixing laws fitted on a sweep of mixtures, their held-out error, and a constrained proposer.
 
-Input: a table of N runs, each a mixture ``r`` (K proportions) and its final losses ``y`` (M targets: per-domain
-eval losses, or one target loss).
+Input: a table of N runs, each a mixture ``r`` (K proportions) and its final losses ``y`` (M targets:
+per-domain eval losses, or one target loss).
 
 Laws (one per target i):
 - ``log_linear`` (Ye et al. 2024, "Data Mixing Laws", eq. 3 / Aioli's `mixing_law_fitting.py linreg`):
@@ -18,14 +18,15 @@ rank correlation of predicted vs actual loss over the pooled out-of-fold predict
 law that ranks mixtures right is what the proposer needs).
 
 Proposer (`propose`): minimise ``Σ_i w_i L_i(p)`` (default: the mean over targets) over the simplex under
-``KL(p || prior) <= max_kl`` and ``p_j <= max_proportion_j`` (e.g. a token budget: the domain's tokens times its
-allowed repetitions over the run's tokens). Each iteration takes the better of a Frank-Wolfe step (exact
-linear oracle over that set: the greedy capped vertex, or a capped Gibbs mixture at the KL budget; golden-section
-line search) and an entropic mirror-descent step (a capped, KL-limited multiplicative update with an adapted
-step size); every iterate is feasible. The Frank-Wolfe gap at the end bounds the suboptimality for a convex
-objective; for the log-linear law with k_i > 0 it is convex (a sum of exponentials of affine functions), so
-this finds the optimum; otherwise a stationary point. Ye et al. / Aioli minimise with Nelder-Mead over a softmax parametrisation without
-constraints; RegMix averages the top-100 of 1M random mixtures. Neither bounds the distance to a prior.
+``KL(p || prior) <= max_kl`` and ``p_j <= max_proportion_j`` (e.g. a token budget: the domain's tokens times
+its allowed repetitions over the run's tokens). Each iteration takes the better of a Frank-Wolfe step (exact
+linear oracle over that set: the greedy capped vertex, or a capped Gibbs mixture at the KL budget;
+golden-section line search) and an entropic mirror-descent step (a capped, KL-limited multiplicative update
+with an adapted step size); every iterate is feasible. The Frank-Wolfe gap at the end bounds the
+suboptimality for a convex objective; for the log-linear law with k_i > 0 it is convex (a sum of
+exponentials of affine functions), so this finds the optimum; otherwise a stationary point. Ye et al. /
+Aioli minimise with Nelder-Mead over a softmax parametrisation without constraints; RegMix averages the
+top-100 of 1M random mixtures. Neither bounds the distance to a prior.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class LinearLaw:
         return {"kind": self.kind, "w": self.w.tolist()}
 
 
-# ---- fitting --------------------------------------------------------------------------------------------------
+# ---- fitting -----------------------------------------------------------------------------------------------
 def _check_table(r: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(r, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -173,7 +174,7 @@ def fit_law(
     return LogLinearLaw(thetas[:, 0].copy(), thetas[:, 1].copy(), t)
 
 
-# ---- held-out error -------------------------------------------------------------------------------------------
+# ---- held-out error ----------------------------------------------------------------------------------------
 def _ranks(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="stable")
     ranks = np.empty(len(x))
@@ -240,7 +241,7 @@ def cross_validate(
     )
 
 
-# ---- the proposer ---------------------------------------------------------------------------------------------
+# ---- the proposer ------------------------------------------------------------------------------------------
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
     m = p > 0
     return float(np.sum(p[m] * np.log(p[m] / q[m])))

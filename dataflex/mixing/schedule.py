@@ -98,7 +98,7 @@ class MixtureSchedule:
         points = tuple(SchedulePoint(p.step, tuple(p.proportions[j] for j in index)) for p in self.points)
         return MixtureSchedule(tuple(names), points, self.interpolation, dict(self.source))
 
-    # ---- (de)serialisation ----------------------------------------------------------------------------------
+    # ---- (de)serialisation ---------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "domains": list(self.domains),

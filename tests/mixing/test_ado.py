@@ -16,7 +16,8 @@ from dataflex.mixing.ado import (
     savgol_smooth,
 )
 
-# Domain 0: L = 1 + 2 / n**0.5; domain 1: L = 1 + 4 / n**0.25 (params are (a, e, alpha) = (log A, log E, alpha)).
+# Domain 0: L = 1 + 2 / n**0.5; domain 1: L = 1 + 4 / n**0.25
+# (params are (a, e, alpha) = (log A, log E, alpha)).
 PARAMS = np.array([[math.log(2.0), 0.0, 0.5], [math.log(4.0), 0.0, 0.25]])
 
 
