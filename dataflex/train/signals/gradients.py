@@ -30,7 +30,14 @@ import torch
 import torch.nn as nn
 
 from dataflex.train.signals.batching import score_in_buckets
-from dataflex.train.signals.losses import LossSettings, head_path, loss_settings, model_losses, unwrap
+from dataflex.train.signals.losses import (
+    LossSettings,
+    SampleLosses,
+    head_path,
+    loss_settings,
+    model_losses,
+    unwrap,
+)
 from dataflex.train.signals.projection import RandomProjector
 from dataflex.train.signals.zero3 import (
     full_adam_state,
@@ -181,6 +188,8 @@ class OutputGradients:
     grads: tuple
     uses: dict[int, list[tuple[int, str]]]
     batch_size: int
+    losses: SampleLosses | None = None
+    """The per-sample losses of the same forward, detached (per-step selection reads them too)."""
 
 
 def output_gradients(
@@ -219,7 +228,8 @@ def output_gradients(
         for attr, p in call.module.named_parameters(recurse=False):
             if p.requires_grad and grads[ci] is not None:
                 uses[id(p)].append((ci, attr))
-    return OutputGradients(rec.calls, grads, uses, batch["input_ids"].shape[0])
+    detached = SampleLosses(losses.token_sum.detach(), losses.token_count.detach())
+    return OutputGradients(rec.calls, grads, uses, batch["input_ids"].shape[0], detached)
 
 
 def per_sample_gradient_pieces(

@@ -1,0 +1,206 @@
+"""Ghost inner products: per-sample gradient dot products (with each other and with a validation gradient)
+from the layer inputs and output gradients of ONE forward and ONE backward, without forming per-sample
+gradients (GREATS, Wang et al. 2024; "ghost clipping", Li et al. 2022).
+
+A linear layer's per-sample weight gradient is dW_i = sum_t g_it a_it^T (g: output gradient, a: input), so
+
+    <dW_i, dW_j> = sum_t sum_s (a_it . a_js) (g_it . g_js),
+
+two token-by-token Gram matrices multiplied elementwise and summed per sample block: O(T_i T_j (in + out))
+instead of O(T (in x out)) per sample plus an (in x out) dot product. An embedding is the same with the
+input replaced by the one-hot of the token id (a_it . a_js = [x_it == x_js], or a gather of the other
+side's left factor when the weight is tied to the LM head). Where materialising is cheaper (short
+sequences, thin LoRA matrices) `method="auto"` forms dW_i instead for that layer; the result is the same
+number either way. Vectors (biases, norm weights) and modules we know nothing about are materialised per
+sample (`gradients.param_grad_of_call`): they are small or rare.
+
+The forward/backward is `gradients.output_gradients` (forward hooks on every module owning a trainable
+parameter, one `autograd.grad` of the summed per-sample losses to the recorded outputs); a parameter used by
+several calls (tied embedding/head) sums all cross terms. Everything is float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from dataflex.train.signals.gradients import (
+    OutputGradients,
+    output_gradients,
+    param_grad_of_call,
+    trainable_parameters,
+)
+
+METHODS = ("auto", "ghost", "materialize")
+MAX_KERNEL = 1 << 24
+"""Entries of one token-by-token kernel chunk (64 MiB in float32): rows are processed in blocks below it."""
+
+
+@dataclass
+class _Term:
+    """One use of a parameter by one recorded call: per-sample gradient sum_t left_t right_t^T (factored,
+    `left` dense (B, T, d_left) or `left_ids` (B, T) one-hot rows of an embedding of `d_left` rows), or a
+    materialised (B, n) `flat` gradient."""
+
+    shape: tuple[int, ...]
+    left: torch.Tensor | None = None
+    left_ids: torch.Tensor | None = None
+    right: torch.Tensor | None = None
+    flat: torch.Tensor | None = None
+
+    @property
+    def factored(self) -> bool:
+        return self.flat is None
+
+    def rows(self, index: torch.Tensor) -> _Term:
+        def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.index_select(0, index.to(x.device))
+
+        return _Term(self.shape, pick(self.left), pick(self.left_ids), pick(self.right), pick(self.flat))
+
+    def materialize(self) -> torch.Tensor:
+        """(B, prod(shape)) per-sample gradient."""
+        if self.flat is not None:
+            return self.flat
+        right = self.right
+        assert right is not None
+        if self.left is not None:
+            return torch.bmm(self.left.transpose(1, 2), right).reshape(right.shape[0], -1)
+        assert self.left_ids is not None
+        out = right.new_zeros(right.shape[0], self.shape[0], right.shape[-1])
+        out.scatter_add_(1, self.left_ids.unsqueeze(-1).expand(-1, -1, right.shape[-1]), right)
+        return out.reshape(right.shape[0], -1)
+
+
+def _terms_of_call(call, attr: str, g: torch.Tensor, batch: int) -> _Term:
+    module = call.module
+    g = g.reshape(batch, -1, g.shape[-1]).float()
+    if isinstance(module, nn.Linear) and attr == "weight":
+        a = call.args[0].reshape(batch, -1, call.args[0].shape[-1]).float()
+        return _Term((g.shape[-1], a.shape[-1]), left=g, right=a)
+    if isinstance(module, nn.Linear) and attr == "bias":
+        return _Term((g.shape[-1],), flat=g.sum(1))
+    if isinstance(module, nn.Embedding) and not (module.scale_grad_by_freq or module.sparse):
+        ids = call.args[0].reshape(batch, -1)
+        if module.padding_idx is not None:  # PyTorch gives the padding row no gradient
+            g = g * (ids != module.padding_idx).unsqueeze(-1)
+        return _Term((module.num_embeddings, g.shape[-1]), left_ids=ids, right=g)
+    flat = param_grad_of_call(call, attr, g).reshape(batch, -1).float()
+    return _Term(tuple(flat.shape[1:]), flat=flat)
+
+
+def _left_kernel(u: _Term, v: _Term) -> torch.Tensor:
+    """(N_u, N_v) inner products of the left factors of every token pair (tokens flattened)."""
+    if u.left is not None and v.left is not None:
+        return u.left.reshape(-1, u.left.shape[-1]) @ v.left.reshape(-1, v.left.shape[-1]).T
+    if u.left is not None:  # dense . one-hot = a gather of the dense side
+        assert v.left_ids is not None
+        return u.left.reshape(-1, u.left.shape[-1]).index_select(1, v.left_ids.reshape(-1))
+    if v.left is not None:
+        return _left_kernel(v, u).T
+    assert u.left_ids is not None and v.left_ids is not None
+    return (u.left_ids.reshape(-1, 1) == v.left_ids.reshape(1, -1)).float()
+
+
+def _ghost(u: _Term, v: _Term) -> torch.Tensor:
+    """(B_u, B_v) sum over token pairs of (left . left)(right . right), in row blocks under MAX_KERNEL."""
+    assert u.right is not None and v.right is not None
+    (bu, tu), (bv, tv) = u.right.shape[:2], v.right.shape[:2]
+    rv = v.right.reshape(-1, v.right.shape[-1])
+    step = max(1, MAX_KERNEL // max(1, tu * bv * tv))
+    out = u.right.new_empty(bu, bv)
+    for r0 in range(0, bu, step):
+        part = u.rows(torch.arange(r0, min(bu, r0 + step)))
+        assert part.right is not None
+        kernel = _left_kernel(part, v) * (part.right.reshape(-1, part.right.shape[-1]) @ rv.T)
+        out[r0 : r0 + step] = kernel.reshape(-1, tu, bv, tv).sum(dim=(1, 3))
+    return out
+
+
+def _costs(u: _Term, v: _Term) -> tuple[float, float]:
+    """(ghost, materialise) multiply-adds of one term pair, for `method="auto"`."""
+    assert u.right is not None and v.right is not None
+    (bu, tu), (bv, tv) = u.right.shape[:2], v.right.shape[:2]
+    d_left, d_right = u.shape[0], u.shape[1]
+    ghost_left = d_left if (u.left is not None and v.left is not None) else 1
+    ghost = bu * tu * bv * tv * (ghost_left + d_right)
+    size = d_left * d_right
+    materialise = (bu * tu + bv * tv) * size + bu * bv * size
+    return float(ghost), float(materialise)
+
+
+def _pair(u: _Term, v: _Term, method: str) -> torch.Tensor:
+    if not (u.factored and v.factored) or u.shape != v.shape:
+        return u.materialize() @ v.materialize().T
+    if method == "auto":
+        ghost, materialise = _costs(u, v)
+        method = "ghost" if ghost <= materialise else "materialize"
+    return _ghost(u, v) if method == "ghost" else u.materialize() @ v.materialize().T
+
+
+class GhostGradients:
+    """The factored per-sample gradients of one batch, per trainable parameter (in `named_parameters` order):
+    what one forward + one backward to the module outputs leaves, kept until the dot products are taken."""
+
+    def __init__(self, out: OutputGradients, params: Sequence[tuple[str, nn.Parameter]]) -> None:
+        self.batch_size = out.batch_size
+        self.losses = out.losses
+        """The per-sample losses of the same forward (SampleLosses, detached), for loss-based rules."""
+        self.terms: list[tuple[str, list[_Term]]] = []
+        for name, p in params:
+            uses = out.uses.get(id(p), [])
+            terms = [_terms_of_call(out.calls[ci], attr, out.grads[ci], out.batch_size) for ci, attr in uses]
+            if terms:
+                self.terms.append((name, terms))
+
+    def dots(
+        self,
+        rows: Sequence[int] | torch.Tensor | None = None,
+        cols: Sequence[int] | torch.Tensor | None = None,
+        *,
+        other: GhostGradients | None = None,
+        method: str = "auto",
+    ) -> torch.Tensor:
+        """(len(rows), len(cols)) float32 inner products <grad_i, grad_j> of the whole trainable parameter
+        vector, i over `rows` of this batch, j over `cols` of `other` (default: this batch); None = all rows."""
+        if method not in METHODS:
+            raise ValueError(f"ghost dot products: method must be one of {METHODS}, got {method!r}")
+        other = other if other is not None else self
+        if len(self.terms) != len(other.terms) or any(
+            a != b for (a, _), (b, _) in zip(self.terms, other.terms)
+        ):
+            raise ValueError("ghost dot products: the two batches were recorded on different parameters")
+        r = torch.arange(self.batch_size) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        c = torch.arange(other.batch_size) if cols is None else torch.as_tensor(cols, dtype=torch.long)
+        total: torch.Tensor | None = None
+        for (_, mine), (_, theirs) in zip(self.terms, other.terms):
+            left = [t.rows(r) for t in mine]
+            right = [t.rows(c) for t in theirs]
+            for u in left:
+                for v in right:
+                    block = _pair(u, v, method)
+                    total = block if total is None else total + block
+        return total if total is not None else torch.zeros(len(r), len(c))
+
+    def squared_norms(self, *, method: str = "auto") -> torch.Tensor:
+        """(B,) ||grad_i||^2: the diagonal of the Gram matrix (GradNorm's score)."""
+        return torch.stack(
+            [self.dots([i], [i], method=method)[0, 0] for i in range(self.batch_size)]
+        )  # one sample at a time: B small blocks instead of the B x B Gram
+
+
+def ghost_gradients(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    reduction: str = "mean",
+    weights: torch.Tensor | None = None,
+    device=None,
+) -> GhostGradients:
+    """One recorded forward and one backward of `batch` (per-sample loss: token mean, or the token sum with
+    `reduction="sum"`, times `weights`); the model is used as it is (eval mode for no dropout)."""
+    out = output_gradients(model, batch, reduction=reduction, weights=weights, device=device)
+    return GhostGradients(out, trainable_parameters(model))
