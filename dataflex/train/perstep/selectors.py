@@ -1,0 +1,187 @@
+"""Per-step selectors: each step they get the B candidates of the step (collated) and keep b of them. They
+compute their signal from the model as it is at that step (scoring forwards in eval mode: no dropout) and
+decide with a pure rule of `perstep/rules.py`.
+
+Cost per step, in forwards of one sample (backward ~ 2 forwards), for B = 2b against static training on b
+(3b): `uniform` nothing; `max_loss` a no-grad forward of B; `rho_loss` the same plus, once per sample id, a
+reference forward (a fixed reference's loss never changes, so it is cached by sample id as the paper
+precomputes the irreducible losses); `grad_norm` a forward and a backward to the layer outputs of B plus the
+ghost norms; `greats` that of B + n_val and the ghost Gram. The b selected are then trained by the loop
+as any batch (a second forward of those b: reusing the candidate graph would back-propagate all B).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dataflex.data.processor import IGNORE_INDEX
+from dataflex.train.perstep.rules import (
+    Choice,
+    greats_greedy,
+    rho_loss_scores,
+    top_b,
+    uniform_choice,
+)
+from dataflex.train.signals.ghost import ghost_gradients
+from dataflex.train.signals.losses import model_losses
+from dataflex.utils.modes import eval_mode
+
+
+@dataclass
+class Candidates:
+    """What a per-step selector sees at step `step`: the B candidate rows (collated, with `sample_ids`) and
+    the learning rate the step will be taken with (GREATS' Taylor expansion needs it)."""
+
+    batch: dict[str, torch.Tensor]
+    step: int
+    lr: float
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def size(self) -> int:
+        return int(self.batch["input_ids"].shape[0])
+
+
+class PerStepSelector(ABC):
+    """Keeps b of the step's B candidates. `choose` must be a function of (model, candidates) and the
+    selector's state only, so every rank decides the same (the trainer also broadcasts rank 0's choice)."""
+
+    name = "per_step"
+
+    @abstractmethod
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+def _losses(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """(B,) token-mean losses of one no-grad forward (the configured memory-lean loss path)."""
+    with torch.no_grad(), eval_mode(model):
+        return model_losses(model, batch, device).mean.detach().float().cpu()
+
+
+class UniformPerStep(PerStepSelector):
+    """b of B uniformly at random (seeded by (seed, step)): the baseline every method is read against."""
+
+    name = "uniform"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        return uniform_choice(candidates.size, b, seed=self.seed, step=candidates.step)
+
+
+class MaxLossPerStep(PerStepSelector):
+    """MaxLoss (Loshchilov & Hutter 2015; a GREATS / RHO-LOSS baseline): the b highest training losses."""
+
+    name = "max_loss"
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        return top_b(_losses(model, candidates.batch, candidates.device), b)
+
+
+class RhoLossPerStep(PerStepSelector):
+    """RHO-LOSS: the b highest training loss minus reference loss. The reference's losses are cached by
+    sample id (it is frozen), so each sample's reference forward runs once per run."""
+
+    name = "rho_loss"
+
+    def __init__(self, reference: nn.Module) -> None:
+        self.reference = reference
+        self._cache: dict[int, float] = {}
+
+    def reference_losses(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        ids = [int(i) for i in batch["sample_ids"]]
+        missing = [k for k, i in enumerate(ids) if i not in self._cache]
+        if missing:
+            rows = torch.tensor(missing)
+            sub = {k: v.index_select(0, rows) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            for k, loss in zip(missing, _losses(self.reference, sub, device).tolist()):
+                self._cache[ids[k]] = loss
+        return torch.tensor([self._cache[i] for i in ids], dtype=torch.float64)
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        train = _losses(model, candidates.batch, candidates.device)
+        reference = self.reference_losses(candidates.batch, candidates.device)
+        return top_b(rho_loss_scores(train, reference), b)
+
+
+class GradNormPerStep(PerStepSelector):
+    """GradNorm (Katharopoulos & Fleuret 2018; a GREATS baseline): the b largest per-sample gradient norms,
+    from the ghost Gram diagonal (no per-sample gradient is formed)."""
+
+    name = "grad_norm"
+
+    def __init__(self, method: str = "auto") -> None:
+        self.method = method
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        with eval_mode(model):
+            ghost = ghost_gradients(model, candidates.batch, device=candidates.device)
+            norms = ghost.squared_norms(method=self.method).detach().cpu()
+        return top_b(norms.sqrt(), b)
+
+
+def concat_batches(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_token_id: int) -> dict:
+    """Two right-padded collated batches as one (rows of `a` first), padded to the wider of the two."""
+    width = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    out = {}
+    for key in a:
+        if key not in b:
+            continue
+        x, y = a[key], b[key]
+        if key in fill:
+            x, y = (torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill[key]) for t in (x, y))
+        out[key] = torch.cat([x, y])
+    return out
+
+
+class GreatsPerStep(PerStepSelector):
+    """GREATS: greedy on lr <g_i, g_val> - lr^2 sum_{j chosen} <g_i, g_j> (rules.greats_greedy), with the
+    gradient dot products from ONE recorded forward + backward over the candidates and `val_size` validation
+    rows together (ghost inner products, signals/ghost.py). `validation(step)` gives the step's validation
+    rows (the trainer draws them seeded by (seed, step) from the target/eval split, as the authors draw a
+    small validation batch every iteration)."""
+
+    name = "greats"
+
+    def __init__(
+        self,
+        validation: Callable[[int], dict[str, torch.Tensor]],
+        pad_token_id: int,
+        *,
+        self_interaction: bool = False,
+        method: str = "auto",
+    ) -> None:
+        self.validation = validation
+        self.pad_token_id = pad_token_id
+        self.self_interaction = self_interaction
+        self.method = method
+
+    def signals(self, model: nn.Module, candidates: Candidates) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B,) <g_i, mean validation gradient>, (B, B) Gram) of the candidates."""
+        n = candidates.size
+        val = self.validation(candidates.step)
+        both = concat_batches(candidates.batch, val, self.pad_token_id)
+        with eval_mode(model):
+            ghost = ghost_gradients(model, both, device=candidates.device)
+            rows, cols = torch.arange(n), torch.arange(n, ghost.batch_size)
+            val_dots = ghost.dots(rows, cols, method=self.method).mean(1)
+            gram = ghost.dots(rows, rows, method=self.method)
+        return val_dots.detach().cpu(), gram.detach().cpu()
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        val_dots, gram = self.signals(model, candidates)
+        return greats_greedy(val_dots, gram, b, candidates.lr, self_interaction=self.self_interaction)
