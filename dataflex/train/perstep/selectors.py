@@ -177,10 +177,8 @@ class GreatsPerStep(PerStepSelector):
         both = concat_batches(candidates.batch, val, self.pad_token_id)
         with eval_mode(model):
             ghost = ghost_gradients(model, both, device=candidates.device)
-            rows, cols = torch.arange(n), torch.arange(n, ghost.batch_size)
-            val_dots = ghost.dots(rows, cols, method=self.method).mean(1)
-            gram = ghost.dots(rows, rows, method=self.method)
-        return val_dots.detach().cpu(), gram.detach().cpu()
+            dots = ghost.dots(torch.arange(n), method=self.method).detach().cpu()  # (B, B + n_val)
+        return dots[:, n:].mean(1), dots[:, :n]
 
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
         val_dots, gram = self.signals(model, candidates)

@@ -132,13 +132,33 @@ def _costs(u: _Term, v: _Term) -> tuple[float, float]:
     return float(ghost), float(materialise)
 
 
-def _pair(u: _Term, v: _Term, method: str) -> torch.Tensor:
-    if not (u.factored and v.factored) or u.shape != v.shape:
-        return u.materialize() @ v.materialize().T
-    if method == "auto":
-        ghost, materialise = _costs(u, v)
+def _pair(
+    u: _Term,
+    rows: torch.Tensor,
+    v: _Term,
+    cols: torch.Tensor,
+    method: str,
+    materialised: dict[int, torch.Tensor],
+    shared: bool,
+) -> torch.Tensor:
+    """(len(rows), len(cols)) inner products of term u's rows with term v's cols. Materialised per-sample
+    gradients are kept in `materialised` (by term) for the other pairs of the same call; with `shared` (both
+    sides from one batch) each term is materialised once for all its rows and indexed both ways."""
+
+    def full(t: _Term, index: torch.Tensor) -> torch.Tensor:
+        if shared:
+            if id(t) not in materialised:
+                materialised[id(t)] = t.materialize()
+            return materialised[id(t)].index_select(0, index)
+        return t.rows(index).materialize()
+
+    ur, vc = u.rows(rows), v.rows(cols)
+    if method == "auto" and ur.factored and vc.factored and ur.shape == vc.shape:
+        ghost, materialise = _costs(ur, vc)
         method = "ghost" if ghost <= materialise else "materialize"
-    return _ghost(u, v) if method == "ghost" else u.materialize() @ v.materialize().T
+    if method == "ghost" and ur.factored and vc.factored and ur.shape == vc.shape:
+        return _ghost(ur, vc)
+    return full(u, rows) @ full(v, cols).T
 
 
 class GhostGradients:
@@ -177,19 +197,55 @@ class GhostGradients:
         c = torch.arange(other.batch_size) if cols is None else torch.as_tensor(cols, dtype=torch.long)
         total: torch.Tensor | None = None
         for (_, mine), (_, theirs) in zip(self.terms, other.terms):
-            left = [t.rows(r) for t in mine]
-            right = [t.rows(c) for t in theirs]
-            for u in left:
-                for v in right:
-                    block = _pair(u, v, method)
+            materialised: dict[int, torch.Tensor] = {}
+            for u in mine:
+                for v in theirs:
+                    block = _pair(u, r, v, c, method, materialised, shared=other is self)
                     total = block if total is None else total + block
         return total if total is not None else torch.zeros(len(r), len(c))
 
     def squared_norms(self, *, method: str = "auto") -> torch.Tensor:
-        """(B,) ||grad_i||^2: the diagonal of the Gram matrix (GradNorm's score)."""
-        return torch.stack(
-            [self.dots([i], [i], method=method)[0, 0] for i in range(self.batch_size)]
-        )  # one sample at a time: B small blocks instead of the B x B Gram
+        """(B,) ||grad_i||^2, the Gram diagonal (GradNorm's score), without the off-diagonal blocks:
+        per sample sum_{t,s} (l_t . l_s)(r_t . r_s) by batched matmuls, or the materialised gradient's
+        squared norm, whichever `method` (auto: the cheaper) says."""
+        if method not in METHODS:
+            raise ValueError(f"ghost dot products: method must be one of {METHODS}, got {method!r}")
+        total = torch.zeros(self.batch_size)
+        for _, terms in self.terms:
+            flat: dict[int, torch.Tensor] = {}
+            for u in terms:
+                for v in terms:
+                    total = total + _diagonal(u, v, method, flat).to(total.device)
+        return total
+
+
+def _diagonal(u: _Term, v: _Term, method: str, flat: dict[int, torch.Tensor]) -> torch.Tensor:
+    """(B,) <dW^u_i, dW^v_i> of two uses of one parameter by the same samples."""
+    use_ghost = u.factored and v.factored and u.shape == v.shape and method != "materialize"
+    if use_ghost and method == "auto":
+        assert u.right is not None
+        tokens, (d_left, d_right) = u.right.shape[1], u.shape[:2]
+        use_ghost = tokens * tokens * (d_left + d_right) <= tokens * d_left * d_right
+    if use_ghost:
+        assert u.right is not None and v.right is not None
+        right = torch.bmm(u.right, v.right.transpose(1, 2))  # (B, T, T)
+        if u.left is not None and v.left is not None:
+            left = torch.bmm(u.left, v.left.transpose(1, 2))
+        elif u.left is not None:
+            assert v.left_ids is not None
+            left = torch.gather(u.left, 2, v.left_ids.unsqueeze(1).expand(-1, u.left.shape[1], -1))
+        elif v.left is not None:
+            assert u.left_ids is not None
+            left = torch.gather(v.left, 2, u.left_ids.unsqueeze(1).expand(-1, v.left.shape[1], -1))
+            left = left.transpose(1, 2)
+        else:
+            assert u.left_ids is not None and v.left_ids is not None
+            left = (u.left_ids.unsqueeze(2) == v.left_ids.unsqueeze(1)).float()
+        return (left * right).sum(dim=(1, 2))
+    for t in (u, v):
+        if id(t) not in flat:
+            flat[id(t)] = t.materialize()
+    return (flat[id(u)] * flat[id(v)]).sum(1)
 
 
 def ghost_gradients(

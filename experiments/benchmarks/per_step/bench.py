@@ -1,0 +1,199 @@
+"""Steps/s of per-step batch selection (B = 2b candidates, b kept and trained) against static training on b.
+
+Every run trains the embedded default tiny LLaMA (same init) on the embedded default data with AdamW for
+`--steps` optimizer steps of b rows (`--batch`, default 16 x 128 tokens); per-step methods first score
+B = `--candidates` (default 2b) rows drawn for the step and train only the b they keep. Static draws its b
+rows from the same seeded stream. Full fine-tuning and LoRA (rank 8 on q/v). Each run is its own process
+(so its peak memory is its own: max RSS on CPU, max allocated on CUDA); runs alternate method by method,
+repeat by repeat, so machine noise hits all alike; the tables give medians and the ratio of the medians
+to static.
+
+What a step costs is the step of this script, not of the full training loop: forward, backward and AdamW
+on b (static), plus the selector's own work (no-grad forwards, the recorded forward + backward of the ghost
+dot products, the greedy loop). The loop adds the same bookkeeping to both.
+
+    OMP_NUM_THREADS=1 python experiments/benchmarks/per_step/bench.py --steps 20 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+METHODS = ("static", "uniform", "max_loss", "rho_loss", "grad_norm", "greats")
+KINDS = ("full", "lora")
+
+
+def _setup(kind: str, cutoff_len: int):
+    from dataflex.data import DataArguments, DataEngine
+    from dataflex.data.processor import TokenizedData
+    from dataflex.models.tiny import build_tiny_model
+
+    extra = {"finetuning_type": "lora", "lora_rank": 8} if kind == "lora" else {}
+    bundle = build_tiny_model(**extra)
+    args = DataArguments(cutoff_len=cutoff_len)
+    train = TokenizedData(DataEngine(args), bundle.tokenizer, cutoff_len)
+    evaluation = TokenizedData(DataEngine(args, split="eval"), bundle.tokenizer, cutoff_len)
+    return bundle, train, evaluation
+
+
+def _selector(method: str, bundle, evaluation, val_rows: int, seed: int):
+    import numpy as np
+
+    from dataflex.data.processor import collate
+    from dataflex.models.tiny import build_tiny_model
+    from dataflex.train.perstep.selectors import (
+        GradNormPerStep,
+        GreatsPerStep,
+        MaxLossPerStep,
+        RhoLossPerStep,
+        UniformPerStep,
+    )
+
+    pad = bundle.tokenizer.pad_token_id
+    if method == "uniform":
+        return UniformPerStep(seed)
+    if method == "max_loss":
+        return MaxLossPerStep()
+    if method == "rho_loss":  # a stand-in reference (another init): the cost, not the quality, is measured
+        reference = build_tiny_model(seed=seed + 1).model.eval().requires_grad_(False)
+        return RhoLossPerStep(reference)
+    if method == "grad_norm":
+        return GradNormPerStep()
+
+    def validation(step: int):
+        rng = np.random.default_rng([seed, step, 7])
+        rows = rng.choice(len(evaluation), size=val_rows, replace=False)
+        return collate([evaluation[int(i)] for i in rows], pad)
+
+    return GreatsPerStep(validation, pad)
+
+
+def one_run(method: str, kind: str, steps: int, batch: int, candidates: int, cutoff_len: int) -> dict:
+    """Runs `steps` steps of one method in this process; wall/CPU seconds per step and the peak memory."""
+    import numpy as np
+    import torch
+
+    from dataflex.data.processor import collate
+    from dataflex.train.perstep.selectors import Candidates
+    from dataflex.train.signals.losses import model_losses
+
+    torch.manual_seed(0)
+    bundle, train, evaluation = _setup(kind, cutoff_len)
+    model = bundle.model.train()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    pad = bundle.tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = 1e-3
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    selector = None if method == "static" else _selector(method, bundle, evaluation, 4, seed=0)
+    if selector is not None and hasattr(selector, "reference"):
+        selector.reference.to(device)
+
+    def step(t: int) -> None:
+        rng = np.random.default_rng([0, t])
+        ids = rng.choice(len(train), size=candidates if selector is not None else batch, replace=False)
+        rows = collate([train[int(i)] for i in ids], pad)
+        if selector is not None:
+            choice = selector.choose(model, Candidates(rows, step=t, lr=lr, device=device), batch)
+            keep = torch.tensor(choice.indices)
+            rows = {k: v.index_select(0, keep) for k, v in rows.items()}
+        losses = model_losses(model, rows, device)
+        (losses.token_sum.sum() / losses.token_count.sum().clamp(min=1)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(10**6)  # warm-up (lazy inits, the loss path's probe), not timed; a draw no timed step uses
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for t in range(steps):
+        step(t)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {"wall": wall / steps, "cpu": cpu / steps, "peak_mib": peak, "device": device.type}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=16, help="b: rows trained per step")
+    parser.add_argument("--candidates", type=int, default=None, help="B: rows scored per step (default 2b)")
+    parser.add_argument("--cutoff-len", type=int, default=128)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--json", default=None, help="write every run's numbers here")
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    candidates = args.candidates or 2 * args.batch
+    if args.one:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        out = one_run(args.one[0], args.one[1], args.steps, args.batch, candidates, args.cutoff_len)
+        print("RESULT " + json.dumps(out), flush=True)
+        return
+    methods, kinds = args.methods.split(","), args.kinds.split(",")
+    runs: dict[tuple[str, str], list[dict]] = {(m, k): [] for k in kinds for m in methods}
+    for r in range(args.repeats):
+        for kind in kinds:
+            for method in methods:
+                cmd = [sys.executable, __file__, "--one", method, kind, "--steps", str(args.steps)]
+                cmd += ["--batch", str(args.batch), "--candidates", str(candidates)]
+                cmd += ["--cutoff-len", str(args.cutoff_len)]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+                if done.returncode or not line:
+                    sys.exit(f"{method}/{kind} failed:\n{done.stderr[-3000:]}")
+                res = json.loads(line[-1][len("RESULT ") :])
+                runs[(method, kind)].append(res)
+                print(
+                    f"repeat {r + 1}/{args.repeats} {kind} {method}: {res['wall'] * 1000:.1f} ms/step wall, "
+                    f"{res['cpu'] * 1000:.1f} ms/step cpu, peak {res['peak_mib']:.0f} MiB",
+                    flush=True,
+                )
+    device = next(iter(runs.values()))[0]["device"]
+    print(
+        f"\n{args.steps} steps x {args.repeats} alternating repeats, b={args.batch}, B={candidates}, "
+        f"{args.cutoff_len} tokens, {device}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+    for kind in kinds:
+        base = statistics.median(x["wall"] for x in runs[("static", kind)]) if "static" in methods else None
+        print(f"\n{kind}\n")
+        print(
+            "| method | median steps/s | ratio vs static | median wall ms/step | median CPU ms/step | peak MiB |"
+        )
+        print("|---|---|---|---|---|---|")
+        for method in methods:
+            rs = runs[(method, kind)]
+            wall = statistics.median(x["wall"] for x in rs)
+            cpu = statistics.median(x["cpu"] for x in rs)
+            peak = statistics.median(x["peak_mib"] for x in rs)
+            ratio = f"{base / wall:.2f}x" if base else "-"
+            print(
+                f"| {method} | {1 / wall:.2f} | {ratio} | {wall * 1000:.1f} | {cpu * 1000:.1f} | {peak:.0f} |"
+            )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({f"{m}/{k}": v for (m, k), v in runs.items()}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
