@@ -185,7 +185,7 @@ class GhostGradients:
         method: str = "auto",
     ) -> torch.Tensor:
         """(len(rows), len(cols)) float32 inner products <grad_i, grad_j> of the whole trainable parameter
-        vector, i over `rows` of this batch, j over `cols` of `other` (default: this batch); None = all rows."""
+        vector, i over `rows` of this batch, j over `cols` of `other` (default: this batch); None: all."""
         if method not in METHODS:
             raise ValueError(f"ghost dot products: method must be one of {METHODS}, got {method!r}")
         other = other if other is not None else self

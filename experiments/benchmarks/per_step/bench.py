@@ -178,7 +178,8 @@ def main() -> None:
         base = statistics.median(x["wall"] for x in runs[("static", kind)]) if "static" in methods else None
         print(f"\n{kind}\n")
         print(
-            "| method | median steps/s | ratio vs static | median wall ms/step | median CPU ms/step | peak MiB |"
+            "| method | median steps/s | ratio vs static | median wall ms/step | median CPU ms/step "
+            "| peak MiB |"
         )
         print("|---|---|---|---|---|---|")
         for method in methods:
