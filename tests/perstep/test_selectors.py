@@ -3,6 +3,7 @@ from a batch-size-1 loop, plain forwards), and their choices are the rules appli
 
 from __future__ import annotations
 
+import pytest
 import torch
 from select_helpers import loop_gradients, make_setup, shared_setup
 
@@ -35,7 +36,7 @@ def test_greats_signals_and_choice_equal_explicit_per_sample_gradients():
         explicit = loop_gradients(s.model, s.train, IDS, s.pad).double()
         val_grad = loop_gradients(s.model, s.eval, VAL, s.pad).double().mean(0)
         val_batch = collate([s.eval[i] for i in VAL], s.pad)
-        selector = GreatsPerStep(lambda step, v=val_batch: v, s.pad)
+        selector = GreatsPerStep(s.pad, validation=lambda step, v=val_batch: v)
         cand = Candidates(s.batch(IDS), step=3, lr=0.05)
         val_dots, gram = selector.signals(s.model, cand)
         ref_dots, ref_gram = explicit @ val_grad, explicit @ explicit.T
@@ -89,3 +90,28 @@ def test_uniform_and_concat():
     assert both["input_ids"].shape == (3, width)
     assert both["attention_mask"].sum() == a["attention_mask"].sum() + b["attention_mask"].sum()
     assert both["sample_ids"].tolist() == a["sample_ids"].tolist() + b["sample_ids"].tolist()
+
+
+def test_validation_draw_is_seeded_by_step_and_keeps_to_the_target_domain():
+    from dataflex.train.perstep.selectors import ValidationDraw
+
+    s = shared_setup("lora")
+    target = s.eval.domain_names.index("target")
+    draw = ValidationDraw(s.eval, s.pad, val_size=3, seed=4, target_domain="target")
+    a = draw(7)
+    assert a["sample_ids"].tolist() == draw(7)["sample_ids"].tolist()
+    assert set(a["domain_ids"].tolist()) == {target}
+    assert any(draw(k)["sample_ids"].tolist() != a["sample_ids"].tolist() for k in range(8, 12))
+    with pytest.raises(ValueError, match="not a domain"):
+        ValidationDraw(s.eval, s.pad, val_size=3, seed=4, target_domain="nope")
+
+
+def test_rho_loss_loads_its_reference_from_a_folder(tmp_path):
+    s = shared_setup("full")
+    reference = make_setup("full", seed=1).model
+    reference.save_pretrained(tmp_path / "ref")
+    selector = RhoLossPerStep(str(tmp_path / "ref"), tokenizer=s.tokenizer)
+    batch = s.batch(IDS)
+    torch.testing.assert_close(
+        selector.reference_losses(batch, torch.device("cpu")), _losses(reference, batch), rtol=1e-5, atol=1e-6
+    )

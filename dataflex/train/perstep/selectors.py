@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from dataflex.data.processor import IGNORE_INDEX
+from dataflex.data.processor import IGNORE_INDEX, collate
 from dataflex.train.perstep.rules import (
     Choice,
     greats_greedy,
@@ -93,12 +94,23 @@ class MaxLossPerStep(PerStepSelector):
 
 class RhoLossPerStep(PerStepSelector):
     """RHO-LOSS: the b highest training loss minus reference loss. The reference's losses are cached by
-    sample id (it is frozen), so each sample's reference forward runs once per run."""
+    sample id (it is frozen), so each sample's reference forward runs once per run. `reference_model`: a
+    module, or the folder of a trained model (full or LoRA adapter, same tokenizer), loaded by the loader
+    DoReMi uses (`mixer/doremi.load_reference_model`: a missing folder or another vocabulary is an error)."""
 
     name = "rho_loss"
 
-    def __init__(self, reference: nn.Module) -> None:
-        self.reference = reference
+    def __init__(
+        self, reference_model: nn.Module | str, *, accelerator: Any = None, tokenizer: Any = None
+    ) -> None:
+        if isinstance(reference_model, nn.Module):
+            self.reference = reference_model.eval().requires_grad_(False)
+        else:
+            from dataflex.train.mixer.doremi import load_reference_model
+
+            device = accelerator.device if accelerator is not None else torch.device("cpu")
+            vocab = len(tokenizer) if tokenizer is not None else None
+            self.reference = load_reference_model(str(reference_model), device, vocab)
         self._cache: dict[int, float] = {}
 
     def reference_losses(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -148,24 +160,58 @@ def concat_batches(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_t
     return out
 
 
+class ValidationDraw:
+    """`val_size` rows of the validation pool per step, drawn by a generator seeded by (seed, step) only (the
+    same on every rank and after a resume), collated. The pool: the eval split's rows of `target_domain`, or
+    the whole eval split."""
+
+    def __init__(
+        self, eval_data: Any, pad_token_id: int, *, val_size: int, seed: int, target_domain: str | None
+    ) -> None:
+        if eval_data is None or len(eval_data) == 0:
+            raise ValueError("greats needs validation rows: the data has no eval split (data.val_size > 0).")
+        if val_size <= 0:
+            raise ValueError(f"component.val_size must be > 0, got {val_size}")
+        self.data, self.pad, self.val_size, self.seed = eval_data, pad_token_id, val_size, seed
+        self.pool = np.arange(len(eval_data))
+        if target_domain:
+            names = list(getattr(eval_data, "domain_names", []))
+            if target_domain not in names:
+                raise ValueError(f"component.target_domain={target_domain!r} is not a domain of {names}")
+            self.pool = np.asarray(eval_data.domain_rows(names.index(target_domain)))
+            if not len(self.pool):
+                raise ValueError(f"component.target_domain={target_domain!r} has no eval rows")
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([int(self.seed), int(step), 0x6A1])
+        rows = rng.choice(self.pool, size=min(self.val_size, len(self.pool)), replace=False)
+        return collate([self.data[int(i)] for i in rows], self.pad)
+
+
 class GreatsPerStep(PerStepSelector):
     """GREATS: greedy on lr <g_i, g_val> - lr^2 sum_{j chosen} <g_i, g_j> (rules.greats_greedy), with the
     gradient dot products from ONE recorded forward + backward over the candidates and `val_size` validation
-    rows together (ghost inner products, signals/ghost.py). `validation(step)` gives the step's validation
-    rows (the trainer draws them seeded by (seed, step) from the target/eval split, as the authors draw a
-    small validation batch every iteration)."""
+    rows together (ghost inner products, signals/ghost.py). The validation rows of a step are drawn seeded
+    by (seed, step) from the eval split (`target_domain`'s rows if set), as the authors draw a small
+    validation batch every iteration; `validation` replaces the draw (tests)."""
 
     name = "greats"
 
     def __init__(
         self,
-        validation: Callable[[int], dict[str, torch.Tensor]],
         pad_token_id: int,
         *,
+        eval_data: Any = None,
+        val_size: int = 4,
+        target_domain: str | None = None,
+        seed: int = 0,
         self_interaction: bool = False,
         method: str = "auto",
+        validation: Callable[[int], dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        self.validation = validation
+        self.validation = validation or ValidationDraw(
+            eval_data, pad_token_id, val_size=val_size, seed=seed, target_domain=target_domain
+        )
         self.pad_token_id = pad_token_id
         self.self_interaction = self_interaction
         self.method = method

@@ -46,9 +46,6 @@ def _setup(kind: str, cutoff_len: int):
 
 
 def _selector(method: str, bundle, evaluation, val_rows: int, seed: int):
-    import numpy as np
-
-    from dataflex.data.processor import collate
     from dataflex.models.tiny import build_tiny_model
     from dataflex.train.perstep.selectors import (
         GradNormPerStep,
@@ -69,12 +66,7 @@ def _selector(method: str, bundle, evaluation, val_rows: int, seed: int):
     if method == "grad_norm":
         return GradNormPerStep()
 
-    def validation(step: int):
-        rng = np.random.default_rng([seed, step, 7])
-        rows = rng.choice(len(evaluation), size=val_rows, replace=False)
-        return collate([evaluation[int(i)] for i in rows], pad)
-
-    return GreatsPerStep(validation, pad)
+    return GreatsPerStep(pad, eval_data=evaluation, val_size=val_rows, seed=seed, target_domain="target")
 
 
 def one_run(method: str, kind: str, steps: int, batch: int, candidates: int, cutoff_len: int) -> dict:
