@@ -1,0 +1,85 @@
+"""trainer=per_step: the ids trained at step t are those chosen at step t, every rank trains rank 0's one
+decision, and a resumed run chooses and trains exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from perstep.perstep_helpers import build_trainer, train_on_rank, weights
+
+from dataflex.train.perstep.rules import uniform_choice
+from dataflex.train.perstep.selectors import GreatsPerStep, MaxLossPerStep
+
+from distributed_utils import run_distributed
+
+
+def _log(run_dir) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "selection" / "per_step.jsonl").read_text().splitlines()]
+
+
+def test_ids_trained_at_step_t_are_those_chosen_at_step_t(tmp_path):
+    trainer = build_trainer(str(tmp_path), MaxLossPerStep())
+    trainer.train()
+    assert sorted(trainer.trained) == [0, 1, 2, 3]
+    for t in range(4):
+        assert trainer.trained[t] == trainer.kept[t]  # same ids, same order
+    rows = _log(tmp_path)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    for r in rows:
+        assert (
+            len(r["candidates"]) == 8 and len(set(r["kept"])) == 4 and set(r["kept"]) <= set(r["candidates"])
+        )
+        assert r["kept"] == trainer.kept[r["step"]]
+        assert r["scores"] == sorted(r["scores"], reverse=True)  # max_loss: highest loss first
+    # the step's candidates are 8 fresh ids of the epoch order (the static trainer's sampler)
+    drawn = [i for r in rows for i in r["candidates"]]
+    assert len(set(drawn)) == len(drawn)
+
+
+def test_refuses_fewer_candidates_than_the_global_batch(tmp_path):
+    trainer = build_trainer(str(tmp_path), MaxLossPerStep(), candidate_batch_size=3)
+    with pytest.raises(ValueError, match="candidate_batch_size=3"):
+        trainer.train()
+
+
+def test_resume_chooses_and_trains_exactly_as_an_uninterrupted_run(tmp_path):
+    full = build_trainer(str(tmp_path / "a"), None, save_steps=2)
+    full.selector = GreatsPerStep(full.tokenizer.pad_token_id, eval_data=full.eval_data, val_size=3, seed=3)
+    full.train()
+    resumed = build_trainer(
+        str(tmp_path / "b"), None, resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2")
+    )
+    resumed.selector = GreatsPerStep(
+        resumed.tokenizer.pad_token_id, eval_data=resumed.eval_data, val_size=3, seed=3
+    )
+    resumed.train()
+    assert sorted(resumed.kept) == [2, 3]
+    for t in (2, 3):
+        assert resumed.kept[t] == full.kept[t]
+    a, b = weights(full), weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_rank_zeros_one_decision(tmp_path):
+    biased = run_distributed(train_on_rank, 2, str(tmp_path / "biased"), "biased")
+    rows = _log(tmp_path / "biased")
+    for t in range(3):
+        expected = [rows[t]["candidates"][p] for p in uniform_choice(8, 4, seed=100, step=t).indices]
+        for rank in (0, 1):  # rank 1's own selector wanted other ids (seed 101): rank 0's were trained
+            assert biased[rank]["kept"][t] == expected
+            assert biased[rank]["trained"][t] == expected
+    assert any(
+        [rows[t]["candidates"][p] for p in uniform_choice(8, 4, seed=101, step=t).indices] != rows[t]["kept"]
+        for t in range(3)
+    )
+    real = run_distributed(train_on_rank, 2, str(tmp_path / "real"), "max_loss")
+    assert real[0]["kept"] == real[1]["kept"] and real[0]["trained"] == real[0]["kept"]
+    for k, v in real[0]["weights"].items():
+        np.testing.assert_array_equal(v, real[1]["weights"][k])
+    rows = _log(tmp_path / "real")
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in rows)
