@@ -66,6 +66,17 @@ class PerStepTrainer(BaseTrainer):
     # ---- setup -------------------------------------------------------------------------------------------
     def setup(self, ctx: Any) -> None:
         """`ctx`: the loop (or the run context): accelerator, prepared model, optimizer, global batch size."""
+        if getattr(self.train_data, "streaming", False):
+            raise ValueError(
+                "trainer=per_step reads candidates by id and needs an index over the training data; "
+                "drop data.streaming (the token store serves any size)."
+            )
+        sharded = int(getattr(ctx, "zero_stage", 0)) == 3 or ctx.accelerator.distributed_type.name == "FSDP"
+        if sharded:
+            raise NotImplementedError(
+                "trainer=per_step scores candidates on the unwrapped model, whose weights are shards "
+                "under DeepSpeed ZeRO-3 / FSDP; use dist=ddp or dist=deepspeed_zero2."
+            )
         super().setup(ctx)
         self.accelerator, self.optimizer = ctx.accelerator, ctx.optimizer
         self.global_batch = int(ctx.global_batch_size)
