@@ -19,9 +19,16 @@ normalisation, then normalised (as there); the iteration count, damping and tau 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dataflex.core.registry import register_weighter
+from dataflex.train.distributed import all_gather_cat, broadcast_object
+from dataflex.train.signals.embeddings import POOLINGS, sample_embeddings
+from dataflex.train.weighter.base_weighter import Weighter
 
 MODES = ("full", "align_only", "diverse_only", "uniform")
 
@@ -85,3 +92,108 @@ def joint_update_aware_weights(
         z = F.normalize(z, p=2, dim=-1, eps=1e-12)
         u = F.normalize(u, p=2, dim=0, eps=1e-12)
     return solve_weights(z @ u, z @ z.T, settings).to(embeddings.dtype)
+
+
+# ---- the weighter (component=joint_update_aware under trainer=dynamic_weight) ------------------------------
+
+
+@register_weighter("joint_update_aware")
+class JointUpdateAwareWeighter(Weighter):
+    """Weights the global batch by `joint_update_aware_weights`: embeddings of the batch's samples under the
+    current model (each rank embeds its own, all-gathered), target u = the mean embedding of up to
+    `max_targets` eval rows, recomputed every `target_refresh` steps on rank 0 and broadcast, so every rank
+    solves the same problem. Loss: sum_i w_i loss_i (w on the simplex; uniform w is the plain mean).
+
+    Deviations from PR #58: embeddings are the framework's `sample_embeddings` (mean-pooled last hidden
+    state, eval mode, a separate forward; PR #58 defaults to the last token's hidden state); u averages up to
+    `max_targets` eval rows (PR #58 one batch of `target_batch_size`, 1 by default, which its follow-up #59
+    calls a bug); without eval data the batch's own mean embedding is the target, as there."""
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        tau: float = 0.05,
+        iters: int = 5,
+        damping: float = 1.0,
+        mode: str = "full",
+        normalize: bool = True,
+        pooling: str = "mean",
+        target_refresh: int = 50,
+        max_targets: int | None = 256,
+        embed_batch_size: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = JointUpdateAwareSettings(beta, tau, iters, damping, mode, normalize)
+        if pooling not in POOLINGS:
+            raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
+        if target_refresh < 1 or embed_batch_size < 1:
+            raise ValueError("component.target_refresh and component.embed_batch_size must be >= 1.")
+        self.pooling, self.target_refresh, self.embed_batch_size = (
+            pooling,
+            int(target_refresh),
+            int(embed_batch_size),
+        )
+        self.target_rows: np.ndarray | None = None
+        if self.eval_data is not None and len(self.eval_data):
+            rows = np.arange(len(self.eval_data))
+            if max_targets is not None and len(rows) > max_targets:
+                rows = np.sort(np.random.default_rng(self.seed).choice(rows, size=max_targets, replace=False))
+            self.target_rows = rows
+        self.target: torch.Tensor | None = None
+        self.refreshed_at: int | None = None
+        self.last_weights: torch.Tensor | None = None
+
+    def _refresh(self, model: Any, step: int) -> None:
+        target = None
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        if rank == 0 and self.target_rows is not None:
+            target = sample_embeddings(
+                model,
+                self.eval_data,
+                self.target_rows.tolist(),
+                batch_size=self.embed_batch_size,
+                pad_token_id=self.pad_token_id,  # type: ignore[arg-type]
+                device=self.device,
+                normalize=False,
+                pooling=self.pooling,
+            ).mean(dim=0)
+        self.target = broadcast_object(target)
+        self.refreshed_at = step
+
+    def get_weighted_loss(
+        self, losses: torch.Tensor, *, ctx: Any = None, model: Any = None, inputs: Any = None
+    ) -> torch.Tensor:
+        if self.refreshed_at is None or ctx.global_step - self.refreshed_at >= self.target_refresh:
+            self._refresh(model, ctx.global_step)
+        local = sample_embeddings(
+            model,
+            self.train_data,
+            ctx.sample_ids[ctx.local_slice].tolist(),
+            batch_size=self.embed_batch_size,
+            pad_token_id=self.pad_token_id,  # type: ignore[arg-type]
+            device=self.device,
+            normalize=False,
+            pooling=self.pooling,
+        )
+        embeddings = all_gather_cat(local.to(self.device)).cpu()
+        target = self.target if self.target is not None else embeddings.mean(dim=0)
+        weights = joint_update_aware_weights(embeddings, target, self.settings)
+        self.last_weights = weights
+        return (weights.to(losses.dtype) * losses).sum()
+
+    def metrics(self) -> dict[str, float]:
+        if self.last_weights is None:
+            return {}
+        w = self.last_weights.double()
+        return {"jua_max_weight": float(w.max()), "jua_entropy": float(-(w * w.clamp_min(1e-30).log()).sum())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "target": None if self.target is None else self.target.clone(),
+            "refreshed_at": self.refreshed_at,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.target = None if state.get("target") is None else state["target"].clone()
+        self.refreshed_at = state.get("refreshed_at")
