@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dataflex.config.trainer import TrainingArguments
 
 PATTERNS = ("shuffle", "sorting", "folding", "zigzag", "segment", "stair", "saw")
-SCORE_SOURCES = ("field", "loss")
+SCORE_SOURCES = ("field", "file", "loss")
 
 
 @dataclass
@@ -21,9 +21,12 @@ class DynamicReorderConfig(TrainingArguments):
     """shuffle | sorting | folding | zigzag | segment | stair | saw."""
     score_source: str = "loss"
     """loss: the model's current token-mean loss of each item (forward only, sharded over ranks);
-    field: a numeric column of the training rows named by `score_field` (precomputed scores)."""
+    field: a numeric column of the training rows named by `score_field` (precomputed scores);
+    file: one score per training item, in the data's order, read from `score_path`."""
     score_field: str | None = None
     """The column holding each row's score when score_source=field (data-efficacy: average_test_score)."""
+    score_path: str | None = None
+    """score_source=file: a .npy array or a text file with one number per line (relative to the cwd)."""
     update_step: int = 0
     """0: static, the scores are taken once (before the first step) and every epoch follows them. k > 0:
     dynamic (score_source=loss), the items not trained yet in this epoch are re-scored and re-ordered every
@@ -62,12 +65,16 @@ class DynamicReorderConfig(TrainingArguments):
             raise ValueError(
                 "trainer.score_source=field needs trainer.score_field=<the column holding each row's score>."
             )
+        if self.score_source == "file" and not self.score_path:
+            raise ValueError(
+                "trainer.score_source=file needs trainer.score_path=<.npy or one score per line>."
+            )
         if self.update_step < 0:
             raise ValueError(f"trainer.update_step must be >= 0 (0: static), got {self.update_step}.")
-        if self.update_step and self.score_source == "field":
+        if self.update_step and self.score_source != "loss":
             raise ValueError(
-                "trainer.update_step > 0 re-scores during training, but score_source=field scores never "
-                "change; set trainer.update_step=0 or trainer.score_source=loss."
+                f"trainer.update_step > 0 re-scores during training, but score_source={self.score_source} "
+                "scores never change; set trainer.update_step=0 or trainer.score_source=loss."
             )
         for key in ("layers", "sections"):
             if getattr(self, key) < 1:

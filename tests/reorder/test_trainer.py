@@ -83,6 +83,35 @@ def test_field_scores_descending(tmp_path, trained, monkeypatch):
     assert _flat(trained) == np.argsort(-scores, kind="stable").tolist()
 
 
+def test_file_scores_with_segment(tmp_path, trained):
+    scores = np.arange(N_ITEMS, dtype=float)[::-1]  # item i scores 159 - i
+    np.savetxt(tmp_path / "scores.txt", scores)
+    trainer = small_trainer(
+        DynamicReorderTrainer,
+        tmp_path / "run",
+        max_steps=10,
+        per_device_train_batch_size=16,
+        pattern="segment",
+        x_pct=10,
+        y_pct=20,
+        score_source="file",
+        score_path=str(tmp_path / "scores.txt"),
+    )
+    trainer.train()
+    order = _flat(trained)
+    # front: the 16 lowest scores = items 144..159; back: the 32 highest of the rest = items 0..31
+    assert set(order[:16]) == set(range(144, 160)) and set(order[-32:]) == set(range(32))
+    assert sorted(order) == list(range(N_ITEMS))
+    with pytest.raises(ValueError, match="holds 3 scores"):
+        np.save(tmp_path / "short.npy", np.zeros(3))
+        small_trainer(
+            DynamicReorderTrainer,
+            tmp_path / "r2",
+            score_source="file",
+            score_path=str(tmp_path / "short.npy"),
+        ).train()
+
+
 def test_dynamic_reorders_the_rest_and_every_epoch_trains_every_item_once(tmp_path, trained):
     trainer = small_trainer(
         DynamicReorderTrainer,

@@ -2,7 +2,8 @@
 orderings: sorting, folding, zigzag, segment, stair, saw, shuffle; a local shuffle window; polarity). The order
 changes, the number of samples never does: every epoch trains every item exactly once.
 
-Scores: `score_source=field` reads a numeric column of the rows (`score_field`, precomputed); `loss` is the
+Scores: `score_source=field` reads a numeric column of the rows (`score_field`, precomputed), `file` an
+aligned file of scores (`score_path`); `loss` is the
 model's current token-mean loss of each item (forward only, sharded over the ranks and gathered, so every rank
 plans the same order). `update_step=0` (static) scores once, before the first step; `update_step=k` (dynamic,
 loss) re-scores the items not trained yet in this epoch every k steps and re-orders them (consume-once), and
@@ -13,6 +14,7 @@ The plan (orders, position, static scores) is part of the checkpoint, so a resum
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,21 @@ from dataflex.train.distributed import all_gather_cat
 from dataflex.train.reorder.patterns import ReorderSpec
 from dataflex.train.reorder.sampler import ReorderSampler
 from dataflex.train.trainer.base import BaseTrainer
+
+
+def read_scores(path: str | None, n: int) -> np.ndarray:
+    """Scores aligned with the training items: a .npy array or a text file with one number per line."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"trainer.score_path={path}: no such file (relative paths start at the cwd).")
+    scores = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, dtype=np.float64, ndmin=1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != n:
+        raise ValueError(
+            f"trainer.score_path={path} holds {len(scores)} scores but the training data has {n} items; "
+            "the file must have one score per training row, in the data's order."
+        )
+    return scores
 
 
 class DynamicReorderTrainer(BaseTrainer):
@@ -71,6 +88,8 @@ class DynamicReorderTrainer(BaseTrainer):
         static = None
         if self.args.score_source == "field":
             static = self.train_data.engine.field_values(self.args.score_field)
+        elif self.args.score_source == "file":
+            static = read_scores(self.args.score_path, len(self.train_data))
         self.sampler = ReorderSampler(len(self.train_data), self.spec, static_scores=static)
 
     def total_steps(self, global_batch_size: int) -> int:
