@@ -17,11 +17,14 @@ update schedule a replay should use.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .schedule import MixtureSchedule, ScheduleError
+from .schedule import MixtureSchedule, ScheduleError, save_schedule
 
 HISTORY_JSON = "mixture_history.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -98,3 +101,45 @@ def _from_metrics(path: Path, run_dir: Path) -> MixtureSchedule:
     return MixtureSchedule(
         schedule.domains, schedule.points, "constant", {"run_dir": str(run_dir), "from": METRICS_JSONL}
     )
+
+
+def replay_overrides(schedule: MixtureSchedule, path: str | Path) -> list[str]:
+    """The `dataflex-run` overrides that replay an exported schedule with the run's own update cadence
+    (the sampler restarts its deficit counters at every mixer call, so the calls must fall on the same steps
+    for the same draws). Model, data, seed and the other trainer keys are the user's to repeat."""
+    trainer = schedule.source.get("trainer") or {}
+    out = [
+        "trainer=dynamic_mix",
+        "component=custom",
+        "component._target_=dataflex.mixing.mixers.ScheduleMixer",
+        f"+component.path={Path(path).resolve()}",
+    ]
+    for key in ("warmup_step", "update_step", "update_times", "mixture_sample_rule"):
+        if key in trainer:
+            out.append(f"trainer.{key}={trainer[key]}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`dataflex-export <run dir> [-o schedule.yaml]`: writes the run's proportion schedule and prints the
+    overrides that replay it."""
+    p = argparse.ArgumentParser(prog="dataflex-export", description=main.__doc__)
+    p.add_argument("run_dir", help="a finished (or running) trainer=dynamic_mix run dir")
+    p.add_argument(
+        "-o", "--output", default=None, help="schedule file (.yaml or .json); default <run dir>/schedule.yaml"
+    )
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        schedule = export_schedule(args.run_dir)
+    except ScheduleError as err:
+        raise SystemExit(f"dataflex-export: {err}") from None
+    path = save_schedule(schedule, args.output or Path(args.run_dir) / "schedule.yaml")
+    print(f"dataflex-export: {len(schedule.points)} proportion changes -> {path}")
+    print(
+        "replay: dataflex-run " + " ".join(replay_overrides(schedule, path)) + " <the run's other overrides>"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -121,3 +121,17 @@ def test_export_from_metrics_ignores_achieved_token_shares(tmp_path):
 def test_export_of_a_folder_without_a_run_says_so(tmp_path):
     with pytest.raises(ScheduleError, match="neither mixture_history.json nor metrics.jsonl"):
         export_schedule(tmp_path)
+
+
+def test_dataflex_export_writes_the_schedule_and_the_replay_overrides(tmp_path, capsys):
+    from dataflex.mixing.export import main
+
+    _history(tmp_path, [(0, [0.5, 0.5], "init"), (2, [0.25, 0.75], "RandomMixer")])
+    assert main([str(tmp_path), "-o", str(tmp_path / "s.json")]) == 0
+    assert load_schedule(tmp_path / "s.json").at(2).tolist() == [0.25, 0.75]
+    out = capsys.readouterr().out
+    assert "2 proportion changes" in out
+    assert f"+component.path={tmp_path / 's.json'}" in out
+    assert "trainer.warmup_step=0 trainer.update_step=2 trainer.update_times=2" in out
+    with pytest.raises(SystemExit, match="dataflex-export: .*neither"):
+        main([str(tmp_path / "empty")])
