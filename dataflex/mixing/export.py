@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .schedule import MixtureSchedule, ScheduleError, save_schedule
 
 HISTORY_JSON = "mixture_history.json"
@@ -103,6 +105,27 @@ def _from_metrics(path: Path, run_dir: Path) -> MixtureSchedule:
     )
 
 
+def export_trained_ids(run_dir: str | Path) -> dict[str, Any] | None:
+    """The exact trained sample ids per step, from the run's data ledger (`dataflex.train.ledger`); None when
+    the run has no ledger. `{"steps": [1, 2, ...], "sample_ids": [[...], ...], "skipped": [bool, ...]}` in the
+    order the loop trained them (a step whose update was dropped is listed, flagged `skipped`)."""
+    from dataflex.train.ledger import read_ledger
+
+    table = read_ledger(run_dir)
+    if table.num_rows == 0:
+        return None
+    steps = np.asarray(table.column("step").to_numpy())
+    ids = np.asarray(table.column("sample_id").to_numpy())
+    skipped = np.asarray(table.column("skipped").to_numpy())
+    starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
+    ends = np.r_[starts[1:], len(steps)]
+    return {
+        "steps": [int(steps[a]) for a in starts],
+        "sample_ids": [ids[a:b].tolist() for a, b in zip(starts, ends)],
+        "skipped": [bool(skipped[a:b].any()) for a, b in zip(starts, ends)],
+    }
+
+
 def replay_overrides(schedule: MixtureSchedule, path: str | Path) -> list[str]:
     """The `dataflex-run` overrides that replay an exported schedule with the run's own update cadence
     (the sampler restarts its deficit counters at every mixer call, so the calls must fall on the same steps
@@ -135,6 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"dataflex-export: {err}") from None
     path = save_schedule(schedule, args.output or Path(args.run_dir) / "schedule.yaml")
     print(f"dataflex-export: {len(schedule.points)} proportion changes -> {path}")
+    manifest = export_trained_ids(args.run_dir)
+    if manifest is not None:
+        ids_path = path.with_name(path.stem + "_trained_ids.json")
+        ids_path.write_text(json.dumps(manifest))
+        print(
+            f"dataflex-export: trained ids of {len(manifest['steps'])} steps (from the ledger) -> {ids_path}"
+        )
     print(
         "replay: dataflex-run " + " ".join(replay_overrides(schedule, path)) + " <the run's other overrides>"
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mix_helpers import NAMES, history, manager, mix_trainer, stats
 
-from dataflex.mixing.export import export_schedule
+from dataflex.mixing.export import export_schedule, export_trained_ids
 from dataflex.mixing.mixers import AdoMixer, AioliMixer, ScheduleMixer
 from dataflex.mixing.schedule import ScheduleError, save_schedule
 
@@ -71,6 +71,10 @@ def test_export_and_replay_train_the_same_ids_to_identical_weights(tmp_path):
     replay.train()
     assert len(ids_a) == 8 and all(np.array_equal(a, b) for a, b in zip(ids_a, ids_b, strict=True))
     assert history(tmp_path / "replay")["trained_counts"] == history(tmp_path / "random")["trained_counts"]
+    manifest = export_trained_ids(tmp_path / "random")  # the ledger's account of what was trained
+    assert manifest is not None and manifest["steps"] == list(range(1, 9))
+    assert manifest["sample_ids"] == [a.tolist() for a in ids_a]
+    assert export_trained_ids(tmp_path / "replay") == manifest
     weights_b = _weights(replay)
     assert weights_a.keys() == weights_b.keys()
     for k in weights_a:
