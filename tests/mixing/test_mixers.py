@@ -233,3 +233,39 @@ def test_resumed_run_continues_exactly(tmp_path, name):
     assert len({tuple(u["proportions"]) for u in a["updates"]}) > 2  # the mixer did change the mixture
     for (key, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(p, q), key
+
+
+@pytest.mark.slow
+def test_cli_export_and_replay_reproduce_the_final_weights(cli, tmp_path):
+    """Through the commands: `dataflex-run ... component=random`, `dataflex-export <run dir>`, then the replay
+    overrides it prints: same ledger, bit-identical final_model weights."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from helpers import FAST
+
+    common = [o for o in FAST if not o.startswith("trainer.max_steps")] + ["trainer.seed=5"]
+    cadence = ["trainer.warmup_step=1", "trainer.update_step=2", "trainer.update_times=2"]
+    cli(
+        "trainer=dynamic_mix",
+        "component=random",
+        "component.seed=9",
+        *common,
+        *cadence,
+        "trainer.output_dir=a",
+    )
+    exported = subprocess.run(
+        [sys.executable, "-m", "dataflex.mixing.export", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    replay = exported.split("replay: dataflex-run ", 1)[1].split(" <the run's")[0].split()
+    assert "trainer.update_step=2" in replay and (tmp_path / "a" / "schedule_trained_ids.json").is_file()
+    cli(*replay, *common, "trainer.output_dir=b")
+    assert export_trained_ids(tmp_path / "a") == export_trained_ids(tmp_path / "b")
+    wa = load_file(tmp_path / "a" / "final_model" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "final_model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
