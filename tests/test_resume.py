@@ -38,6 +38,22 @@ def test_rng_state_roundtrip():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
+def test_sharded_model_weights_load_back(tmp_path):
+    """A model `save_pretrained` split into shards (large models) loads back whole, tied head included."""
+    from dataflex.models.tiny import build_tiny_model
+    from dataflex.train.checkpoint import load_model_weights
+
+    saved = build_tiny_model(seed=1).model
+    saved.save_pretrained(tmp_path, max_shard_size="300KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    fresh = build_tiny_model(seed=2).model
+    assert not torch.equal(fresh.lm_head.weight, saved.lm_head.weight)
+    load_model_weights(fresh, tmp_path)
+    _assert_same_weights(fresh.state_dict(), saved.state_dict())
+    assert fresh.lm_head.weight.data_ptr() == fresh.model.embed_tokens.weight.data_ptr()
+
+
 RUN = (
     *FAST,
     "trainer.max_steps=8",

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 GROUPS = ("trainer", "data", "model", "logger", "dist", "launcher")
 SEED_RANGE = (0, 2**32)
@@ -72,10 +72,10 @@ def check_known_keys(cfg: DictConfig) -> None:
             fields |= params
         unknown = [k for k in node.keys() if k not in fields and not str(k).startswith("_")]
         if unknown:
-            key = unknown[0]
+            key = str(unknown[0])
             valid = sorted(f for f in fields if not f.startswith("_"))
             raise ValueError(
-                f"{group}.{key} is not an option of {group} ({type_name(node)}); {suggest(str(key), valid)}"
+                f"{group}.{key} is not an option of {group} ({type_name(node)}); {suggest(key, valid)}"
             )
 
 
@@ -111,7 +111,7 @@ def check_values(cfg: DictConfig) -> None:
                 raise ValueError(f"{key}={value} is out of range; a seed must be in [0, 2**32).")
 
 
-def check_config(cfg: DictConfig | ListConfig) -> None:
+def check_config(cfg: DictConfig) -> None:
     check_known_keys(cfg)
     check_values(cfg)
     if "model" in cfg and isinstance(cfg.model, DictConfig):

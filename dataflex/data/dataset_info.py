@@ -90,7 +90,8 @@ class DatasetInfo:
         served once per row: `size`/`weight` do not apply."""
         if self.eval is None:
             raise DataError(f"dataset {self.name!r} ({self.origin}) has no `eval` entry")
-        common = {"eval": None, "size": None, "weight": None, "streaming": False}  # eval sets are read whole
+        # eval sets are read whole
+        common: dict[str, Any] = {"eval": None, "size": None, "weight": None, "streaming": False}
         if self.source == "hf_hub":
             if self.hub_file is not None:
                 return replace(self, hub_file=self.eval, **common)

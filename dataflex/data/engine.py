@@ -195,6 +195,7 @@ class DataEngine(Dataset):
     def _hold_out(self, name: str, table: RowTable) -> RowTable:
         """The train or eval part of a dataset split by `val_size` (the same seeded draw in both engines)."""
         n, size = len(table), self.args.val_size
+        assert size is not None, "only datasets in `held_out` (data.val_size set) are split"
         n_val = int(size) if size >= 1 else max(1, round(size * n))
         if n_val >= n:
             raise DataError(
@@ -291,6 +292,13 @@ class DataEngine(Dataset):
                 "; ".join(f"{w}: {r}" for w, r in items[:3]),
             )
 
+    def _rows(self, name: str) -> RowTable:
+        """The in-memory rows of a dataset (every dataset of a non-streaming engine has them)."""
+        table = self.datasets[name]
+        if table is None:
+            raise DataError(f"dataset {name!r} streams: it has no rows in memory")
+        return table
+
     def build_data_index(self) -> None:
         """Build the numpy index of epoch `self.epoch` (none for a streaming engine)."""
         self._domain_rows = {}
@@ -301,7 +309,7 @@ class DataEngine(Dataset):
         infos = [self.dataset_infos[n] for n in names]
         domain_of = {d: k for k, d in enumerate(self.domain_names)}
         self.data_index = build_index(
-            lengths=[len(self.datasets[n]) for n in names],
+            lengths=[len(self._rows(n)) for n in names],
             sizes=[i.size for i in infos],
             weights=[i.weight for i in infos],
             dataset_domains=[domain_of[i.domain] for i in infos],
@@ -311,7 +319,7 @@ class DataEngine(Dataset):
             epoch=self.epoch,
             plugins=[i.index for i in infos],
         )
-        self._tables = [self.datasets[n] for n in names]
+        self._tables = [self._rows(n) for n in names]
         if len(self.data_index) == 0:
             raise DataError(
                 f"data.dataset={self.args.dataset!r} gives an empty {self.split} index (sizes/weights "
@@ -608,10 +616,7 @@ class _EngineStream:
             engine._open_stream(n, reader, num_readers, s, self.ctxs[n])
             for n, s in zip(self.names, stream_states)
         ]
-        weights = [
-            engine.dataset_infos[n].weight if engine.dataset_infos[n].weight is not None else 1.0
-            for n in self.names
-        ]
+        weights = [w if (w := engine.dataset_infos[n].weight) is not None else 1.0 for n in self.names]
         self.mix = MixedStream(streams, weights, None if state is None else state["mix"])
         self.yielded = 0 if state is None else int(state["yielded"])
 

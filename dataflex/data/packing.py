@@ -30,6 +30,7 @@ that run their own forward on the batch (DoReMi's and Rho-1's reference models) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -62,7 +63,8 @@ def plan_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 def best_plan(lengths: Sequence[int], max_capacity: int) -> list[list[int]]:
     """First-fit-decreasing plan with the fewest token slots over capacities k x longest <= max_capacity."""
     longest = max(lengths)
-    best, best_cost = None, None
+    best: list[list[int]] = []
+    best_cost: tuple[int, int] | None = None
     for capacity in range(longest, max(max_capacity, longest) + 1, longest):
         rows = plan_rows(lengths, capacity)
         width = max(sum(lengths[i] for i in row) for row in rows)
@@ -72,13 +74,11 @@ def best_plan(lengths: Sequence[int], max_capacity: int) -> list[list[int]]:
     return best
 
 
-def collate_packed(
-    features: Sequence[Features], pad_token_id: int, max_capacity: int
-) -> dict[str, torch.Tensor]:
+def collate_packed(features: Sequence[Features], pad_token_id: int, max_capacity: int) -> dict[str, Any]:
     """The ordinary padded micro-batch (see `collate`) plus `batch["packed"]`: `input_ids`, `labels`,
     `position_ids` (R, W) of the packed rows and `gather` (B, T-1), the flat index into the packed (R, W-1)
     shifted per-token values of each sample's shifted tokens (padding points one past the end)."""
-    batch = collate(features, pad_token_id)
+    batch: dict[str, Any] = collate(features, pad_token_id)
     lengths = [len(f.input_ids) for f in features]
     rows = best_plan(lengths, max_capacity)
     width = max(sum(lengths[i] for i in row) for row in rows)

@@ -10,7 +10,7 @@ keyed by what they shuffle, never from global state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,7 +87,7 @@ class ProportionScheduler:
     Megatron's plain "largest deficit" choice does not guarantee that bound for all proportions.
     """
 
-    def __init__(self, proportions: Sequence[float]) -> None:
+    def __init__(self, proportions: Iterable[float]) -> None:
         self.p = [float(x) for x in proportions]
         self.t = 0
         self.counts = [0] * len(self.p)
@@ -130,7 +130,7 @@ class TokenProportionScheduler:
     every source's token budget before training (Hamilton rounding over whole instances); we decide sample by
     sample, because a dynamic mixer changes the proportions during the run."""
 
-    def __init__(self, proportions: Sequence[float]) -> None:
+    def __init__(self, proportions: Iterable[float]) -> None:
         self.p = [float(x) for x in proportions]
         self.total = 0
         self.tokens = [0] * len(self.p)
@@ -264,7 +264,8 @@ class ProportionSampler:
             d = self._scheduler.next_domain()
             row = out[i] = self._take(d)
             amount = 1
-            if self.unit == "tokens":
+            # (unit="tokens" <=> a token scheduler and item_tokens, see __init__)
+            if isinstance(self._scheduler, TokenProportionScheduler) and self.item_tokens is not None:
                 amount = int(self.item_tokens[row])
                 self._scheduler.add(d, amount)
             self.used[d] += amount

@@ -150,6 +150,8 @@ class StreamingTrainData:
 
     # ---- items -----------------------------------------------------------------------------------------
     def _next_item(self, d: int) -> tuple[list[int], list[int]]:
+        if self.readers is None:
+            raise RuntimeError("StreamingTrainData.open() must run before items are read")
         reader = self.readers[d]
         if self.mode == "sft":
             return self.processor.encode(reader.next_sample())

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 logger = logging.getLogger(__name__)
 
@@ -452,6 +453,7 @@ def _tokenize(source: Path, processor, mode: str, out: Path, num_proc: int | Non
     out.mkdir()
     ds = datasets.Dataset.from_file(str(source))
     procs = num_proc or auto_num_proc(rows)
+    fn: _EncodeSFT | _EncodeText
     if mode == "sft":
         fn, drop = _EncodeSFT(processor), ["sample"]
         features = datasets.Features(
@@ -502,14 +504,14 @@ def _quiet_datasets():
 class _ArrayWriter:
     """Appends numpy chunks to one raw file, tracking size and CRC-32 for the manifest."""
 
-    def __init__(self, path: Path, dtype: np.dtype) -> None:
+    def __init__(self, path: Path, dtype: DTypeLike) -> None:
         self.path, self.dtype = path, np.dtype(dtype)
         self.file = open(path, "wb")  # noqa: SIM115 (closed in spec())
         self.count, self.crc = 0, 0
 
     def write(self, values: np.ndarray) -> None:
         data = np.ascontiguousarray(values, dtype=self.dtype)
-        raw = data.reshape(-1).view(np.uint8)
+        raw = data.reshape(-1).view(np.uint8).data  # (a memoryview of the bytes)
         self.file.write(raw)
         self.crc = zlib.crc32(raw, self.crc)
         self.count += data.size
@@ -573,7 +575,7 @@ def _write_arrays(
             writers["trained"].write(batch.column("trained").flatten().to_numpy())
         pos += n
     arrays = {name: w.spec() for name, w in writers.items()}
-    extra = {
+    extra: dict[str, np.ndarray] = {
         "offsets": item_offsets.astype(np.int64),
         "domains": item_domains.astype(np.int32),
         "rows": item_rows.astype(np.int64),

@@ -56,7 +56,7 @@ def load_hf_model(
         kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "dtype": DTYPES[dtype]}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as err:
         if not looks_local(name_or_path):
             raise OSError(

@@ -180,12 +180,14 @@ def load_model_weights(model, path: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
         return
-    if (path / "model.safetensors.index.json").is_file():
-        from transformers.modeling_utils import load_sharded_checkpoint
-
-        load_sharded_checkpoint(model, str(path), strict=False)
-        return
-    missing, unexpected = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # `save_pretrained` sharded a large model: its shards hold disjoint keys
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            state.update(load_file(path / shard))
+    else:
+        state = load_file(path / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k or "embed" in k}
     if unexpected or set(missing) - tied:
         raise RuntimeError(

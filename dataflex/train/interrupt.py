@@ -17,6 +17,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any, TypeAlias
+
+_Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | signal.Handlers | None"
+"""What `signal.signal` installs and returns."""
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -45,7 +49,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.signal_name is not None:
@@ -86,7 +90,7 @@ class SigtermAsInterrupt:
     `TrainingInterrupted` at step 0, so the job is recorded as interrupted instead of dying silently."""
 
     def __init__(self) -> None:
-        self._previous = None
+        self._previous: _Handler = None
 
     @staticmethod
     def _handle(signum: int, frame: FrameType | None) -> None:

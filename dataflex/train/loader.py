@@ -183,9 +183,12 @@ class StepFeeder:
             self.first_step_of_window = step
             self._plan.start(step)
             self._iter = iter(self._loader)
+        batches = self._iter
+        if batches is None:
+            raise RuntimeError(f"StepFeeder.step({step}) after close()")
         drawn = self._drawn.pop(step)
         micro = [
-            next(self._iter)
+            next(batches)
             for _ in range(math.ceil(len(self.local_ids(drawn.indices)) / self.micro_batch_size))
         ]
         return drawn.indices, micro

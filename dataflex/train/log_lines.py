@@ -55,7 +55,9 @@ def _items(component) -> dict[str, Any]:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(component, DictConfig):
-        return dict(OmegaConf.to_container(component, resolve=True))
+        items = OmegaConf.to_container(component, resolve=True)
+        assert isinstance(items, dict)  # (a DictConfig's container is a dict)
+        return {str(k): v for k, v in items.items()}
     return dict(component) if isinstance(component, dict) else dict(vars(component))
 
 

@@ -94,6 +94,8 @@ class TrainingLoop:
         self.pack_capacity = getattr(trainer, "pack_capacity", None)
         self.log_interval = {"loss": 0.0, "steps": 0, "samples": 0}
         """Train-loss sums since the last log (checkpointed, so a resumed run logs the same values)."""
+        self._interval_start = 0.0
+        """perf_counter() when the current log interval began (set when training starts)."""
         self.best = BestModelTracker(self.args)
         """metric_for_best_model over evaluations (checkpointed): best checkpoint and early stopping."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters in two groups: with weight decay, and without (biases, norms), as HF Trainer."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -49,7 +51,8 @@ def optimizer_class_and_kwargs(args) -> tuple[type[torch.optim.Optimizer], dict]
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     cls, kwargs = optimizer_class_and_kwargs(args)
-    return cls(
+    make: Callable[..., torch.optim.Optimizer] = cls  # (subclasses take `lr`; `Optimizer` itself does not)
+    return make(
         parameter_groups(model, args.weight_decay), lr=args.learning_rate, **{**kwargs, **args.optim_args}
     )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,10 +29,11 @@ from ..errors import DataError
 
 IndexPlugin = Callable[[int, "int | None", "float | None", int, int, int], np.ndarray]
 _PLUGINS: dict[str, IndexPlugin] = {}
+_Plugin = TypeVar("_Plugin", bound=IndexPlugin)  # the decorated function keeps its own signature
 
 
-def register_index_plugin(name: str) -> Callable[[IndexPlugin], IndexPlugin]:
-    def deco(fn: IndexPlugin) -> IndexPlugin:
+def register_index_plugin(name: str) -> Callable[[_Plugin], _Plugin]:
+    def deco(fn: _Plugin) -> _Plugin:
         _PLUGINS[name] = fn
         return fn
 

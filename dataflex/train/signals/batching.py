@@ -22,19 +22,19 @@ training step's activations stay resident)."""
 
 
 def length_batches(
-    lengths: Sequence[int], *, max_tokens: int, max_rows: int | None = None
+    lengths: Sequence[int] | np.ndarray, *, max_tokens: int, max_rows: int | None = None
 ) -> list[np.ndarray]:
     """Positions into `lengths`, grouped: sorted by length (stable, so ties keep their order), each batch's
     rows x longest row <= max_tokens (a single longer row is a batch of its own), at most `max_rows` rows."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
+    sizes = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(sizes, kind="stable")
     batches: list[np.ndarray] = []
     start = 0
     while start < len(order):
         end = start + 1
         while (
             end < len(order)
-            and (end + 1 - start) * lengths[order[end]] <= max_tokens
+            and (end + 1 - start) * sizes[order[end]] <= max_tokens
             and (max_rows is None or end - start < max_rows)
         ):
             end += 1
@@ -68,7 +68,7 @@ def auto_max_tokens(model, device, width: int, full_logits: bool) -> int:
 def score_in_buckets(
     fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     data,
-    ids: Sequence[int],
+    ids: Sequence[int] | np.ndarray,
     *,
     pad_token_id: int,
     max_tokens: int,
@@ -89,4 +89,5 @@ def score_in_buckets(
                 out = rows.new_zeros((len(features), *rows.shape[1:]))
             out[torch.as_tensor(positions)] = rows
             bar.update(len(positions))
+    assert out is not None  # (features is not empty, so there was a batch)
     return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -49,6 +49,9 @@ from dataflex.train.signals.zero3 import (
     unwrap_optimizer,
 )
 from dataflex.utils.modes import eval_mode
+
+if TYPE_CHECKING:  # (kronecker.py imports this module)
+    from dataflex.train.signals.kronecker import KroneckerProjector
 
 REDUCTIONS = ("mean", "sum")
 
@@ -115,7 +118,8 @@ def _linear_grad(call: _Call, attr: str, g: torch.Tensor) -> torch.Tensor:
 
 
 def _embedding_grad(call: _Call, g: torch.Tensor) -> torch.Tensor:
-    module: nn.Embedding = call.module
+    module = call.module
+    assert isinstance(module, nn.Embedding)  # (dispatched here by module type)
     if module.scale_grad_by_freq or module.sparse:
         raise NotImplementedError(
             "per-sample gradients of nn.Embedding(scale_grad_by_freq/sparse) are not supported"
@@ -356,7 +360,7 @@ def gradient_features(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     *,
-    projector: RandomProjector | Any | None = None,
+    projector: RandomProjector | KroneckerProjector | None = None,
     preconditioner=None,
     reduction: str = "mean",
     weights: torch.Tensor | None = None,
@@ -365,7 +369,7 @@ def gradient_features(
     """(B, proj_dim) projected — or (B, P) full, without a projector — per-sample gradient features of a
     collated batch, optionally Adam-preconditioned. Not normalised. A `KroneckerProjector` projects without
     forming the per-sample gradients (signals/kronecker.py)."""
-    if getattr(projector, "kind", None) == "kronecker":
+    if projector is not None and not isinstance(projector, RandomProjector):  # a KroneckerProjector
         if preconditioner is not None:
             raise ValueError(
                 "Kronecker-projected features cannot be Adam-preconditioned (that needs each "
@@ -375,7 +379,8 @@ def gradient_features(
     device = device if device is not None else next(model.parameters()).device
     batch_size = batch["input_ids"].shape[0]
     out = torch.zeros(batch_size, projector.proj_dim, device=device) if projector is not None else None
-    pieces, offset, base, last = [], 0, 0, None
+    pieces: list[torch.Tensor] = []
+    offset, base, last = 0, 0, None
     for _, p, start, piece in per_sample_gradient_pieces(
         model, batch, reduction=reduction, weights=weights, device=device
     ):
@@ -383,12 +388,12 @@ def gradient_features(
             base, last = offset, p
         if preconditioner is not None:
             piece = preconditioner(p, piece, start)
-        if projector is not None:
+        if projector is not None and out is not None:
             projector.project_block(out, piece, base + start, consume=True)
         else:
             pieces.append(piece)
         offset = base + start + piece.shape[1]
-    return out if projector is not None else torch.cat(pieces, dim=1)
+    return out if out is not None else torch.cat(pieces, dim=1)
 
 
 def collect_gradient_features(

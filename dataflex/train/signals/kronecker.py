@@ -87,8 +87,8 @@ class KroneckerProjector:
         """Keeps the factors on the device of use (moved once, not at every call)."""
         if device != self._device:
             self.factors = {
-                i: tuple(None if f is None else f.to(device) for f in pair)
-                for i, pair in self.factors.items()
+                i: (None if a is None else a.to(device), None if b is None else b.to(device))
+                for i, (a, b) in self.factors.items()
             }
             self._device = device
 

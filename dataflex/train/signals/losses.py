@@ -21,6 +21,7 @@ import inspect
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -132,12 +133,20 @@ class HeadPath:
     chunk_size: int = 1024
     """Tokens per chunk (trainer.loss_chunk_size, or sized from the vocabulary)."""
 
+    def modules(self) -> tuple[nn.Module, nn.Module]:
+        """(decoder, head) of a chunked path (the plain path has neither)."""
+        if self.decoder is None or self.head is None:
+            raise RuntimeError(f"the {self.kind} loss path has no decoder/head")
+        return self.decoder, self.head
+
 
 _PATHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The HF model under DDP/DeepSpeed/compile wrappers and a peft wrapper (LoRA layers stay injected)."""
+def unwrap(model: nn.Module) -> Any:
+    """The HF model under DDP/DeepSpeed/compile wrappers and a peft wrapper (LoRA layers stay injected).
+
+    Typed `Any`: callers use it duck-typed (`config`, `get_decoder()`, ... checked with hasattr first)."""
     from accelerate.utils import extract_model_from_parallel
 
     inner = extract_model_from_parallel(model, keep_torch_compile=False)
@@ -157,7 +166,7 @@ def _logit_transform(config) -> tuple[float, float | None]:
     return scale, (float(cap) if cap else None)
 
 
-def _unsupported(inner: nn.Module) -> str:
+def _unsupported(inner: Any) -> str:
     """Why the chunked head cannot be used on this model ('' if it can)."""
     if not hasattr(inner, "get_output_embeddings") or not hasattr(inner, "get_decoder"):
         return f"{type(inner).__name__} has no get_output_embeddings()/get_decoder()"
@@ -236,22 +245,23 @@ def _capture_hidden(decoder: nn.Module):
 
 
 def _head_losses(path: HeadPath, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    if path.kind == "linear":
+    _, head = path.modules()
+    if path.kind == "linear" and isinstance(head, nn.Linear):  # (linear: the head's type is nn.Linear)
         return chunked_linear_cross_entropy(
             hidden,
-            path.head.weight,
-            path.head.bias,
+            head.weight,
+            head.bias,
             labels,
             chunk_size=chunk_size,
             scale=path.scale,
             softcap=path.softcap,
             ignore_index=IGNORE_INDEX,
         )
-    if path.kind == "liger":
-        return _liger_losses(hidden, path.head.weight, path.head.bias, labels, path.softcap)
+    if path.kind == "liger" and isinstance(head, nn.Linear):  # (liger refuses any other head)
+        return _liger_losses(hidden, head.weight, head.bias, labels, path.softcap)
     return checkpointed_module_cross_entropy(
         hidden,
-        path.head,
+        head,
         labels,
         chunk_size=chunk_size,
         scale=path.scale,
@@ -261,7 +271,7 @@ def _head_losses(path: HeadPath, hidden: torch.Tensor, labels: torch.Tensor, chu
 
 
 def _lean_forward(model: nn.Module, path: HeadPath, inputs: dict, labels, chunk_size: int) -> SampleLosses:
-    with _capture_hidden(path.decoder) as box:
+    with _capture_hidden(path.modules()[0]) as box:
         model(**inputs, logits_to_keep=1)
     hidden = box["h"][:, :-1]
     shift_labels = labels[:, 1:]
@@ -274,19 +284,20 @@ def _lean_forward(model: nn.Module, path: HeadPath, inputs: dict, labels, chunk_
     return _from_token_losses(token_loss, mask)
 
 
-def _probe_mismatch(inner: nn.Module, path: HeadPath, probe: dict[str, torch.Tensor]) -> str:
+def _probe_mismatch(inner: Any, path: HeadPath, probe: dict[str, torch.Tensor]) -> str:
     """'' if decoder + head (+ scale/cap) reproduce `model(...).logits` on the first row's first 16 tokens."""
     from dataflex.utils.modes import eval_mode
 
     ids = probe["input_ids"][:1, :16]
     mask = probe["attention_mask"][:1, :16] if probe.get("attention_mask") is not None else None
+    decoder, head = path.modules()
     with torch.no_grad(), eval_mode(inner):
-        with _capture_hidden(path.decoder) as box:
+        with _capture_hidden(decoder) as box:
             reference = inner(input_ids=ids, attention_mask=mask).logits.float()
         hidden = box.get("h")
         if hidden is None or hidden.shape[:2] != ids.shape:
-            return f"{type(path.decoder).__name__} did not return the (B, T, H) hidden states"
-        z = path.head(hidden).float() * path.scale
+            return f"{type(decoder).__name__} did not return the (B, T, H) hidden states"
+        z = head(hidden).float() * path.scale
         if path.softcap is not None:
             z = torch.tanh(z / path.softcap) * path.softcap
     if z.shape != reference.shape:
@@ -319,9 +330,10 @@ def _liger_unavailable(head: nn.Module) -> str:
         return "liger-kernel is not installed (pip install liger-kernel)"
     if type(head) is not nn.Linear:
         return f"liger needs a plain nn.Linear head, got {type(head).__name__}"
-    if _LIGER_OK[0] is None:
-        _LIGER_OK[0] = liger_weighting_error(_liger_losses, torch.device("cuda"))
-    return _LIGER_OK[0]
+    verdict = _LIGER_OK[0]
+    if verdict is None:
+        verdict = _LIGER_OK[0] = liger_weighting_error(_liger_losses, torch.device("cuda"))
+    return verdict
 
 
 def _liger_losses(hidden, weight, bias, labels, softcap):
@@ -350,6 +362,8 @@ def liger_weighting_error(losses_fn, device, dtype=torch.float32) -> str:
             (fn(hh, ww, None, y, None).float() * weights).sum().backward()
         except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
             return f"liger per-token losses failed ({type(exc).__name__}: {exc})"
+        if hh.grad is None or ww.grad is None:
+            return "liger per-token losses did not back-propagate into the hidden states and the weight"
         grads.append((hh.grad.float(), ww.grad.float()))
     (ha, wa), (hb, wb) = grads
     if not (torch.allclose(ha, hb, rtol=1e-3, atol=1e-4) and torch.allclose(wa, wb, rtol=1e-3, atol=1e-4)):

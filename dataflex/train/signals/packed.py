@@ -30,6 +30,8 @@ def packed_sample_losses(model: nn.Module, batch: dict, device) -> SampleLosses:
         position_ids=packed["position_ids"].to(device),
         use_cache=False,
     )  # see packed_logits
+    if rows.token_loss is None:
+        raise RuntimeError("packed per-sample losses need the per-token losses of the packed rows")
     token_loss = unpack_token_values(rows.token_loss, packed["gather"])
     mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
     return SampleLosses(

@@ -60,9 +60,9 @@ class RandomProjector:
         if self.kind == "sparse":
             buckets = torch.randint(0, self.proj_dim, (rows,), generator=g)
             signs = torch.randint(0, 2, (rows,), generator=g).float().mul_(2).sub_(1)
-            material = self._sparse[c] = (buckets, signs)
-            return material
-        elif self.kind == "rademacher":
+            sparse = self._sparse[c] = (buckets, signs)
+            return sparse
+        if self.kind == "rademacher":
             material = torch.randint(0, 2, (rows, self.proj_dim), generator=g, dtype=torch.int8).float()
             material.mul_(2).sub_(1).mul_(self.proj_dim**-0.5)
         else:

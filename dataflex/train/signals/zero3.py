@@ -23,11 +23,11 @@ def is_zero3(p: torch.Tensor) -> bool:
 
 def full_shape(p: torch.Tensor) -> torch.Size:
     """The parameter's real shape (ZeRO-3: `ds_shape`, not the empty placeholder's)."""
-    return p.ds_shape if is_zero3(p) else p.shape
+    return p.ds_shape if is_zero3(p) else p.shape  # type: ignore[attr-defined]  # set by DeepSpeed at runtime
 
 
 def full_numel(p: torch.Tensor) -> int:
-    return int(p.ds_numel) if is_zero3(p) else p.numel()
+    return int(p.ds_numel) if is_zero3(p) else p.numel()  # type: ignore[attr-defined]  # (DeepSpeed's)
 
 
 @contextmanager
