@@ -56,13 +56,17 @@ def annealing(epoch: int, settings: InfoBatchSettings) -> bool:
     return epoch + 1 > settings.delta * settings.num_epochs
 
 
-def epoch_plan(scores: np.ndarray, epoch: int, settings: InfoBatchSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The ids trained in epoch `epoch` (shuffled) and the loss weight of every sample (len(scores))."""
+def epoch_plan(
+    scores: np.ndarray, epoch: int, settings: InfoBatchSettings, anneal: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ids trained in epoch `epoch` (shuffled) and the loss weight of every sample (len(scores)).
+    `anneal`: whether this epoch is complete (None: `annealing(epoch, settings)`; a step-based trainer
+    decides itself)."""
     scores = np.asarray(scores, dtype=np.float64)
     n = len(scores)
     rng = np.random.default_rng([settings.seed, epoch])
     weights = np.ones(n, dtype=np.float64)
-    if annealing(epoch, settings) or n == 0:
+    if (annealing(epoch, settings) if anneal is None else anneal) or n == 0:
         return rng.permutation(n).astype(np.int64), weights
     well = scores < scores.mean()
     well_ids = np.flatnonzero(well)
