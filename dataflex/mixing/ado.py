@@ -161,8 +161,10 @@ class AdoConfig:
     law)."""
     start_step: int = 0
     """No target before this step (the caller keeps its mixture), and no fit."""
-    fit_interval: int = 1
-    """Refit the laws when at least this many steps passed since the last fit (the code's update_interval)."""
+    fit_interval: int = 1000
+    """Refit the laws when at least this many steps passed since the last fit (the code's update_interval,
+    1000). The first call at or after start_step always fits. A fit is the expensive part (512 starts x K
+    domains x 500 Adam steps over the subsampled history): seconds on a CPU, so keep it rare."""
     fit_stride: int = 10
     """Keep every `fit_stride`-th point of the history in the fit (the code's `[ignore_steps::10]`)."""
     smooth_window: int = 101
