@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from dataflex.data.processor import collate
@@ -31,7 +32,7 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean")
 def sample_embeddings(
     model,
     data,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     *,
     batch_size: int,
     pad_token_id: int,

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -399,11 +400,11 @@ def gradient_features(
 def collect_gradient_features(
     model: nn.Module,
     data,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     *,
     batch_size: int,
     pad_token_id: int,
-    projector: RandomProjector | None = None,
+    projector: RandomProjector | KroneckerProjector | None = None,
     preconditioner=None,
     normalize: bool = True,
     device=None,
