@@ -77,8 +77,12 @@ def test_two_ranks_train_rank_zeros_one_decision(tmp_path):
         [rows[t]["candidates"][p] for p in uniform_choice(8, 4, seed=101, step=t).indices] != rows[t]["kept"]
         for t in range(3)
     )
+    # max_loss is separable: each rank scores 4 of the 8 candidates, the losses are all-gathered
     real = run_distributed(train_on_rank, 2, str(tmp_path / "real"), "max_loss")
     assert real[0]["kept"] == real[1]["kept"] and real[0]["trained"] == real[0]["kept"]
+    one = build_trainer(str(tmp_path / "one"), MaxLossPerStep(), per_device_train_batch_size=4, max_steps=3)
+    one.train()  # one process, the same global batch: the same choices as the two ranks' shared scores
+    assert real[0]["kept"] == one.kept
     for k, v in real[0]["weights"].items():
         np.testing.assert_array_equal(v, real[1]["weights"][k])
     rows = _log(tmp_path / "real")

@@ -54,9 +54,18 @@ class PerStepSelector(ABC):
     selector's state only, so every rank decides the same (the trainer also broadcasts rank 0's choice)."""
 
     name = "per_step"
+    separable = False
+    """True when the choice is the top b of a score each row gets on its own (`row_scores`): the trainer
+    then splits the candidates over the ranks, each scores its share, and the scores are all-gathered."""
 
     @abstractmethod
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice: ...
+
+    def row_scores(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        """(n,) float64 scores of the rows of `batch` (separable selectors only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not separable")
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -87,9 +96,15 @@ class MaxLossPerStep(PerStepSelector):
     """MaxLoss (Loshchilov & Hutter 2015; a GREATS / RHO-LOSS baseline): the b highest training losses."""
 
     name = "max_loss"
+    separable = True
+
+    def row_scores(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        return _losses(model, batch, device).double()
 
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
-        return top_b(_losses(model, candidates.batch, candidates.device), b)
+        return top_b(self.row_scores(model, candidates.batch, candidates.device), b)
 
 
 class RhoLossPerStep(PerStepSelector):
@@ -99,6 +114,7 @@ class RhoLossPerStep(PerStepSelector):
     DoReMi uses (`mixer/doremi.load_reference_model`: a missing folder or another vocabulary is an error)."""
 
     name = "rho_loss"
+    separable = True
 
     def __init__(
         self, reference_model: nn.Module | str, *, accelerator: Any = None, tokenizer: Any = None
@@ -123,10 +139,13 @@ class RhoLossPerStep(PerStepSelector):
                 self._cache[ids[k]] = loss
         return torch.tensor([self._cache[i] for i in ids], dtype=torch.float64)
 
+    def row_scores(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        return rho_loss_scores(_losses(model, batch, device), self.reference_losses(batch, device))
+
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
-        train = _losses(model, candidates.batch, candidates.device)
-        reference = self.reference_losses(candidates.batch, candidates.device)
-        return top_b(rho_loss_scores(train, reference), b)
+        return top_b(self.row_scores(model, candidates.batch, candidates.device), b)
 
 
 class GradNormPerStep(PerStepSelector):
@@ -138,11 +157,17 @@ class GradNormPerStep(PerStepSelector):
     def __init__(self, method: str = "auto") -> None:
         self.method = method
 
-    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+    separable = True
+
+    def row_scores(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
         with eval_mode(model):
-            ghost = ghost_gradients(model, candidates.batch, device=candidates.device)
-            norms = ghost.squared_norms(method=self.method).detach().cpu()
-        return top_b(norms.sqrt(), b)
+            ghost = ghost_gradients(model, batch, device=device)
+            return ghost.squared_norms(method=self.method).detach().cpu().double().sqrt()
+
+    def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
+        return top_b(self.row_scores(model, candidates.batch, candidates.device), b)
 
 
 def concat_batches(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_token_id: int) -> dict:

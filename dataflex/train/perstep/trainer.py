@@ -13,12 +13,14 @@ file per update) is about re-selecting over a pool every few steps; the per-step
 and its components answer another question (keep b of these B now, not pick n of the dataset). A flag
 there would leave most of its keys meaningless in the mode.
 
-Every rank runs the selector on all B candidates with its own replica (the same weights under DDP) and rank
-0's choice is broadcast, so ranks train disjoint shares of one decision even if the replicas' arithmetic
-were to differ. The selector runs on the unwrapped model under a forked RNG (training's random stream is
-the same as without selection) and leaves no gradient behind. State: the sampler's position and the
-selector's state; the validation draws and `uniform` are seeded by (seed, step), so a resumed run decides
-exactly as an uninterrupted one. An epoch counts candidates: with `num_train_epochs`, a step consumes B ids.
+A separable selector (a score per row: max_loss, rho_loss, grad_norm) scores B / ranks candidates on each
+rank and the scores are all-gathered; greats (its Gram couples all candidates) and uniform run on every
+rank over all B. Rank 0's choice is then broadcast, so ranks train disjoint shares of one decision even if
+the replicas' arithmetic were to differ. The selector runs on the unwrapped model under a forked RNG
+(training's random stream is the same as without selection) and leaves no gradient behind. State: the
+sampler's position and the selector's state; the validation draws and `uniform` are seeded by (seed,
+step), so a resumed run decides exactly as an uninterrupted one. An epoch counts candidates: with
+`num_train_epochs`, a step consumes B ids.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import torch
 
 from dataflex.config.trainer import TrainingArguments
 from dataflex.data.processor import collate
-from dataflex.train.distributed import broadcast_object
-from dataflex.train.perstep.rules import Choice
+from dataflex.train.distributed import all_gather_cat, broadcast_object
+from dataflex.train.perstep.rules import Choice, top_b
 from dataflex.train.perstep.selectors import Candidates, PerStepSelector
 from dataflex.train.trainer.base import BaseTrainer
 
@@ -90,6 +92,7 @@ class PerStepTrainer(BaseTrainer):
         self.scoring_model = self.accelerator.unwrap_model(ctx.model)
         self.collate = partial(collate, pad_token_id=self.tokenizer.pad_token_id)
         self.is_main = bool(self.accelerator.is_main_process)
+        self.rank, self.world_size = int(ctx.accelerator.process_index), int(ctx.accelerator.num_processes)
         if self.selector is None:
             self.selector = self._build_selector(ctx)
         self._setup_done = True
@@ -138,13 +141,16 @@ class PerStepTrainer(BaseTrainer):
                 f"per_step: the loop asked for {n} ids, expected the global batch {self.global_batch}"
             )
         candidates = np.asarray(super().next_indices(step, self.candidates_per_step), dtype=np.int64)
-        batch = self.collate([self.train_data[int(i)] for i in candidates])
         lr = float(self.optimizer.param_groups[0]["lr"])
         device = self.accelerator.device
         start = time.perf_counter()
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            choice = self.selector.choose(self.scoring_model, Candidates(batch, step, lr, device), n)
+            if self.selector.separable and self.world_size > 1:
+                choice = top_b(self._sharded_scores(candidates, device), n)
+            else:
+                batch = self.collate([self.train_data[int(i)] for i in candidates])
+                choice = self.selector.choose(self.scoring_model, Candidates(batch, step, lr, device), n)
         choice = broadcast_object(choice, src=0)
         self._check(choice, n)
         self.optimizer.zero_grad(set_to_none=True)  # a selector's backward leaves nothing behind
@@ -162,6 +168,18 @@ class PerStepTrainer(BaseTrainer):
             self._log(step, candidates, kept, choice, truncate=self._resumed)
         self._resumed = False
         return kept
+
+    def _sharded_scores(self, candidates: np.ndarray, device: torch.device) -> torch.Tensor:
+        """(B,) row scores of a separable selector: this rank scores its contiguous share of the candidates,
+        the shares are all-gathered in rank order (every rank then holds the same B numbers)."""
+        assert self.selector is not None
+        share = np.array_split(np.arange(len(candidates)), self.world_size)[self.rank]
+        if len(share):
+            batch = self.collate([self.train_data[int(candidates[k])] for k in share])
+            mine = self.selector.row_scores(self.scoring_model, batch, device).double()
+        else:
+            mine = torch.zeros(0, dtype=torch.float64)
+        return all_gather_cat(mine.to(device)).cpu()
 
     def _check(self, choice: Choice, n: int) -> None:
         idx = choice.indices
