@@ -78,3 +78,29 @@ class HFModelConfig(FinetuningConfig):
     dtype: str = "float32"
     """float32 | bfloat16 | float16 | auto."""
     attn_implementation: str | None = None
+
+
+@dataclass
+class TinyMoeModelConfig(FinetuningConfig):
+    """`model=tiny_moe`: a small Qwen2-MoE (routed experts + a shared SwiGLU expert) built from config."""
+
+    _target_: str = "dataflex.models.tiny_moe.build_tiny_moe_model"
+    tokenizer_path: str | None = None
+    hidden_size: int = 96
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    num_experts: int = 4
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 96
+    shared_expert_intermediate_size: int = 96
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(
+                f"model.num_experts_per_tok must be in [1, model.num_experts={self.num_experts}], got "
+                f"{self.num_experts_per_tok}."
+            )

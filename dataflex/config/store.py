@@ -6,14 +6,24 @@ so a misspelled key or a wrong type fails at compose time with Hydra's own messa
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from dataflex.config.component import mix, select, weight
+from dataflex.config.data import DataConfig
+from dataflex.config.dist import DistConfig
 from dataflex.config.launcher import LauncherConfig
+from dataflex.config.logger import JsonlLoggerConfig, WandbLoggerConfig
+from dataflex.config.model import HFModelConfig, TinyModelConfig, TinyMoeModelConfig
+from dataflex.config.trainer import (
+    DynamicMixTrainerConfig,
+    DynamicSelectTrainerConfig,
+    DynamicWeightTrainerConfig,
+    StaticTrainerConfig,
+)
 
 
 @dataclass
@@ -31,26 +41,25 @@ class RunConfig:
     """A label for the run (summary, trackers)."""
 
 
-# Modules that expose `SCHEMAS: dict[group, dict[name, dataclass]]`; one per area, so each area adds its
-# schemas in its own file.
-SCHEMA_MODULES = (
-    "dataflex.config.schemas",
-    "dataflex.train.trainer.schemas",
-    "dataflex.train.mixer.schemas",
-    "dataflex.train.selector.schemas",
-    "dataflex.train.weighter.schemas",
-)
-
-
-def all_schemas() -> dict[str, dict[str, type]]:
-    merged: dict[str, dict[str, type]] = {}
-    for module in SCHEMA_MODULES:
-        for group, options in importlib.import_module(module).SCHEMAS.items():
-            for name, node in options.items():
-                if name in merged.setdefault(group, {}):
-                    raise ValueError(f"schema {group}/{name} is defined twice ({module})")
-                merged[group][name] = node
-    return merged
+SCHEMAS: dict[str, dict[str, type]] = {
+    "trainer": {
+        "static": StaticTrainerConfig,
+        "dynamic_select": DynamicSelectTrainerConfig,
+        "dynamic_mix": DynamicMixTrainerConfig,
+        "dynamic_weight": DynamicWeightTrainerConfig,
+    },
+    "component": {
+        **{f"dynamic_select_{name}": node for name, node in select.SCHEMAS.items()},
+        **{f"dynamic_mix_{name}": node for name, node in mix.SCHEMAS.items()},
+        **{f"dynamic_weight_{name}": node for name, node in weight.SCHEMAS.items()},
+    },
+    "model": {"tiny": TinyModelConfig, "hf": HFModelConfig, "tiny_moe": TinyMoeModelConfig},
+    "data": {"engine": DataConfig},
+    "logger": {"default": JsonlLoggerConfig, "wandb": WandbLoggerConfig},
+    "dist": {"dist": DistConfig},
+}
+"""Every schema by group and name; a YAML option extends `/schema/<group>/<name>`. A component's name is
+`<trainer>_<component name>` (conf/components/<trainer>/<name>.yaml)."""
 
 
 def register_schema(group: str, name: str, node: type) -> None:
@@ -60,6 +69,6 @@ def register_schema(group: str, name: str, node: type) -> None:
 
 def register_all() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
-    for group, options in all_schemas().items():
+    for group, options in SCHEMAS.items():
         for name, node in options.items():
             register_schema(group, name, node)

@@ -1,8 +1,17 @@
-"""Training arguments (HF `TrainingArguments` names where they exist) and the trainer config schemas."""
+"""The `trainer=` group: training arguments (HF `TrainingArguments` names where they exist), the one update
+schedule of the dynamic trainers, and one schema per trainer (static, dynamic_select, dynamic_mix,
+dynamic_weight). Torch-free: registered at CLI start; `__post_init__` checks run before any data or model.
+
+Schedule keys have one meaning in every trainer: `warmup_step` = steps before the first update,
+`update_step` = steps between updates, `update_times` = number of updates, `train_step` / `max_steps` = the
+total number of optimizer steps (a value the schedule derives must agree with it).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor")
@@ -235,3 +244,289 @@ class StaticTrainerConfig(TrainingArguments):
     """`trainer=static`: plain training, the baseline every dynamic trainer is compared with."""
 
     _target_: str = "dataflex.train.trainer.static.StaticTrainer"
+
+
+@dataclass(frozen=True)
+class UpdateSchedule:
+    """When a dynamic trainer consults its component, counted in optimizer steps *done* (= the 0-based index
+    of the next step): after `warmup_step` steps, then every `update_step` steps, `update_times` times. The
+    decision made after `done` steps governs step `done` (0-based) onward: the very next batch. dynamic_select
+    and dynamic_mix use their keys as is; dynamic_weight weighs every step after warmup (update_step=1)."""
+
+    warmup_step: int
+    update_step: int
+    update_times: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup_step + self.update_step * self.update_times
+
+    def update_index(self, done: int) -> int | None:
+        """The 1-based number of the update made after `done` steps; None when no update is due."""
+        if done < self.warmup_step:
+            return None
+        k, rest = divmod(done - self.warmup_step, self.update_step)
+        return k + 1 if rest == 0 and k < self.update_times else None
+
+    def is_update(self, done: int) -> bool:
+        return self.update_index(done) is not None
+
+    def describe(self) -> str:
+        return (
+            f"warmup_step={self.warmup_step} + update_step={self.update_step} x "
+            f"update_times={self.update_times}"
+        )
+
+
+@dataclass
+class ScheduledTrainerConfig(TrainingArguments):
+    """The schedule keys of dynamic_select and dynamic_mix and the one `max_steps` rule: the step count is
+    the schedule's total; `max_steps <= 0` derives it, a value > 0 must equal it."""
+
+    max_steps: int = 0
+    """Derived from the schedule (warmup_step + update_step x update_times); if set it must equal that."""
+    warmup_step: int = 0
+    """Steps before the first update."""
+    update_step: int = 1
+    """Steps between updates; each update's decision governs the next `update_step` steps."""
+    update_times: int = 1
+    """Number of updates (the last one governs the final `update_step` steps)."""
+
+    @property
+    def schedule(self) -> UpdateSchedule:
+        return UpdateSchedule(self.warmup_step, self.update_step, self.update_times)
+
+    @property
+    def schedule_steps(self) -> int:
+        return self.schedule.total_steps
+
+    @property
+    def schedule_text(self) -> str:
+        return self.schedule.describe()
+
+    def check_schedule(self, kind: str, keys: bool = True) -> None:
+        """The schedule keys (unless `keys` is False: a schedule not made of them) and the max_steps rule."""
+        if keys and self.warmup_step < 0:
+            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
+        for key in ("update_step", "update_times") if keys else ():
+            if getattr(self, key) <= 0:
+                raise ValueError(f"trainer.{key} must be > 0, got {getattr(self, key)}.")
+        total = self.schedule.total_steps
+        if self.max_steps > 0 and self.max_steps != total:
+            raise ValueError(
+                f"trainer.max_steps={self.max_steps} conflicts with the {kind} schedule of {total} steps "
+                f"({self.schedule_text}); trainer=dynamic_{kind} derives the step count from the "
+                f"schedule: leave trainer.max_steps=0 or set it to {total}."
+            )
+
+
+SELECTION_ORDERS = ("shuffle", "selector")
+
+
+@dataclass
+class DynamicSelectTrainerConfig(ScheduledTrainerConfig):
+    """`trainer=dynamic_select`: warmup on the selector's `warmup()`, then every `update_step` steps the
+    selector picks `update_step x global_batch_size` samples, which are exactly the next phase's batches.
+    Total steps = warmup_step + update_step x update_times."""
+
+    _target_: str = "dataflex.train.trainer.dynamic_select.DynamicSelectTrainer"
+    warmup_step: int = 10
+    """Steps trained on the selector's warmup samples (random by default) before the first selection."""
+    update_step: int = 20
+    """Steps per phase: each selection picks update_step x global batch samples."""
+    update_times: int = 3
+    """How many selections (phases) after the warmup."""
+    candidate_pool_size: int | None = None
+    """Score only a seeded random subset of this many items per update (None: the whole training set)."""
+    grad_batch_size: int | None = None
+    """Micro-batch of the per-sample gradient features selectors compute (None: per_device_train_batch_size);
+    per-sample gradients of a batch take batch x trainable-parameters floats per parameter block."""
+    target_domain: str | None = None
+    """Default validation/target set of the selectors that need one (less, cluster_less, near, tsds, nice):
+    the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides it."""
+    target_dataset: str | None = None
+    """...or a named dataset (any data.dataset spec) as the default target set."""
+    selection_order: str = "shuffle"
+    """Order in which a selection's samples are trained: `shuffle` (default: a random order seeded by
+    (trainer.seed, update number), as LESS trains its subset with a shuffling sampler and the original
+    DataFlex rebuilds a RandomSampler over the selected ids) or `selector` (the order the selector returned:
+    for top-k selectors that is descending score, i.e. a score-sorted curriculum; ask for it explicitly)."""
+
+    def __post_init__(self) -> None:
+        if self.selection_order not in SELECTION_ORDERS:
+            raise ValueError(
+                f"trainer.selection_order must be one of {SELECTION_ORDERS}, got {self.selection_order!r}."
+            )
+        self.check_schedule("select")
+        if self.target_domain and self.target_dataset:
+            raise ValueError("set only one of trainer.target_domain and trainer.target_dataset.")
+        if self.grad_batch_size is not None and self.grad_batch_size <= 0:
+            raise ValueError(f"trainer.grad_batch_size must be > 0 or null, got {self.grad_batch_size}.")
+        if self.candidate_pool_size is not None and self.candidate_pool_size <= 0:
+            raise ValueError(
+                f"trainer.candidate_pool_size must be > 0 or null, got {self.candidate_pool_size}."
+            )
+        super().__post_init__()
+
+
+MIXTURE_SAMPLE_RULES = ("mixture", "stratified", "uniform")
+
+
+@dataclass
+class DynamicMixTrainerConfig(ScheduledTrainerConfig):
+    """`trainer=dynamic_mix`: domain proportions decided by a mixer (`component=<name>`) during training.
+
+    Total optimizer steps = ``warmup_step + update_step * update_times`` (or ``train_step`` with
+    ``static_mix``); ``max_steps`` is derived from that schedule."""
+
+    _target_: str = "dataflex.train.trainer.dynamic_mix.DynamicMixTrainer"
+    mixture_sample_rule: str = "uniform"
+    """How the initial proportions are set: `mixture` (init_mixture_proportions or mixture_proportions_file,
+    then adjusted by the mixer), `stratified` (proportional to each domain's size), `uniform` (equal)."""
+    init_mixture_proportions: list[float] | None = None
+    """One proportion per domain, in the data's domain order; must sum to 1 (not normalised for you).
+    Only with mixture_sample_rule=mixture."""
+    mixture_proportions_file: str | None = None
+    """A JSON file `{"domains": [...], "proportions": [...]}` (e.g. DoReMi step 2's doremi_weights.json),
+    matched to the data's domains by name; an alternative to init_mixture_proportions (rule mixture)."""
+    static_mix: bool = False
+    """Keep the initial proportions for the whole run (no mixer calls) and train `train_step` steps."""
+    warmup_step: int = 50
+    """Steps of training on the initial proportions before the first mixer call."""
+    update_step: int = 25
+    """The mixer is called every `update_step` steps after warmup; its proportions govern the next steps."""
+    update_times: int = 10
+    """Number of mixer calls (the last one governs the final `update_step` steps)."""
+    train_step: int | None = None
+    """Total steps with static_mix=true (required there, refused otherwise)."""
+    mixture_unit: str = "samples"
+    """What the proportions are shares of: `samples` (each prefix of the batches within one sample per domain of
+    them) or `tokens` (shares of the trained tokens, as OLMo-core's source mixtures; every item's length is
+    read once at start; logged as `mixture/achieved_tokens/<domain>`). Pretrain blocks all have cutoff_len
+    tokens, so there both units give the same batches."""
+
+    @property
+    def schedule(self) -> UpdateSchedule:
+        """With static_mix: `train_step` steps and no update."""
+        if self.static_mix:
+            return UpdateSchedule(int(self.train_step or 0), 1, 0)
+        return UpdateSchedule(self.warmup_step, self.update_step, self.update_times)
+
+    @property
+    def schedule_text(self) -> str:
+        return f"static_mix: train_step={self.train_step}" if self.static_mix else self.schedule.describe()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mixture_unit not in ("samples", "tokens"):
+            raise ValueError(
+                f"trainer.mixture_unit={self.mixture_unit!r} is unknown; choose samples or tokens."
+            )
+        self._check_mixture_rule()
+        if self.static_mix:
+            if self.train_step is None or self.train_step <= 0:
+                raise ValueError(
+                    f"trainer.static_mix=true needs trainer.train_step > 0 (the number of steps), got "
+                    f"{self.train_step}."
+                )
+        elif self.train_step is not None:
+            raise ValueError(
+                "trainer.train_step only applies with trainer.static_mix=true; the dynamic schedule "
+                "has warmup_step + update_step * update_times steps."
+            )
+        self.check_schedule("mix", keys=not self.static_mix)
+
+    def _check_mixture_rule(self) -> None:
+        if self.mixture_sample_rule not in MIXTURE_SAMPLE_RULES:
+            raise ValueError(
+                f"trainer.mixture_sample_rule={self.mixture_sample_rule!r} is unknown; choose one of "
+                f"{MIXTURE_SAMPLE_RULES}."
+            )
+        given = [
+            k
+            for k in ("init_mixture_proportions", "mixture_proportions_file")
+            if getattr(self, k) is not None
+        ]
+        if self.mixture_sample_rule == "mixture":
+            if not given:
+                raise ValueError(
+                    "trainer.mixture_sample_rule=mixture needs trainer.init_mixture_proportions=[...] "
+                    "(one per domain) or trainer.mixture_proportions_file=<json>; or use "
+                    "mixture_sample_rule=uniform|stratified."
+                )
+            if len(given) == 2:
+                raise ValueError(
+                    "Set only one of trainer.init_mixture_proportions and trainer.mixture_proportions_file."
+                )
+        elif given:
+            raise ValueError(
+                f"trainer.{given[0]} is only used with trainer.mixture_sample_rule=mixture (it is "
+                f"{self.mixture_sample_rule!r}); set the rule to mixture or drop the key."
+            )
+        if self.init_mixture_proportions is not None:
+            check_proportion_values(self.init_mixture_proportions, "trainer.init_mixture_proportions")
+        if self.mixture_proportions_file is not None and not Path(self.mixture_proportions_file).is_file():
+            raise FileNotFoundError(
+                f"trainer.mixture_proportions_file={self.mixture_proportions_file}: no such file "
+                f"({Path(self.mixture_proportions_file).resolve()})."
+            )
+
+
+def check_proportion_values(values: list[float], key: str, names: list[str] | None = None) -> None:
+    """Finite, >= 0, not all zero, summing to 1 (within 1e-6). Proportions are never normalised silently: a
+    vector that does not sum to 1 is more often a typo or a wrong domain order than an intent."""
+    labels = (
+        list(names)
+        if names is not None and len(names) == len(values)
+        else [f"#{i}" for i in range(len(values))]
+    )
+    listing = ", ".join(f"{n}={v:g}" for n, v in zip(labels, values))
+    if not values:
+        raise ValueError(f"{key} is empty; give one proportion per domain.")
+    if any(not math.isfinite(float(v)) for v in values):
+        raise ValueError(f"{key} must be finite numbers: {listing}.")
+    negative = [n for n, v in zip(labels, values) if v < 0]
+    if negative:
+        raise ValueError(f"{key} must be >= 0; negative for {negative}: {listing}.")
+    total = float(sum(values))
+    if total <= 0:
+        raise ValueError(f"{key} are all zero ({listing}); at least one domain needs a proportion > 0.")
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(
+            f"{key} must sum to 1 (they sum to {total:.6g}: {listing}); DataFlex does not normalise "
+            "them for you, divide by their sum."
+        )
+
+
+@dataclass
+class DynamicWeightTrainerConfig(TrainingArguments):
+    """`trainer=dynamic_weight`: plain training for `warmup_step` steps, then every step the weighter turns
+    the per-sample losses of the global batch into the back-propagated loss (the schedule
+    `UpdateSchedule(warmup_step, 1, total - warmup_step)`)."""
+
+    _target_: str = "dataflex.train.trainer.dynamic_weight.DynamicWeightTrainer"
+    warmup_step: int = 20
+    """Optimizer steps of plain mean-loss training before the first weighted step."""
+    train_step: int | None = None
+    """Total optimizer steps including warmup (the spec's name). When set it replaces `max_steps`."""
+    loss_reduction: str = "sample"
+    """`sample` (default): the plain loss is the mean of per-sample token-mean losses and the weighted loss
+    sum_i w_i l_i. `token`: the plain loss is trainer=static's token-mean loss and sample weights apply to
+    length-normalised losses as in Sow et al.'s code (sum_i w_i N n_i / sum_j n_j l_i), so uniform weights
+    reproduce trainer=static exactly. Either way uniform weights reproduce the warmup's plain loss."""
+
+    def __post_init__(self) -> None:
+        if self.train_step is not None:
+            if self.train_step <= 0:
+                raise ValueError(
+                    f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}."
+                )
+            self.max_steps = self.train_step
+        super().__post_init__()
+        if self.warmup_step < 0:
+            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
+        if self.max_steps > 0 and self.warmup_step >= self.max_steps:
+            raise ValueError(
+                f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
+                "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps."
+            )

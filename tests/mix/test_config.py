@@ -6,9 +6,9 @@ import pytest
 from mix_helpers import NAMES, manager, mix_trainer
 from omegaconf import OmegaConf
 
+from dataflex.config.trainer import DynamicMixTrainerConfig
 from dataflex.train.mixer.doremi_pipeline import step_commands
 from dataflex.train.mixer.odm import OdmMixer
-from dataflex.train.mixer.schemas import DynamicMixArguments
 
 MIXERS = ("none", "static", "random", "odm", "doremi", "dynamic_moe", "custom")
 
@@ -62,7 +62,7 @@ def test_tiny_moe_model_composes(compose):
 )
 def test_bad_trainer_values(overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        DynamicMixArguments(**overrides)
+        DynamicMixTrainerConfig(**overrides)
 
 
 def test_wrong_length_and_bad_values_name_the_domains(tmp_path):

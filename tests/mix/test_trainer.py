@@ -228,7 +228,7 @@ def test_doremi_reference_errors(tmp_path):
         run.train()
     from omegaconf import OmegaConf
 
-    from dataflex.train.mixer.schemas import DoReMiMixerConfig
+    from dataflex.config.component.mix import DoReMiMixerConfig
 
     run = mix_trainer(
         tmp_path,

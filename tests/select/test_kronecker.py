@@ -8,7 +8,7 @@ import pytest
 import torch
 from select_helpers import loop_gradients, shared_setup
 
-from dataflex.train.selector.schemas import LessSelectorConfig
+from dataflex.config.component.select import LessSelectorConfig
 from dataflex.train.signals.gradients import AdamPreconditioner, collect_gradient_features, gradient_features
 from dataflex.train.signals.kronecker import KroneckerProjector
 

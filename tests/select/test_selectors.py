@@ -290,8 +290,8 @@ def test_nice_reward_model_dir_and_f1(tmp_path):
 
 def test_nice_follows_the_authors_sampling_eos_and_reward_pairs():
     """Issue 13 item 10: the authors' defaults, EOS out of the response gradient, (question, answer) pairs."""
+    from dataflex.config.component.select import NiceSelectorConfig
     from dataflex.train.selector.nice_selector import trim_response
-    from dataflex.train.selector.schemas import NiceSelectorConfig
 
     cfg = NiceSelectorConfig(reward="f1")
     assert (cfg.mc_samples, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, cfg.include_eos) == (

@@ -129,7 +129,7 @@ def train_tiny(
 
 
 def schema(name: str) -> type:
-    from dataflex.train.weighter.schemas import SCHEMAS
+    from dataflex.config.store import SCHEMAS
 
     return SCHEMAS["component"][f"dynamic_weight_{name}"]
 

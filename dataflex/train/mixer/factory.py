@@ -19,10 +19,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config.component import run_schema_checks
+from dataflex.config.component.mix import CustomMixerConfig
 from dataflex.core.registry import get_component
 
 from .base_mixer import Mixer
-from .schemas import CustomMixerConfig
 from .static_mixer import KeepMixer
 
 REGISTRY_TARGET = "registry"

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.trainer import check_proportion_values
 from dataflex.core.registry import register_mixer
 
 from .base_mixer import Mixer, MixtureManager
-from .schemas import check_proportion_values
 
 
 @register_mixer("static")

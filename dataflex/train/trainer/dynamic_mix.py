@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.trainer import DynamicMixTrainerConfig, check_proportion_values
 from dataflex.data.sampling import ProportionSampler
 from dataflex.train.checkpoint import resolve_resume
 from dataflex.train.context import StepContext
@@ -40,7 +41,6 @@ from dataflex.train.mixer.budget import (
 )
 from dataflex.train.mixer.factory import build_mixer
 from dataflex.train.mixer.history import MixtureHistory
-from dataflex.train.mixer.schemas import DynamicMixArguments, check_proportion_values
 from dataflex.train.mixer.static_mixer import KeepMixer
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.utils.logging import logger
@@ -70,8 +70,8 @@ def read_proportions_file(path: str, names: list[str]) -> np.ndarray:
 
 
 class DynamicMixTrainer(BaseTrainer):
-    arguments_class = DynamicMixArguments
-    args: DynamicMixArguments
+    arguments_class = DynamicMixTrainerConfig
+    args: DynamicMixTrainerConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -94,6 +94,7 @@ class DynamicMixTrainer(BaseTrainer):
         self.trained_tokens = np.zeros(len(self.domain_names), dtype=np.int64)
         """Input tokens trained per domain so far (mixture_unit=tokens; logged as achieved shares)."""
         self.mixer: Mixer | None = None
+        self.schedule = self.args.schedule
         self.history = MixtureHistory(self.domain_names, self._schedule())
         self.loop = None
         if self.args.static_mix and self.component_config is not None:
@@ -144,20 +145,16 @@ class DynamicMixTrainer(BaseTrainer):
             "update_step": a.update_step,
             "update_times": a.update_times,
             "train_step": a.train_step,
-            "total_steps": a.schedule_steps,
+            "total_steps": self.schedule.total_steps,
             "mixture_sample_rule": a.mixture_sample_rule,
         }
 
     def total_steps(self, global_batch_size: int) -> int:
-        return self.args.schedule_steps
+        return self.schedule.total_steps
 
     def is_update(self, done: int) -> bool:
-        """True when the mixer is called after `done` steps (its output governs step done+1 onward)."""
-        a = self.args
-        if a.static_mix or done < a.warmup_step:
-            return False
-        k, r = divmod(done - a.warmup_step, a.update_step)
-        return r == 0 and k < a.update_times
+        """True when the mixer is called after `done` steps (its output governs the next step on)."""
+        return self.schedule.is_update(done)
 
     # ---- hooks ------------------------------------------------------------------------------------------
     def setup(self, loop) -> None:
@@ -186,7 +183,7 @@ class DynamicMixTrainer(BaseTrainer):
             self.defer_backward = bool(self.mixer.reweights_loss)
             logger.info(
                 f"dynamic_mix: mixer {type(self.mixer).__name__}, {self.args.schedule_text} = "
-                f"{self.args.schedule_steps} steps; initial proportions {self._listing(init)}"
+                f"{self.schedule.total_steps} steps; initial proportions {self._listing(init)}"
             )
         if self.is_update(0):
             self._update(0, stats=None)
@@ -248,7 +245,7 @@ class DynamicMixTrainer(BaseTrainer):
             self._update(done, stats)
             metrics.update(self._mixture_metrics())
             metrics.update(self.mixer.metrics())
-        if done == self.args.schedule_steps:
+        if done == self.schedule.total_steps:
             self._write_history()
         return metrics
 
@@ -320,7 +317,7 @@ class DynamicMixTrainer(BaseTrainer):
         warmup before the first mixer call) must fit, or the run stops here with the numbers. A mixer's later
         proportions are held to the bound as they are drawn (the sampler raises naming the domain)."""
         a = self.args
-        steps = a.schedule_steps if a.static_mix else a.warmup_step
+        steps = self.schedule.total_steps if a.static_mix else a.warmup_step
         if not steps or all(r is None for r in self.max_repetitions):
             return
         p = self.mixture.proportions
@@ -331,7 +328,7 @@ class DynamicMixTrainer(BaseTrainer):
     def _log_repeats(self, global_batch_size: int) -> None:
         """Says which domains the schedule will draw more often than they have rows (they are reshuffled
         and repeated: a new pass), judged from the initial proportions."""
-        total = self.args.schedule_steps * global_batch_size
+        total = self.schedule.total_steps * global_batch_size
         for name, p, rows in zip(self.domain_names, self.mixture.proportions, self.domain_rows):
             need = p * total
             if need > len(rows):

@@ -33,15 +33,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dataflex.config.component.select import SCHEMAS, TargetSelectorConfig
+from dataflex.config.trainer import DynamicSelectTrainerConfig
 from dataflex.data.processor import collate
 from dataflex.data.sampling import IndexListSampler
 from dataflex.train.distributed import broadcast_object
 from dataflex.train.selector.base_selector import SelectionContext, Selector
-from dataflex.train.selector.schemas import (
-    COMPONENT_SCHEMAS,
-    DynamicSelectTrainerConfig,
-    TargetSelectorConfig,
-)
 from dataflex.train.selector.scoring import missing_target_message
 from dataflex.train.signals.memory import check_gradient_feature_memory
 from dataflex.train.trainer.base import BaseTrainer
@@ -75,7 +72,7 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
         )
     if isinstance(obj, TargetSelectorConfig) and obj.needs_target():
         if not (obj.target_domain or obj.target_dataset or args.target_domain or args.target_dataset):
-            names = {node: name for name, node in COMPONENT_SCHEMAS.items()}
+            names = {node: name for name, node in SCHEMAS.items()}
             raise ValueError(missing_target_message(names.get(type(obj), type(obj).__name__)))
 
 
@@ -100,13 +97,11 @@ class DynamicSelectTrainer(BaseTrainer):
 
     # ---- schedule --------------------------------------------------------------------------------------
     def total_steps(self, global_batch_size: int) -> int:
-        a = self.args
-        return a.warmup_step + a.update_step * a.update_times
+        return self.args.schedule.total_steps
 
     def _is_update_point(self, done: int) -> bool:
-        a = self.args
-        k, rem = divmod(done - a.warmup_step, a.update_step)
-        return done >= a.warmup_step and rem == 0 and k < a.update_times and self.update == k
+        """An update is due after `done` steps and not made yet (a resumed run's first step may be one)."""
+        return self.args.schedule.update_index(done) == self.update + 1
 
     # ---- setup -----------------------------------------------------------------------------------------
     def build_selector(self, loop) -> Any:

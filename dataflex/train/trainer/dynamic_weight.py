@@ -32,13 +32,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dataflex.config.component import run_schema_checks
+from dataflex.config.trainer import DynamicWeightTrainerConfig, UpdateSchedule
 from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
 from dataflex.train.signals.losses import SampleLosses
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.train.weighter.base_weighter import CONTEXT_KEYS, WeightContext, Weighter
-from dataflex.train.weighter.schemas import DynamicWeightArguments
 from dataflex.train.weighter.stats import weight_stats
 
 NO_WEIGHTER = (
@@ -105,7 +105,7 @@ def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what
 
 
 class DynamicWeightTrainer(BaseTrainer):
-    arguments_class = DynamicWeightArguments
+    arguments_class = DynamicWeightTrainerConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -123,15 +123,16 @@ class DynamicWeightTrainer(BaseTrainer):
         self.weighter: Weighter | None = None
         self.loop = None
         self._step = 0
-        self._total: int | None = None
+        self.schedule = UpdateSchedule(self.warmup_step, 1, 0)
+        """Every step after the warmup is weighted; `total_steps` sets the count."""
         self._mb_weights: dict[int, torch.Tensor] = {}
         self._mb_units: dict[int, torch.Tensor] = {}
         self._last: dict[str, Any] | None = None
 
     # ---- schedule ------------------------------------------------------------------------------------
     def weighting(self, step: int) -> bool:
-        """Step `step` (0-based) is weighted: the first `warmup_step` steps are plain."""
-        return step >= self.warmup_step
+        """Step `step` (0-based: steps done before it) is weighted: the first `warmup_step` steps are plain."""
+        return step >= self.schedule.warmup_step
 
     @property
     def defer_backward(self) -> bool:  # type: ignore[override]
@@ -144,7 +145,7 @@ class DynamicWeightTrainer(BaseTrainer):
                 f"trainer.warmup_step={self.warmup_step} >= the {total} training steps: no step "
                 "would be weighted. Lower trainer.warmup_step or train longer."
             )
-        self._total = total
+        self.schedule = UpdateSchedule(self.warmup_step, 1, total - self.warmup_step)
         return total
 
     def setup(self, loop) -> None:
@@ -227,7 +228,7 @@ class DynamicWeightTrainer(BaseTrainer):
             check_finite(values, unit_ids, ctx.step, what)
             wctx = WeightContext(
                 global_step=ctx.step,
-                total_steps=self._total or 0,
+                total_steps=self.schedule.total_steps,
                 warmup_steps=self.warmup_step,
                 sample_ids=gathered["sample_ids"],
                 domain_ids=gathered["domain_ids"],
@@ -308,7 +309,7 @@ class DynamicWeightTrainer(BaseTrainer):
             domains = ctx.gathered()["domain_ids"]
             weights, active = torch.full((len(domains),), 1.0 / len(domains), dtype=torch.float64), False
         every = self.args.logging_steps
-        with_values = bool(every) and (done % every == 0 or done == self._total)
+        with_values = bool(every) and (done % every == 0 or done == self.schedule.total_steps)
         metrics = weight_stats(weights, domains, list(self.train_data.domain_names), with_values=with_values)
         metrics["weight/active"] = float(active)
         if active:

@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.weight import check_adapt_params
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
 from dataflex.train.signals.embeddings import POOLINGS, pool_hidden, sample_embeddings
 from dataflex.train.signals.losses import unwrap
 from dataflex.train.weighter.base_weighter import Weighter
-from dataflex.train.weighter.schemas import check_adapt_params
 
 
 def adapt_weights(

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from dataflex.config.component.weight import check_loss_params
 from dataflex.core.registry import register_weighter
 from dataflex.train.weighter.base_weighter import Weighter
-from dataflex.train.weighter.schemas import check_loss_params
 
 
 def normalize_losses(losses: torch.Tensor, delta: float) -> torch.Tensor:

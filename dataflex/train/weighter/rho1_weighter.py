@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from dataflex.config.component.weight import check_rho1_params
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat
 from dataflex.train.signals.losses import model_losses
 from dataflex.train.weighter.base_weighter import Weighter
-from dataflex.train.weighter.schemas import check_rho1_params
 
 
 def rho1_selection(losses: torch.Tensor, reference: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -67,9 +67,9 @@ def run(method: str, steps: int, batch: int, cutoff_len: int) -> tuple[float, fl
     """(wall seconds, CPU seconds, weighting-hook seconds) per optimizer step of one run."""
     from omegaconf import OmegaConf
 
+    from dataflex.config.store import SCHEMAS
     from dataflex.tracking import TrackerGroup
     from dataflex.train.trainer.static import StaticTrainer
-    from dataflex.train.weighter.schemas import SCHEMAS
 
     bundle, train, evaluation = build(cutoff_len)
     common = dict(

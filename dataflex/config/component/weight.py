@@ -1,57 +1,13 @@
-"""Schemas of `trainer=dynamic_weight` and of its weighters (`component=loss|adapt|custom|rho1`).
-
-Kept free of torch imports: they are registered in Hydra's ConfigStore when `dataflex-run` starts, and their
-`__post_init__` checks run before any model or data is loaded. The weighter classes call the same checks,
-so a weighter built directly in Python fails the same way.
-"""
+"""Schemas of the weighters (`component=<name>` under `trainer=dynamic_weight`) and the value checks
+the weighter classes share with them; torch-free."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dataflex.config.trainer import TrainingArguments
-
 LOSS_STRATEGIES = ("linupper", "uniform", "quadratic", "extremes")
 TEMPERATURE_SCHEDULES = ("constant", "step", "linear")
 ADAPT_AGGREGATES = ("mean", "max")
-
-
-# ---- the trainer ---------------------------------------------------------------------------------------
-@dataclass
-class DynamicWeightArguments(TrainingArguments):
-    """`trainer=dynamic_weight`: plain training for `warmup_step` steps, then every step the weighter turns
-    the per-sample losses of the global batch into the back-propagated loss."""
-
-    warmup_step: int = 20
-    """Optimizer steps of plain mean-loss training before the first weighted step."""
-    train_step: int | None = None
-    """Total optimizer steps including warmup (the spec's name). When set it replaces `max_steps`."""
-    loss_reduction: str = "sample"
-    """`sample` (default): the plain loss is the mean of per-sample token-mean losses and the weighted loss
-    sum_i w_i l_i. `token`: the plain loss is trainer=static's token-mean loss and sample weights apply to
-    length-normalised losses as in Sow et al.'s code (sum_i w_i N n_i / sum_j n_j l_i), so uniform weights
-    reproduce trainer=static exactly. Either way uniform weights reproduce the warmup's plain loss."""
-
-    def __post_init__(self) -> None:
-        if self.train_step is not None:
-            if self.train_step <= 0:
-                raise ValueError(
-                    f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}."
-                )
-            self.max_steps = self.train_step
-        super().__post_init__()
-        if self.warmup_step < 0:
-            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
-        if self.max_steps > 0 and self.warmup_step >= self.max_steps:
-            raise ValueError(
-                f"trainer.warmup_step={self.warmup_step} >= the {self.max_steps} training steps: no step "
-                "would ever be weighted. Lower trainer.warmup_step or raise trainer.train_step/max_steps."
-            )
-
-
-@dataclass
-class DynamicWeightTrainerConfig(DynamicWeightArguments):
-    _target_: str = "dataflex.train.trainer.dynamic_weight.DynamicWeightTrainer"
 
 
 # ---- checks shared by schemas and weighter classes --------------------------------------------------------
@@ -251,24 +207,10 @@ class NoWeighterConfig:
         )
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
-    "trainer": {"dynamic_weight": DynamicWeightTrainerConfig},
-    "component": {
-        "dynamic_weight_loss": LossWeighterConfig,
-        "dynamic_weight_adapt": AdaptWeighterConfig,
-        "dynamic_weight_custom": CustomWeighterConfig,
-        "dynamic_weight_rho1": Rho1WeighterConfig,
-        "dynamic_weight_none": NoWeighterConfig,
-    },
+SCHEMAS: dict[str, type] = {
+    "loss": LossWeighterConfig,
+    "adapt": AdaptWeighterConfig,
+    "custom": CustomWeighterConfig,
+    "rho1": Rho1WeighterConfig,
+    "none": NoWeighterConfig,
 }
-
-__all__ = [
-    "SCHEMAS",
-    "DynamicWeightArguments",
-    "DynamicWeightTrainerConfig",
-    "LossWeighterConfig",
-    "AdaptWeighterConfig",
-    "CustomWeighterConfig",
-    "Rho1WeighterConfig",
-    "LOSS_STRATEGIES",
-]

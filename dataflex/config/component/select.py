@@ -1,9 +1,4 @@
-"""Schemas of `trainer=dynamic_select` and of its selectors (`component=<name>` under that trainer).
-
-Every YAML option in conf/trainer/dynamic_select.yaml and conf/components/dynamic_select/*.yaml extends
-one of these, so a misspelled key or a wrong type fails at compose time; `__post_init__` checks values
-(run by `dataflex.run.validate` for the trainer, and by the trainer for the component) and names the key.
-"""
+"""Schemas of the selectors (`component=<name>` under `trainer=dynamic_select`); torch-free."""
 
 from __future__ import annotations
 
@@ -11,9 +6,6 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from dataflex.config.trainer import TrainingArguments
-
-SELECTION_ORDERS = ("shuffle", "selector")
 PROJ_TYPES = ("sparse", "rademacher", "gaussian", "kronecker")
 KRONECKER_NEEDS_SGD = (
     "component.proj_type=kronecker projects per-sample gradients without forming them, which "
@@ -22,69 +14,6 @@ KRONECKER_NEEDS_SGD = (
 )
 
 
-@dataclass
-class DynamicSelectTrainerConfig(TrainingArguments):
-    """`trainer=dynamic_select`: warmup on the selector's `warmup()`, then every `update_step` steps the
-    selector picks `update_step x global_batch_size` samples, which are exactly the next phase's batches.
-    Total steps = warmup_step + update_step x update_times."""
-
-    _target_: str = "dataflex.train.trainer.dynamic_select.DynamicSelectTrainer"
-    max_steps: int = -1
-    """Derived from the schedule (warmup_step + update_step x update_times); if set it must equal that."""
-    warmup_step: int = 10
-    """Steps trained on the selector's warmup samples (random by default) before the first selection."""
-    update_step: int = 20
-    """Steps per phase: each selection picks update_step x global batch samples."""
-    update_times: int = 3
-    """How many selections (phases) after the warmup."""
-    candidate_pool_size: int | None = None
-    """Score only a seeded random subset of this many items per update (None: the whole training set)."""
-    grad_batch_size: int | None = None
-    """Micro-batch of the per-sample gradient features selectors compute (None: per_device_train_batch_size);
-    per-sample gradients of a batch take batch x trainable-parameters floats per parameter block."""
-    target_domain: str | None = None
-    """Default validation/target set of the selectors that need one (less, cluster_less, near, tsds, nice):
-    the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides it."""
-    target_dataset: str | None = None
-    """...or a named dataset (any data.dataset spec) as the default target set."""
-    selection_order: str = "shuffle"
-    """Order in which a selection's samples are trained: `shuffle` (default: a random order seeded by
-    (trainer.seed, update number), as LESS trains its subset with a shuffling sampler and the original
-    DataFlex rebuilds a RandomSampler over the selected ids) or `selector` (the order the selector returned:
-    for top-k selectors that is descending score, i.e. a score-sorted curriculum; ask for it explicitly)."""
-
-    def __post_init__(self) -> None:
-        if self.selection_order not in SELECTION_ORDERS:
-            raise ValueError(
-                f"trainer.selection_order must be one of {SELECTION_ORDERS}, got {self.selection_order!r}."
-            )
-        if self.update_step <= 0:
-            raise ValueError(
-                f"trainer.update_step must be > 0, got {self.update_step} (steps per selection phase)."
-            )
-        if self.warmup_step < 0:
-            raise ValueError(f"trainer.warmup_step must be >= 0, got {self.warmup_step}.")
-        if self.update_times <= 0:
-            raise ValueError(f"trainer.update_times must be > 0, got {self.update_times}.")
-        if self.target_domain and self.target_dataset:
-            raise ValueError("set only one of trainer.target_domain and trainer.target_dataset.")
-        if self.grad_batch_size is not None and self.grad_batch_size <= 0:
-            raise ValueError(f"trainer.grad_batch_size must be > 0 or null, got {self.grad_batch_size}.")
-        if self.candidate_pool_size is not None and self.candidate_pool_size <= 0:
-            raise ValueError(
-                f"trainer.candidate_pool_size must be > 0 or null, got {self.candidate_pool_size}."
-            )
-        total = self.warmup_step + self.update_step * self.update_times
-        if self.max_steps > 0 and self.max_steps != total:
-            raise ValueError(
-                f"trainer=dynamic_select trains warmup_step + update_step x update_times = {total} steps; "
-                f"trainer.max_steps={self.max_steps} disagrees. Leave trainer.max_steps=-1 or set it to "
-                f"{total}."
-            )
-        super().__post_init__()
-
-
-# ---- selectors ------------------------------------------------------------------------------------------
 @dataclass
 class SelectorConfig:
     _target_: str = MISSING
@@ -356,7 +285,7 @@ class NiceSelectorConfig(LessSelectorConfig):
             )
 
 
-COMPONENT_SCHEMAS: dict[str, type] = {
+SCHEMAS: dict[str, type] = {
     "random": RandomSelectorConfig,
     "loss": LossSelectorConfig,
     "delta_loss": DeltaLossSelectorConfig,
@@ -366,9 +295,4 @@ COMPONENT_SCHEMAS: dict[str, type] = {
     "tsds": TsdsSelectorConfig,
     "nice": NiceSelectorConfig,
     "custom": CustomSelectorConfig,
-}
-
-SCHEMAS: dict[str, dict[str, type]] = {
-    "trainer": {"dynamic_select": DynamicSelectTrainerConfig},
-    "component": {f"dynamic_select_{name}": node for name, node in COMPONENT_SCHEMAS.items()},
 }

@@ -1,0 +1,178 @@
+"""Schemas of the mixers (`component=<name>` under `trainer=dynamic_mix`); torch-free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from dataflex.config.trainer import check_proportion_values
+
+
+@dataclass
+class NoMixerConfig:
+    """`component=none` under dynamic_mix: no mixer; the proportions stay as the mixture rule set them."""
+
+    _target_: str = "dataflex.train.mixer.static_mixer.KeepMixer"
+
+
+@dataclass
+class StaticMixerConfig:
+    """`component=static`: a fixed proportion vector from the first update on."""
+
+    _target_: str = "dataflex.train.mixer.static_mixer.StaticMixer"
+    proportions: list[float] | None = None
+    """One per domain, summing to 1; None: uniform."""
+
+    def __post_init__(self) -> None:
+        if self.proportions is not None:
+            check_proportion_values(self.proportions, "component.proportions")
+
+
+@dataclass
+class RandomMixerConfig:
+    """`component=random`: seeded random proportions, different at every update (seed + step)."""
+
+    _target_: str = "dataflex.train.mixer.random_mixer.RandomMixer"
+    seed: int = 42
+
+
+@dataclass
+class DoReMiMixerConfig:
+    """`component=doremi`: DoReMi step 2 (Xie et al. 2023), group-DRO proxy training against a reference."""
+
+    _target_: str = "dataflex.train.mixer.doremi.DoReMiMixer"
+    reference_model_path: str = MISSING
+    """Folder of the reference model (step 1's final_model). Required; missing/unloadable is an error."""
+    eta: float = 1.0
+    """Step size of the multiplicative-weights update of alpha (the paper's run scripts use 1)."""
+    smoothing: float = 1e-3
+    """c: alpha <- (1 - c) softmax(...) + c / k (the paper's run scripts use 1e-3)."""
+    weights_file: str = "doremi_weights.json"
+    """Written into the run dir: the running average of alpha that step 3 trains with."""
+    loss_normalization: str = "alpha_tokens"
+    """Proxy loss: `alpha_tokens` (the authors' code: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)] over the
+    batch's tokens) or `domain_mean` (the paper's Algorithm 1 as written: sum_i alpha_i x domain i's
+    token-mean loss). Equal when domains have equal token counts in the batch. alpha itself is updated at
+    every step whatever trainer.warmup_step/update_step say (they only schedule mix(), a no-op for DoReMi)."""
+
+    def __post_init__(self) -> None:
+        if self.loss_normalization not in ("alpha_tokens", "domain_mean"):
+            raise ValueError(
+                f"component.loss_normalization must be alpha_tokens or domain_mean, got "
+                f"{self.loss_normalization!r}."
+            )
+        if self.eta <= 0:
+            raise ValueError(f"component.eta must be > 0, got {self.eta}.")
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f"component.smoothing must be in [0, 1], got {self.smoothing}.")
+
+
+@dataclass
+class OdmMixerConfig:
+    """`component=odm`: Online Data Mixing (Albalak et al. 2023), Exp3 over domains with loss rewards."""
+
+    _target_: str = "dataflex.train.mixer.odm.OdmMixer"
+    alpha: float = 0.9
+    """Smoothing of the importance-weighted reward average: R <- alpha R + (1 - alpha) r / pi."""
+    reward_scale: float = 1.0
+    """Rewards are the domain's token-mean training loss times this (the authors' code divides by 10: 0.1)."""
+    min_exploration_rate: float = 0.0
+    """Floor on the exploration rate eps_t = min(1/K, sqrt(ln K / (K t))); must be <= 1/K."""
+    reward: str = "loss"
+    """loss (the paper) | learning_progress (documented deviation: the drop of the domain's loss, so an
+    irreducible-loss domain earns nothing; see dataflex/train/mixer/odm.py)."""
+    progress_fast: float = 0.9
+    """learning_progress: beta of the fast moving average of each domain's loss."""
+    progress_slow: float = 0.99
+    """learning_progress: beta of the slow moving average (must exceed progress_fast)."""
+    estimator: str = "smoothed"
+    """smoothed (the paper's Algorithm 1: R <- alpha R + (1 - alpha) r / pi) | cumulative (the authors' released
+    code: R += r / pi; with reward_scale=0.1 observe_warmup=false it reproduces that code, which divides by 10)."""
+    observe_warmup: bool = True
+    """Observe rewards during trainer.warmup_step (ours); the released code makes no update during warmup."""
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("smoothed", "cumulative"):
+            raise ValueError(f"component.estimator must be smoothed or cumulative, got {self.estimator!r}.")
+        if self.reward not in ("loss", "learning_progress"):
+            raise ValueError(f"component.reward must be loss or learning_progress, got {self.reward!r}.")
+        if not 0.0 <= self.progress_fast < self.progress_slow < 1.0:
+            raise ValueError(
+                "component.progress_fast and component.progress_slow must satisfy 0 <= fast < slow < 1, "
+                f"got {self.progress_fast} and {self.progress_slow}."
+            )
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"component.alpha must be in [0, 1), got {self.alpha}.")
+        if self.reward_scale <= 0:
+            raise ValueError(f"component.reward_scale must be > 0, got {self.reward_scale}.")
+        if self.min_exploration_rate < 0:
+            raise ValueError(f"component.min_exploration_rate must be >= 0, got {self.min_exploration_rate}.")
+
+
+@dataclass
+class DynamicMoeMixerConfig:
+    """`component=dynamic_moe`: dynamic sampling for MoE models from per-domain router loads (Zhu et al.)."""
+
+    _target_: str = "dataflex.train.mixer.dynamic_moe.DynamicMoeMixer"
+    eta: float = 10.0
+    """Step size: w <- softmax(log w + eta * Delta)."""
+    smoothing: float = 0.05
+    """c: w <- (1 - c) w + c / k."""
+    distance: str = "l2"
+    """Distance between domains' normalised router loads: `l2` or `cos` (1 - cosine similarity)."""
+    samples_per_domain: int = 64
+    """Rows per domain (first N of each domain of `source`) whose router loads are measured at each update."""
+    batch_size: int = 32
+    source: str = "eval"
+    """Which split the per-domain batches come from: `eval` (needs an eval split) or `train`."""
+    freeze_gate: bool = True
+    """Freeze the router modules (only them: not the gate_proj of SwiGLU MLPs). True as the authors' dynamic runs."""
+    router_layers: str = "last"
+    """Whose routing makes a domain's gate load: `last` MoE layer (the authors' code) or `all` layers summed."""
+
+    def __post_init__(self) -> None:
+        if self.router_layers not in ("last", "all"):
+            raise ValueError(
+                f"component.router_layers={self.router_layers!r} is unknown; choose last or all."
+            )
+        if self.eta <= 0:
+            raise ValueError(f"component.eta must be > 0, got {self.eta}.")
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f"component.smoothing must be in [0, 1], got {self.smoothing}.")
+        if self.distance not in ("l2", "cos"):
+            raise ValueError(f"component.distance={self.distance!r} is unknown; choose l2 or cos.")
+        if self.source not in ("eval", "train"):
+            raise ValueError(f"component.source={self.source!r} is unknown; choose eval or train.")
+        for key in ("samples_per_domain", "batch_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"component.{key} must be > 0, got {getattr(self, key)}.")
+
+
+@dataclass
+class CustomMixerConfig:
+    """`component=custom`: a mixer registered with `@register_mixer(name)` (the spec's custom-mixer API).
+
+    `component.module` is imported first so its decorator runs; `component.params` are passed to the
+    class's `__init__` (like the spec's `params:` block). Alternatively `component._target_=pkg.Class`
+    (extra constructor args via `+component.<arg>=...`)."""
+
+    _target_: str = "registry"
+    name: str = "custom"
+    """The registered mixer name."""
+    module: str | None = None
+    """Python module to import before the lookup (e.g. my_pkg.my_mixers), so its @register_mixer runs."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the mixer's __init__ (besides mixture_manager)."""
+
+
+SCHEMAS: dict[str, type] = {
+    "none": NoMixerConfig,
+    "static": StaticMixerConfig,
+    "random": RandomMixerConfig,
+    "doremi": DoReMiMixerConfig,
+    "odm": OdmMixerConfig,
+    "dynamic_moe": DynamicMoeMixerConfig,
+    "custom": CustomMixerConfig,
+}
