@@ -37,7 +37,7 @@ def validate(cfg: DictConfig) -> None:
     check_packing(cfg)
     check_streaming(cfg)
     trainer_check = getattr(get_class(cfg.trainer._target_), "validate_config", None)
-    if trainer_check is not None:  # cross-group checks a trainer needs (e.g. a selector's target set)
+    if trainer_check is not None:  # the component contract's checks and the trainer's cross-group ones
         trainer_check(cfg)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from dataflex.config.component import mix, select, weight
+from dataflex.config.component import NO_COMPONENT, mix, select, weight
 from dataflex.config.data import DataConfig
 from dataflex.config.dist import DistConfig
 from dataflex.config.launcher import LauncherConfig
@@ -69,6 +69,7 @@ def register_schema(group: str, name: str, node: type) -> None:
 
 def register_all() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    ConfigStore.instance().store(group="schema/component", name="none", node=NO_COMPONENT)
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             register_schema(group, name, node)

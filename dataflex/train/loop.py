@@ -31,6 +31,7 @@ from dataflex.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
+from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
@@ -320,7 +321,24 @@ class TrainingLoop:
         self.model, self.optimizer = self.accelerator.prepare(trainer.model, optimizer)
         if self.pack_capacity:
             check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))
-        trainer.setup(self)
+        self.context = RunContext(
+            model=self.model,
+            accelerator=self.accelerator,
+            optimizer=self.optimizer,
+            tokenizer=trainer.tokenizer,
+            train_data=trainer.train_data,
+            eval_data=trainer.eval_data,
+            seed=args.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            is_main=self.is_main,
+            run_dir=self.run_dir,
+            global_batch_size=self.global_batch_size,
+            total_steps=self.total_steps,
+            pad_token_id=self.pad_id,
+            zero_stage=self.zero_stage,
+        )
+        trainer.setup(self.context)
         self.resumed_from = resolve_resume(self.run_dir, args.resume_from_checkpoint)
         if self.resumed_from is None:
             return 0

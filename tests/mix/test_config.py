@@ -81,21 +81,35 @@ def test_wrong_length_and_bad_values_name_the_domains(tmp_path):
         update_step=1,
         update_times=1,
     )
-    trainer.setup(_FakeLoop(trainer))
+    trainer.setup(_fake_context(trainer))
     with pytest.raises(ValueError, match=r"noise=-0.1"):
         trainer._check_output([0.5, 0.3, 0.2, -0.1, 0.1])
     with pytest.raises(ValueError, match=r"3 proportions for 5 domains \['greet'"):
         trainer._check_output([0.5, 0.3, 0.2])
 
 
-class _FakeLoop:
-    def __init__(self, trainer):
-        import torch
+def _fake_context(trainer):
+    import torch
 
-        self.model, self.pad_id, self.is_main, self.rank, self.world_size = trainer.model, 0, False, 0, 1
-        self.run_dir = trainer.run_dir
-        self.global_batch_size = 8
-        self.accelerator = type("A", (), {"device": torch.device("cpu")})()
+    from dataflex.train.components import RunContext
+
+    accelerator = type("A", (), {"device": torch.device("cpu")})()
+    return RunContext(
+        model=trainer.model,
+        accelerator=accelerator,
+        optimizer=None,
+        tokenizer=trainer.tokenizer,
+        train_data=trainer.train_data,
+        eval_data=None,
+        seed=0,
+        rank=0,
+        world_size=1,
+        is_main=False,
+        run_dir=trainer.run_dir,
+        global_batch_size=8,
+        total_steps=1,
+        pad_token_id=0,
+    )
 
 
 def test_static_mix_refuses_a_mixer(tmp_path):

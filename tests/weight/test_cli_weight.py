@@ -8,15 +8,18 @@ import math
 import os
 import re
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from dataflex.run import validate
-from dataflex.train.trainer.dynamic_weight import check_component_config
+from dataflex.train.components import check_component
 
 from helpers import FAST
+
+check_component_config = partial(check_component, "weighter")
 
 WEIGHT = ("trainer=dynamic_weight", "trainer.warmup_step=2")
 

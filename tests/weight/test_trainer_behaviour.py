@@ -12,10 +12,19 @@ import torch
 from omegaconf import OmegaConf
 from weight_helpers import component, recording_trainer_class, schema, train_tiny
 
-from dataflex.train.trainer.dynamic_weight import NonFiniteLossError, build_weighter, check_component_config
+from dataflex.train.components import build_component, check_component
+from dataflex.train.trainer.dynamic_weight import NonFiniteLossError
 from dataflex.train.weighter.base_weighter import Weighter
 
 LINUPPER = {"strategy": "linupper", "temperature": 0.3}
+
+
+def build_weighter(cfg, provided):
+    return build_component("weighter", cfg, None, **provided)
+
+
+def check_component_config(cfg):
+    check_component("weighter", cfg)
 
 
 @pytest.fixture(scope="module")

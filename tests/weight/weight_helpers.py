@@ -148,8 +148,8 @@ def distributed_train(
             {
                 "grads": trainer.grads,
                 "weights": trainer.weights,
-                "world_size": trainer.loop.world_size,
-                "rank": trainer.loop.rank,
+                "world_size": trainer.ctx.world_size,
+                "rank": trainer.ctx.rank,
             }
         )
     return out

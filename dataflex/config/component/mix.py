@@ -11,13 +11,6 @@ from dataflex.config.trainer import check_proportion_values
 
 
 @dataclass
-class NoMixerConfig:
-    """`component=none` under dynamic_mix: no mixer; the proportions stay as the mixture rule set them."""
-
-    _target_: str = "dataflex.train.mixer.static_mixer.KeepMixer"
-
-
-@dataclass
 class StaticMixerConfig:
     """`component=static`: a fixed proportion vector from the first update on."""
 
@@ -168,7 +161,6 @@ class CustomMixerConfig:
 
 
 SCHEMAS: dict[str, type] = {
-    "none": NoMixerConfig,
     "static": StaticMixerConfig,
     "random": RandomMixerConfig,
     "doremi": DoReMiMixerConfig,

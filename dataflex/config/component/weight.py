@@ -196,21 +196,9 @@ class Rho1WeighterConfig:
             raise ValueError(f"component.warmup_step must be >= 0 or null, got {self.warmup_step}.")
 
 
-@dataclass
-class NoWeighterConfig:
-    """`trainer=dynamic_weight` with no `component=`: an error that names the choices."""
-
-    def __post_init__(self) -> None:
-        raise ValueError(
-            "trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or "
-            "component=custom component._target_=my_pkg.MyWeighter for your own Weighter subclass."
-        )
-
-
 SCHEMAS: dict[str, type] = {
     "loss": LossWeighterConfig,
     "adapt": AdaptWeighterConfig,
     "custom": CustomWeighterConfig,
     "rho1": Rho1WeighterConfig,
-    "none": NoWeighterConfig,
 }

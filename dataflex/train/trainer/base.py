@@ -1,7 +1,8 @@
 """The trainer = the single loop + a strategy. Subclasses override only the hooks they need:
 
 - `total_steps(global_batch_size)`: how many optimizer steps;
-- `setup(loop)`: build samplers/components once the accelerator exists;
+- `setup(ctx)`: build samplers/components from the run context (`RunContext`: prepared model, accelerator,
+  optimizer, data, ranks, run dir, global batch size), which the loop builds once;
 - `next_indices(step, n)`: the global batch of step `step` (item ids of the training data);
 - `compute_loss(losses, batch, ctx)`: the scalar back-propagated for one micro-batch;
 - `defer_backward` + `before_backward(all_losses, micro_batches, ctx)`: when the loss needs statistics of
@@ -23,12 +24,24 @@ import torch
 from dataflex.config.trainer import TrainingArguments
 from dataflex.data.sampling import EpochSampler
 from dataflex.models.bundle import ModelBundle
+from dataflex.train.components import RunContext, check_component
 from dataflex.train.context import StepContext
 from dataflex.train.signals.losses import SampleLosses
 
 
 class BaseTrainer:
     arguments_class: type[TrainingArguments] = TrainingArguments
+    ctx: RunContext
+    """The run context, set by `setup` (the loop builds it once)."""
+    component_kind: str | None = None
+    """What this trainer consults (`selector`, `mixer`, `weighter`; None: no component), built from the
+    `component` config by `dataflex.train.components.build_component`."""
+
+    @classmethod
+    def validate_config(cls, cfg: Any) -> None:
+        """Checks the composed run config before any data or model is loaded (`dataflex.run.validate`)."""
+        if cls.component_kind is not None:
+            check_component(cls.component_kind, cfg.get("component"))
 
     def __init__(
         self,
@@ -59,7 +72,8 @@ class BaseTrainer:
             return self.args.max_steps
         return max(1, math.ceil(self.args.num_train_epochs * len(self.train_data) / global_batch_size))
 
-    def setup(self, loop) -> None:
+    def setup(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         if getattr(self.train_data, "streaming", False):  # domains mixed by their datasets' weights
             from dataflex.data.stream_training import StreamSampler
 

@@ -29,6 +29,7 @@ import torch
 from dataflex.config.trainer import DynamicMixTrainerConfig, check_proportion_values
 from dataflex.data.sampling import ProportionSampler
 from dataflex.train.checkpoint import resolve_resume
+from dataflex.train.components import RunContext, build_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
 from dataflex.train.mixer.base_mixer import DomainStats, Mixer, MixtureManager
@@ -39,7 +40,6 @@ from dataflex.train.mixer.budget import (
     expected_demand,
     item_token_counts,
 )
-from dataflex.train.mixer.factory import build_mixer
 from dataflex.train.mixer.history import MixtureHistory
 from dataflex.train.mixer.static_mixer import KeepMixer
 from dataflex.train.trainer.base import BaseTrainer
@@ -71,6 +71,7 @@ def read_proportions_file(path: str, names: list[str]) -> np.ndarray:
 
 class DynamicMixTrainer(BaseTrainer):
     arguments_class = DynamicMixTrainerConfig
+    component_kind = "mixer"
     args: DynamicMixTrainerConfig
 
     def __init__(self, **kwargs: Any) -> None:
@@ -96,14 +97,12 @@ class DynamicMixTrainer(BaseTrainer):
         self.mixer: Mixer | None = None
         self.schedule = self.args.schedule
         self.history = MixtureHistory(self.domain_names, self._schedule())
-        self.loop = None
-        if self.args.static_mix and self.component_config is not None:
-            target = self.component_config.get("_target_")
-            if target != f"{KeepMixer.__module__}.{KeepMixer.__qualname__}":
-                raise ValueError(
-                    f"trainer.static_mix=true never calls a mixer, but the component is {target}; use "
-                    "component=none (the default) or trainer.static_mix=false."
-                )
+        target = (self.component_config or {}).get("_target_")
+        if self.args.static_mix and target not in (None, f"{KeepMixer.__module__}.{KeepMixer.__qualname__}"):
+            raise ValueError(
+                f"trainer.static_mix=true never calls a mixer, but the component is {target}; use "
+                "component=none (the default) or trainer.static_mix=false."
+            )
 
     # ---- the plan ---------------------------------------------------------------------------------------
     def _check_streaming(self) -> None:
@@ -157,8 +156,8 @@ class DynamicMixTrainer(BaseTrainer):
         return self.schedule.is_update(done)
 
     # ---- hooks ------------------------------------------------------------------------------------------
-    def setup(self, loop) -> None:
-        self.loop = loop
+    def setup(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         init = self.mixture.proportions
         if self.streaming:
             from dataflex.data.stream_training import StreamSampler
@@ -166,7 +165,7 @@ class DynamicMixTrainer(BaseTrainer):
             self.train_data.open(self.max_repetitions)
             self.sampler = StreamSampler(self.train_data, init)
         else:
-            self._check_budget(loop.global_batch_size)
+            self._check_budget(ctx.global_batch_size)
             self.sampler = ProportionSampler(
                 self.domain_rows,
                 init,
@@ -176,10 +175,12 @@ class DynamicMixTrainer(BaseTrainer):
                 item_tokens=self.item_tokens,
                 max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)],
             )
-            self._log_repeats(loop.global_batch_size)
+            self._log_repeats(ctx.global_batch_size)
         self.history.record(0, init, "init")
         if not self.args.static_mix:
-            self.mixer = build_mixer(self.component_config, self._mixer_context(loop))
+            self.mixer = build_component(
+                "mixer", self.component_config, ctx, mixture_manager=self.mixture
+            ) or KeepMixer(self.mixture)
             self.defer_backward = bool(self.mixer.reweights_loss)
             logger.info(
                 f"dynamic_mix: mixer {type(self.mixer).__name__}, {self.args.schedule_text} = "
@@ -187,24 +188,9 @@ class DynamicMixTrainer(BaseTrainer):
             )
         if self.is_update(0):
             self._update(0, stats=None)
-        resuming = resolve_resume(loop.run_dir, self.args.resume_from_checkpoint) is not None
-        if loop.is_main and self.trackers and not resuming:  # a resumed run already logged step 0
+        resuming = resolve_resume(ctx.run_dir, self.args.resume_from_checkpoint) is not None
+        if ctx.is_main and self.trackers and not resuming:  # a resumed run already logged step 0
             self.trackers.log(self._mixture_metrics(), step=0)
-
-    def _mixer_context(self, loop) -> dict[str, Any]:
-        return {
-            "mixture_manager": self.mixture,
-            "accelerator": loop.accelerator,
-            "model": loop.model,
-            "tokenizer": self.tokenizer,
-            "train_data": self.train_data,
-            "eval_data": self.eval_data,
-            "run_dir": str(self.run_dir),
-            "pad_token_id": loop.pad_id,
-            "is_main": loop.is_main,
-            "rank": loop.rank,
-            "world_size": loop.world_size,
-        }
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
         return self.sampler.next(n)
@@ -269,7 +255,7 @@ class DynamicMixTrainer(BaseTrainer):
         )
 
     def _update(self, done: int, stats: DomainStats | None) -> None:
-        model = self.loop.model if self.loop is not None else self.model
+        model = self.ctx.model if hasattr(self, "ctx") else self.model
         raw = self.mixer.mix(model, done, stats=stats, train_data=self.train_data, eval_data=self.eval_data)
         proportions = broadcast_object(self._check_output(raw))  # one decision, rank 0's, on every rank
         self.sampler.set_proportions(proportions)
@@ -340,7 +326,7 @@ class DynamicMixTrainer(BaseTrainer):
 
     def _write_history(self) -> None:
         """At the end of the run (the live values are in metrics.jsonl as `mixture/<domain>`)."""
-        if self.loop is None or not self.loop.is_main:
+        if not (hasattr(self, "ctx") and self.ctx.is_main):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.history.write_json(self.run_dir / HISTORY_JSON)

@@ -37,6 +37,7 @@ from dataflex.config.component.select import SCHEMAS, TargetSelectorConfig
 from dataflex.config.trainer import DynamicSelectTrainerConfig
 from dataflex.data.processor import collate
 from dataflex.data.sampling import IndexListSampler
+from dataflex.train.components import RunContext, build_component, check_component
 from dataflex.train.distributed import broadcast_object
 from dataflex.train.selector.base_selector import SelectionContext, Selector
 from dataflex.train.selector.scoring import missing_target_message
@@ -44,22 +45,14 @@ from dataflex.train.signals.memory import check_gradient_feature_memory
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.utils.logging import logger
 
-SELECTOR_NAMES = "random, loss, delta_loss, less, cluster_less, near, tsds, nice, custom"
-
 
 def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None:
-    """Runs the component schema's checks (`__post_init__`) when the config is a built-in selector's own
-    (not when `_target_` points elsewhere: that goes straight to the user's class), and checks that a
-    selector needing a target set has one (its own or the trainer's default)."""
-    if not isinstance(component, DictConfig) or "_target_" not in component:
-        raise ValueError(
-            f"trainer=dynamic_select needs a selector: add component=<{SELECTOR_NAMES}> "
-            "(or component=custom component._target_=your.module.YourSelector)."
-        )
-    schema = OmegaConf.get_type(component)
-    default_target = getattr(schema, "_target_", None) if isinstance(schema, type) else None
-    if default_target is None or component._target_ != default_target:
-        return
+    """The component contract's checks, then what a selector needs from the trainer's config: Adam
+    moments for Adam gradient features, and a target set (its own or the trainer's default)."""
+    check_component("selector", component)
+    schema = OmegaConf.get_type(component) if isinstance(component, DictConfig) else None
+    if schema is None or component._target_ != getattr(schema, "_target_", None):
+        return  # a user's class: its signature judged its keys
     try:
         obj = OmegaConf.to_object(component)
     except TypeError:  # extra keys added with +component.x: the class itself will judge them
@@ -78,6 +71,7 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
 
 class DynamicSelectTrainer(BaseTrainer):
     arguments_class = DynamicSelectTrainerConfig
+    component_kind = "selector"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,49 +98,41 @@ class DynamicSelectTrainer(BaseTrainer):
         return self.args.schedule.update_index(done) == self.update + 1
 
     # ---- setup -----------------------------------------------------------------------------------------
-    def build_selector(self, loop) -> Any:
-        from hydra.utils import instantiate
-
+    def build_selector(self, ctx: RunContext) -> Any:
         cfg = self.component_config
-        cache_dir = cfg.get("cache_dir") or str(self.run_dir / "selector")
-        selector = instantiate(
-            cfg,
-            _convert_="all",
-            dataset=self.train_data,
-            accelerator=loop.accelerator,
-            data_collator=partial(collate, pad_token_id=loop.pad_id),
-            cache_dir=cache_dir,
-        )
-        if not callable(getattr(selector, "select", None)):
-            raise TypeError(
-                f"component._target_={cfg._target_} has no select(model, step_id, num_samples) method."
-            )
+        provided = {
+            "dataset": self.train_data,
+            "data_collator": partial(collate, pad_token_id=ctx.pad_token_id),
+        }
+        if not cfg.get("cache_dir"):
+            provided["cache_dir"] = str(self.run_dir / "selector")
+        selector = build_component("selector", cfg, ctx, **provided)
         if hasattr(selector, "bind"):
             selector.bind(
                 SelectionContext(
                     train_data=self.train_data,
                     eval_data=self.eval_data,
-                    pad_token_id=loop.pad_id,
+                    pad_token_id=ctx.pad_token_id,
                     tokenizer=self.tokenizer,
-                    device=loop.accelerator.device,
+                    device=ctx.device,
                     seed=self.args.seed,
                     batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
                     eval_batch_size=self.args.per_device_eval_batch_size,
                     max_tokens=self.args.scoring_max_tokens,
-                    rank=loop.rank,
-                    world_size=loop.world_size,
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
                     run_dir=self.run_dir,
                     target_domain=self.args.target_domain,
                     target_dataset=self.args.target_dataset,
-                    lockstep=loop.zero_stage == 3,
+                    lockstep=ctx.zero_stage == 3,
                 )
             )
         return selector
 
-    def setup(self, loop) -> None:
-        self.loop = loop
-        self.selector = self.build_selector(loop)
-        n_sel = self.args.update_step * loop.global_batch_size
+    def setup(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.selector = self.build_selector(ctx)
+        n_sel = self.args.update_step * ctx.global_batch_size
         pool = self.args.candidate_pool_size or len(self.train_data)
         if pool < n_sel:
             key = "trainer.candidate_pool_size" if self.args.candidate_pool_size else "the training set size"
@@ -155,22 +141,22 @@ class DynamicSelectTrainer(BaseTrainer):
                 "lower trainer.update_step or raise the pool."
             )
         if callable(getattr(self.selector, "check_memory", None)):  # e.g. tsds: its neighbour search
-            self.selector.check_memory(loop.model, num_candidates=pool, device=loop.accelerator.device)
+            self.selector.check_memory(ctx.model, num_candidates=pool, device=ctx.device)
         proj_dim = getattr(self.component_config, "proj_dim", None) if self.component_config else None
         if proj_dim:  # a gradient-feature selector: fail now, with the knob to turn, rather than OOM later
             check_gradient_feature_memory(
-                loop.model,
+                ctx.model,
                 grad_batch_size=self.args.grad_batch_size or self.args.per_device_train_batch_size,
                 proj_dim=int(proj_dim),
                 num_features=pool,
-                device=loop.accelerator.device,
+                device=ctx.device,
                 forms_per_sample_gradients=getattr(self.component_config, "proj_type", None) != "kronecker",
             )
 
     def _first_plan(self) -> None:
         """The warmup samples, or with warmup_step=0 the first selection. Made on the first `next_indices`
         (not in `setup`), so a run resumed from a checkpoint, whose sampler is restored, never redoes it."""
-        n_warm = self.args.warmup_step * self.loop.global_batch_size
+        n_warm = self.args.warmup_step * self.ctx.global_batch_size
         if n_warm > 0:
             self.sampler = IndexListSampler(self._warmup_indices(n_warm))
         else:
@@ -184,7 +170,7 @@ class DynamicSelectTrainer(BaseTrainer):
             warm = Selector(self.train_data, None, None, None, seed=self.args.seed).warmup(n, replacement)
         warm = np.asarray(broadcast_object(list(map(int, warm))), dtype=np.int64)
         self._check_indices(warm, n, "warmup")
-        if self.loop.is_main:
+        if self.ctx.is_main:
             out = Path(self.run_dir) / "selection"
             out.mkdir(parents=True, exist_ok=True)
             (out / "warmup.json").write_text(
@@ -214,7 +200,7 @@ class DynamicSelectTrainer(BaseTrainer):
 
     def on_step_end(self, done: int, ctx) -> dict[str, Any]:
         metrics, self._pending = self._pending, {}
-        if done < self.total_steps(self.loop.global_batch_size) and self._is_update_point(done):
+        if done < self.total_steps(self.ctx.global_batch_size) and self._is_update_point(done):
             metrics.update(self._run_update(done))
         return metrics
 
@@ -227,17 +213,17 @@ class DynamicSelectTrainer(BaseTrainer):
         return candidate_pool(len(self.train_data), self.args.candidate_pool_size, self.args.seed, update)
 
     def _run_update(self, step: int) -> dict[str, Any]:
-        loop = self.loop
+        ctx = self.ctx
         self.update += 1
-        n = self.args.update_step * loop.global_batch_size
+        n = self.args.update_step * ctx.global_batch_size
         cands = self.candidates(self.update)
         if (
             getattr(self, "_unwrapped_model", None) is None
         ):  # once: accelerate re-reads package metadata per call
-            self._unwrapped_model = loop.accelerator.unwrap_model(loop.model)
+            self._unwrapped_model = ctx.accelerator.unwrap_model(ctx.model)
         model = self._unwrapped_model
         start = time.perf_counter()
-        devices = [loop.accelerator.device] if loop.accelerator.device.type == "cuda" else []
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             selected = self.selector.select(
                 model,
@@ -248,11 +234,11 @@ class DynamicSelectTrainer(BaseTrainer):
                 current_update_times=self.update,
                 update_times=self.args.update_times,
                 update_step=self.args.update_step,
-                optimizer=loop.optimizer,
+                optimizer=ctx.optimizer,
             )
         if not model.training:  # (train() walks every module: only when the selector left eval mode on)
             model.train()
-        loop.optimizer.zero_grad(set_to_none=True)
+        ctx.optimizer.zero_grad(set_to_none=True)
         scores = getattr(self.selector, "last_scores", None)
         info = dict(getattr(self.selector, "last_info", None) or {})
         selected, scores = broadcast_object(
@@ -264,7 +250,7 @@ class DynamicSelectTrainer(BaseTrainer):
         self.sampler = IndexListSampler(selected)
         seconds = time.perf_counter() - start
         metrics = self._metrics(selected, scores, cands, seconds)
-        if loop.is_main:
+        if ctx.is_main:
             self._save(step, selected, scores, cands, metrics, info)
         logger.info(
             f"selection {self.update}/{self.args.update_times} at step {step}: {n} samples in {seconds:.1f}s, "

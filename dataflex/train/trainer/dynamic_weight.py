@@ -25,26 +25,19 @@ in the paper's setting (packed, equal-length sequences) the two reductions coinc
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from dataflex.config.component import run_schema_checks
 from dataflex.config.trainer import DynamicWeightTrainerConfig, UpdateSchedule
 from dataflex.data.processor import IGNORE_INDEX
+from dataflex.train.components import RunContext, build_component, check_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
 from dataflex.train.signals.losses import SampleLosses
 from dataflex.train.trainer.base import BaseTrainer
-from dataflex.train.weighter.base_weighter import CONTEXT_KEYS, WeightContext, Weighter
+from dataflex.train.weighter.base_weighter import WeightContext, Weighter
 from dataflex.train.weighter.stats import weight_stats
-
-NO_WEIGHTER = (
-    "trainer=dynamic_weight needs a weighter: add component=loss|adapt|custom|rho1, or point "
-    "component._target_ at your own Weighter subclass."
-)
 
 
 def length_weighted(weights: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
@@ -53,39 +46,6 @@ def length_weighted(weights: torch.Tensor, token_count: torch.Tensor) -> torch.T
     sum_i n_i l_i / sum_j n_j, the token-mean loss of trainer=static, exactly."""
     n = token_count.to(weights.dtype)
     return weights * len(weights) * n / n.sum().clamp(min=1)
-
-
-def check_component_config(cfg: Any) -> None:
-    """Runs the component schema's value checks (its __post_init__) on the composed config, before any
-    training; extra keys a user added with `+component.x=` are left to the weighter's constructor."""
-    if isinstance(cfg, DictConfig):
-        run_schema_checks(cfg)
-
-
-def build_weighter(cfg: Any, context: dict[str, Any]) -> Weighter:
-    """Instantiates the component (`_target_` + its params) with the context objects its signature accepts."""
-    from hydra.utils import get_class, instantiate
-
-    if cfg is None or (isinstance(cfg, dict) and not cfg):
-        raise ValueError(NO_WEIGHTER)
-    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    target = cfg.get("_target_")
-    if not target:
-        raise ValueError(NO_WEIGHTER)
-    try:
-        cls = get_class(target)
-    except Exception as err:  # noqa: BLE001 - re-raised with the key that names it
-        raise ImportError(f"component._target_={target}: cannot import it ({err}).") from err
-    if not (isinstance(cls, type) and issubclass(cls, Weighter)):
-        raise TypeError(
-            f"component._target_={target} is not a subclass of "
-            "dataflex.train.weighter.base_weighter.Weighter."
-        )
-    params = inspect.signature(cls.__init__).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    offered = {k: v for k, v in context.items() if k in CONTEXT_KEYS and k not in cfg}
-    accepted = offered if takes_kwargs else {k: v for k, v in offered.items() if k in params}
-    return instantiate(cfg, **accepted)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -106,22 +66,16 @@ def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what
 
 class DynamicWeightTrainer(BaseTrainer):
     arguments_class = DynamicWeightTrainerConfig
+    component_kind = "weighter"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.component_config is None:
-            raise ValueError(NO_WEIGHTER)
-        check_component_config(self.component_config)
-        own = (
-            self.component_config.get("warmup_step")
-            if isinstance(self.component_config, DictConfig)
-            else None
-        )
+        check_component(self.component_kind, self.component_config)
+        own = self.component_config.get("warmup_step")
         self.warmup_step = self.args.warmup_step if own is None else int(own)
         """Plain steps before weighting: trainer.warmup_step, unless the component sets its own (rho1: 0, the
         paper applies token selection from the first step)."""
         self.weighter: Weighter | None = None
-        self.loop = None
         self._step = 0
         self.schedule = UpdateSchedule(self.warmup_step, 1, 0)
         """Every step after the warmup is weighted; `total_steps` sets the count."""
@@ -148,23 +102,13 @@ class DynamicWeightTrainer(BaseTrainer):
         self.schedule = UpdateSchedule(self.warmup_step, 1, total - self.warmup_step)
         return total
 
-    def setup(self, loop) -> None:
-        super().setup(loop)
-        self.loop = loop
-        context = dict(
-            train_data=self.train_data,
-            eval_data=self.eval_data,
-            accelerator=loop.accelerator,
-            tokenizer=self.tokenizer,
-            pad_token_id=loop.pad_id,
-            seed=self.args.seed,
-            run_dir=str(self.run_dir),
-        )
-        self.weighter = build_weighter(self.component_config, context)
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        self.weighter = build_component("weighter", self.component_config, ctx)
         if self.weighter.level not in ("sample", "token"):
             raise ValueError(f"{type(self.weighter).__name__}.level must be 'sample' or 'token'.")
-        self._model = loop.accelerator.unwrap_model(loop.model)  # once: unwrapping costs ~1 ms per call
-        self._device = loop.accelerator.device
+        self._model = ctx.accelerator.unwrap_model(ctx.model)  # once: unwrapping costs ~1 ms per call
+        self._device = ctx.device
         self.weighter.attach(self._model)
 
     def _unwrapped(self):

@@ -67,6 +67,8 @@ class Weighter:
 
     level: str = "sample"
     """`sample`: `losses` are per-sample token means; `token`: per supervised token."""
+    context_keys = CONTEXT_KEYS
+    """The run context a subclass taking **kwargs receives (and passes on to this constructor)."""
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(CONTEXT_KEYS))
