@@ -25,7 +25,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -129,8 +129,7 @@ def _values(cfg: Any) -> dict[str, Any] | None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"{', '.join('component.' + m for m in missing)} must be set (no default).")
-    values = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(values, dict)
+    values = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     if not values.get("_target_"):
         if set(values) - {"_target_"}:
             raise ValueError(
@@ -171,12 +170,12 @@ def _class_and_params(kind: ComponentKind, values: dict[str, Any]) -> tuple[type
 
 def _check_params(cls: type, params: dict[str, Any], provided: set[str]) -> None:
     """Every configured key must be a constructor parameter (unless the class takes **kwargs)."""
-    signature = inspect.signature(cls.__init__).parameters
+    signature = inspect.signature(cls).parameters
     if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
         return
     unknown = sorted(set(params) - set(signature))
     if unknown:
-        accepted = [n for n in signature if n != "self" and n not in provided]
+        accepted = [n for n in signature if n not in provided]
         raise ValueError(
             f"component.{unknown[0]} is not a parameter of {cls.__module__}.{cls.__qualname__} "
             f"(unknown: {unknown}); it accepts {accepted}."
@@ -226,7 +225,7 @@ def build_component(kind: str, cfg: Any, ctx: RunContext | None, **provided: Any
         raise ValueError(f"component.{clash[0]} is provided by the trainer and cannot be configured.")
     params = {k: v for k, v in params.items() if not (v is None and k in provided)}
     offered = {**(ctx.offered() if ctx is not None else {}), **provided}
-    signature = inspect.signature(cls.__init__).parameters
+    signature = inspect.signature(cls).parameters
     if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
         names = set(getattr(cls, "context_keys", ())) | set(signature)
     else:
