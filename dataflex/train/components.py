@@ -9,8 +9,9 @@ constructor argument. The builder then
 
 1. checks the config: required keys set and the schema's `__post_init__` value checks (built-in options)
    when the run is validated, before data or model load (`check_component`); then, when the trainer builds
-   it, every key against the class's signature (a user class's parameters are its schema: an unknown key
-   fails, naming it, before the first step);
+   it, every key against the class's parameters: a dataclass `Config` on the class (typed keys, checked by
+   its `__post_init__`, handed over as `config=`), else its constructor signature; an unknown key fails,
+   naming it, before the first step;
 2. offers the run context by parameter name: a constructor that names `model`, `accelerator`,
    `train_data`, `seed`, ... (the fields of `RunContext`) or one of the trainer's own objects
    (`mixture_manager` for mixers; `dataset`, `data_collator`, `cache_dir` for the spec's selectors) gets
@@ -182,6 +183,28 @@ def _check_params(cls: type, params: dict[str, Any], provided: set[str]) -> None
         )
 
 
+def _typed_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """A class that declares its parameters once, as a dataclass `Config`, receives them as `config=`: every
+    key typed (OmegaConf's conversion and errors), unknown keys refused, the values checked by its
+    `__post_init__`. Other classes: their signature is the schema (`_check_params`)."""
+    schema = getattr(cls, "Config", None)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return params
+    fields = [f.name for f in dataclasses.fields(schema)]
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"component.{unknown[0]} is not a parameter of {cls.__module__}.{cls.__qualname__} "
+            f"(unknown: {unknown}); its Config has {fields}."
+        )
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), params)
+    except Exception as err:  # noqa: BLE001 - OmegaConf's validation errors: a key and its value
+        key = getattr(err, "full_key", None) or "?"
+        raise ValueError(f"component.{key}: {str(err).splitlines()[0]}") from err
+    return {"config": OmegaConf.to_object(typed)}
+
+
 def _check_kind(kind: ComponentKind, cls: Any) -> None:
     base = resolve_class(kind.base)
     if kind.name == "selector":  # the spec allows any class with select(); the base class gives warmup()
@@ -219,7 +242,8 @@ def build_component(kind: str, cfg: Any, ctx: RunContext | None, **provided: Any
         return None
     cls, params = _class_and_params(KINDS[kind], values)
     _check_kind(KINDS[kind], cls)
-    _check_params(cls, params, set(provided) | set(RunContext.__dataclass_fields__))
+    params = _typed_params(cls, params)
+    _check_params(cls, params, set(provided))
     clash = sorted(k for k in provided if params.get(k) is not None)
     if clash:
         raise ValueError(f"component.{clash[0]} is provided by the trainer and cannot be configured.")
