@@ -343,7 +343,8 @@ class DynamicSelectTrainerConfig(ScheduledTrainerConfig):
     per-sample gradients of a batch take batch x trainable-parameters floats per parameter block."""
     target_domain: str | None = None
     """Default validation/target set of the selectors that need one (less, cluster_less, near, tsds, nice):
-    the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides it."""
+    the eval split of this domain (comma-separated: several subtasks). component.target_domain overrides
+    it."""
     target_dataset: str | None = None
     """...or a named dataset (any data.dataset spec) as the default target set."""
     selection_order: str = "shuffle"
@@ -400,8 +401,8 @@ class DynamicMixTrainerConfig(ScheduledTrainerConfig):
     train_step: int | None = None
     """Total steps with static_mix=true (required there, refused otherwise)."""
     mixture_unit: str = "samples"
-    """What the proportions are shares of: `samples` (each prefix of the batches within one sample per domain of
-    them) or `tokens` (shares of the trained tokens, as OLMo-core's source mixtures; every item's length is
+    """What the proportions are shares of: `samples` (each prefix of the batches within one sample per domain
+    of them) or `tokens` (shares of the trained tokens, as OLMo-core's source mixtures; every item's length is
     read once at start; logged as `mixture/achieved_tokens/<domain>`). Pretrain blocks all have cutoff_len
     tokens, so there both units give the same batches."""
 
@@ -519,7 +520,8 @@ class DynamicWeightTrainerConfig(TrainingArguments):
         if self.train_step is not None:
             if self.train_step <= 0:
                 raise ValueError(
-                    f"trainer.train_step must be > 0 (or null to use trainer.max_steps), got {self.train_step}."
+                    "trainer.train_step must be > 0 (or null to use trainer.max_steps), got "
+                    f"{self.train_step}."
                 )
             self.max_steps = self.train_step
         super().__post_init__()

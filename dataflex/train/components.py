@@ -76,37 +76,28 @@ class RunContext:
 
 @dataclass(frozen=True)
 class ComponentKind:
-    """What a dynamic trainer consults: the base class path, how to say "none given" and the registry name."""
+    """What a dynamic trainer consults, and what to say when the config chooses none."""
 
     name: str
     trainer: str
-    base: str
     choices: str
     required: bool
+
+    @property
+    def base(self) -> str:
+        """The base class (the spec's API): dataflex.train.<name>.base_<name>.<Name>."""
+        return f"dataflex.train.{self.name}.base_{self.name}.{self.name.capitalize()}"
 
 
 KINDS = {
     "selector": ComponentKind(
         "selector",
         "dynamic_select",
-        "dataflex.train.selector.base_selector.Selector",
         "<random, loss, delta_loss, less, cluster_less, near, tsds, nice, custom>",
         True,
     ),
-    "mixer": ComponentKind(
-        "mixer",
-        "dynamic_mix",
-        "dataflex.train.mixer.base_mixer.Mixer",
-        "none|static|random|odm|doremi|dynamic_moe|custom",
-        False,
-    ),
-    "weighter": ComponentKind(
-        "weighter",
-        "dynamic_weight",
-        "dataflex.train.weighter.base_weighter.Weighter",
-        "loss|adapt|custom|rho1",
-        True,
-    ),
+    "mixer": ComponentKind("mixer", "dynamic_mix", "none|static|random|odm|doremi|dynamic_moe|custom", False),
+    "weighter": ComponentKind("weighter", "dynamic_weight", "loss|adapt|custom|rho1", True),
 }
 
 

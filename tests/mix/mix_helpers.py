@@ -85,7 +85,8 @@ def history(run_dir) -> dict:
 
 
 class CyclingMixer(Mixer):
-    """Test mixer (via component._target_): the k-th call puts all weight on domain k % K and logs the call."""
+    """Test mixer (via component._target_): the k-th call puts all weight on domain k % K and logs the
+    call."""
 
     def __init__(self, mixture_manager):
         super().__init__(mixture_manager)
@@ -111,8 +112,8 @@ def save_reference(path, seed: int = 1):
 
 
 def distributed_histories(run_dir: str, reference: str, grad_accum: int) -> dict:
-    """Runs an ODM and a DoReMi trainer (per-device batch 8 / world size / grad_accum, so the global batch is 8
-    for any world size) and returns the decisions every rank made."""
+    """Runs an ODM and a DoReMi trainer (per-device batch 8 / world size / grad_accum, so the global batch is
+    8 for any world size) and returns the decisions every rank made."""
     import os
 
     world = int(os.environ.get("WORLD_SIZE", 1))

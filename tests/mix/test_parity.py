@@ -21,7 +21,8 @@ NAMES3 = ["a", "b", "c"]
 
 # ---------------------------------------------------------------------------------------------- DoReMi
 def test_doremi_weights_after_two_updates():
-    # alpha0 = 1/3; step 1: softmax(log alpha0 + [.5,.1,0]) = [e^.5, e^.1, 1] / 3.75389 = [.43921, .29441, .26639],
+    # alpha0 = 1/3; step 1: softmax(log alpha0 + [.5,.1,0]) = [e^.5, e^.1, 1] / 3.75389 = [.43921, .29441,
+    # .26639],
     # then 0.9 * that + 0.1/3 -> [.428616, .298299, .273084]; step 2 repeats from there with lambda [.2,.3,0].
     alpha = np.full(3, 1 / 3)
     alpha = doremi_update(alpha, [0.5, 0.1, 0.0], eta=1.0, smoothing=0.1)
@@ -111,7 +112,8 @@ def _weighted_total_on_fixed_batch(mixer):
 
 
 def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
-    """sum over micro-batches of weighted_loss == sum_i alpha_i * (token-mean loss of domain i in the batch)."""
+    """sum over micro-batches of weighted_loss == sum_i alpha_i * (token-mean loss of domain i in the
+    batch)."""
     mixer = _doremi_without_reference(loss_normalization="domain_mean")  # the paper's form (an option)
     total, token_sum = _weighted_total_on_fixed_batch(mixer)
     # domain a: (4 + 2) / (2 + 4) = 1.0; b: 3 / 3 = 1.0; c: 5 / 1 = 5.0
@@ -122,11 +124,13 @@ def test_doremi_loss_is_the_alpha_weighted_per_domain_loss():
 
 
 def test_doremi_default_loss_is_normalised_by_alpha_weighted_tokens_as_the_authors_code():
-    """Issue 13 item 12: the official trainer divides sum_j alpha[d(j)] l(j) by sum_j alpha[d(j)] (masked tokens)."""
+    """Issue 13 item 12: the official trainer divides sum_j alpha[d(j)] l(j) by sum_j alpha[d(j)] (masked
+    tokens)."""
     mixer = _doremi_without_reference()
     assert mixer.loss_normalization == "alpha_tokens"
     total, token_sum = _weighted_total_on_fixed_batch(mixer)
-    # tokens a: 2 + 4 = 6, b: 3, c: 1 -> normaliser .5*6 + .3*3 + .2*1 = 4.1; numerator .5*6 + .3*3 + .2*5 = 4.9
+    # tokens a: 2 + 4 = 6, b: 3, c: 1 -> normaliser .5*6 + .3*3 + .2*1 = 4.1; numerator .5*6 + .3*3 + .2*5 =
+    # 4.9
     assert total.detach().item() == pytest.approx(4.9 / 4.1)
     total.backward()
     assert token_sum[0].grad.tolist() == pytest.approx([0.5 / 4.1, 0.3 / 4.1])
@@ -142,8 +146,9 @@ def test_odm_exploration_rate():
 
 
 def test_odm_probabilities_after_a_few_rewards():
-    # alpha=0.5, reward_scale=0.5, rewards = losses [2, 1, 3]; pi uniform for 5 steps (domain c absent at step 3):
-    # R_a: 0 -> 1.5 -> 2.25 -> 2.625 -> 2.8125 -> 2.90625 (each step adds 0.5 * 0.5*2/(1/3) = 1.5 after halving)
+    # alpha=0.5, reward_scale=0.5, rewards = losses [2, 1, 3]; pi uniform for 5 steps (domain c absent at step
+    # 3): R_a: 0 -> 1.5 -> 2.25 -> 2.625 -> 2.8125 -> 2.90625 (each step adds 0.5 * 0.5*2/(1/3) = 1.5 after
+    # halving)
     mixer = OdmMixer(manager(names=NAMES3), alpha=0.5, reward_scale=0.5)
     for step in range(1, 6):
         mixer.observe(stats(step, [2.0, 1.0, 3.0], present=[True, True, step != 3]))

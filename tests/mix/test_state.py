@@ -199,7 +199,8 @@ def test_dynamic_moe_restored_mid_run():
 
 
 def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_default():
-    """Issue 13 item 4: the authors count the last MoE layer's routing and freeze the gates in dynamic runs."""
+    """Issue 13 item 4: the authors count the last MoE layer's routing and freeze the gates in dynamic
+    runs."""
     from dataflex.config.component.mix import DynamicMoeMixerConfig
 
     assert DynamicMoeMixerConfig().freeze_gate and DynamicMoeMixerConfig().router_layers == "last"

@@ -183,7 +183,8 @@ def test_doremi_alpha_changes_at_every_step_under_the_default_schedule(tmp_path)
 
 
 def test_odm_observe_warmup_false_skips_the_warmup_rewards(tmp_path, monkeypatch):
-    """ODM's released code makes no update during warmup: observe_warmup=false keeps the bandit blind there."""
+    """ODM's released code makes no update during warmup: observe_warmup=false keeps the bandit blind
+    there."""
     from dataflex.train.mixer.odm import OdmMixer
 
     seen = []

@@ -122,7 +122,8 @@ def test_tsds_kde_splits_the_mass_of_near_duplicates():
 
 
 def test_tsds_chunked_neighbours_and_density_equal_the_full_matrix():
-    """Issue 13 item 8: blocks of 3 query rows give the same neighbours and KDE as the whole distance matrix."""
+    """Issue 13 item 8: blocks of 3 query rows give the same neighbours and KDE as the whole distance
+    matrix."""
     g = torch.Generator().manual_seed(0)
     cands, queries = torch.randn(20, 4, generator=g), torch.randn(5, 4, generator=g)
     d2_full = torch.cdist(queries.double(), cands.double()).square()

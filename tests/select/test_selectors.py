@@ -201,7 +201,8 @@ def test_trainer_default_target_and_named_target_dataset(tmp_path):
 
 
 def test_target_split_is_honoured_with_a_target_domain():
-    """Issue 13 item 14: component.target_split=train takes the domain's first *training* rows (it was ignored)."""
+    """Issue 13 item 14: component.target_split=train takes the domain's first *training* rows (it was
+    ignored)."""
     tiny = shared_setup("full")
     evaluated = _make(NearSelector, tiny, target_domain="target", target_max_samples=4)
     trained = _make(NearSelector, tiny, target_domain="target", target_max_samples=4, target_split="train")

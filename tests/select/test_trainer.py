@@ -253,7 +253,8 @@ def test_less_with_kronecker_features_runs_end_to_end(compose, tmp_path):
 
 class TargetFirstSelector:
     """A top-k selector: score = 1 for `target` rows, else 0, plus a tiny id-based tie-breaker; returns the
-    picks sorted by descending score (as top_k does), so in the returned order every `target` row comes first."""
+    picks sorted by descending score (as top_k does), so in the returned order every `target` row comes
+    first."""
 
     def __init__(self, dataset, accelerator, data_collator, cache_dir):
         self.dataset = dataset
@@ -275,9 +276,9 @@ class TargetFirstSelector:
 @pytest.mark.parametrize("order", ["shuffle", "selector"])
 def test_selections_are_trained_in_a_seeded_random_order_not_by_score(compose, tmp_path, trained, order):
     """Item 1 of issue 13: a top-k selection (sorted by score) must not become a score-sorted curriculum. The
-    default trains it in a random order seeded by (seed, update): the trained scores are not monotone and every
-    half of the phase holds the selection's `target` share within hypergeometric noise; `selector` keeps the
-    returned (sorted) order. Scores stay attached to their ids either way."""
+    default trains it in a random order seeded by (seed, update): the trained scores are not monotone and
+    every half of the phase holds the selection's `target` share within hypergeometric noise; `selector` keeps
+    the returned (sorted) order. Scores stay attached to their ids either way."""
     run_dir = _run(
         compose,
         tmp_path,

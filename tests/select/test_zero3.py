@@ -127,7 +127,8 @@ class _CountingModel(torch.nn.Module):
 
 
 def test_lockstep_evaluation_runs_as_many_batches_on_every_rank_and_drops_the_extras():
-    """Under ZeRO-3 every forward is a collective: a rank with fewer eval rows must still run as many batches."""
+    """Under ZeRO-3 every forward is a collective: a rank with fewer eval rows must still run as many
+    batches."""
     from dataflex.train.evaluation import evaluate
 
     s = make_setup("full")

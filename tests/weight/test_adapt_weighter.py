@@ -1,4 +1,5 @@
-"""`component=adapt`: parity on fixed embeddings, anchors refreshed on schedule and carried by state, bad input."""
+"""`component=adapt`: parity on fixed embeddings, anchors refreshed on schedule and carried by state, bad
+input."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataflex.train.weighter.base_weighter import WeightContext
 
 ANCHORS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 EMB = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
-# cosine to each anchor: rows [1,0] [0,1] [.6,.8] [-1,0]; mean over anchors -> [.5, .5, .7, -.5], max -> [1, 1, .8, 0]
+# cosine to each anchor: rows [1,0] [0,1] [.6,.8] [-1,0]; mean over anchors -> [.5, .5, .7, -.5], max -> [1,
+# 1, .8, 0]
 
 
 def sigmoid(x):
@@ -29,7 +31,8 @@ def test_mean_similarity_parity():
 
 
 def test_unnormalised_weights_are_the_ports_per_sample_learning_rate():
-    """Issue 13 item 6: normalize=false keeps the sigmoid values u_i and the loss is their batch mean of u_i l_i."""
+    """Issue 13 item 6: normalize=false keeps the sigmoid values u_i and the loss is their batch mean of u_i
+    l_i."""
     w, _ = adapt_weights(EMB, ANCHORS, tau=0.5, normalize=False)
     np.testing.assert_allclose(w.numpy(), sigmoid([1.0, 1.0, 1.4, -1.0]) / 4, rtol=1e-6)
 

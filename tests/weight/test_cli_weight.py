@@ -1,5 +1,5 @@
-"""trainer=dynamic_weight through `dataflex-run`: composition, early errors, weights in metrics.jsonl, the spec's
-CustomWeighter by registered name and from a user module, and the weighting_study preset."""
+"""trainer=dynamic_weight through `dataflex-run`: composition, early errors, weights in metrics.jsonl, the
+spec's CustomWeighter by registered name and from a user module, and the weighting_study preset."""
 
 from __future__ import annotations
 
@@ -145,7 +145,8 @@ def test_spec_custom_weighter_by_name_and_from_user_module(cli, tmp_path):
                 self.strategy = strategy
                 logger.info(f"CustomWeighter initialized with strategy: {strategy}")
 
-            def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model: nn.Module | None = None,
+            def get_weighted_loss(self, losses: torch.Tensor, *, ctx: Any = None, model: nn.Module | None =
+            None,
                                   inputs: dict[str, Union[torch.Tensor, Any]] | None = None) -> torch.Tensor:
                 if not torch.is_tensor(losses) or losses.dim() == 0:
                     return losses

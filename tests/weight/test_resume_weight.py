@@ -48,7 +48,8 @@ def test_resumed_run_applies_the_same_weights(tmp_path, name, params):
     if name == "loss":
         assert [m["weight/temperature"] for m in resumed.metrics] == [5.0, 0.3, 0.3]
     else:
-        # restored anchors were used at step 2 (no refresh there); the next refresh came at step 3 as in the full run
+        # restored anchors were used at step 2 (no refresh there); the next refresh came at step 3 as in the
+        # full run
         assert (
             (resumed.weighter.refreshes, resumed.weighter.refreshed_at)
             == (2, 3)

@@ -1,5 +1,5 @@
-"""trainer=dynamic_weight: warmup/weighting schedule, visible weights, NaN handling, the spec's custom weighter
-from a user module, bad component output, state."""
+"""trainer=dynamic_weight: warmup/weighting schedule, visible weights, NaN handling, the spec's custom
+weighter from a user module, bad component output, state."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """trainer=dynamic_weight: the loss scale and the update do not depend on how the global batch is split.
 
-- uniform weights give exactly the plain mean loss (value and gradient), so nothing jumps when weighting starts;
+- uniform weights give exactly the plain mean loss (value and gradient), so nothing jumps when weighting
+starts;
 - global-batch normalisation: gradient accumulation 1x8 vs 2x4, and 1 vs 2 gloo processes, apply the same
   gradient and the same weights (the weights are far from uniform, so this is not trivially true).
 """
@@ -68,8 +69,8 @@ def test_uniform_weights_reproduce_the_plain_mean_loss(name, params):
 
 @pytest.mark.parametrize("name, params", [("custom", {}), ("loss", {"strategy": "uniform"})])
 def test_uniform_weights_under_token_reduction_reproduce_trainer_static(name, params):
-    """Issue 13 item 7: with trainer.loss_reduction=token (trainer=static's loss) uniform weights give exactly the
-    static token-mean loss and update, through Sow et al.'s length-normalised form."""
+    """Issue 13 item 7: with trainer.loss_reduction=token (trainer=static's loss) uniform weights give exactly
+    the static token-mean loss and update, through Sow et al.'s length-normalised form."""
     kw = dict(steps=3, warmup_step=1, accumulation=2, per_device=4, loss_reduction="token")
     weighted = train_tiny(component(schema(name), **params), **kw)
     plain = train_tiny(component(schema(name), **params), trainer_cls=plain_trainer_class(), **kw)

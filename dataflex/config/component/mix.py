@@ -81,8 +81,9 @@ class OdmMixerConfig:
     progress_slow: float = 0.99
     """learning_progress: beta of the slow moving average (must exceed progress_fast)."""
     estimator: str = "smoothed"
-    """smoothed (the paper's Algorithm 1: R <- alpha R + (1 - alpha) r / pi) | cumulative (the authors' released
-    code: R += r / pi; with reward_scale=0.1 observe_warmup=false it reproduces that code, which divides by 10)."""
+    """smoothed (the paper's Algorithm 1: R <- alpha R + (1 - alpha) r / pi) | cumulative (the authors'
+    released code: R += r / pi; with reward_scale=0.1 observe_warmup=false it reproduces that code, which
+    divides by 10)."""
     observe_warmup: bool = True
     """Observe rewards during trainer.warmup_step (ours); the released code makes no update during warmup."""
 
@@ -121,9 +122,11 @@ class DynamicMoeMixerConfig:
     source: str = "eval"
     """Which split the per-domain batches come from: `eval` (needs an eval split) or `train`."""
     freeze_gate: bool = True
-    """Freeze the router modules (only them: not the gate_proj of SwiGLU MLPs). True as the authors' dynamic runs."""
+    """Freeze the router modules (only them: not the gate_proj of SwiGLU MLPs). True as the authors' dynamic
+    runs."""
     router_layers: str = "last"
-    """Whose routing makes a domain's gate load: `last` MoE layer (the authors' code) or `all` layers summed."""
+    """Whose routing makes a domain's gate load: `last` MoE layer (the authors' code) or `all` layers
+    summed."""
 
     def __post_init__(self) -> None:
         if self.router_layers not in ("last", "all"):

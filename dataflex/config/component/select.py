@@ -44,7 +44,8 @@ class RandomSelectorConfig(SeededSelectorConfig):
 
 @dataclass
 class LossSelectorConfig(SeededSelectorConfig):
-    """`component=loss`: sample by loss bucket (low / medium / high by quantiles), the focus bucket weighted."""
+    """`component=loss`: sample by loss bucket (low / medium / high by quantiles), the focus bucket
+    weighted."""
 
     _target_: str = "dataflex.train.selector.loss_selector.LossSelector"
     focus: str = "medium"
@@ -133,8 +134,8 @@ class LessSelectorConfig(TargetSelectorConfig):
     candidate pool (pool x proj_dim float32: 50k rows = 0.4 GB instead of 1.6 GB) and the dense-projection
     cost stay 4x lower on CPU and small GPUs. Set 8192 to match the paper's runs."""
     proj_type: str = "sparse"
-    """sparse (count sketch, fast on CPU) | rademacher | gaussian (dense, as TRAK) | kronecker (LoGra: projected
-    without forming per-sample gradients, fastest; needs gradient_type=sgd)."""
+    """sparse (count sketch, fast on CPU) | rademacher | gaussian (dense, as TRAK) | kronecker (LoGra:
+    projected without forming per-sample gradients, fastest; needs gradient_type=sgd)."""
     gradient_type: str = "adam"
     """Training-sample features: adam (LESS) | sgd."""
     adam_variant: str = "paper"
@@ -193,7 +194,8 @@ class NearSelectorConfig(TargetSelectorConfig):
     encoder_path: str | None = None
     """Local HF encoder dir for embeddings (None: the training model's mean-pooled last hidden state)."""
     indices_path: str | None = None
-    """Precomputed (targets x K) .npy of training ids, as the original offline NEAR writes (skips embedding)."""
+    """Precomputed (targets x K) .npy of training ids, as the original offline NEAR writes (skips
+    embedding)."""
 
     def __post_init__(self) -> None:
         if not self.indices_path:
@@ -204,7 +206,8 @@ class NearSelectorConfig(TargetSelectorConfig):
 class TsdsSelectorConfig(TargetSelectorConfig):
     """`component=tsds` (Liu et al. 2024): optimal-transport distribution alignment with a KDE diversity
     regulariser; samples drawn from the resulting probabilities. Exact chunked neighbour search (faiss
-    IndexFlatL2 when installed), memory checked before training; deviations: dataflex/train/selector/tsds_selector.py."""
+    IndexFlatL2 when installed), memory checked before training; deviations:
+    dataflex/train/selector/tsds_selector.py."""
 
     _target_: str = "dataflex.train.selector.tsds_selector.TsdsSelector"
     encoder_path: str | None = None
@@ -215,12 +218,14 @@ class TsdsSelectorConfig(TargetSelectorConfig):
     kde_K: int = 1000
     """Neighbourhood size of the density estimate (the authors' default; capped as cap_neighbours says)."""
     cap_neighbours: bool = True
-    """Cap max_K and kde_K at candidates // 10, as the authors' code (false: only at the number of candidates)."""
+    """Cap max_K and kde_K at candidates // 10, as the authors' code (false: only at the number of
+    candidates)."""
     sigma: float | None = None
-    """Kernel width of the KDE. None (default): the authors' 0.75 scaled to the embedding space, 0.75 / sqrt(2) x
-    the candidates' median pairwise distance (= 0.75 for embeddings spread like a sentence encoder's; a training
-    model's states are often far more compressed, where a fixed 0.75 makes the KDE flat and TSDS uniform).
-    A number: fixed (0.75: the authors' value; 0: no density correction). A near-uniform KDE logs a warning."""
+    """Kernel width of the KDE. None (default): the authors' 0.75 scaled to the embedding space, 0.75 /
+    sqrt(2) x the candidates' median pairwise distance (= 0.75 for embeddings spread like a sentence
+    encoder's; a training model's states are often far more compressed, where a fixed 0.75 makes the KDE flat
+    and TSDS uniform). A number: fixed (0.75: the authors' value; 0: no density correction). A near-uniform
+    KDE logs a warning."""
     alpha: float = 0.5
     """Trade-off between distribution alignment (→1) and diversity (→0)."""
     C: float = 5.0

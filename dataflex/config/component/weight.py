@@ -101,7 +101,8 @@ class LossWeighterConfig:
     then r: the authors' large-scale recipe); linear (anneal temperature_start -> r over those steps)."""
     temperature_start: float = 100.0
     temperature_warmup_steps: int = 0
-    """Weighted steps (counted from the end of trainer.warmup_step) spent at/annealing from temperature_start."""
+    """Weighted steps (counted from the end of trainer.warmup_step) spent at/annealing from
+    temperature_start."""
 
     def __post_init__(self) -> None:
         check_loss_params(

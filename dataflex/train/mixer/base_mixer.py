@@ -71,7 +71,8 @@ class Mixer:
     """True: the trainer defers backward and uses `before_backward` + `weighted_loss` (DoReMi)."""
     updates_every_step: bool = False
     """With `reweights_loss`: True makes `before_backward(..., update=True)` run at every step, whatever the
-    trainer's warmup_step/update_step (which then only schedule `mix`); False: only at the scheduled updates."""
+    trainer's warmup_step/update_step (which then only schedule `mix`); False: only at the scheduled
+    updates."""
 
     def __init__(self, mixture_manager: MixtureManager) -> None:
         self.mixture_manager = mixture_manager

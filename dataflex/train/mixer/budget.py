@@ -12,7 +12,8 @@ from dataflex.data.errors import MixtureInfeasible
 
 def item_token_counts(data) -> np.ndarray:
     """Input tokens of every training item. A dataset that knows them (a token store: `token_counts()`) says
-    so for free; otherwise every item is built once (SFT items are tokenized and cached, as training would)."""
+    so for free; otherwise every item is built once (SFT items are tokenized and cached, as training
+    would)."""
     if callable(getattr(data, "token_counts", None)):
         return np.asarray(data.token_counts(), dtype=np.int64)
     store = getattr(data, "store", None)

@@ -22,11 +22,12 @@ normalise by the whole global batch's, so gradient accumulation does not change 
 alpha_t is computed before the proxy's backward (the loop's `defer_backward` hook) and the alpha-weighted
 loss is what is back-propagated (the original DataFlex computed the weights but never applied them; it
 also only updated alpha on the mixer schedule: with the trainer defaults warmup_step=50 update_step=25,
-alpha stayed uniform for 50 steps and changed at 10 of 300 steps). The batches themselves keep following the trainer's mixture (the paper samples from the reference
-weights and reweights the loss). A domain absent from a step's batch keeps its previous lambda, as in the
-authors' code. The running average of alpha_t over the updates is DoReMi's output: it is written to
-`<run dir>/doremi_weights.json` (`{"domains", "proportions"}`), which step 3 trains with
-(`trainer.mixture_proportions_file`). Defaults eta=1, c=1e-3 follow the paper's run scripts.
+alpha stayed uniform for 50 steps and changed at 10 of 300 steps). The batches themselves keep following the
+trainer's mixture (the paper samples from the reference weights and reweights the loss). A domain absent from
+a step's batch keeps its previous lambda, as in the authors' code. The running average of alpha_t over the
+updates is DoReMi's output: it is written to `<run dir>/doremi_weights.json` (`{"domains", "proportions"}`),
+which step 3 trains with (`trainer.mixture_proportions_file`). Defaults eta=1, c=1e-3 follow the paper's run
+scripts.
 """
 
 from __future__ import annotations

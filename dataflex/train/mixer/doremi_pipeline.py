@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = json.loads((workdir / "proxy" / "doremi_weights.json").read_text())
     listing = ", ".join(f"{d}={p:.3f}" for d, p in zip(weights["domains"], weights["proportions"]))
     print(
-        f"[dataflex-doremi] DoReMi domain weights: {listing}\n[dataflex-doremi] main model: {workdir / 'main'}"
+        f"[dataflex-doremi] DoReMi domain weights: {listing}\n"
+        f"[dataflex-doremi] main model: {workdir / 'main'}"
     )
     return 0
 

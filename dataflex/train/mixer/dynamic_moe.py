@@ -143,8 +143,8 @@ class DynamicMoeMixer(Mixer):
 
     @torch.no_grad()
     def router_loads(self, model) -> np.ndarray:
-        """(K, E) per-domain expert loads (top-k choices over real tokens of the last MoE layer, or summed over
-        all layers), L1-normalised."""
+        """(K, E) per-domain expert loads (top-k choices over real tokens of the last MoE layer, or summed
+        over all layers), L1-normalised."""
         inner = getattr(model, "module", model)
         # the unwrapped module: ranks may run different numbers of forwards (no DDP collectives)
         with eval_mode(inner):

@@ -1,5 +1,6 @@
 """The record of a mix run: every proportion change (step, proportions, source) and the domain counts of
-every trained batch; written as `mixture_history.json` (the proportions are drawn in `plots/mixture_proportions.png`)."""
+every trained batch; written as `mixture_history.json` (the proportions are drawn in
+`plots/mixture_proportions.png`)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ def update_loss_averages(
     beta_fast: float,
     beta_slow: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """EMAs of each domain's training loss over the steps it was present; a domain's first loss starts both."""
+    """EMAs of each domain's training loss over the steps it was present; a domain's first loss starts
+    both."""
     fast, slow = fast.copy(), slow.copy()
     first = present & np.isnan(fast)
     fast[first] = slow[first] = loss[first]

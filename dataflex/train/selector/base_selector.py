@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dataflex.utils.logging import logger
 
@@ -41,7 +40,8 @@ class SelectionContext:
     """Row cap of forward-only scoring batches (losses, embeddings; None: the token budget alone, 64 rows for
     embeddings)."""
     max_tokens: int | None = None
-    """Padded tokens per forward-only loss batch (trainer.scoring_max_tokens; None: sized from free memory)."""
+    """Padded tokens per forward-only loss batch (trainer.scoring_max_tokens; None: sized from free
+    memory)."""
     rank: int = 0
     world_size: int = 1
     run_dir: Path | None = None
@@ -138,9 +138,3 @@ def top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
         raise ValueError(f"cannot take the top {k} of {len(scores)} candidates")
     order = np.lexsort((rng.permutation(len(scores)), -scores))
     return order[:k]
-
-
-def as_index_list(values) -> list[int]:
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
-    return [int(v) for v in values]

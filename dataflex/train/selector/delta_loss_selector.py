@@ -116,11 +116,11 @@ class DeltaLossSelector(Selector):
         positive = int((probs > 0).sum())
         if not self.replacement and num_samples > positive:
             raise ValueError(
-                f"delta_loss: update {update} needs {num_samples} distinct samples but only {positive} of the "
-                f"{len(cands)} baseline candidates have a positive weight (component.outside_weight="
-                f"{self.outside_weight} and a window of {window[1] - window[0]}); set component.replacement=true "
-                "to draw with replacement, raise component.outside_weight or component.window_size, or lower "
-                "trainer.update_step."
+                f"delta_loss: update {update} needs {num_samples} distinct samples but only {positive} of "
+                f"the {len(cands)} baseline candidates have a positive weight (component.outside_weight="
+                f"{self.outside_weight} and a window of {window[1] - window[0]}); set "
+                "component.replacement=true to draw with replacement, raise component.outside_weight or "
+                "component.window_size, or lower trainer.update_step."
             )
         pos = weighted_sample(probs, num_samples, rng, self.replacement)
         self.last_scores = delta[pos]

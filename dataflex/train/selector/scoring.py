@@ -98,7 +98,8 @@ class GradientFeatureSpec:
     """Training features: `adam` (Adam-preconditioned, LESS) or `sgd` (plain gradient)."""
     bias_correction: bool = True
     adam_variant: str = "paper"
-    """`paper` (bias-corrected, the optimizer's betas/eps) | `code` (the official LESS code; see AdamPreconditioner)."""
+    """`paper` (bias-corrected, the optimizer's betas/eps) | `code` (the official LESS code; see
+    AdamPreconditioner)."""
 
     def projector(self, model) -> RandomProjector | KroneckerProjector:
         if self.proj_type == "kronecker":
@@ -217,9 +218,9 @@ class TargetSet:
 
 def missing_target_message(selector: str) -> str:
     return (
-        f"selector {selector!r} needs a validation/target set: set component.target_domain=<a domain of the eval "
-        "split, e.g. target> (or trainer.target_domain for every selector), or component.target_dataset=<a "
-        "dataset spec>."
+        f"selector {selector!r} needs a validation/target set: set component.target_domain=<a domain of "
+        "the eval split, e.g. target> (or trainer.target_domain for every selector), or "
+        "component.target_dataset=<a dataset spec>."
     )
 
 
@@ -238,8 +239,9 @@ def resolve_target(
     target_max_samples: int | None = None,
 ) -> TargetSet:
     """The target set from config: the `target_split` (eval or train) split of `target_domain`
-    (comma-separated for several subtasks), or of the named `target_dataset`. At most `target_max_samples` rows per subtask (the first ones: deterministic). The
-    selector's own keys win; else the trainer's defaults (trainer.target_domain / trainer.target_dataset)."""
+    (comma-separated for several subtasks), or of the named `target_dataset`. At most `target_max_samples`
+    rows per subtask (the first ones: deterministic). The selector's own keys win; else the trainer's defaults
+    (trainer.target_domain / trainer.target_dataset)."""
     if not target_domain and not target_dataset:
         target_domain, target_dataset = ctx.target_domain, ctx.target_dataset
     if not target_domain and not target_dataset:
@@ -315,7 +317,8 @@ def load_target_dataset(train_data, spec: str, split: str):
 
 
 def group_mean_max(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
-    """LESS's aggregation: (N, M) similarities -> mean over the targets of each subtask -> max over subtasks."""
+    """LESS's aggregation: (N, M) similarities -> mean over the targets of each subtask -> max over
+    subtasks."""
     groups_t = torch.as_tensor(groups, dtype=torch.long)
     n_groups = int(groups_t.max()) + 1
     sums = torch.zeros(sims.shape[0], n_groups, dtype=sims.dtype).index_add_(1, groups_t, sims)

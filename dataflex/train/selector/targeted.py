@@ -128,7 +128,8 @@ class GradientSelector(TargetedSelector):
 
 
 class EmbeddingSelector(TargetedSelector):
-    """Mean-pooled embeddings from the training model, or from a local encoder (`encoder_path`, loaded once)."""
+    """Mean-pooled embeddings from the training model, or from a local encoder (`encoder_path`, loaded
+    once)."""
 
     def __init__(
         self,

@@ -6,8 +6,8 @@ distance of L2-normalised embeddings). The optimum of the paper's objective (opt
 + alpha-weighted diversity regulariser with kernel density estimates) gives candidate k of target j the
 mass 1/(M s kde_jk) for its nearest candidates, up to a global level s found by a greedy water-filling:
 targets extend their neighbour lists in order of the accumulated 1/kde, and the level stops rising when
-(alpha / C) * sum_j cost_j >= (1 - alpha) * M, with cost_j = d_{j,K_j+1} * count_j - sum_{k<=K_j} d_jk / kde_jk.
-Whatever mass a target has left goes to its next neighbour. Samples are drawn from the resulting
+(alpha / C) * sum_j cost_j >= (1 - alpha) * M, with cost_j = d_{j,K_j+1} * count_j - sum_{k<=K_j} d_jk /
+kde_jk. Whatever mass a target has left goes to its next neighbour. Samples are drawn from the resulting
 probabilities (with replacement, as the paper's code).
 
 KDE: kde(x) = sum over the `kde_K` nearest candidates y (x included) of max(0, 1 - |x - y|^2 / sigma^2).
@@ -49,7 +49,8 @@ from dataflex.train.signals.memory import SAFETY, available_memory_bytes
 from dataflex.utils.logging import logger
 
 OFFICIAL_SIGMA = 0.75
-"""The authors' default kernel width, for embeddings spread like a sentence encoder's (pairs ~sqrt(2) apart)."""
+"""The authors' default kernel width, for embeddings spread like a sentence encoder's (pairs ~sqrt(2)
+apart)."""
 BLOCK_BYTES = 1 << 27
 """Size of one block of the chunked distance computation (128 MiB of float64)."""
 NEAR_UNIFORM = 0.5
@@ -70,8 +71,9 @@ def _faiss():
 
 
 class NeighbourSearch:
-    """Exact nearest-neighbour search over fixed `keys`: faiss `IndexFlatL2` (float32) when faiss is installed,
-    else torch in blocks of query rows (float64), so no (queries x keys) matrix is ever held whole."""
+    """Exact nearest-neighbour search over fixed `keys`: faiss `IndexFlatL2` (float32) when faiss is
+    installed, else torch in blocks of query rows (float64), so no (queries x keys) matrix is ever held
+    whole."""
 
     def __init__(self, keys: torch.Tensor, *, rows: int | None = None, use_faiss: bool | None = None) -> None:
         self.keys = keys
@@ -113,7 +115,8 @@ def nearest(
 
 @dataclass
 class Density:
-    """KDE of every candidate, and how many of its kde_K neighbours fall inside the kernel (itself included)."""
+    """KDE of every candidate, and how many of its kde_K neighbours fall inside the kernel (itself
+    included)."""
 
     kde: np.ndarray
     inside: np.ndarray
@@ -148,8 +151,8 @@ def near_uniform_warning(density: Density, kde_K: int, sigma: float, candidates:
     if sigma <= 0 or inside <= NEAR_UNIFORM * kde_K:
         return None
     return (
-        f"tsds: the density estimate is near-uniform: on average {inside:.0f} of each candidate's {kde_K} nearest "
-        f"neighbours lie within sigma={sigma:.3g} (median pairwise distance "
+        f"tsds: the density estimate is near-uniform: on average {inside:.0f} of each candidate's "
+        f"{kde_K} nearest neighbours lie within sigma={sigma:.3g} (median pairwise distance "
         f"{median_pairwise_distance(candidates):.3g}), so TSDS samples almost uniformly among the targets' "
         "neighbours. Lower component.sigma (or leave it null: scaled to the embedding space)."
     )

@@ -238,7 +238,8 @@ class DynamicMixTrainer(BaseTrainer):
     # ---- internals ----------------------------------------------------------------------------------------
     def _reweight_update(self, step: int) -> bool:
         """Whether a loss-reweighting mixer updates its weights during 0-based step `step`: at every step
-        when it says so (`updates_every_step`: DoReMi, whatever the sampling schedule), else on the schedule."""
+        when it says so (`updates_every_step`: DoReMi, whatever the sampling schedule), else on the
+        schedule."""
         return bool(getattr(self.mixer, "updates_every_step", False)) or self.is_update(step)
 
     def _domain_stats(self, done: int, ctx: StepContext) -> DomainStats:
@@ -319,8 +320,8 @@ class DynamicMixTrainer(BaseTrainer):
             need = p * total
             if need > len(rows):
                 logger.info(
-                    f"dynamic_mix: at its initial proportion the schedule draws ~{need:.0f} samples of domain "
-                    f"{name!r}, which has {len(rows)} rows: it is reshuffled and repeated "
+                    f"dynamic_mix: at its initial proportion the schedule draws ~{need:.0f} samples of "
+                    f"domain {name!r}, which has {len(rows)} rows: it is reshuffled and repeated "
                     f"(~{need / len(rows):.1f} passes)."
                 )
 
@@ -344,7 +345,7 @@ class DynamicMixTrainer(BaseTrainer):
             )
         )
 
-    # ---- state (sampler + mixer + history) ------------------------------------------------------------------
+    # ---- state (sampler + mixer + history) --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "sampler": self.sampler.state_dict(),

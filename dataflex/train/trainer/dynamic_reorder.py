@@ -1,6 +1,7 @@
-"""`trainer=dynamic_reorder`: the order of the training data follows per-item scores (microsoft/data-efficacy's
-orderings: sorting, folding, zigzag, segment, stair, saw, shuffle; a local shuffle window; polarity). The order
-changes, the number of samples never does: every epoch trains every item exactly once.
+"""`trainer=dynamic_reorder`: the order of the training data follows per-item scores
+(microsoft/data-efficacy's orderings: sorting, folding, zigzag, segment, stair, saw, shuffle; a local shuffle
+window; polarity). The order changes, the number of samples never does: every epoch trains every item exactly
+once.
 
 Scores: `score_source=field` reads a numeric column of the rows (`score_field`, precomputed), `file` an
 aligned file of scores (`score_path`); `loss` is the

@@ -15,9 +15,9 @@ count, the current plan's position and the selector's state, so a resumed run co
 Per update: an optional seeded candidate pool (`candidate_pool_size`) bounds what is scored; the
 selector runs on every rank (built-in selectors share the scoring work and gather the results), then
 rank 0's selection is broadcast so every rank trains on the same ids whatever the selector does; the
-selected ids (in training order), their scores and per-domain counts are written to `<run dir>/selection/` (main process)
-and returned as metrics (`select/domain_fraction/<domain>`, `select/score_mean`, ...). Global RNG state
-is forked around the selector, so selection does not change the training's random stream, and any
+selected ids (in training order), their scores and per-domain counts are written to `<run dir>/selection/`
+(main process) and returned as metrics (`select/domain_fraction/<domain>`, `select/score_mean`, ...). Global
+RNG state is forked around the selector, so selection does not change the training's random stream, and any
 gradient a selector leaves behind is cleared.
 """
 
@@ -253,7 +253,8 @@ class DynamicSelectTrainer(BaseTrainer):
         if ctx.is_main:
             self._save(step, selected, scores, cands, metrics, info)
         logger.info(
-            f"selection {self.update}/{self.args.update_times} at step {step}: {n} samples in {seconds:.1f}s, "
+            f"selection {self.update}/{self.args.update_times} at step {step}: {n} samples in "
+            f"{seconds:.1f}s, "
             + ", ".join(
                 f"{k.rsplit('/', 1)[-1]}={v:.2f}"
                 for k, v in metrics.items()

@@ -59,8 +59,8 @@ def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what
         ids = sample_ids.detach().cpu()[bad].tolist()
         vals = values.detach().cpu()[bad].tolist()
         raise NonFiniteLossError(
-            f"non-finite training {what} at step {step}: sample ids {ids[:20]} have {what} {vals[:20]}. Lower "
-            "trainer.learning_rate, keep trainer.max_grad_norm > 0, or inspect these samples."
+            f"non-finite training {what} at step {step}: sample ids {ids[:20]} have {what} {vals[:20]}. "
+            "Lower trainer.learning_rate, keep trainer.max_grad_norm > 0, or inspect these samples."
         )
 
 
@@ -85,7 +85,8 @@ class DynamicWeightTrainer(BaseTrainer):
 
     # ---- schedule ------------------------------------------------------------------------------------
     def weighting(self, step: int) -> bool:
-        """Step `step` (0-based: steps done before it) is weighted: the first `warmup_step` steps are plain."""
+        """Step `step` (0-based: steps done before it) is weighted: the first `warmup_step` steps are
+        plain."""
         return step >= self.schedule.warmup_step
 
     @property

@@ -28,7 +28,8 @@ Anchors are re-embedded every `refresh_interval` optimizer steps, once, on rank 
 ranks weight with the same anchors; each rank embeds its own samples and the embeddings are all-gathered.
 With `reuse_forward=true` (default) a sample's embedding is pooled from the last hidden state of the
 training forward itself (a hook on the decoder's output, the LM head's input; identical to `sample_embeddings`
-for models without dropout), so weighting costs no extra forward; `reuse_forward=false` runs `sample_embeddings` on the batch.
+for models without dropout), so weighting costs no extra forward; `reuse_forward=false` runs
+`sample_embeddings` on the batch.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def adapt_weights(
     normalize: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights, similarities) for L2-normalised `embeddings` (N, H) and `anchors` (M, H). normalize: the
-    weights sum to 1; else u_i / N (the unnormalised sigmoid as a per-sample learning rate on the mean loss)."""
+    weights sum to 1; else u_i / N (the unnormalised sigmoid as a per-sample learning rate on the mean
+    loss)."""
     with torch.no_grad():
         cos = embeddings.double() @ anchors.double().T
         sims = cos.mean(dim=1) if aggregate == "mean" else cos.max(dim=1).values

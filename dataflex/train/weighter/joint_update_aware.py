@@ -6,11 +6,12 @@ of the eval / anchor set), the weights solve
 
     max_w  s^T w - (beta / 2) w^T S w + tau * H(w)   on the simplex,   s = Z u,  S = Z Z^T,
 
-S (the cosine Gram matrix) standing in for the gradient-interaction matrix. For tau > 0 the optimum is interior
-and unique (S is positive semi-definite, H strictly concave) and satisfies w = softmax((s - beta S w) / tau);
-it is found by the damped fixed-point iteration w <- (1 - rho) w + rho softmax((s - beta S w) / tau) from the
-uniform w, `iters` times. Modes (ablations in PR #58): `full` (above), `align_only` (s only: softmax(s / tau)),
-`diverse_only` (-beta S w only), `uniform` (1/N). The loss is sum_i w_i loss_i, so uniform w gives the mean.
+S (the cosine Gram matrix) standing in for the gradient-interaction matrix. For tau > 0 the optimum is
+interior and unique (S is positive semi-definite, H strictly concave) and satisfies w = softmax((s - beta S w)
+/ tau); it is found by the damped fixed-point iteration w <- (1 - rho) w + rho softmax((s - beta S w) / tau)
+from the uniform w, `iters` times. Modes (ablations in PR #58): `full` (above), `align_only` (s only:
+softmax(s / tau)), `diverse_only` (-beta S w only), `uniform` (1/N). The loss is sum_i w_i loss_i, so uniform
+w gives the mean.
 
 Deviations from PR #58 (read, not copied): none in the math; u is the mean of the eval embeddings *before*
 normalisation, then normalised (as there); the iteration count, damping and tau are validated here.

@@ -78,8 +78,9 @@ class Rho1Weighter(Weighter):
         self.last_excess_mean = float("nan")
 
     def reference_losses(self, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """This rank's reference token losses, in the shared flattened order (see weighter/tokens.py); forward
-        only, by the memory-lean loss path (no B x T x V logits)."""
+        """This rank's reference token losses, in the order of the trainer's units (micro-batch, row,
+        position; see DynamicWeightTrainer._units); forward only, by the memory-lean loss path (no B x T x V
+        logits)."""
         out = []
         with torch.inference_mode():
             for mb in micro_batches:
