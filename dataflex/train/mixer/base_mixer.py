@@ -22,7 +22,9 @@ _STATE_TYPES = (bool, int, float, str, type(None), list, tuple, dict, np.ndarray
 class MixtureManager:
     """The domains of the training data and the proportions currently in force (read-only for mixers)."""
 
-    def __init__(self, names: Sequence[str], sizes: Sequence[int], proportions: Sequence[float]) -> None:
+    def __init__(
+        self, names: Sequence[str], sizes: Sequence[int], proportions: Sequence[float] | np.ndarray
+    ) -> None:
         self.names: list[str] = list(names)
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self._proportions = np.asarray(proportions, dtype=np.float64).copy()

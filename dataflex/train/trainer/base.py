@@ -63,7 +63,8 @@ class BaseTrainer:
         self.component_config = component
         self.trackers = trackers
         self.run_dir = Path(self.args.output_dir or run_dir)
-        self.sampler: EpochSampler | None = None
+        self.sampler: Any = None
+        """What draws the ids of every step (`EpochSampler` here; the strategies set their own)."""
         self._data_epoch = 0
 
     # ---- hooks -----------------------------------------------------------------------------------------

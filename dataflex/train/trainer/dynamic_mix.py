@@ -32,7 +32,7 @@ from dataflex.train.checkpoint import resolve_resume
 from dataflex.train.components import RunContext, build_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
-from dataflex.train.mixer.base_mixer import DomainStats, Mixer, MixtureManager
+from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
 from dataflex.train.mixer.budget import (
     check_feasible,
     domain_max_repetitions,
@@ -81,7 +81,7 @@ class DynamicMixTrainer(BaseTrainer):
         """Domains read from streams (`dataflex.data.stream_training`): no rows up front, no sizes."""
         if self.streaming:
             self._check_streaming()
-            self.domain_rows = None
+            self.domain_rows: Any = None
             sizes = [0] * len(self.domain_names)
         else:
             self.domain_rows = [
@@ -89,12 +89,15 @@ class DynamicMixTrainer(BaseTrainer):
             ]
             sizes = [len(r) for r in self.domain_rows]
         self.mixture = MixtureManager(self.domain_names, sizes, self.initial_proportions())
-        self.item_tokens = item_token_counts(self.train_data) if self.args.mixture_unit == "tokens" else None
+        self.item_tokens: Any = (
+            item_token_counts(self.train_data) if self.args.mixture_unit == "tokens" else None
+        )
         self.max_repetitions = domain_max_repetitions(self.train_data, self.domain_names)
-        self.supply = None if self.streaming else domain_supply(self.domain_rows, self.item_tokens)
+        self.supply: Any = None if self.streaming else domain_supply(self.domain_rows, self.item_tokens)
         self.trained_tokens = np.zeros(len(self.domain_names), dtype=np.int64)
         """Input tokens trained per domain so far (mixture_unit=tokens; logged as achieved shares)."""
-        self.mixer: Mixer | None = None
+        self.mixer: Any = None
+        """The Mixer (built in `setup`; none with static_mix)."""
         self.schedule = self.args.schedule
         self.history = MixtureHistory(self.domain_names, self._schedule())
         target = (self.component_config or {}).get("_target_")
@@ -127,7 +130,7 @@ class DynamicMixTrainer(BaseTrainer):
             return sizes / sizes.sum()
         if self.args.mixture_proportions_file is not None:
             return read_proportions_file(self.args.mixture_proportions_file, names)
-        values = list(self.args.init_mixture_proportions)
+        values = list(self.args.init_mixture_proportions or [])
         if len(values) != len(names):
             raise ValueError(
                 f"trainer.init_mixture_proportions has {len(values)} values but the training data has "
@@ -158,7 +161,7 @@ class DynamicMixTrainer(BaseTrainer):
     # ---- hooks ------------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        init = self.mixture.proportions
+        init: Any = self.mixture.proportions
         if self.streaming:
             from dataflex.data.stream_training import StreamSampler
 

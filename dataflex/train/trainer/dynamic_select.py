@@ -27,7 +27,7 @@ import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,13 +71,13 @@ def validate_component(component: Any, args: DynamicSelectTrainerConfig) -> None
 
 class DynamicSelectTrainer(BaseTrainer):
     arguments_class = DynamicSelectTrainerConfig
+    args: DynamicSelectTrainerConfig
     component_kind = "selector"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         validate_component(self.component_config, self.args)
         self.selector: Any = None
-        self.sampler: IndexListSampler | None = None
         self.update = 0
         self.trained_samples = 0
         self._pending: dict[str, float] = {}
@@ -86,7 +86,7 @@ class DynamicSelectTrainer(BaseTrainer):
     def validate_config(cls, cfg: DictConfig) -> None:
         """Checks the composed run config (trainer + component) without loading data or models; meant for
         `dataflex.run.validate` (the trainer also runs the component checks itself when it is built)."""
-        args = OmegaConf.to_object(cfg.trainer)
+        args = cast(DynamicSelectTrainerConfig, OmegaConf.to_object(cfg.trainer))
         validate_component(cfg.get("component"), args)
 
     # ---- schedule --------------------------------------------------------------------------------------

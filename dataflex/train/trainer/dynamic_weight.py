@@ -36,7 +36,7 @@ from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
 from dataflex.train.signals.losses import SampleLosses
 from dataflex.train.trainer.base import BaseTrainer
-from dataflex.train.weighter.base_weighter import WeightContext, Weighter
+from dataflex.train.weighter.base_weighter import WeightContext
 from dataflex.train.weighter.stats import weight_stats
 
 
@@ -66,6 +66,7 @@ def check_finite(values: torch.Tensor, sample_ids: torch.Tensor, step: int, what
 
 class DynamicWeightTrainer(BaseTrainer):
     arguments_class = DynamicWeightTrainerConfig
+    args: DynamicWeightTrainerConfig
     component_kind = "weighter"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -75,13 +76,14 @@ class DynamicWeightTrainer(BaseTrainer):
         self.warmup_step = self.args.warmup_step if own is None else int(own)
         """Plain steps before weighting: trainer.warmup_step, unless the component sets its own (rho1: 0, the
         paper applies token selection from the first step)."""
-        self.weighter: Weighter | None = None
+        self.weighter: Any = None
+        """The Weighter (built in `setup`)."""
         self._step = 0
         self.schedule = UpdateSchedule(self.warmup_step, 1, 0)
         """Every step after the warmup is weighted; `total_steps` sets the count."""
         self._mb_weights: dict[int, torch.Tensor] = {}
         self._mb_units: dict[int, torch.Tensor] = {}
-        self._last: dict[str, Any] | None = None
+        self._last: Any = None
 
     # ---- schedule ------------------------------------------------------------------------------------
     def weighting(self, step: int) -> bool:
