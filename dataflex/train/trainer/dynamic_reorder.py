@@ -63,7 +63,7 @@ class DynamicReorderTrainer(BaseTrainer):
             window=args.window,
             seed=args.seed if args.reorder_seed is None else args.reorder_seed,
         )
-        self.sampler: ReorderSampler | None = None  # type: ignore[assignment]
+        self.sampler: ReorderSampler | None = None
         self._scoring: dict[str, Any] = {}
         self._total = 0
         self.rescored = 0

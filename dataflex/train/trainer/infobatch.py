@@ -120,7 +120,8 @@ class InfoBatchTrainer(BaseTrainer):
         }
 
     def ledger_weights(self, ctx: StepContext) -> np.ndarray | None:
-        """Each slot's loss weight relative to the plain mean (1, or 1 / keep ratio for kept low-loss items)."""
+        """Each slot's loss weight relative to the plain mean (1, or 1 / keep ratio for kept low-loss
+        items)."""
         return self._step_weights.get(ctx.step)
 
     def ledger_stages(self, ctx: StepContext) -> str:
