@@ -160,40 +160,29 @@ def _class_and_params(kind: ComponentKind, values: dict[str, Any]) -> tuple[type
         ) from None
 
 
-def _check_params(cls: type, params: dict[str, Any], provided: set[str]) -> None:
-    """Every configured key must be a constructor parameter (unless the class takes **kwargs)."""
-    signature = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
-        return
-    unknown = sorted(set(params) - set(signature))
-    if unknown:
-        accepted = [n for n in signature if n not in provided]
-        raise ValueError(
-            f"component.{unknown[0]} is not a parameter of {cls.__module__}.{cls.__qualname__} "
-            f"(unknown: {unknown}); it accepts {accepted}."
-        )
-
-
-def _typed_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """A class that declares its parameters once, as a dataclass `Config`, receives them as `config=`: every
-    key typed (OmegaConf's conversion and errors), unknown keys refused, the values checked by its
-    `__post_init__`. Other classes: their signature is the schema (`_check_params`)."""
+def _parameters(cls: type, params: dict[str, Any], provided: set[str]) -> dict[str, Any]:
+    """The constructor arguments `params` make, checked against what the class declares: a dataclass `Config`
+    on the class (typed by OmegaConf, values checked by its `__post_init__`, handed over as `config=`), else
+    its signature (unless it takes **kwargs). An unknown key fails, naming it and the known ones."""
     schema = getattr(cls, "Config", None)
-    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
-        return params
-    fields = [f.name for f in dataclasses.fields(schema)]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
+    typed = isinstance(schema, type) and dataclasses.is_dataclass(schema)
+    signature = inspect.signature(cls).parameters
+    known = [f.name for f in dataclasses.fields(schema)] if typed else list(signature)
+    unknown = sorted(set(params) - set(known))
+    if unknown and (typed or not any(p.kind is p.VAR_KEYWORD for p in signature.values())):
         raise ValueError(
             f"component.{unknown[0]} is not a parameter of {cls.__module__}.{cls.__qualname__} "
-            f"(unknown: {unknown}); its Config has {fields}."
+            f"(unknown: {unknown}); it accepts {[k for k in known if k not in provided]}."
         )
+    if not typed:
+        return params
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), params)
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), params))
     except Exception as err:  # noqa: BLE001 - OmegaConf's validation errors: a key and its value
-        key = getattr(err, "full_key", None) or "?"
-        raise ValueError(f"component.{key}: {str(err).splitlines()[0]}") from err
-    return {"config": OmegaConf.to_object(typed)}
+        if isinstance(err, ValueError) and str(err).startswith("component."):
+            raise  # the Config's own __post_init__ message
+        raise ValueError(f"component.{getattr(err, 'full_key', '?')}: {str(err).splitlines()[0]}") from err
+    return {"config": config}
 
 
 def _check_kind(kind: ComponentKind, cls: Any) -> None:
@@ -233,8 +222,7 @@ def build_component(kind: str, cfg: Any, ctx: RunContext | None, **provided: Any
         return None
     cls, params = _class_and_params(KINDS[kind], values)
     _check_kind(KINDS[kind], cls)
-    params = _typed_params(cls, params)
-    _check_params(cls, params, set(provided))
+    params = _parameters(cls, params, set(provided))
     clash = sorted(k for k in provided if params.get(k) is not None)
     if clash:
         raise ValueError(f"component.{clash[0]} is provided by the trainer and cannot be configured.")

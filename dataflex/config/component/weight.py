@@ -1,5 +1,5 @@
-"""Schemas of the weighters (`component=<name>` under `trainer=dynamic_weight`) and the value checks
-the weighter classes share with them; torch-free."""
+"""Schemas of the weighters (`component=<name>` under `trainer=dynamic_weight`); torch-free. Their
+`__post_init__` holds the value checks, which the weighter classes run by building their schema."""
 
 from __future__ import annotations
 
@@ -10,80 +10,6 @@ TEMPERATURE_SCHEDULES = ("constant", "step", "linear")
 ADAPT_AGGREGATES = ("mean", "max")
 
 
-# ---- checks shared by schemas and weighter classes --------------------------------------------------------
-def check_loss_params(
-    strategy: str,
-    delta: float,
-    temperature: float,
-    temperature_schedule: str,
-    temperature_start: float,
-    temperature_warmup_steps: int,
-) -> None:
-    if strategy not in LOSS_STRATEGIES:
-        raise ValueError(
-            f"component.strategy={strategy!r} is unknown; choose one of {list(LOSS_STRATEGIES)}."
-        )
-    if not delta > 0:
-        raise ValueError(
-            f"component.delta must be > 0 (losses are normalised to [-delta, delta]), got {delta}."
-        )
-    if not temperature > 0:
-        raise ValueError(f"component.temperature (the paper's r) must be > 0, got {temperature}.")
-    if temperature_schedule not in TEMPERATURE_SCHEDULES:
-        raise ValueError(
-            f"component.temperature_schedule={temperature_schedule!r} is unknown; choose one of "
-            f"{list(TEMPERATURE_SCHEDULES)}."
-        )
-    if not temperature_start > 0:
-        raise ValueError(f"component.temperature_start must be > 0, got {temperature_start}.")
-    if temperature_warmup_steps < 0:
-        raise ValueError(f"component.temperature_warmup_steps must be >= 0, got {temperature_warmup_steps}.")
-
-
-def check_adapt_params(
-    tau: float,
-    refresh_interval: int,
-    max_anchors: int | None,
-    aggregate: str,
-    clip_min: float | None,
-    clip_max: float | None,
-    embed_batch_size: int,
-) -> None:
-    if not tau > 0:
-        raise ValueError(f"component.tau must be > 0 (weights are sigmoid(similarity / tau)), got {tau}.")
-    if refresh_interval <= 0:
-        raise ValueError(f"component.refresh_interval must be > 0 optimizer steps, got {refresh_interval}.")
-    if max_anchors is not None and max_anchors <= 0:
-        raise ValueError(f"component.max_anchors must be > 0 or null (all eval rows), got {max_anchors}.")
-    if aggregate not in ADAPT_AGGREGATES:
-        raise ValueError(
-            f"component.aggregate={aggregate!r} is unknown; choose one of {list(ADAPT_AGGREGATES)}."
-        )
-    for key, value in (("clip_min", clip_min), ("clip_max", clip_max)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"component.{key} clips sigmoid weights and must be in [0, 1] or null, got {value}."
-            )
-    if clip_min is not None and clip_max is not None and clip_min > clip_max:
-        raise ValueError(f"component.clip_min={clip_min} > component.clip_max={clip_max}.")
-    if embed_batch_size <= 0:
-        raise ValueError(f"component.embed_batch_size must be > 0, got {embed_batch_size}.")
-
-
-def check_rho1_params(reference_model: str | None, ratio: float) -> None:
-    if not reference_model:
-        raise ValueError(
-            "component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
-            "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
-            "data; it must share the tokenizer)."
-        )
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(
-            f"component.ratio is the fraction of tokens trained on and must be in (0, 1], got {ratio}."
-        )
-
-
-# ---- the weighters -------------------------------------------------------------------------------------
 @dataclass
 class LossWeighterConfig:
     """`component=loss` (Sow et al., ICLR 2025): weights = softmax(f(h(loss)) / r) over the global batch."""
@@ -105,14 +31,27 @@ class LossWeighterConfig:
     temperature_start."""
 
     def __post_init__(self) -> None:
-        check_loss_params(
-            self.strategy,
-            self.delta,
-            self.temperature,
-            self.temperature_schedule,
-            self.temperature_start,
-            self.temperature_warmup_steps,
-        )
+        if self.strategy not in LOSS_STRATEGIES:
+            raise ValueError(
+                f"component.strategy={self.strategy!r} is unknown; choose one of {list(LOSS_STRATEGIES)}."
+            )
+        if not self.delta > 0:
+            raise ValueError(
+                f"component.delta must be > 0 (losses are normalised to [-delta, delta]), got {self.delta}."
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"component.temperature (the paper's r) must be > 0, got {self.temperature}.")
+        if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
+            raise ValueError(
+                f"component.temperature_schedule={self.temperature_schedule!r} is unknown; choose one of "
+                f"{list(TEMPERATURE_SCHEDULES)}."
+            )
+        if not self.temperature_start > 0:
+            raise ValueError(f"component.temperature_start must be > 0, got {self.temperature_start}.")
+        if self.temperature_warmup_steps < 0:
+            raise ValueError(
+                f"component.temperature_warmup_steps must be >= 0, got {self.temperature_warmup_steps}."
+            )
 
 
 @dataclass
@@ -152,15 +91,32 @@ class AdaptWeighterConfig:
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "position_weighted"):
             raise ValueError(f"component.pooling must be mean or position_weighted, got {self.pooling!r}.")
-        check_adapt_params(
-            self.tau,
-            self.refresh_interval,
-            self.max_anchors,
-            self.aggregate,
-            self.clip_min,
-            self.clip_max,
-            self.embed_batch_size,
-        )
+        if not self.tau > 0:
+            raise ValueError(
+                f"component.tau must be > 0 (weights are sigmoid(similarity / tau)), got {self.tau}."
+            )
+        if self.refresh_interval <= 0:
+            raise ValueError(
+                f"component.refresh_interval must be > 0 optimizer steps, got {self.refresh_interval}."
+            )
+        if self.max_anchors is not None and self.max_anchors <= 0:
+            raise ValueError(
+                f"component.max_anchors must be > 0 or null (all eval rows), got {self.max_anchors}."
+            )
+        if self.aggregate not in ADAPT_AGGREGATES:
+            raise ValueError(
+                f"component.aggregate={self.aggregate!r} is unknown; choose one of {list(ADAPT_AGGREGATES)}."
+            )
+        for key, value in (("clip_min", self.clip_min), ("clip_max", self.clip_max)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"component.{key} clips sigmoid weights and must be in [0, 1] or null, got {value}."
+                )
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise ValueError(f"component.clip_min={self.clip_min} > component.clip_max={self.clip_max}.")
+        if self.embed_batch_size <= 0:
+            raise ValueError(f"component.embed_batch_size must be > 0, got {self.embed_batch_size}.")
+
         if self.anchor_domains is not None and not list(self.anchor_domains):
             raise ValueError(
                 "component.anchor_domains=[] names no anchor domain; list the eval domains to anchor "
@@ -192,7 +148,17 @@ class Rho1WeighterConfig:
     the paper; null: follow trainer.warmup_step (20 by default)."""
 
     def __post_init__(self) -> None:
-        check_rho1_params(self.reference_model, self.ratio)
+        if not self.reference_model:
+            raise ValueError(
+                "component=rho1 needs a reference model: set component.reference_model=/path/to/hf_model "
+                "(a local HF folder, e.g. the final_model of a run trained on your high-quality/target "
+                "data; it must share the tokenizer)."
+            )
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(
+                "component.ratio is the fraction of tokens trained on and must be in (0, 1], got "
+                f"{self.ratio}."
+            )
         if self.warmup_step is not None and self.warmup_step < 0:
             raise ValueError(f"component.warmup_step must be >= 0 or null, got {self.warmup_step}.")
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataflex.config.component.weight import check_adapt_params
+from dataflex.config.component.weight import AdaptWeighterConfig
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
 from dataflex.train.signals.embeddings import POOLINGS, pool_hidden, sample_embeddings
@@ -96,8 +96,14 @@ class AdaptWeighter(Weighter):
         if pooling not in POOLINGS:
             raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
         self.normalize, self.pooling = bool(normalize), pooling
-        check_adapt_params(
-            tau, refresh_interval, max_anchors, aggregate, clip_min, clip_max, embed_batch_size
+        AdaptWeighterConfig(  # the value checks, in one place
+            tau=tau,
+            refresh_interval=refresh_interval,
+            max_anchors=max_anchors,
+            aggregate=aggregate,
+            clip_min=clip_min,
+            clip_max=clip_max,
+            embed_batch_size=embed_batch_size,
         )
         self.tau, self.aggregate = float(tau), aggregate
         self.clip_min, self.clip_max, self.center = clip_min, clip_max, bool(center)

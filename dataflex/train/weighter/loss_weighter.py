@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from dataflex.config.component.weight import check_loss_params
+from dataflex.config.component.weight import LossWeighterConfig
 from dataflex.core.registry import register_weighter
 from dataflex.train.weighter.base_weighter import Weighter
 
@@ -87,8 +87,13 @@ class LossWeighter(Weighter):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_loss_params(
-            strategy, delta, temperature, temperature_schedule, temperature_start, temperature_warmup_steps
+        LossWeighterConfig(  # the value checks, in one place
+            strategy=strategy,
+            delta=delta,
+            temperature=temperature,
+            temperature_schedule=temperature_schedule,
+            temperature_start=temperature_start,
+            temperature_warmup_steps=temperature_warmup_steps,
         )
         self.strategy, self.delta = strategy, float(delta)
         self.temperature, self.temperature_schedule = float(temperature), temperature_schedule

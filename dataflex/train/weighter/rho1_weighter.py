@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dataflex.config.component.weight import check_rho1_params
+from dataflex.config.component.weight import Rho1WeighterConfig
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat
 from dataflex.train.signals.losses import model_losses
@@ -66,7 +66,7 @@ class Rho1Weighter(Weighter):
     ) -> None:
         super().__init__(**kwargs)
         self.warmup_step = warmup_step  # read by the trainer from the config (see DynamicWeightTrainer)
-        check_rho1_params(reference_model, ratio)
+        Rho1WeighterConfig(reference_model=reference_model, ratio=ratio)  # the value checks
         self.ratio = float(ratio)
         self.reference = load_reference(str(reference_model), reference_dtype, self.device)
         vocab = self.reference.get_output_embeddings().weight.shape[0]
