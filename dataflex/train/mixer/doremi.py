@@ -138,6 +138,8 @@ class DoReMiMixer(Mixer):
         """(B, T-1) per-token losses of the frozen reference (forward only, the memory-lean loss path)."""
         with torch.inference_mode():
             token_loss = model_losses(self._reference, batch, device).token_loss
+        if token_loss is None:
+            raise RuntimeError("DoReMi needs the reference model's per-token losses")
         return token_loss.clone()  # a normal tensor: it meets the proxy's losses outside inference mode
 
     def before_backward(self, all_losses, micro_batches, ctx, update: bool) -> None:
@@ -174,7 +176,7 @@ class DoReMiMixer(Mixer):
     def weighted_loss(self, losses, batch, ctx) -> torch.Tensor:
         """This micro-batch's share of the proxy loss over the global batch (see the module docstring):
         alpha_tokens: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)]; domain_mean: sum_i alpha_i * mean_i."""
-        if self._domain_tokens is None:
+        if self._domain_tokens is None or self._normalizer is None:
             raise RuntimeError(
                 "DoReMiMixer.weighted_loss called before before_backward (defer_backward is off?)"
             )

@@ -102,6 +102,7 @@ class DeltaLossSelector(Selector):
             return [int(i) for i in cands[pos]]
         cands = self.baseline_ids
         current = candidate_losses(model, cands, self.ctx).numpy().astype(np.float64)
+        assert self.baseline_losses is not None  # (set together with baseline_ids)
         delta = self.baseline_losses - current
         update = int(kwargs.get("update_index", kwargs.get("current_update_times", 2)))
         update_times = int(kwargs.get("update_times", update))

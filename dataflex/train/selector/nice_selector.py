@@ -147,6 +147,7 @@ class NiceSelector(GradientSelector):
                 [token_f1([t for t in r if t not in special], ref) if ref else 0.0 for r in responses]
             )
         if self._reward_model is None:
+            assert self.reward_model_spec is not None  # (reward=model needs it: checked in __init__)
             self._reward_model = load_reward_model(self.reward_model_spec, self.ctx.device)
         tok = self.ctx.tokenizer
         prompt_text = tok.decode(prompt, skip_special_tokens=True)

@@ -31,7 +31,7 @@ def build_tiny_reward_model(
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,
         num_key_value_heads=num_attention_heads,
-        num_labels=1,
+        id2label={0: "LABEL_0"},  # one output (what num_labels=1 sets; the typed spelling)
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -40,7 +40,7 @@ def sharded(fn: Callable[[np.ndarray], torch.Tensor], ids: np.ndarray, ctx: Sele
 def sample_losses(
     model,
     data,
-    ids: Sequence[int],
+    ids: Sequence[int] | np.ndarray,
     *,
     batch_size: int | None,
     pad_token_id: int,
@@ -51,12 +51,12 @@ def sample_losses(
     """Token-mean loss of each item, in the order of `ids`: forward only (inference mode, eval mode), length-
     bucketed batches of at most `max_tokens` padded tokens (None: sized from free memory) and `batch_size`
     rows (None: no row cap); `lockstep` (ZeRO-3): consecutive batches of `batch_size` rows instead."""
-    ids = np.asarray(ids, dtype=np.int64)
-    budget = scoring_max_tokens(model, data, ids, max_tokens, device)
+    rows = np.asarray(ids, dtype=np.int64)
+    budget = scoring_max_tokens(model, data, rows, max_tokens, device)
     per_row = domain_loss_sums(
         model,
         data,
-        ids,
+        rows,
         pad_token_id=pad_token_id,
         device=device,
         max_tokens=budget,
@@ -267,6 +267,7 @@ def resolve_target(
             )
         wanted = [data.domain_names.index(n) for n in names]
     else:
+        assert target_dataset  # (exactly one of the two is set, checked above)
         data = load_target_dataset(ctx.train_data, target_dataset, target_split)
         names = list(data.domain_names)
         wanted = list(range(len(names)))

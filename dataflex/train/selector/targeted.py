@@ -93,7 +93,7 @@ class GradientSelector(TargetedSelector):
         return GradientFeatureSpec(
             proj_dim=self.proj_dim,
             proj_type=self.proj_type,
-            seed=int(self.seed),
+            seed=int(self.seed if self.seed is not None else self.ctx.seed),
             gradient_type=self.gradient_type,
             bias_correction=self.bias_correction,
             adam_variant=self.adam_variant,

@@ -90,9 +90,11 @@ class NeighbourSearch:
         if self.index is not None:
             d2, idx = self.index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), int(k))
             return np.maximum(d2.astype(np.float64), 0.0), idx.astype(np.int64)
+        keys64 = self._keys64
+        assert keys64 is not None  # (kept whenever there is no faiss index)
         dists, ids = [], []
         for start in range(0, len(queries), self.rows):
-            block = torch.cdist(queries[start : start + self.rows].double(), self._keys64).square_()
+            block = torch.cdist(queries[start : start + self.rows].double(), keys64).square_()
             d2, idx = torch.topk(block, int(k), dim=1, largest=False, sorted=True)
             dists.append(d2.numpy())
             ids.append(idx.numpy())

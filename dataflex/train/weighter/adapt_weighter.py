@@ -150,7 +150,7 @@ class AdaptWeighter(Weighter):
                 self.eval_data,
                 self.anchor_rows,
                 batch_size=self.embed_batch_size,
-                pad_token_id=self.pad_token_id,
+                pad_token_id=self.pad_id,
                 device=self.device,
                 pooling=self.pooling,
             )
@@ -171,12 +171,12 @@ class AdaptWeighter(Weighter):
         takes them through the chunked head, which runs the head module on the last position only)."""
         inner = unwrap(model)
         decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
-        if self.reuse_forward and decoder is None:
-            raise ValueError(
-                "component.reuse_forward=true needs a model with get_decoder(); set "
-                "component.reuse_forward=false to embed the batch with a separate forward."
-            )
         if self.reuse_forward:
+            if decoder is None:
+                raise ValueError(
+                    "component.reuse_forward=true needs a model with get_decoder(); set "
+                    "component.reuse_forward=false to embed the batch with a separate forward."
+                )
             decoder.register_forward_hook(self._capture)
 
     def begin_step(self, step: int, weighted: bool) -> None:
@@ -219,11 +219,12 @@ class AdaptWeighter(Weighter):
                 self.train_data,
                 ctx.sample_ids[ctx.local_slice].tolist(),
                 batch_size=self.embed_batch_size,
-                pad_token_id=self.pad_token_id,
+                pad_token_id=self.pad_id,
                 device=self.device,
                 pooling=self.pooling,
             )
         embeddings = all_gather_cat(local.to(self.device)).cpu()
+        assert self.anchors is not None  # (refreshed above when missing)
         weights, sims = adapt_weights(
             embeddings,
             self.anchors,

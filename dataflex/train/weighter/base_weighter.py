@@ -89,6 +89,13 @@ class Weighter:
     def device(self) -> torch.device:
         return self.accelerator.device if self.accelerator is not None else torch.device("cpu")
 
+    @property
+    def pad_id(self) -> int:
+        """`pad_token_id`, for weighters that collate batches of their own (the dynamic trainer passes it)."""
+        if self.pad_token_id is None:
+            raise ValueError(f"{type(self).__name__} needs pad_token_id; the dynamic trainer passes it.")
+        return int(self.pad_token_id)
+
     def get_weighted_loss(
         self,
         losses: torch.Tensor,

@@ -46,7 +46,8 @@ def load_reference(path: str, dtype: str, device: torch.device):
     check_model_source(path, key="component.reference_model")
     if dtype not in DTYPES or dtype == "auto":
         raise ValueError(f"component.reference_dtype={dtype!r}; choose float32, bfloat16 or float16.")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    model.to(device)
     model.eval()
     model.requires_grad_(False)
     return model
@@ -85,6 +86,8 @@ class Rho1Weighter(Weighter):
         with torch.inference_mode():
             for mb in micro_batches:
                 losses = model_losses(self.reference, mb, self.device)
+                if losses.token_loss is None or losses.token_mask is None:
+                    raise RuntimeError("Rho-1 needs the reference model's per-token losses")
                 out.append(losses.token_loss[losses.token_mask].float())
         return torch.cat(out).clone() if out else torch.zeros(0, device=self.device)
 
