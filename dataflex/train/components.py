@@ -167,7 +167,7 @@ def _parameters(cls: type, params: dict[str, Any], provided: set[str]) -> dict[s
     schema = getattr(cls, "Config", None)
     typed = isinstance(schema, type) and dataclasses.is_dataclass(schema)
     signature = inspect.signature(cls).parameters
-    known = [f.name for f in dataclasses.fields(schema)] if typed else list(signature)
+    known = [f.name for f in dataclasses.fields(schema)] if typed and schema is not None else list(signature)
     unknown = sorted(set(params) - set(known))
     if unknown and (typed or not any(p.kind is p.VAR_KEYWORD for p in signature.values())):
         raise ValueError(
