@@ -15,9 +15,11 @@ from omegaconf import MISSING
 from dataflex.config.component import NO_COMPONENT, mix, select, weight
 from dataflex.config.data import DataConfig
 from dataflex.config.dist import DistConfig
+from dataflex.config.infobatch import InfoBatchConfig
 from dataflex.config.launcher import LauncherConfig
 from dataflex.config.logger import JsonlLoggerConfig, WandbLoggerConfig
 from dataflex.config.model import HFModelConfig, TinyModelConfig, TinyMoeModelConfig
+from dataflex.config.reorder import DynamicReorderConfig
 from dataflex.config.trainer import (
     DynamicMixTrainerConfig,
     DynamicSelectTrainerConfig,
@@ -47,6 +49,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dynamic_select": DynamicSelectTrainerConfig,
         "dynamic_mix": DynamicMixTrainerConfig,
         "dynamic_weight": DynamicWeightTrainerConfig,
+        "dynamic_reorder": DynamicReorderConfig,
+        "infobatch": InfoBatchConfig,
     },
     "component": {
         **{f"dynamic_select_{name}": node for name, node in select.SCHEMAS.items()},

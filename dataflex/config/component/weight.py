@@ -163,9 +163,56 @@ class Rho1WeighterConfig:
             raise ValueError(f"component.warmup_step must be >= 0 or null, got {self.warmup_step}.")
 
 
+@dataclass
+class JointUpdateAwareWeighterConfig:
+    """`component=joint_update_aware` (DataFlex PR #58): weights on the simplex maximising
+    s^T w - beta/2 w^T S w + tau H(w) over the global batch (S: cosine Gram of the samples' embeddings,
+    s: their alignment with the eval set's mean embedding), by a damped fixed-point iteration."""
+
+    _target_: str = "dataflex.train.weighter.joint_update_aware.JointUpdateAwareWeighter"
+    beta: float = 0.1
+    """Redundancy penalty: how much a sample's weight drops when similar samples already carry weight."""
+    tau: float = 0.05
+    """Entropy temperature (> 0): smaller gives sharper weights."""
+    iters: int = 5
+    """Damped fixed-point iterations from the uniform weights."""
+    damping: float = 1.0
+    """Step of each iteration in (0, 1]; 1: the plain fixed-point iteration."""
+    mode: str = "full"
+    """full | align_only (s only) | diverse_only (redundancy term only) | uniform (1/N): PR #58 ablations."""
+    normalize: bool = True
+    """L2-normalise embeddings and target (S is then the cosine Gram matrix)."""
+    pooling: str = "mean"
+    """mean | position_weighted pooling of the last hidden state (PR #58 defaults to the last token)."""
+    target_refresh: int = 50
+    """Recompute the eval set's mean embedding with the current model every this many optimizer steps."""
+    max_targets: int | None = 256
+    """Eval rows averaged into the target (drawn once, seeded); null: all of them."""
+    embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0:
+            raise ValueError(f"component.tau must be > 0 (the entropy term), got {self.tau}.")
+        if not 0.0 < self.damping <= 1.0:
+            raise ValueError(f"component.damping must be in (0, 1], got {self.damping}.")
+        if self.iters < 1:
+            raise ValueError(f"component.iters must be >= 1, got {self.iters}.")
+        if self.mode not in ("full", "align_only", "diverse_only", "uniform"):
+            raise ValueError(
+                f"component.mode={self.mode!r} is unknown; choose full, align_only, diverse_only or uniform."
+            )
+        if self.pooling not in ("mean", "position_weighted"):
+            raise ValueError(f"component.pooling must be mean or position_weighted, got {self.pooling!r}.")
+        if self.target_refresh < 1 or self.embed_batch_size < 1:
+            raise ValueError("component.target_refresh and component.embed_batch_size must be >= 1.")
+        if self.max_targets is not None and self.max_targets < 1:
+            raise ValueError(f"component.max_targets must be >= 1 or null, got {self.max_targets}.")
+
+
 SCHEMAS: dict[str, type] = {
     "loss": LossWeighterConfig,
     "adapt": AdaptWeighterConfig,
     "custom": CustomWeighterConfig,
     "rho1": Rho1WeighterConfig,
+    "joint_update_aware": JointUpdateAwareWeighterConfig,
 }

@@ -264,6 +264,13 @@ class DynamicWeightTrainer(BaseTrainer):
             metrics.update({f"weight/{k}": v for k, v in self.weighter.metrics().items()})
         return metrics
 
+    def ledger_weights(self, ctx: StepContext) -> Any:
+        """The data ledger's weights of step `ctx.step`: N x w_i (1.0 = the plain mean); None in warmup."""
+        if self._last is None or self._last["step"] != ctx.step:
+            return None
+        weights = self._last["weights"]
+        return (weights * len(weights)).numpy()
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
