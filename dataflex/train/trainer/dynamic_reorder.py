@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dataflex.config.reorder import DynamicReorderConfig
+from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat
 from dataflex.train.reorder.patterns import ReorderSpec
@@ -70,22 +71,23 @@ class DynamicReorderTrainer(BaseTrainer):
         """Scoring passes so far (initial, epoch starts, updates); logged as reorder/scorings."""
 
     # ---- scores ---------------------------------------------------------------------------------------
-    def setup(self, loop: Any) -> None:
+    def setup(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         if getattr(self.train_data, "streaming", False) or getattr(self.train_data, "mode", "sft") != "sft":
             raise ValueError(
                 "trainer=dynamic_reorder orders the rows of an SFT training set; streamed data and packed "
                 "pretraining blocks have no fixed rows to order."
             )
         self._scoring = {
-            "model": loop.model,
-            "unwrap": loop.accelerator.unwrap_model,
-            "device": loop.accelerator.device,
-            "rank": loop.rank,
-            "world_size": loop.world_size,
-            "lockstep": getattr(loop, "zero_stage", 0) == 3,
+            "model": ctx.model,
+            "unwrap": ctx.accelerator.unwrap_model,
+            "device": ctx.accelerator.device,
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+            "lockstep": ctx.zero_stage == 3,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        self._global_batch = loop.global_batch_size
+        self._global_batch = ctx.global_batch_size
         static = None
         if self.args.score_source == "field":
             static = self.train_data.engine.field_values(self.args.score_field)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dataflex.config.infobatch import InfoBatchConfig
+from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.selector.infobatch import INITIAL_SCORE, InfoBatchSettings, epoch_plan
 from dataflex.train.signals.losses import SampleLosses
@@ -46,13 +47,14 @@ class InfoBatchTrainer(BaseTrainer):
         """Samples skipped over all epochs so far (logged as infobatch/pruned_total)."""
         self._step_weights: dict[int, np.ndarray] = {}
 
-    def setup(self, loop: Any) -> None:
+    def setup(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         if getattr(self.train_data, "streaming", False):
             raise ValueError(
                 "trainer=infobatch prunes epochs of a fixed training set; streamed data has none."
             )
         self.scores = np.full(len(self.train_data), INITIAL_SCORE, dtype=np.float64)
-        self._global_batch = loop.global_batch_size
+        self._global_batch = ctx.global_batch_size
 
     def total_steps(self, global_batch_size: int) -> int:
         self._total = super().total_steps(global_batch_size)
