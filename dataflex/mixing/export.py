@@ -133,9 +133,8 @@ def replay_overrides(schedule: MixtureSchedule, path: str | Path) -> list[str]:
     trainer = schedule.source.get("trainer") or {}
     out = [
         "trainer=dynamic_mix",
-        "component=custom",
-        "component._target_=dataflex.mixing.mixers.ScheduleMixer",
-        f"+component.path={Path(path).resolve()}",
+        "component=schedule",
+        f"component.path={Path(path).resolve()}",
     ]
     for key in ("warmup_step", "update_step", "update_times", "mixture_sample_rule"):
         if key in trainer:

@@ -96,7 +96,9 @@ KINDS = {
         "<random, loss, delta_loss, less, cluster_less, near, tsds, nice, custom>",
         True,
     ),
-    "mixer": ComponentKind("mixer", "dynamic_mix", "none|static|random|odm|doremi|dynamic_moe|custom", False),
+    "mixer": ComponentKind(
+        "mixer", "dynamic_mix", "none|static|random|odm|doremi|dynamic_moe|schedule|ado|aioli|custom", False
+    ),
     "weighter": ComponentKind("weighter", "dynamic_weight", "loss|adapt|custom|rho1", True),
 }
 

@@ -277,27 +277,35 @@ def test_cli_export_and_replay_reproduce_the_final_weights(cli, tmp_path):
     [
         (
             "AdoMixer",
-            ["+component.start_step=3", "+component.fit_stride=1", "+component.smooth_window=3"]
-            + ["+component.e_floor=-2.0", "+component.fit_steps=50", "trainer.update_step=1"]
+            ["component.start_step=3", "component.fit_stride=1", "component.smooth_window=3"]
+            + ["component.e_floor=-2.0", "component.fit_steps=50", "trainer.update_step=1"]
             + ["trainer.warmup_step=1", "trainer.update_times=5"],
         ),
         (
             "AioliMixer",
-            ["+component.lp_rounds=1", "+component.lp_steps=1", "+component.round_steps=6"]
-            + ["+component.one_hot_factor=0.6", "+component.eval_max_per_domain=2", "trainer.update_step=1"]
+            ["component.lp_rounds=1", "component.lp_steps=1", "component.round_steps=6"]
+            + ["component.one_hot_factor=0.6", "component.eval_max_per_domain=2", "trainer.update_step=1"]
             + ["trainer.warmup_step=0", "trainer.update_times=6"],
         ),
     ],
 )
 def test_cli_smoke(cli, tmp_path, name, overrides):
-    """`dataflex-run trainer=dynamic_mix component=custom component._target_=dataflex.mixing.mixers.<Mixer>`
-    trains, logs the mixer's metrics, and changes the mixture."""
+    """`dataflex-run trainer=dynamic_mix component=ado|aioli` trains, logs the mixer's metrics, and changes
+    the mixture."""
     from helpers import FAST
 
     common = [o for o in FAST if not o.startswith("trainer.max_steps")]
-    target = f"component._target_=dataflex.mixing.mixers.{name}"
-    cli("trainer=dynamic_mix", "component=custom", target, *overrides, *common, "trainer.output_dir=run")
+    component = "component=ado" if name == "AdoMixer" else "component=aioli"  # the presets
+    cli("trainer=dynamic_mix", component, *overrides, *common, "trainer.output_dir=run")
     updates = history(tmp_path / "run")["updates"]
     assert len({tuple(u["proportions"]) for u in updates}) > 2
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert ("ado/exponent/" if name == "AdoMixer" else "aioli/benefit/") in metrics
+
+
+@pytest.mark.parametrize("name", ["schedule", "ado", "aioli"])
+def test_presets_compose_to_the_mixers(compose, name):
+    cfg = compose("trainer=dynamic_mix", f"component={name}")
+    assert cfg.component._target_ == f"dataflex.mixing.mixers.{name.capitalize()}Mixer"
+    if name == "ado":
+        assert cfg.component.fit_interval == 1000 and cfg.component.prior == "stratified"

@@ -131,7 +131,7 @@ def test_dataflex_export_writes_the_schedule_and_the_replay_overrides(tmp_path, 
     assert load_schedule(tmp_path / "s.json").at(2).tolist() == [0.25, 0.75]
     out = capsys.readouterr().out
     assert "2 proportion changes" in out
-    assert f"+component.path={tmp_path / 's.json'}" in out
+    assert f"component=schedule component.path={tmp_path / 's.json'}" in out
     assert "trainer.warmup_step=0 trainer.update_step=2 trainer.update_times=2" in out
     with pytest.raises(SystemExit, match="dataflex-export: .*neither"):
         main([str(tmp_path / "empty")])
