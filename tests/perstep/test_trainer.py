@@ -87,3 +87,23 @@ def test_two_ranks_train_rank_zeros_one_decision(tmp_path):
         np.testing.assert_array_equal(v, real[1]["weights"][k])
     rows = _log(tmp_path / "real")
     assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in rows)
+
+
+def test_uniform_reads_no_candidate_rows(tmp_path):
+    from dataflex.train.perstep.selectors import UniformPerStep
+
+    trainer = build_trainer(str(tmp_path), UniformPerStep(seed=5))
+    reads = []
+    data = trainer.train_data
+    original = type(data).__getitem__
+
+    class Counting(type(data)):
+        def __getitem__(self, i):
+            reads.append(int(i))
+            return original(self, i)
+
+    data.__class__ = Counting
+    trainer.train()
+    assert len(reads) == 4 * 4  # only the 4 kept rows of each of the 4 steps are read (by the loop)
+    for t in range(4):
+        assert trainer.trained[t] == trainer.kept[t]

@@ -46,7 +46,7 @@ class Candidates:
 
     @property
     def size(self) -> int:
-        return int(self.batch["input_ids"].shape[0])
+        return int(self.batch["sample_ids"].shape[0])
 
 
 class PerStepSelector(ABC):
@@ -54,6 +54,9 @@ class PerStepSelector(ABC):
     selector's state only, so every rank decides the same (the trainer also broadcasts rank 0's choice)."""
 
     name = "per_step"
+    reads_rows = True
+    """False for a selector that never looks at the candidates' tokens (uniform): the trainer then hands it
+    only their `sample_ids` instead of collating B rows."""
     separable = False
     """True when the choice is the top b of a score each row gets on its own (`row_scores`): the trainer
     then splits the candidates over the ranks, each scores its share, and the scores are all-gathered."""
@@ -84,6 +87,7 @@ class UniformPerStep(PerStepSelector):
     """b of B uniformly at random (seeded by (seed, step)): the baseline every method is read against."""
 
     name = "uniform"
+    reads_rows = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

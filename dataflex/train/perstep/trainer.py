@@ -149,7 +149,11 @@ class PerStepTrainer(BaseTrainer):
             if self.selector.separable and self.world_size > 1:
                 choice = top_b(self._sharded_scores(candidates, device), n)
             else:
-                batch = self.collate([self.train_data[int(i)] for i in candidates])
+                batch = (
+                    self.collate([self.train_data[int(i)] for i in candidates])
+                    if self.selector.reads_rows
+                    else {"sample_ids": torch.as_tensor(candidates)}
+                )
                 choice = self.selector.choose(self.scoring_model, Candidates(batch, step, lr, device), n)
         choice = broadcast_object(choice, src=0)
         self._check(choice, n)
