@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from dataflex.config.component import NO_COMPONENT, mix, select, weight
+from dataflex.config.component import NO_COMPONENT, mix, per_step, select, weight
 from dataflex.config.data import DataConfig
 from dataflex.config.dist import DistConfig
 from dataflex.config.infobatch import InfoBatchConfig
@@ -24,6 +24,7 @@ from dataflex.config.trainer import (
     DynamicMixTrainerConfig,
     DynamicSelectTrainerConfig,
     DynamicWeightTrainerConfig,
+    PerStepTrainerConfig,
     StaticTrainerConfig,
 )
 
@@ -51,11 +52,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dynamic_weight": DynamicWeightTrainerConfig,
         "dynamic_reorder": DynamicReorderConfig,
         "infobatch": InfoBatchConfig,
+        "per_step": PerStepTrainerConfig,
     },
     "component": {
         **{f"dynamic_select_{name}": node for name, node in select.SCHEMAS.items()},
         **{f"dynamic_mix_{name}": node for name, node in mix.SCHEMAS.items()},
         **{f"dynamic_weight_{name}": node for name, node in weight.SCHEMAS.items()},
+        **{f"per_step_{name}": node for name, node in per_step.SCHEMAS.items()},
     },
     "model": {"tiny": TinyModelConfig, "hf": HFModelConfig, "tiny_moe": TinyMoeModelConfig},
     "data": {"engine": DataConfig},

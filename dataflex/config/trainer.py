@@ -246,6 +246,27 @@ class StaticTrainerConfig(TrainingArguments):
     _target_: str = "dataflex.train.trainer.static.StaticTrainer"
 
 
+@dataclass
+class PerStepTrainerConfig(TrainingArguments):
+    """`trainer=per_step`: each step draws `candidate_batch_size` candidates, the per-step selector
+    (`component=uniform|max_loss|rho_loss|grad_norm|greats`) keeps the global batch of them, and only those
+    are trained (dataflex/train/perstep/trainer.py)."""
+
+    _target_: str = "dataflex.train.perstep.trainer.PerStepTrainer"
+    candidate_batch_size: int = 0
+    """B: candidates drawn per step, of which the selector keeps the global batch size b (B >= b; 0: 2b)."""
+    log_selection: bool = True
+    """Append every step's candidates, kept ids and scores to <run dir>/selection/per_step.jsonl (rank 0)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.candidate_batch_size < 0:
+            raise ValueError(
+                f"trainer.candidate_batch_size must be >= 0 (0: twice the global batch), got "
+                f"{self.candidate_batch_size}."
+            )
+
+
 @dataclass(frozen=True)
 class UpdateSchedule:
     """When a dynamic trainer consults its component, counted in optimizer steps *done* (= the 0-based index

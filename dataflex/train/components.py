@@ -82,11 +82,13 @@ class ComponentKind:
     trainer: str
     choices: str
     required: bool
+    base_class: str = ""
+    """The base class's path where it is not the spec's dataflex.train.<name>.base_<name>.<Name>."""
 
     @property
     def base(self) -> str:
-        """The base class (the spec's API): dataflex.train.<name>.base_<name>.<Name>."""
-        return f"dataflex.train.{self.name}.base_{self.name}.{self.name.capitalize()}"
+        """The base class (the spec's API): dataflex.train.<name>.base_<name>.<Name>, or `base_class`."""
+        return self.base_class or f"dataflex.train.{self.name}.base_{self.name}.{self.name.capitalize()}"
 
 
 KINDS = {
@@ -98,6 +100,13 @@ KINDS = {
     ),
     "mixer": ComponentKind(
         "mixer", "dynamic_mix", "none|static|random|odm|doremi|dynamic_moe|schedule|ado|aioli|custom", False
+    ),
+    "per_step_selector": ComponentKind(
+        "per_step_selector",
+        "per_step",
+        "uniform|max_loss|rho_loss|grad_norm|greats",
+        True,
+        base_class="dataflex.train.perstep.selectors.PerStepSelector",
     ),
     "weighter": ComponentKind("weighter", "dynamic_weight", "loss|adapt|custom|rho1", True),
 }

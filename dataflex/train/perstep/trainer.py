@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from dataflex.config.trainer import TrainingArguments
+from dataflex.config.trainer import PerStepTrainerConfig
 from dataflex.data.processor import collate
 from dataflex.train.distributed import all_gather_cat, broadcast_object
 from dataflex.train.perstep.rules import Choice, top_b
@@ -43,17 +42,10 @@ from dataflex.train.perstep.selectors import Candidates, PerStepSelector
 from dataflex.train.trainer.base import BaseTrainer
 
 
-@dataclass
-class PerStepTrainerConfig(TrainingArguments):
-    candidate_batch_size: int = 0
-    """B: candidates drawn per step, of which the selector keeps the global batch size b (B >= b; 0: 2b)."""
-    log_selection: bool = True
-    """Append every step's candidates, kept ids and scores to <run dir>/selection/per_step.jsonl (rank 0)."""
-
-
 class PerStepTrainer(BaseTrainer):
     arguments_class = PerStepTrainerConfig
     args: PerStepTrainerConfig
+    component_kind = "per_step_selector"
 
     def __init__(self, *, selector: PerStepSelector | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -98,29 +90,14 @@ class PerStepTrainer(BaseTrainer):
         self._setup_done = True
 
     def _build_selector(self, ctx: Any) -> PerStepSelector:
-        from hydra.utils import instantiate
+        from dataflex.train.components import build_component
 
-        cfg = self.component_config
-        if cfg is None or not cfg.get("_target_"):
+        selector = build_component("per_step_selector", self.component_config, ctx)
+        if selector is None:
             raise ValueError(
-                "trainer=per_step needs a per-step selector: component=<uniform|max_loss|rho_loss|grad_norm|"
-                "greats> (conf/components/per_step/)."
+                "trainer=per_step needs a per-step selector: "
+                "component=<uniform|max_loss|rho_loss|grad_norm|greats>."
             )
-        offered = {
-            "accelerator": self.accelerator,
-            "tokenizer": self.tokenizer,
-            "eval_data": self.eval_data,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "seed": self.args.seed,
-        }
-        import inspect
-
-        cls = instantiate({"_target_": "hydra.utils.get_class", "path": cfg._target_})
-        accepted = inspect.signature(cls.__init__).parameters
-        extra = {k: v for k, v in offered.items() if k in accepted and cfg.get(k) is None}
-        selector = instantiate(cfg, _convert_="all", **extra)
-        if not isinstance(selector, PerStepSelector):
-            raise TypeError(f"component._target_={cfg._target_} is not a PerStepSelector")
         return selector
 
     # ---- schedule ----------------------------------------------------------------------------------------
