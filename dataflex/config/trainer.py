@@ -257,6 +257,10 @@ class PerStepTrainerConfig(TrainingArguments):
     """B: candidates drawn per step, of which the selector keeps the global batch size b (B >= b; 0: 2b)."""
     log_selection: bool = True
     """Append every step's candidates, kept ids and scores to <run dir>/selection/per_step.jsonl (rank 0)."""
+    reuse_candidate_pass: bool = True
+    """grad_norm/greats: build the kept rows' update from the candidate pass's saved layer inputs and output
+    gradients instead of a second forward + backward, where that is exact (one process, no DeepSpeed, no
+    mixed precision, no packing, no active dropout; otherwise the run says why and trains as usual)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -244,7 +244,11 @@ class TrainingLoop:
             rank=self.rank,
         )
         ctx.input_tokens = sum(int(mb["attention_mask"].sum()) for mb in micro)
-        if trainer.defer_backward:
+        provided = trainer.step_gradients(micro, ctx)
+        if provided is not None:  # the strategy wrote this step's gradients from a pass it already ran
+            for mb, losses in zip(micro, provided, strict=True):
+                ctx.record(mb, losses)
+        elif trainer.defer_backward:
             self._deferred_step(model, micro, ctx)
         else:
             for k, mb in enumerate(micro):

@@ -107,3 +107,81 @@ def test_uniform_reads_no_candidate_rows(tmp_path):
     assert len(reads) == 4 * 4  # only the 4 kept rows of each of the 4 steps are read (by the loop)
     for t in range(4):
         assert trainer.trained[t] == trainer.kept[t]
+
+
+def _grads_per_step(trainer) -> list[torch.Tensor]:
+    """The flattened gradient the optimizer steps with, step by step."""
+    seen: list[torch.Tensor] = []
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def hook(optimizer, args, kwargs):
+        seen.append(torch.cat([p.grad.reshape(-1) for p in params]).double().clone())
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        trainer.train()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "name,kind,extra",
+    [
+        ("greats", "full", {}),
+        ("grad_norm", "lora", {}),
+        ("greats", "lora", {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}),
+        ("grad_norm", "full", {"loss_reduction": "sample"}),
+    ],
+)
+def test_update_from_the_candidate_pass_equals_the_plain_steps_gradient(tmp_path, name, kind, extra):
+    """grad_norm / greats: the kept rows' gradient assembled from the candidate pass (no second forward +
+    backward) equals the loop's own forward + backward of them (reuse_candidate_pass=false), step by step."""
+    from dataflex.train.perstep.selectors import GradNormPerStep
+
+    def run(folder: str, reuse: bool):
+        trainer = build_trainer(
+            str(tmp_path / folder), None, kind=kind, max_steps=3, reuse_candidate_pass=reuse, **extra
+        )
+        if name == "greats":
+            pad = trainer.tokenizer.pad_token_id
+            trainer.selector = GreatsPerStep(pad, eval_data=trainer.eval_data, val_size=3, seed=3)
+        else:
+            trainer.selector = GradNormPerStep()
+        if kind == "lora":  # LoRA B starts at zero: make every adapter's gradient non-trivial
+            with torch.no_grad():
+                for n, p in trainer.model.named_parameters():
+                    if "lora_B" in n:
+                        p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(n)))
+        return trainer, _grads_per_step(trainer)
+
+    reused, with_reuse = run("reuse", True)
+    plain, without = run("plain", False)
+    assert reused._reuse_blocker is None and plain._reuse_blocker == "trainer.reuse_candidate_pass=false"
+    assert reused.kept == plain.kept and reused.trained == reused.kept
+    assert len(with_reuse) == len(without) == 3
+    for ours, theirs in zip(with_reuse, without):
+        assert float((ours - theirs).norm() / theirs.norm()) < 1e-5
+
+
+def test_the_candidate_pass_is_not_reused_where_the_training_forward_differs(tmp_path):
+    from dataflex.train.perstep.reuse import blocker
+    from dataflex.train.perstep.selectors import GradNormPerStep
+
+    trainer = build_trainer(str(tmp_path), GradNormPerStep(), max_steps=1)
+    trainer.model.config.attention_dropout = 0.1
+    trainer.train()
+    assert trainer._reuse_blocker == "active dropout: model config attention_dropout=0.1"
+    assert trainer.trained[0] == trainer.kept[0]  # trained by the loop's own forward + backward instead
+    lora = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.05))
+
+    class Accel:
+        num_processes, mixed_precision = 1, "no"
+        distributed_type = type("T", (), {"name": "NO"})()
+
+    assert blocker(lora, Accel(), pack_capacity=None) == "active dropout: 1 (p=0.05)"
+    assert blocker(torch.nn.Linear(2, 2), Accel(), pack_capacity=128).startswith("data.packing")
+    Accel.mixed_precision = "bf16"
+    assert blocker(torch.nn.Linear(2, 2), Accel(), pack_capacity=None).startswith("mixed precision bf16")

@@ -2,12 +2,20 @@
 compute their signal from the model as it is at that step (scoring forwards in eval mode: no dropout) and
 decide with a pure rule of `perstep/rules.py`.
 
+`grad_norm` and `greats` run a forward + backward over the candidates anyway; they leave its factors in
+`recorded`, and the trainer assembles the kept rows' update from them (GhostGradients.batch_gradient)
+instead of a second forward + backward of those rows when that is exact (trainer.reuse_candidate_pass).
+
 Cost per step, in forwards of one sample (backward ~ 2 forwards), for B = 2b against static training on b
 (3b): `uniform` nothing; `max_loss` a no-grad forward of B; `rho_loss` the same plus, once per sample id, a
 reference forward (a fixed reference's loss never changes, so it is cached by sample id as the paper
 precomputes the irreducible losses); `grad_norm` a forward and a backward to the layer outputs of B plus the
-ghost norms; `greats` that of B + n_val and the ghost Gram. The b selected are then trained by the loop
-as any batch (a second forward of those b: reusing the candidate graph would back-propagate all B).
+ghost norms; `greats` that of B + n_val and the ghost Gram; for both, the update then only adds the weight
+gradients of the b kept (~b) when the pass is reused, else a second forward + backward of b (~3b). The loss
+selectors' b are trained by the loop as any batch: keeping their candidate forward's graph instead (a
+forward with grad of B, then a backward of the kept rows' loss) costs more than the no-grad forward plus a
+forward of b, because a backward through batched layers runs over all B rows whatever their loss weight
+(measured: experiments/benchmarks/per_step/README.md, "physical limit").
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dataflex.train.perstep.rules import (
     top_b,
     uniform_choice,
 )
-from dataflex.train.signals.ghost import ghost_gradients
+from dataflex.train.signals.ghost import GhostGradients, ghost_gradients
 from dataflex.train.signals.losses import model_losses
 from dataflex.utils.modes import eval_mode
 
@@ -57,6 +65,10 @@ class PerStepSelector(ABC):
     reads_rows = True
     """False for a selector that never looks at the candidates' tokens (uniform): the trainer then hands it
     only their `sample_ids` instead of collating B rows."""
+    recorded: GhostGradients | None = None
+    """After `choose`: the factored per-sample gradients of the candidate pass (rows 0..B-1 = the candidates
+    in order, per-sample loss = the token mean, the model in eval mode), for selectors that ran one; the
+    trainer takes it (and clears it) to assemble the kept rows' update."""
     separable = False
     """True when the choice is the top b of a score each row gets on its own (`row_scores`): the trainer
     then splits the candidates over the ranks, each scores its share, and the scores are all-gathered."""
@@ -163,15 +175,21 @@ class GradNormPerStep(PerStepSelector):
 
     separable = True
 
+    def _pass(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    ) -> tuple[torch.Tensor, GhostGradients]:
+        with eval_mode(model):
+            ghost = ghost_gradients(model, batch, device=device)
+            return ghost.squared_norms(method=self.method).detach().cpu().double().sqrt(), ghost
+
     def row_scores(
         self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
     ) -> torch.Tensor:
-        with eval_mode(model):
-            ghost = ghost_gradients(model, batch, device=device)
-            return ghost.squared_norms(method=self.method).detach().cpu().double().sqrt()
+        return self._pass(model, batch, device)[0]
 
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:
-        return top_b(self.row_scores(model, candidates.batch, candidates.device), b)
+        scores, self.recorded = self._pass(model, candidates.batch, candidates.device)
+        return top_b(scores, b)
 
 
 def concat_batches(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], pad_token_id: int) -> dict:
@@ -253,6 +271,7 @@ class GreatsPerStep(PerStepSelector):
         with eval_mode(model):
             ghost = ghost_gradients(model, both, device=candidates.device)
             dots = ghost.dots(torch.arange(n), method=self.method).detach().cpu()  # (B, B + n_val)
+        self.recorded = ghost  # rows 0..n-1: the candidates (the validation rows follow)
         return dots[:, n:].mean(1), dots[:, :n]
 
     def choose(self, model: nn.Module, candidates: Candidates, b: int) -> Choice:

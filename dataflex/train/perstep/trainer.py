@@ -21,6 +21,12 @@ the replicas' arithmetic were to differ. The selector runs on the unwrapped mode
 sampler's position and the selector's state; the validation draws and `uniform` are seeded by (seed,
 step), so a resumed run decides exactly as an uninterrupted one. An epoch counts candidates: with
 `num_train_epochs`, a step consumes B ids.
+
+grad_norm and greats already ran a forward + backward over the candidates; with
+`trainer.reuse_candidate_pass` (default) the loop's `step_gradients` hook gets the kept rows' gradient
+assembled from that pass (perstep/reuse.py) instead of forwarding and back-propagating them again, where
+that is exact; where it is not (several processes, DeepSpeed, mixed precision, packing, dropout) the run
+logs why once and trains the b rows as any batch.
 """
 
 from __future__ import annotations
@@ -37,9 +43,13 @@ import torch
 from dataflex.config.trainer import PerStepTrainerConfig
 from dataflex.data.processor import collate
 from dataflex.train.distributed import all_gather_cat, broadcast_object
+from dataflex.train.perstep.reuse import assemble_update, blocker
 from dataflex.train.perstep.rules import Choice, top_b
 from dataflex.train.perstep.selectors import Candidates, PerStepSelector
+from dataflex.train.signals.ghost import GhostGradients
+from dataflex.train.signals.losses import SampleLosses
 from dataflex.train.trainer.base import BaseTrainer
+from dataflex.utils.logging import logger
 
 
 class PerStepTrainer(BaseTrainer):
@@ -54,6 +64,9 @@ class PerStepTrainer(BaseTrainer):
         self.chosen: dict[int, np.ndarray] = {}
         """Step -> the ids kept at that step (the last few steps; what the loop must train)."""
         self._pending: dict[str, float] = {}
+        self._recorded: tuple[int, GhostGradients, np.ndarray] | None = None
+        """(step, the selector's candidate pass, kept positions) while that step's update can reuse it."""
+        self._reuse_blocker: str | None = "not set up"
         self._setup_done = False
         self._resumed = False
 
@@ -87,6 +100,16 @@ class PerStepTrainer(BaseTrainer):
         self.rank, self.world_size = int(ctx.accelerator.process_index), int(ctx.accelerator.num_processes)
         if self.selector is None:
             self.selector = self._build_selector(ctx)
+        self._reuse_blocker = (
+            "trainer.reuse_candidate_pass=false"
+            if not self.args.reuse_candidate_pass
+            else blocker(self.scoring_model, self.accelerator, pack_capacity=self.pack_capacity)
+        )
+        if self.args.reuse_candidate_pass and self._reuse_blocker:
+            logger.info(
+                f"per_step: the kept rows get their own forward + backward (the candidate pass is not "
+                f"reused: {self._reuse_blocker})"
+            )
         self._setup_done = True
 
     def _build_selector(self, ctx: Any) -> PerStepSelector:
@@ -135,7 +158,12 @@ class PerStepTrainer(BaseTrainer):
         choice = broadcast_object(choice, src=0)
         self._check(choice, n)
         self.optimizer.zero_grad(set_to_none=True)  # a selector's backward leaves nothing behind
-        kept = candidates[np.asarray(choice.indices, dtype=np.int64)]
+        positions = np.asarray(choice.indices, dtype=np.int64)
+        kept = candidates[positions]
+        recorded, self.selector.recorded = self.selector.recorded, None
+        self._recorded = None
+        if recorded is not None and not self._reuse_blocker:
+            self._recorded = (step, recorded, positions)
         self.chosen[step] = kept
         self.chosen.pop(step - 8, None)
         scores = np.asarray(choice.scores, dtype=np.float64)
@@ -144,11 +172,32 @@ class PerStepTrainer(BaseTrainer):
             "select/seconds": time.perf_counter() - start,
             "select/score_mean": float(finite.mean()) if len(finite) else float("nan"),
             "select/candidates": float(len(candidates)),
+            "select/reused_pass": float(self._recorded is not None),
         }
         if self.args.log_selection and self.is_main:
             self._log(step, candidates, kept, choice, truncate=self._resumed)
         self._resumed = False
         return kept
+
+    def step_gradients(
+        self, micro_batches: list[dict[str, torch.Tensor]], ctx: Any
+    ) -> list[SampleLosses] | None:
+        """The kept rows' update from the candidate pass (perstep/reuse.py), when this step recorded one."""
+        recorded, self._recorded = self._recorded, None
+        if recorded is None or recorded[0] != ctx.step:
+            return None
+        _, ghost, positions = recorded
+        trained = torch.cat([mb["sample_ids"] for mb in micro_batches]).tolist()
+        if trained != self.chosen[ctx.step].tolist():  # one process: the loop trains the kept ids in order
+            raise RuntimeError(f"per_step: step {ctx.step} trains {trained}, chose {self.chosen[ctx.step]}")
+        return assemble_update(
+            ghost,
+            positions,
+            micro_batches,
+            token_reduction=self.args.loss_reduction == "token",
+            global_tokens=ctx.global_tokens,
+            global_samples=ctx.global_samples,
+        )
 
     def _sharded_scores(self, candidates: np.ndarray, device: torch.device) -> torch.Tensor:
         """(B,) row scores of a separable selector: this rank scores its contiguous share of the candidates,

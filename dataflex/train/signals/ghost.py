@@ -61,6 +61,23 @@ class _Term:
 
         return _Term(self.shape, pick(self.left), pick(self.left_ids), pick(self.right), pick(self.flat))
 
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        """(prod(shape),) sum_i weights[i] dW_i over this term's rows: one matmul over all their tokens (the
+        weight-gradient half of a backward over these rows alone), never a per-sample gradient."""
+        right = self.right
+        if self.flat is not None:
+            return weights.to(self.flat) @ self.flat
+        assert right is not None
+        w = weights.to(right).reshape(-1, 1, 1)
+        if self.left is not None:
+            return (
+                (self.left * w).reshape(-1, self.left.shape[-1]).T @ right.reshape(-1, right.shape[-1])
+            ).reshape(-1)
+        assert self.left_ids is not None
+        out = right.new_zeros(self.shape[0], right.shape[-1])
+        out.index_add_(0, self.left_ids.reshape(-1), (right * w).reshape(-1, right.shape[-1]))
+        return out.reshape(-1)
+
     def materialize(self) -> torch.Tensor:
         """(B, prod(shape)) per-sample gradient."""
         if self.flat is not None:
@@ -170,6 +187,8 @@ class GhostGradients:
         self.losses = out.losses
         """The per-sample losses of the same forward (SampleLosses, detached), for loss-based rules."""
         self.terms: list[tuple[str, list[_Term]]] = []
+        self.params = dict(params)
+        """name -> the parameter itself (`batch_gradient` writes to it)."""
         for name, p in params:
             uses = out.uses.get(id(p), [])
             terms = [_terms_of_call(out.calls[ci], attr, out.grads[ci], out.batch_size) for ci, attr in uses]
@@ -203,6 +222,28 @@ class GhostGradients:
                     block = _pair(u, r, v, c, method, materialised, shared=other is self)
                     total = block if total is None else total + block
         return total if total is not None else torch.zeros(len(r), len(c))
+
+    def batch_gradient(
+        self, rows: Sequence[int] | torch.Tensor, weights: torch.Tensor
+    ) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """(parameter, gradient) of sum_k weights[k] * loss_{rows[k]} for every recorded trainable parameter:
+        what a second forward + backward of that weighted loss over those rows alone would leave in `.grad`,
+        assembled from the factors this pass already holds (a linear layer: sum_k w_k g_k^T a_k over the
+        rows' tokens; an embedding: their output gradients added into their tokens' rows; a tied weight:
+        all its uses; vectors and other modules: their materialised per-sample gradients). Exact up to
+        float32 summation order, provided the forward was the one training would run (same weights,
+        no dropout, no autocast): the per-step trainer checks that before it uses this."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+        if len(index) != len(weights):
+            raise ValueError(f"batch_gradient: {len(index)} rows but {len(weights)} weights")
+        out = []
+        for name, terms in self.terms:
+            param = self.params[name]
+            total = sum(t.rows(index).weighted_sum(weights.to(index.device)) for t in terms)
+            assert isinstance(total, torch.Tensor)
+            out.append((param, total.reshape(param.shape)))
+        return out
 
     def squared_norms(self, *, method: str = "auto") -> torch.Tensor:
         """(B,) ||grad_i||^2, the Gram diagonal (GradNorm's score), without the off-diagonal blocks:

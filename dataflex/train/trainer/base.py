@@ -7,6 +7,9 @@
 - `compute_loss(losses, batch, ctx)`: the scalar back-propagated for one micro-batch;
 - `defer_backward` + `before_backward(all_losses, micro_batches, ctx)`: when the loss needs statistics of
   the whole global batch, the loop forwards every micro-batch first and shows all losses to the strategy;
+- `step_gradients(micro_batches, ctx)`: a strategy that already ran a forward + backward over the step's
+  rows (per-step selection's candidate pass) writes the gradients itself and returns the per-sample losses;
+  the loop then runs no forward/backward for the step;
 - `on_step_end(done, ctx)`: update the plan (selection, proportions) for the next step; returns metrics.
 - `plan_fixed_after(done)`: True when `on_step_end(done)` cannot change the ids of the next step and
   `next_indices` has no other effect, so the loader may draw them before step `done` ends (prefetch).
@@ -111,6 +114,14 @@ class BaseTrainer:
         self, all_losses: list[SampleLosses], micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext
     ) -> None:
         """Called with every micro-batch's losses (graphs alive) when `defer_backward` is True."""
+
+    def step_gradients(
+        self, micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext
+    ) -> list[SampleLosses] | None:
+        """None (the loop forwards and back-propagates), or: the step's parameter gradients are already in
+        `.grad` (equal to what the loop's backward of `compute_loss` would leave) and these are the
+        detached losses of each micro-batch's rows, in order."""
+        return None
 
     def compute_loss(
         self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext
