@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -65,21 +66,25 @@ class SimpleTemplate:
 
         return simple_jinja()
 
-    def segments(self, messages: Sequence[dict[str, Any]]) -> list[tuple[list[int], float]]:
-        """One (token ids, loss_weight) pair per turn."""
+    def texts(self, messages: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
+        """The conversation as (text, loss_weight) pieces, each tokenized on its own: per turn its tagged
+        text; an assistant turn is two pieces, the tag (prompt) and the text + EOS (trained)."""
         eos = self.tokenizer.eos_token or ""
         out = []
         for m in messages:
             tag = SIMPLE_TEMPLATE_TAGS.get(m["role"], f"<|{m['role']}|>")
             if m["role"] == "assistant":
-                prefix = self.tokenizer.encode(f"{tag}\n", add_special_tokens=False)
-                body = self.tokenizer.encode(f"{message_text(m)}{eos}\n", add_special_tokens=False)
-                out.append((prefix, 0.0))
-                out.append((body, float(m.get("loss_weight", 1.0))))
+                out.append((f"{tag}\n", 0.0))
+                out.append((f"{message_text(m)}{eos}\n", float(m.get("loss_weight", 1.0))))
             else:
-                ids = self.tokenizer.encode(f"{tag}\n{message_text(m)}\n", add_special_tokens=False)
-                out.append((ids, float(m.get("loss_weight", 0.0))))
+                out.append((f"{tag}\n{message_text(m)}\n", float(m.get("loss_weight", 0.0))))
         return out
+
+    def segments(self, messages: Sequence[dict[str, Any]]) -> list[tuple[list[int], float]]:
+        """One (token ids, loss_weight) pair per piece of `texts`."""
+        return [
+            (self.tokenizer.encode(text, add_special_tokens=False), w) for text, w in self.texts(messages)
+        ]
 
 
 class TokenizerTemplate:
@@ -172,7 +177,8 @@ class SFTProcessor:
         self.template = build_template(tokenizer, template)
         self.train_on_prompt = train_on_prompt
 
-    def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+    @staticmethod
+    def _check(sample: dict[str, Any]) -> None:
         if "messages" not in sample:
             keys = sorted(k for k in sample if not k.startswith("_"))
             raise ValueError(
@@ -180,12 +186,64 @@ class SFTProcessor:
                 "(preference pairs?); DataFlex trainers train on `messages`: use an sft converter "
                 "(alpaca, sharegpt, openai, text) for this dataset."
             )
+
+    def encode(self, sample: dict[str, Any]) -> tuple[list[int], list[int]]:
+        self._check(sample)
         input_ids: list[int] = []
         labels: list[int] = []
         for ids, weight in self.template.segments(sample["messages"]):
             input_ids += ids
             labels += ids if (weight > 0 or self.train_on_prompt) else [IGNORE_INDEX] * len(ids)
         return input_ids[: self.cutoff_len], labels[: self.cutoff_len]
+
+    def encode_many(self, samples: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`encode` of many samples as flat arrays (token ids int32, trained uint8: 1 where the label is the
+        token, per-sample lengths int64), with ONE batched tokenizer call for every piece of text of every
+        sample (the token store's build; `encode` makes one call per turn). Same ids and labels as `encode`
+        (tests/data/test_token_store.py); templates without text pieces (the tokenizer's own chat template,
+        which is rendered per conversation prefix) go through `encode` sample by sample."""
+        texts_of = getattr(self.template, "texts", None)
+        if texts_of is None:
+            return _flatten([self.encode(s) for s in samples])
+        pieces: list[tuple[str, float]] = []
+        per_sample = np.zeros(len(samples), dtype=np.int64)
+        for k, sample in enumerate(samples):
+            self._check(sample)
+            parts = texts_of(sample["messages"])
+            per_sample[k] = len(parts)
+            pieces += parts
+        bos = [self.tokenizer.bos_token_id]
+        plain = [text for text, _ in pieces if text != "\x00bos"]  # ("\x00bos": NamedTemplate's BOS)
+        encoded = iter(encode_texts(self.tokenizer, plain))
+        piece_ids = [bos if text == "\x00bos" else next(encoded) for text, _ in pieces]
+        piece_lens = np.fromiter(map(len, piece_ids), np.int64, len(piece_ids))
+        flat = np.fromiter(chain.from_iterable(piece_ids), np.int32, int(piece_lens.sum()))
+        trained_piece = np.fromiter(
+            ((w > 0 or self.train_on_prompt) for _, w in pieces), np.uint8, len(pieces)
+        )
+        trained = np.repeat(trained_piece, piece_lens)
+        piece_sample = np.repeat(np.arange(len(samples)), per_sample)
+        totals = np.bincount(piece_sample, weights=piece_lens, minlength=len(samples)).astype(np.int64)
+        starts = np.cumsum(totals) - totals
+        keep = np.arange(len(flat)) - np.repeat(starts, totals) < self.cutoff_len  # right truncation
+        return flat[keep], trained[keep], np.minimum(totals, self.cutoff_len)
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`tokenizer.encode(t, add_special_tokens=False)` of every text in one batched call: the fast backend's
+    `encode_batch_fast` (no character offsets, the same ids) when there is one, else the batched HF call."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    fast = getattr(backend, "encode_batch_fast", None)
+    if fast is not None:
+        return [e.ids for e in fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def _flatten(items: Sequence[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(x) for x, _ in items), np.int64, len(items))
+    ids = np.fromiter(chain.from_iterable(x for x, _ in items), np.int32, int(lengths.sum()))
+    labels = np.fromiter(chain.from_iterable(y for _, y in items), np.int64, int(lengths.sum()))
+    return ids, (labels != IGNORE_INDEX).astype(np.uint8), lengths
 
 
 class TokenizedData:

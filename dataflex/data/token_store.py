@@ -36,6 +36,7 @@ import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -371,75 +372,196 @@ def _swap(tmp: Path, final: Path) -> None:
 
 
 # ---- step 1: the converted samples as an Arrow file (pickled samples or plain texts)
-def _write_source(engine, mode: str, path: Path) -> int:
-    """Writes the build's input, in item order, in batches (bounded memory); returns the row count."""
-    import pyarrow as pa
+_SOURCE_BATCH = 4096  # rows per record batch of the source file (bounds the build's memory)
 
-    from .processor import message_text
+
+def _write_source(engine, mode: str, path: Path) -> int:
+    """Writes the build's input, in item order, in batches (bounded memory); returns the row count.
+    Pretrain text datasets backed by Arrow are copied column to column without Python strings
+    (`_arrow_texts`); other sources are converted row by row."""
+    import pyarrow as pa
 
     if mode == "sft":
         schema = pa.schema(
             [("sample", pa.binary()), ("domain", pa.int32()), ("dataset", pa.int32()), ("row", pa.int64())]
         )
-        domain_of = {d: k for k, d in enumerate(engine.domain_names)}
-
-        def rows():
-            for k, (name, table) in enumerate(engine.datasets.items()):
-                dom = domain_of[engine.dataset_infos[name].domain]
-                for r in range(len(table)):
-                    sample = engine._convert_data_sample(
-                        table[r], name, where=lambda r=r, t=table: t.where(r)
-                    )
-                    yield {"sample": pickle.dumps(sample, protocol=5), "domain": dom, "dataset": k, "row": r}
+        batches = _sft_batches(engine, schema)
     else:
         schema = pa.schema([("text", pa.large_string()), ("domain", pa.int32()), ("row", pa.int64())])
-
-        def rows():
-            for d in range(len(engine.domain_names)):
-                for idx in engine.domain_rows(d):
-                    text = " ".join(message_text(m) for m in engine[int(idx)]["messages"])
-                    yield {"text": text, "domain": d, "row": int(idx)}
-
-    count, batch = 0, []
+        fast = _arrow_texts(engine)
+        batches = _text_batches(engine, schema, *fast) if fast else _converted_text_batches(engine, schema)
+    count = 0
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for row in rows():
-            batch.append(row)
-            if len(batch) == 2048:
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-                count += len(batch)
-                batch = []
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-            count += len(batch)
+        for batch in batches:
+            writer.write_batch(batch)
+            count += batch.num_rows
     return count
 
 
-# ---- step 2: tokenize with datasets' batched map
+def _sft_batches(engine, schema):
+    """Every row of every dataset (in dataset order), converted once and pickled; tables are iterated in
+    order (Arrow tables batch-wise), not indexed row by row."""
+    import pyarrow as pa
+
+    domain_of = {d: k for k, d in enumerate(engine.domain_names)}
+    for k, (name, table) in enumerate(engine.datasets.items()):
+        dom = domain_of[engine.dataset_infos[name].domain]
+        samples: list[bytes] = []
+        start = 0
+        for r, raw in enumerate(table):
+            sample = engine._convert_data_sample(raw, name, where=lambda r=r, t=table: t.where(r))
+            samples.append(pickle.dumps(sample, protocol=5))
+            if len(samples) == _SOURCE_BATCH or r == len(table) - 1:
+                n = len(samples)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(samples, pa.binary()),
+                        pa.array(np.full(n, dom, np.int32)),
+                        pa.array(np.full(n, k, np.int32)),
+                        pa.array(np.arange(start, start + n, dtype=np.int64)),
+                    ],
+                    schema=schema,
+                )
+                samples, start = [], start + n
+
+
+def _domain_order(engine) -> np.ndarray:
+    """Engine indices of domain 0's documents, then domain 1's, ...: the order of the pretrain stream."""
+    return np.concatenate([engine.domain_rows(d) for d in range(len(engine.domain_names))])
+
+
+def _converted_text_batches(engine, schema):
+    import pyarrow as pa
+
+    from .processor import message_text
+
+    order = _domain_order(engine)
+    domains = engine.domain_ids[order].astype(np.int32)
+    for s in range(0, len(order), _SOURCE_BATCH):
+        idx = order[s : s + _SOURCE_BATCH]
+        texts = [" ".join(message_text(m) for m in engine[int(i)]["messages"]) for i in idx]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(texts, pa.large_string()), pa.array(domains[s : s + len(idx)]), pa.array(idx)],
+            schema=schema,
+        )
+
+
+def _text_batches(engine, schema, texts, starts: np.ndarray):
+    """The pretrain source taken from the datasets' text columns (`_arrow_texts`) in stream order."""
+    import pyarrow as pa
+
+    index = engine.data_index
+    order = _domain_order(engine)
+    domains = engine.domain_ids[order].astype(np.int32)
+    position = starts[index.dataset_ids[order]] + index.row_ids[order]
+    for s in range(0, len(order), _SOURCE_BATCH):
+        taken = texts.take(pa.array(position[s : s + _SOURCE_BATCH]))
+        n = len(taken)
+        yield pa.RecordBatch.from_arrays(
+            [taken.combine_chunks(), pa.array(domains[s : s + n]), pa.array(order[s : s + n])],
+            schema=schema,
+        )
+
+
+def _arrow_texts(engine):
+    """(every dataset's text column concatenated as one large_string Arrow array, each dataset's start in
+    it) when every dataset uses the built-in `text` converter on a table whose column can be read whole
+    (the document text is then exactly that column, as `_converted_text_batches` would join it); None
+    otherwise."""
+    import pyarrow as pa
+
+    from .plugins.converter import _CONVERTERS, text_column, text_converter
+
+    columns, sizes = [], []
+    for name, table in engine.datasets.items():
+        info = engine.dataset_infos[name]
+        if table is None or info.converter != "text" or _CONVERTERS.get("text") is not text_converter:
+            return None
+        column = _text_column(table, text_column(info.converter_options.get("columns")))
+        if column is None or len(column) != len(table):
+            return None
+        columns.append(column)
+        sizes.append(len(table))
+    chunks = [c for col in columns for c in col.chunks]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return pa.chunked_array(chunks, pa.large_string()), starts
+
+
+def _text_column(table, key: str):
+    """Column `key` of a row table as a large_string ChunkedArray (in table row order), or None when the
+    table is not one whose column can be read without converting rows."""
+    import pyarrow as pa
+
+    from .plugins.loader import ArrowRows, ConcatRows, ListRows, SubsetRows
+
+    if isinstance(table, ArrowRows):
+        if key not in table.table.column_names:
+            return None
+        column = table.table.column(key)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return None
+        return column.cast(pa.large_string())
+    if isinstance(table, ListRows):
+        values = [row.get(key) if isinstance(row, dict) else None for row in table.rows]
+        if not all(isinstance(v, str) for v in values):
+            return None
+        return pa.chunked_array([pa.array(values, pa.large_string())])
+    if isinstance(table, ConcatRows):
+        parts = [_text_column(p, key) for p in table.parts]
+        if any(p is None for p in parts):
+            return None
+        return pa.chunked_array([c for p in parts for c in p.chunks], pa.large_string())
+    if isinstance(table, SubsetRows):
+        base = _text_column(table.base, key)
+        return None if base is None else base.take(pa.array(table.keep))
+    return None
+
+
+# ---- step 2: tokenize with datasets' batched map (Arrow batches in, Arrow batches out)
 class _EncodeSFT:
-    """Picklable batched map function: one processor.encode per sample (today's exact SFT semantics)."""
+    """Picklable batched map function: `SFTProcessor.encode_many` (one tokenizer call per batch, the same
+    ids and labels as one `processor.encode` per sample), results as Arrow list arrays."""
 
     def __init__(self, processor) -> None:
         self.processor = processor
 
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        ids, trained = [], []
-        for raw in batch["sample"]:
-            x, y = self.processor.encode(pickle.loads(raw))
-            ids.append(x)
-            trained.append([int(b != -100) for b in y])
-        return {"ids": ids, "trained": trained}
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        samples = [pickle.loads(raw) for raw in batch.column("sample").to_pylist()]
+        ids, trained, lengths = self.processor.encode_many(samples)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        return pa.table(
+            {
+                "ids": pa.ListArray.from_arrays(offsets, pa.array(ids)),
+                "trained": pa.ListArray.from_arrays(offsets, pa.array(trained.view(np.int8))),
+                **{k: batch.column(k) for k in ("domain", "dataset", "row")},
+            }
+        )
 
 
 class _EncodeText:
-    """Picklable batched map function: the fast tokenizer's batch call, EOS after each document."""
+    """Picklable batched map function: one batched tokenizer call (`encode_texts`), EOS after each
+    document, results as an Arrow list array built from numpy (no per-token Python lists)."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        self.eos = tokenizer.eos_token_id
 
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        enc = self.tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"ids": [x + self.eos for x in enc]}
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from .processor import encode_texts
+
+        encoded = encode_texts(self.tokenizer, batch.column("text").to_pylist())
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        flat = np.fromiter(chain.from_iterable(encoded), np.int32, int(lengths.sum()))
+        if self.eos is not None:
+            flat = np.insert(flat, np.cumsum(lengths), self.eos)
+            lengths = lengths + 1
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        ids = pa.ListArray.from_arrays(offsets, pa.array(flat))
+        return pa.table({"ids": ids, "domain": batch.column("domain"), "row": batch.column("row")})
 
 
 def auto_num_proc(rows: int) -> int:
@@ -475,7 +597,7 @@ def _tokenize(source: Path, processor, mode: str, out: Path, num_proc: int | Non
             }
         )
     with _quiet_datasets():
-        return ds.map(
+        return ds.with_format("arrow").map(
             fn,
             batched=True,
             batch_size=512,

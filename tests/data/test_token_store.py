@@ -102,6 +102,75 @@ def test_round_trip_custom_data_with_repeats_and_epochs(tok, tmp_path, mode):
         assert stored.store.trained is not None and 0 < stored.store.trained.mean() < 1  # prompts masked
 
 
+def _text_corpus(tmp_path, n=50):
+    """Pretrain text in Arrow-backed files (two parquet parts of one dataset, a mapped column name, a bad
+    row skipped by on_error=skip) and a jsonl file: the store reads these columns without converting rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "web").mkdir()
+    for part in range(2):
+        docs = [f"web page {part}-{i} " + "word " * (i % 7) for i in range(n)]
+        pq.write_table(pa.table({"text": docs}), tmp_path / "web" / f"part{part}.parquet")
+    body = [f"def f{i}(): return {i}" * (1 + i % 3) for i in range(n)]
+    body[3] = None  # a row without text: skipped
+    pq.write_table(pa.table({"body": body}), tmp_path / "code.parquet")
+    (tmp_path / "books.jsonl").write_text(
+        "".join(json.dumps({"text": f"chapter {i}. " * (1 + i % 4)}) + "\n" for i in range(n))
+    )
+    (tmp_path / "dataset_info.yaml").write_text(
+        "web:\n  path: web\n  converter: text\n"
+        "code:\n  path: code.parquet\n  converter: text\n  columns: {text: body}\n"
+        "books:\n  path: books.jsonl\n  converter: text\n"
+    )
+    return str(tmp_path / "dataset_info.yaml")
+
+
+def test_pretrain_text_columns_are_read_without_converting_rows(tok, tmp_path, monkeypatch):
+    """The Arrow column path gives exactly today's blocks (and is the path taken); a dataset with another
+    converter makes the build convert rows, with the same result."""
+
+    def no_rows(*a, **k):
+        raise AssertionError("converted rows although every dataset is Arrow-readable text")
+
+    monkeypatch.setattr(ts, "_converted_text_batches", no_rows)
+    dataset = _text_corpus(tmp_path)
+    today, stored = _pair(tok, tmp_path, "pretrain", dataset=dataset, cutoff=16, on_error="skip")
+    _assert_same(today, stored)
+    assert len(stored) > 20 and set(stored.domain_ids.tolist()) == {0, 1, 2}
+    monkeypatch.undo()
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(
+        (tmp_path / "dataset_info.yaml").read_text() + "alpaca:\n  path: alpaca.jsonl\n  converter: alpaca\n"
+    )
+    (tmp_path / "alpaca.jsonl").write_text(
+        "".join(json.dumps({"instruction": f"q{i}", "output": f"a {i} " * 9}) + "\n" for i in range(20))
+    )
+    engine = DataEngine(DataArguments(dataset=str(mixed), mode="pretrain", on_error="skip"))
+    assert ts._arrow_texts(engine) is None
+    _assert_same(*_pair(tok, tmp_path / "m", "pretrain", dataset=str(mixed), cutoff=16, on_error="skip"))
+
+
+def test_sft_batched_encoding_equals_per_sample_encoding(tok, tmp_path):
+    """`encode_many` (the build's one tokenizer call per batch) == `encode` per sample, for the simple and
+    a named template (BOS piece, default system), with and without train_on_prompt, truncated rows too."""
+    from dataflex.data.processor import SFTProcessor
+
+    engine = DataEngine(DataArguments(dataset=_custom(tmp_path), cutoff_len=24))
+    samples = [engine[i] for i in range(len(engine))]
+    for template in ("simple", "llama3", "qwen"):
+        for on_prompt in (False, True):
+            proc = SFTProcessor(tok, 24, template, train_on_prompt=on_prompt)
+            ids, trained, lengths = proc.encode_many(samples)
+            assert lengths.max() == 24  # some rows are cut at cutoff_len
+            ends = np.cumsum(lengths)
+            for k, sample in enumerate(samples):
+                x, y = proc.encode(sample)
+                a, b = ends[k] - lengths[k], ends[k]
+                assert ids[a:b].tolist() == x, (template, k)
+                assert trained[a:b].tolist() == [int(v != -100) for v in y], (template, k)
+
+
 def _stored(tok, cache, dataset, mode="sft", rebuild=False, cutoff=24):
     engine = DataEngine(DataArguments(dataset=dataset, cutoff_len=cutoff, mode=mode))
     return TokenizedData(

@@ -123,6 +123,32 @@ def test_softcap_and_bias_in_the_head_function():
         assert_rel(a, e, 1e-5, name)
 
 
+def test_frozen_head_takes_the_hidden_gradient_in_forward(monkeypatch):
+    """A frozen head (LoRA): dL/dh is computed per chunk in forward and only scaled by each token's upstream
+    gradient in backward (no logits recomputed), equal to the plain gradient with per-token weights."""
+    from dataflex.train.signals import chunked_ce
+
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(13, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(40, 8, generator=gen, dtype=torch.float64)  # frozen
+    y = torch.randint(0, 40, (13,), generator=gen)
+    y[[2, 7]] = IGNORE_INDEX
+    weights = torch.rand(13, generator=gen, dtype=torch.float64)
+    z = torch.tanh(h @ w.t() * 1.3 / 5.0) * 5.0
+    expected = torch.nn.functional.cross_entropy(z, y, ignore_index=IGNORE_INDEX, reduction="none")
+    (g_expected,) = torch.autograd.grad((expected * weights).sum(), h)
+    calls = []
+    real = chunked_ce._chunk_logits
+    monkeypatch.setattr(chunked_ce, "_chunk_logits", lambda *a: (calls.append(1), real(*a))[1])
+    got = chunked_linear_cross_entropy(h, w, None, y, chunk_size=4, scale=1.3, softcap=5.0)
+    assert len(calls) == 4  # ceil(13 / 4) chunks, in forward only
+    (g_got,) = torch.autograd.grad((got * weights).sum(), h)
+    assert len(calls) == 4
+    assert_rel(got, expected, 1e-6)
+    assert_rel(g_got, g_expected, 1e-5, "hidden")
+    assert (g_got[[2, 7]] == 0).all()
+
+
 def test_unknown_logit_transform_falls_back_under_auto_and_raises_under_chunked():
     """A model whose forward changes the logits after the head (here: a hidden temperature) fails the probe:
     auto falls back to the plain path (same numbers as plain), chunked refuses with the reason."""

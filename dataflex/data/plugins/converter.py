@@ -376,12 +376,18 @@ def pair_converter(
 
 
 # ------------------------------------------------------------------------------------------------ text
+def text_column(columns: Mapping[str, str] | None) -> str:
+    """The column the `text` converter reads (``columns.prompt``, else ``columns.text``, else ``text``); the
+    token store reads the same column straight from Arrow."""
+    return (columns or {}).get("prompt", (columns or {}).get("text", "text"))
+
+
 @register_converter("text", columns=("text", "prompt"))
 def text_converter(
     row: Mapping[str, Any], columns: Mapping[str, str] | None = None, **_: Any
 ) -> dict[str, Any]:
     """Plain text (pre-training): the ``text`` column becomes one assistant message, loss_weight 1.0."""
-    key = (columns or {}).get("prompt", (columns or {}).get("text", "text"))
+    key = text_column(columns)
     return {"messages": [message("assistant", _text(_get(row, key), key), 1.0)]}
 
 

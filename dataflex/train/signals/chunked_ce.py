@@ -30,6 +30,28 @@ def _chunk_logits(
     return t * softcap, t
 
 
+def _logit_grad(
+    z: torch.Tensor,
+    t: torch.Tensor | None,
+    lse: torch.Tensor,
+    labels: torch.Tensor,
+    upstream: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """d loss_i / d (pre-scale, pre-cap logits) of one chunk, in place of `z` (fp32): softmax - one-hot,
+    times each row's `upstream` gradient when given, through the soft-cap and the scale."""
+    g = torch.exp_(z.sub_(lse[:, None]))  # softmax, in place of z
+    rows = torch.arange(g.shape[0], device=g.device)
+    g[rows, labels] -= 1.0
+    if upstream is not None:
+        g.mul_(upstream[:, None])
+    if t is not None:
+        g.mul_(1.0 - t * t)
+    if scale != 1.0:
+        g.mul_(scale)
+    return g
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """(N,) float32 per-token losses; labels equal to `ignore_index` get 0 and no gradient."""
 
@@ -50,19 +72,38 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         lse = torch.zeros(n, dtype=torch.float32, device=hidden.device)
         valid = labels != ignore_index
         safe = labels.masked_fill(~valid, 0)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        # A frozen head (LoRA, frozen lm_head) needs only dL/dh, which is linear in each token's upstream
+        # gradient: dL/dh_i = u_i * (g_i @ W). g_i @ W is computed here, where the logits already exist, so
+        # backward only scales rows (no second pass over the logits). A trainable head's dW = sum_i u_i
+        # g_i^T h_i needs every u_i inside the sum, so it is recomputed in backward.
+        fused = need_h and not need_w and not need_b
+        unit_grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if fused else None
         for s in range(0, n, chunk_size):
-            z, _ = _chunk_logits(hidden[s : s + chunk_size], weight, bias, scale, softcap)
+            z, t = _chunk_logits(hidden[s : s + chunk_size], weight, bias, scale, softcap)
             chunk_lse = torch.logsumexp(z, dim=-1)
             target = z.gather(1, safe[s : s + chunk_size, None]).squeeze(1)
             lse[s : s + chunk_size] = chunk_lse
             losses[s : s + chunk_size] = (chunk_lse - target) * valid[s : s + chunk_size]
-            del z
-        ctx.save_for_backward(hidden, weight, bias, safe, valid, lse)
+            if unit_grad_h is not None:
+                g = _logit_grad(z, t, chunk_lse, safe[s : s + chunk_size], None, scale)
+                unit_grad_h[s : s + chunk_size] = g.to(hidden.dtype) @ weight
+                del g
+            del z, t
+        if unit_grad_h is not None:
+            ctx.save_for_backward(unit_grad_h, valid)
+        else:
+            ctx.save_for_backward(hidden, weight, bias, safe, valid, lse)
+        ctx.fused, ctx.hidden_dtype = unit_grad_h is not None, hidden.dtype
         ctx.chunk_size, ctx.scale, ctx.softcap = chunk_size, scale, softcap
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses: torch.Tensor):
+        if ctx.fused:
+            unit_grad_h, valid = ctx.saved_tensors
+            grad_h = (unit_grad_h * (grad_losses.float() * valid)[:, None]).to(ctx.hidden_dtype)
+            return grad_h, None, None, None, None, None, None, None
         hidden, weight, bias, safe, valid, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.zeros_like(hidden) if need_h else None
@@ -76,14 +117,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk]
             z, t = _chunk_logits(h, weight, bias, ctx.scale, ctx.softcap)
-            g = torch.exp_(z.sub_(lse[s : s + chunk, None]))  # softmax, in place of z
-            rows = torch.arange(g.shape[0], device=g.device)
-            g[rows, safe[s : s + chunk]] -= 1.0
-            g.mul_(upstream[s : s + chunk, None])  # per-token weight, before any sum over tokens
-            if t is not None:
-                g.mul_(1.0 - t * t)
-            if ctx.scale != 1.0:
-                g.mul_(ctx.scale)
+            # per-token weight, before any sum over tokens
+            g = _logit_grad(z, t, lse[s : s + chunk], safe[s : s + chunk], upstream[s : s + chunk], ctx.scale)
             g_low = g.to(hidden.dtype)
             if grad_h is not None:
                 grad_h[s : s + chunk] = g_low @ weight

@@ -48,8 +48,11 @@ def run_case(spec: dict) -> dict:
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config).train()
+    if spec.get("head") == "frozen":  # as under LoRA: the LM head takes no gradient
+        model.lm_head.weight.requires_grad_(False)
     for p in model.parameters():
-        p.grad = torch.zeros_like(p)
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, spec["vocab"], (spec["batch"], spec["seq"]), generator=gen)
     labels = ids.clone()
@@ -58,17 +61,19 @@ def run_case(spec: dict) -> dict:
     settings = LossSettings(spec["impl"], spec["chunk"] or None)
     model_losses(model, {k: v[:1, :8] for k, v in batch.items()}, "cpu", settings)  # resolve the path (probe)
     base = rss_bytes()
-    times = []
+    times, cpu_times = [], []
     for _ in range(spec["steps"] + 1):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         losses = model_losses(model, batch, "cpu", settings)
         losses.mean.mean().backward()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu)  # (OMP_NUM_THREADS=1: ~ the step's work, not the load)
         del losses
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "peak_activation_mib": (peak - base) / 2**20,
         "step_s": statistics.median(times[1:]),
+        "step_cpu_s": statistics.median(cpu_times[1:]),
         "chunk_used": spec["chunk"] or auto_chunk_size(spec["vocab"]),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
@@ -103,6 +108,13 @@ def main() -> None:
         default=[0.0, 0.5],
         help="share of each row masked as prompt (0: every token supervised, as pretraining)",
     )
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=["trainable"],
+        choices=["trainable", "frozen"],
+        help="trainable LM head (full fine-tuning, pretraining) and/or a frozen one (as under LoRA)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -119,9 +131,10 @@ def main() -> None:
         steps=args.steps,
     )
     cases = []
-    for share in args.prompt_share:
-        cases.append(dict(base, impl="plain", chunk=0, prompt_share=share))
-        cases += [dict(base, impl="chunked", chunk=c, prompt_share=share) for c in args.chunk]
+    for head in args.heads:
+        for share in args.prompt_share:
+            cases.append(dict(base, impl="plain", chunk=0, prompt_share=share, head=head))
+            cases += [dict(base, impl="chunked", chunk=c, prompt_share=share, head=head) for c in args.chunk]
     results: dict[int, list[dict]] = {i: [] for i in range(len(cases))}
     for _ in range(args.repeats):
         for i, case in enumerate(cases):  # interleaved
@@ -138,11 +151,13 @@ def main() -> None:
     for i, case in enumerate(cases):
         mem = statistics.median(r["peak_activation_mib"] for r in results[i])
         step = statistics.median(r["step_s"] for r in results[i])
+        step_cpu = statistics.median(r["step_cpu_s"] for r in results[i])
         rows.append(
             {
                 **case,
                 "peak_activation_mib": mem,
                 "step_s": step,
+                "step_cpu_s": step_cpu,
                 "params_m": results[i][0]["params_m"],
                 "chunk_used": results[i][0]["chunk_used"],
             }
@@ -152,15 +167,23 @@ def main() -> None:
         f"({rows[0]['params_m']:.1f}M params), batch {args.batch} x {args.seq} tokens, float32, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, medians of {args.repeats} fresh processes\n"
     )
-    print("| prompt masked | loss | chunk | peak activation MiB | vs plain | step s | speed vs plain |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| LM head | prompt masked | loss | chunk | peak activation MiB | vs plain | step s (wall / CPU) "
+        "| speed vs plain (wall / CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")  # (one row per case, medians)
     for row in rows:
-        plain = next(r for r in rows if r["impl"] == "plain" and r["prompt_share"] == row["prompt_share"])
+        plain = next(
+            r
+            for r in rows
+            if r["impl"] == "plain" and (r["prompt_share"], r["head"]) == (row["prompt_share"], row["head"])
+        )
         print(
-            f"| {row['prompt_share']:.0%} | {row['impl']} | {chunk_label(row)} | "
+            f"| {row['head']} | {row['prompt_share']:.0%} | {row['impl']} | {chunk_label(row)} | "
             f"{row['peak_activation_mib']:.0f} | "
             f"{row['peak_activation_mib'] / plain['peak_activation_mib']:.2f}x | "
-            f"{row['step_s']:.2f} | {plain['step_s'] / row['step_s']:.2f}x |"
+            f"{row['step_s']:.2f} / {row['step_cpu_s']:.2f} | {plain['step_s'] / row['step_s']:.2f}x / "
+            f"{plain['step_cpu_s'] / row['step_cpu_s']:.2f}x |"
         )
     if args.out:
         with open(args.out, "w") as f:

@@ -250,6 +250,32 @@ def _dataflex_run(pythonpath: Path, overrides: list[str], out: Path) -> dict:
     }
 
 
+def _build_vs_tokenizer(info: str, cache: str, mode: str, cutoff: str, repeats: int) -> dict:
+    """Cold builds and tokenizer calls alternating (build, call, call, build, ...), medians of wall and CPU
+    seconds and their ratios (CPU seconds: the figure that does not depend on other jobs' load)."""
+    builds, calls = [], []
+    for r in range(repeats):
+        for kind in ("build", "tokenize") if r % 2 == 0 else ("tokenize", "build"):
+            if kind == "build":
+                env = {"TOKENIZERS_PARALLELISM": "false"}
+                builds.append(_child("build", info, cache, mode, cutoff, env=env))
+            else:
+                calls.append(_child("tokenize", info, mode, env={"TOKENIZERS_PARALLELISM": "true"}))
+    med = {
+        f"{who}_{k}": statistics.median(x[k] for x in runs)
+        for who, runs in (("build", builds), ("tokenizer", calls))
+        for k in ("seconds", "cpu_seconds")
+    }
+    return {
+        "builds": builds,
+        "tokenizer_calls": calls,
+        **med,
+        "ratio": med["build_seconds"] / med["tokenizer_seconds"],
+        "cpu_ratio": med["build_cpu_seconds"] / med["tokenizer_cpu_seconds"],
+        "load_avg": os.getloadavg(),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--work", default="/tmp/data_scale")
@@ -257,6 +283,7 @@ def main() -> None:
     p.add_argument("--sft-rows", default="100000")
     p.add_argument("--base", default="/tmp/base_store", help="checkout of the pre-store main (00a941c)")
     p.add_argument("--steps-repeats", type=int, default=2)
+    p.add_argument("--build-repeats", type=int, default=3, help="(a)/SFT: builds and calls, alternating")
     p.add_argument("--corpora", default="small,large", help="which pretrain corpora parts a and b run on")
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,d,sft")
     p.add_argument("--json", default=None)
@@ -272,18 +299,9 @@ def main() -> None:
     infos = {k: v for k, v in infos.items() if k in a.corpora.split(",")}
     cache = str(work / "cache")
     pre = ["data=custom", "data.mode=pretrain", "data.cutoff_len=256", f"data.cache_dir={cache}"]
-    if "a" not in skip:  # cold build vs the tokenizer call, alternating, one each (heavy)
+    if "a" not in skip:  # cold build vs the tokenizer call, alternating
         for size, info in infos.items():
-            build = _child(
-                "build", str(info), cache, "pretrain", "256", env={"TOKENIZERS_PARALLELISM": "false"}
-            )
-            tok = _child("tokenize", str(info), "pretrain", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"a_{size}"] = {
-                "build": build,
-                "tokenizer": tok,
-                "ratio": build["seconds"] / tok["seconds"],
-                "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"],
-            }
+            results[f"a_{size}"] = _build_vs_tokenizer(str(info), cache, "pretrain", "256", a.build_repeats)
             print(size, results[f"a_{size}"], flush=True)
     if "b" not in skip:  # warm runs: tiny, small, large (stores built above or on the first run here)
         for name, info in ((("tiny", tiny_info),) if "tiny" not in skip else ()) + tuple(infos.items()):
@@ -323,14 +341,7 @@ def main() -> None:
     if "sft" not in skip:
         for rows in (int(x) for x in a.sft_rows.split(",")):
             info = generate_sft(work / f"sft_{rows}", rows)
-            build = _child("build", str(info), cache, "sft", "1024", env={"TOKENIZERS_PARALLELISM": "false"})
-            tok = _child("tokenize", str(info), "sft", env={"TOKENIZERS_PARALLELISM": "true"})
-            results[f"sft_{rows}"] = {
-                "build": build,
-                "tokenizer": tok,
-                "ratio": build["seconds"] / tok["seconds"],
-                "cpu_ratio": build["cpu_seconds"] / tok["cpu_seconds"],
-            }
+            results[f"sft_{rows}"] = _build_vs_tokenizer(str(info), cache, "sft", "1024", a.build_repeats)
             print("sft", rows, results[f"sft_{rows}"], flush=True)
     results["load_avg_end"] = os.getloadavg()
     print(json.dumps(results, indent=1))
