@@ -285,7 +285,7 @@ def main() -> None:
     p.add_argument("--steps-repeats", type=int, default=2)
     p.add_argument("--build-repeats", type=int, default=3, help="(a)/SFT: builds and calls, alternating")
     p.add_argument("--corpora", default="small,large", help="which pretrain corpora parts a and b run on")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,d,sft")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,sft")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     work, skip = Path(a.work), set(a.skip.split(","))
@@ -317,6 +317,27 @@ def main() -> None:
                     Path(a.base), [*pre[:-1], f"data.dataset={info}", *RUN], work / "runs" / f"base_{name}"
                 )
                 print("base", name, results[f"b_base_{name}"], flush=True)
+    if "c" not in skip:  # warm data start-up alone: tiny vs the large corpus, alternating, medians
+        runs: dict[str, list[dict]] = {"tiny": [], "large": []}
+        pairs = [("tiny", tiny_info), ("large", infos.get("large"))]
+        if pairs[1][1] is not None:
+            for _, info in pairs:  # make sure both stores exist (not timed)
+                _child("startup", str(info), cache, "pretrain", "256")
+            for r in range(a.build_repeats):
+                for name, info in pairs if r % 2 == 0 else pairs[::-1]:
+                    runs[name].append(_child("startup", str(info), cache, "pretrain", "256"))
+            med = {
+                n: {k: statistics.median(x[k] for x in runs[n]) for k in ("seconds", "cpu_seconds")}
+                for n in runs
+            }
+            results["c"] = {
+                "runs": runs,
+                "median": med,
+                "extra_seconds": med["large"]["seconds"] - med["tiny"]["seconds"],
+                "extra_cpu_seconds": med["large"]["cpu_seconds"] - med["tiny"]["cpu_seconds"],
+                "load_avg": os.getloadavg(),
+            }
+            print("c", results["c"], flush=True)
     if "d" not in skip and Path(a.base).is_dir():  # steps/s on the embedded default, alternating trees
         steps = [
             "trainer.max_steps=60",

@@ -52,7 +52,21 @@ CASES = {
 }
 
 
-def one_run(tree: Path, overrides: list[str]) -> float:
+# `dataflex-run` in this process; at exit, the CPU seconds of the training process itself (every thread of
+# it, not its loader worker processes) and of its children (the workers) go to stderr
+RUN_WITH_CPU = (
+    "import atexit, json, resource, runpy, sys\n"
+    "def _cpu():\n"
+    "    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "    cpu = [me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime]\n"
+    "    print('CPU ' + json.dumps(cpu), file=sys.stderr)\n"
+    "atexit.register(_cpu)\n"
+    "sys.argv = ['dataflex-run', *sys.argv[1:]]\n"
+    "runpy.run_module('dataflex.cli', run_name='__main__')\n"
+)
+
+
+def one_run(tree: Path, overrides: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         env = {
             **os.environ,
@@ -64,8 +78,8 @@ def one_run(tree: Path, overrides: list[str]) -> float:
         }
         cmd = [
             sys.executable,
-            "-m",
-            "dataflex.cli",
+            "-c",
+            RUN_WITH_CPU,
             *COMMON,
             *overrides,
             f"trainer.output_dir={out}",
@@ -75,11 +89,17 @@ def one_run(tree: Path, overrides: list[str]) -> float:
         if proc.returncode:
             raise RuntimeError(proc.stderr[-3000:])
         summary = json.loads((Path(out) / "summary.json").read_text())
-        return summary["steps"] / summary["wall_time_s"]
+        line = [x for x in proc.stderr.splitlines() if x.startswith("CPU ")][-1]
+        main_cpu, worker_cpu = json.loads(line[4:])
+        return {
+            "steps_per_s": summary["steps"] / summary["wall_time_s"],
+            "main_cpu_s": main_cpu,
+            "worker_cpu_s": worker_cpu,
+        }
 
 
-def compare(variants: dict[str, tuple[Path, list[str]]], repeats: int) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {name: [] for name in variants}
+def compare(variants: dict[str, tuple[Path, list[str]]], repeats: int) -> dict[str, list[dict[str, float]]]:
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, (tree, overrides) in variants.items():
             results[name].append(one_run(tree, overrides))
@@ -103,12 +123,19 @@ def main() -> None:
         }
     results = compare(variants, args.repeats)
     names = list(results)
-    print("| variant | median steps/s | runs |\n|---|---|---|")
+    med = {n: {k: statistics.median(r[k] for r in results[n]) for k in results[n][0]} for n in names}
+    print(
+        "| variant | median steps/s | runs | CPU s of the training process | CPU s of loader workers |\n"
+        "|---|---|---|---|---|"
+    )
     for name in names:
-        runs = ", ".join(f"{v:.3f}" for v in results[name])
-        print(f"| {name} | {statistics.median(results[name]):.3f} | {runs} |")
-    ratio = statistics.median(results[names[1]]) / statistics.median(results[names[0]])
-    print(f"\nratio {names[1]} / {names[0]} (medians): {ratio:.3f}")
+        runs = ", ".join(f"{r['steps_per_s']:.3f}" for r in results[name])
+        m = med[name]
+        print(
+            f"| {name} | {m['steps_per_s']:.3f} | {runs} | {m['main_cpu_s']:.1f} | {m['worker_cpu_s']:.1f} |"
+        )
+    ratio = med[names[1]]["steps_per_s"] / med[names[0]]["steps_per_s"]
+    print(f"\nratio {names[1]} / {names[0]} (medians): {ratio:.3f}; load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":
