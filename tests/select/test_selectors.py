@@ -15,6 +15,7 @@ from dataflex.train.selector import (
     ClusterLessSelector,
     CustomSelector,
     DeltaLossSelector,
+    IconsSelector,
     LessSelector,
     LossSelector,
     NearSelector,
@@ -105,6 +106,9 @@ def _selectors(s):
         "loss": lambda: _make(LossSelector, s, focus="high"),
         "delta_loss": lambda: _make(DeltaLossSelector, s, window_size=0.3),
         "less": lambda: _make(LessSelector, s, proj_dim=128, **target),
+        "icons": lambda: _make(
+            IconsSelector, s, proj_dim=128, target_domain="target,arith", target_max_samples=4
+        ),
         "cluster_less": lambda: _make(
             ClusterLessSelector, s, proj_dim=128, cluster_size=10, samples_per_cluster=2, **target
         ),
@@ -126,7 +130,8 @@ def _selectors(s):
 
 
 @pytest.mark.parametrize(
-    "name", ["random", "loss", "delta_loss", "less", "cluster_less", "near", "tsds", "nice", "custom"]
+    "name",
+    ["random", "loss", "delta_loss", "less", "icons", "cluster_less", "near", "tsds", "nice", "custom"],
 )
 def test_restored_selector_makes_the_same_next_selection(name):
     s = make_setup("full", seed=2)
@@ -158,7 +163,7 @@ def test_selected_ids_come_from_the_candidates():
             POOL_2,
             n=10,
             optimizer=None
-            if name not in ("less", "cluster_less")
+            if name not in ("less", "icons", "cluster_less")
             else torch.optim.AdamW(tiny.model.parameters()),
         )
         assert set(picked) <= set(POOL_2.tolist()), name

@@ -12,6 +12,8 @@ KRONECKER_NEEDS_SGD = (
     "Adam preconditioning (elementwise g^2) needs: set component.gradient_type=sgd, or use "
     "component.proj_type=sparse for Adam features."
 )
+TIE_BREAKS = ("random", "mean_rank")
+"""How `component=icons` orders candidates with equal vote counts."""
 
 
 @dataclass
@@ -186,6 +188,33 @@ class ClusterLessSelectorConfig(LessSelectorConfig):
 
 
 @dataclass
+class IconsSelectorConfig(LessSelectorConfig):
+    """`component=icons` (Wu et al. 2025, arXiv 2501.00654): LESS influence of each candidate on each target
+    task (the comma-separated target_domain, or target_dataset's domains; mean over the task's rows), each
+    task votes for its top `vote_fraction`, the most-voted candidates are selected. Deviations:
+    dataflex/train/selector/icons_selector.py."""
+
+    _target_: str = "dataflex.train.selector.icons_selector.IconsSelector"
+    vote_fraction: float | None = None
+    """Share p of the candidates each task votes for (its influence >= its (1 - p) quantile). None: the
+    selected share, num_samples / candidates (the authors' code uses one top_percent for both)."""
+    tie_break: str = "random"
+    """Order among equal vote counts (the authors' code leaves it to np.argsort): random (seeded) | mean_rank
+    (higher mean within-task rank first, then seeded random)."""
+
+    def __post_init__(self) -> None:
+        self._check_target("icons")
+        self._check_grad()
+        if self.vote_fraction is not None and not 0 < self.vote_fraction <= 1:
+            raise ValueError(
+                f"component.vote_fraction must be in (0, 1] or null (the selected share), got "
+                f"{self.vote_fraction}."
+            )
+        if self.tie_break not in TIE_BREAKS:
+            raise ValueError(f"component.tie_break must be one of {TIE_BREAKS}, got {self.tie_break!r}.")
+
+
+@dataclass
 class NearSelectorConfig(TargetSelectorConfig):
     """`component=near`: nearest neighbours of the target examples in embedding space, round-robin over
     the targets (rank-0 neighbours of every target, then rank-1, ...)."""
@@ -296,6 +325,7 @@ SCHEMAS: dict[str, type] = {
     "delta_loss": DeltaLossSelectorConfig,
     "less": LessSelectorConfig,
     "cluster_less": ClusterLessSelectorConfig,
+    "icons": IconsSelectorConfig,
     "near": NearSelectorConfig,
     "tsds": TsdsSelectorConfig,
     "nice": NiceSelectorConfig,

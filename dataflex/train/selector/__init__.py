@@ -4,6 +4,7 @@ from .base_selector import SelectionContext, Selector
 from .cluster_less_selector import ClusterLessSelector
 from .custom_selector import CustomSelector
 from .delta_loss_selector import DeltaLossSelector
+from .icons_selector import IconsSelector
 from .less_selector import LessSelector
 from .loss_selector import LossSelector
 from .near_selector import NearSelector
@@ -15,6 +16,7 @@ __all__ = [
     "ClusterLessSelector",
     "CustomSelector",
     "DeltaLossSelector",
+    "IconsSelector",
     "LessSelector",
     "LossSelector",
     "NearSelector",

@@ -317,11 +317,16 @@ def load_target_dataset(train_data, spec: str, split: str):
     )
 
 
-def group_mean_max(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
-    """LESS's aggregation: (N, M) similarities -> mean over the targets of each subtask -> max over
-    subtasks."""
+def group_means(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+    """(N, M) similarities -> (N, G): the mean over the targets of each subtask (group g = column g)."""
     groups_t = torch.as_tensor(groups, dtype=torch.long)
     n_groups = int(groups_t.max()) + 1
     sums = torch.zeros(sims.shape[0], n_groups, dtype=sims.dtype).index_add_(1, groups_t, sims)
     counts = torch.bincount(groups_t, minlength=n_groups).to(sims.dtype)
-    return (sums / counts).max(dim=1).values
+    return sums / counts
+
+
+def group_mean_max(sims: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+    """LESS's aggregation: (N, M) similarities -> mean over the targets of each subtask -> max over
+    subtasks."""
+    return group_means(sims, groups).max(dim=1).values
