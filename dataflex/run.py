@@ -123,6 +123,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         data_cfg = cfg.data
         train_engine = instantiate(data_cfg)
+        data_check = getattr(get_class(cfg.trainer._target_), "check_data", None)
+        if data_check is not None:  # e.g. precomputed scores: named key/file/row before the model loads
+            data_check(cfg, train_engine)
         eval_engine = instantiate(data_cfg, split="eval") if train_engine.has_eval else None
         check_metric_available(
             cfg.trainer, list(eval_engine.domain_names) if eval_engine is not None else None

@@ -444,6 +444,12 @@ class DataEngine(Dataset):
                 ) from None
         return out
 
+    def where(self, i: int) -> str:
+        """Where engine index `i` comes from, for error messages: its dataset and file row."""
+        index = self._require_index()
+        k, row = int(index.dataset_ids[i]), int(index.row_ids[i])
+        return f"dataset {index.dataset_names[k]!r}: {self._tables[k].where(row)}"
+
     # ------------------------------------------------------------------------------------- domains
     def _require_index(self) -> DataIndex:
         if self.data_index is None:

@@ -215,6 +215,43 @@ class IconsSelectorConfig(LessSelectorConfig):
 
 
 @dataclass
+class PrecomputedSelectorConfig(SeededSelectorConfig):
+    """`component=precomputed`: selection by scores computed before training (`score_field`: a numeric field
+    of the rows, or `score_path`: a .npy / one-number-per-line file aligned with the training items), top-k
+    or a uniform draw above a threshold (dataflex/train/selector/precomputed_selector.py)."""
+
+    _target_: str = "dataflex.train.selector.precomputed_selector.PrecomputedSelector"
+    score_field: str | None = None
+    """The numeric field of each training row holding its score."""
+    score_path: str | None = None
+    """...or a .npy array / text file with one score per training item, in the data's order."""
+    mode: str = "top_k"
+    """top_k: the best-scoring candidates of each update; threshold: a seeded uniform draw among the
+    candidates whose score passes component.threshold."""
+    threshold: float | None = None
+    """mode=threshold: the score a candidate must reach (>=; <= when higher_is_better=false)."""
+    higher_is_better: bool = True
+    """false: low scores are good (top_k takes the lowest, threshold is an upper bound)."""
+    replacement: bool = False
+    """mode=threshold: draw with replacement when fewer candidates pass than an update needs."""
+
+    def __post_init__(self) -> None:
+        if bool(self.score_field) == bool(self.score_path):
+            raise ValueError(
+                "component=precomputed needs exactly one of component.score_field=<the rows' numeric "
+                "field> and component.score_path=<.npy or one score per line, aligned with the data>."
+            )
+        if self.mode not in ("top_k", "threshold"):
+            raise ValueError(f"component.mode must be top_k or threshold, got {self.mode!r}.")
+        if self.mode == "threshold" and self.threshold is None:
+            raise ValueError("component.mode=threshold needs component.threshold=<the score to pass>.")
+        if self.mode == "top_k" and self.threshold is not None:
+            raise ValueError(
+                "component.threshold is only read with component.mode=threshold; remove it or set the mode."
+            )
+
+
+@dataclass
 class NearSelectorConfig(TargetSelectorConfig):
     """`component=near`: nearest neighbours of the target examples in embedding space, round-robin over
     the targets (rank-0 neighbours of every target, then rank-1, ...)."""
@@ -326,6 +363,7 @@ SCHEMAS: dict[str, type] = {
     "less": LessSelectorConfig,
     "cluster_less": ClusterLessSelectorConfig,
     "icons": IconsSelectorConfig,
+    "precomputed": PrecomputedSelectorConfig,
     "near": NearSelectorConfig,
     "tsds": TsdsSelectorConfig,
     "nice": NiceSelectorConfig,

@@ -209,10 +209,47 @@ class JointUpdateAwareWeighterConfig:
             raise ValueError(f"component.max_targets must be >= 1 or null, got {self.max_targets}.")
 
 
+@dataclass
+class PrecomputedWeighterConfig:
+    """`component=precomputed`: loss weights from scores computed before training (`score_field`: a numeric
+    field of the rows, or `score_path`: a .npy / one-number-per-line file aligned with the training items);
+    the mapping is documented in dataflex/train/weighter/precomputed_weighter.py."""
+
+    _target_: str = "dataflex.train.weighter.precomputed_weighter.PrecomputedWeighter"
+    score_field: str | None = None
+    """The numeric field of each training row holding its score."""
+    score_path: str | None = None
+    """...or a .npy array / text file with one score per training item, in the data's order."""
+    mapping: str = "softmax"
+    """softmax: w = softmax(+-z / temperature) over the global batch, z = the scores standardised over all
+    training items; proportional: w = s / batch sum (scores >= 0)."""
+    temperature: float = 1.0
+    """softmax only: large = near uniform, small = the batch's best samples take the weight."""
+    higher_is_better: bool = True
+    """softmax: false gives low scores the weight (proportional needs true)."""
+
+    def __post_init__(self) -> None:
+        if bool(self.score_field) == bool(self.score_path):
+            raise ValueError(
+                "component=precomputed needs exactly one of component.score_field=<the rows' numeric "
+                "field> and component.score_path=<.npy or one score per line, aligned with the data>."
+            )
+        if self.mapping not in ("softmax", "proportional"):
+            raise ValueError(f"component.mapping must be softmax or proportional, got {self.mapping!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"component.temperature must be > 0, got {self.temperature}.")
+        if self.mapping == "proportional" and not self.higher_is_better:
+            raise ValueError(
+                "component.mapping=proportional weights samples by their (non-negative) scores; "
+                "component.higher_is_better=false needs component.mapping=softmax."
+            )
+
+
 SCHEMAS: dict[str, type] = {
     "loss": LossWeighterConfig,
     "adapt": AdaptWeighterConfig,
     "custom": CustomWeighterConfig,
     "rho1": Rho1WeighterConfig,
     "joint_update_aware": JointUpdateAwareWeighterConfig,
+    "precomputed": PrecomputedWeighterConfig,
 }

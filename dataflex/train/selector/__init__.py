@@ -9,6 +9,7 @@ from .less_selector import LessSelector
 from .loss_selector import LossSelector
 from .near_selector import NearSelector
 from .nice_selector import NiceSelector
+from .precomputed_selector import PrecomputedSelector
 from .random_selector import RandomSelector
 from .tsds_selector import TsdsSelector
 
@@ -21,6 +22,7 @@ __all__ = [
     "LossSelector",
     "NearSelector",
     "NiceSelector",
+    "PrecomputedSelector",
     "RandomSelector",
     "SelectionContext",
     "Selector",

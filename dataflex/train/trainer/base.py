@@ -46,6 +46,15 @@ class BaseTrainer:
         if cls.component_kind is not None:
             check_component(cls.component_kind, cfg.get("component"))
 
+    @classmethod
+    def check_data(cls, cfg: Any, engine: Any) -> None:
+        """Checks what the config asks of the training data, on its engine, before the model loads
+        (`dataflex.run.run`): a component's precomputed scores (`component.score_field` / `score_path`)."""
+        from dataflex.data.scores import check_precomputed
+
+        if cls.component_kind is not None and not getattr(engine, "streaming", False):
+            check_precomputed(cfg.get("component"), engine, "component")
+
     def __init__(
         self,
         *,

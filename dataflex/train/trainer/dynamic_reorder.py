@@ -15,33 +15,18 @@ The plan (orders, position, static scores) is part of the checkpoint, so a resum
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dataflex.config.reorder import DynamicReorderConfig
+from dataflex.data.scores import precomputed_scores
 from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat
 from dataflex.train.reorder.patterns import ReorderSpec
 from dataflex.train.reorder.sampler import ReorderSampler
 from dataflex.train.trainer.base import BaseTrainer
-
-
-def read_scores(path: str | None, n: int) -> np.ndarray:
-    """Scores aligned with the training items: a .npy array or a text file with one number per line."""
-    file = Path(str(path)).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"trainer.score_path={path}: no such file (relative paths start at the cwd).")
-    scores = np.load(file) if file.suffix == ".npy" else np.loadtxt(file, dtype=np.float64, ndmin=1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != n:
-        raise ValueError(
-            f"trainer.score_path={path} holds {len(scores)} scores but the training data has {n} items; "
-            "the file must have one score per training row, in the data's order."
-        )
-    return scores
 
 
 class DynamicReorderTrainer(BaseTrainer):
@@ -70,6 +55,19 @@ class DynamicReorderTrainer(BaseTrainer):
         self.rescored = 0
         """Scoring passes so far (initial, epoch starts, updates); logged as reorder/scorings."""
 
+    @classmethod
+    def check_data(cls, cfg: Any, engine: Any) -> None:
+        """The field or file scores, checked on the data engine before the model loads."""
+        super().check_data(cfg, engine)
+        source = cfg.trainer.get("score_source")
+        if source in ("field", "file"):
+            precomputed_scores(
+                engine,
+                field=cfg.trainer.score_field if source == "field" else None,
+                path=cfg.trainer.score_path if source == "file" else None,
+                prefix="trainer",
+            )
+
     # ---- scores ---------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -89,10 +87,13 @@ class DynamicReorderTrainer(BaseTrainer):
         }
         self._global_batch = ctx.global_batch_size
         static = None
-        if self.args.score_source == "field":
-            static = self.train_data.engine.field_values(self.args.score_field)
-        elif self.args.score_source == "file":
-            static = read_scores(self.args.score_path, len(self.train_data))
+        if self.args.score_source in ("field", "file"):
+            static = precomputed_scores(
+                self.train_data,
+                field=self.args.score_field if self.args.score_source == "field" else None,
+                path=self.args.score_path if self.args.score_source == "file" else None,
+                prefix="trainer",
+            )
         self.sampler = ReorderSampler(len(self.train_data), self.spec, static_scores=static)
 
     def total_steps(self, global_batch_size: int) -> int:
