@@ -189,6 +189,21 @@ class DoReMiMixer(Mixer):
             per_token = alpha[domains] / self._domain_tokens[domains].clamp(min=1).to(dtype)
         return (losses.token_sum * per_token).sum() * ctx.world_size  # ranks' gradients are averaged
 
+    def sample_weights(self, domain_ids: np.ndarray) -> np.ndarray:
+        """The weight of each sample (by its domain) in this step's proxy loss relative to the plain token
+        mean of the global batch, for the data ledger: alpha_tokens: alpha[d] T / sum_d alpha_d T_d;
+        domain_mean: alpha[d] T / T_d (T_d: the batch's supervised tokens of domain d, T their sum).
+        Uniform alpha with alpha_tokens gives 1.0 for every sample."""
+        if self._domain_tokens is None:
+            raise RuntimeError("DoReMiMixer.sample_weights called before before_backward")
+        tokens = self._domain_tokens.detach().cpu().double().numpy()
+        total = tokens.sum()
+        if self.loss_normalization == "alpha_tokens":
+            per_domain = self.alpha * total / max(float((self.alpha * tokens).sum()), 1e-12)
+        else:
+            per_domain = self.alpha * total / np.maximum(tokens, 1.0)
+        return per_domain[np.asarray(domain_ids, dtype=np.int64)]
+
     # ---- outputs ------------------------------------------------------------------------------------
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:
         """DoReMi reweights the loss, not the sampling: the batches keep the proportions in force."""

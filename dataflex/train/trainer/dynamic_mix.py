@@ -32,6 +32,7 @@ from dataflex.train.checkpoint import resolve_resume
 from dataflex.train.components import RunContext, build_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
+from dataflex.train.ledger import default_stage
 from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
 from dataflex.train.mixer.budget import (
     check_feasible,
@@ -99,6 +100,8 @@ class DynamicMixTrainer(BaseTrainer):
         self.mixer: Any = None
         """The Mixer (built in `setup`; none with static_mix)."""
         self.schedule = self.args.schedule
+        self._drawn_with: dict[int, np.ndarray] = {}
+        """The proportions each (0-based) step was drawn with, until the ledger has recorded it."""
         self.history = MixtureHistory(self.domain_names, self._schedule())
         target = (self.component_config or {}).get("_target_")
         if self.args.static_mix and target not in (None, f"{KeepMixer.__module__}.{KeepMixer.__qualname__}"):
@@ -196,7 +199,28 @@ class DynamicMixTrainer(BaseTrainer):
             self.trackers.log(self._mixture_metrics(), step=0)
 
     def next_indices(self, step: int, n: int) -> np.ndarray:
+        self._drawn_with[step] = self.mixture.proportions.copy()  # what drew this step (the ledger's stage)
         return self.sampler.next(n)
+
+    def ledger_stages(self, ctx: StepContext) -> Any:
+        """Each slot's provenance: `<dynamic_mix:mixer>:p=<its domain's proportion when the step was drawn>`,
+        so the ledger holds the mixture in force at every step (streams: the mixer alone)."""
+        for old in [s for s in self._drawn_with if s < ctx.step]:
+            del self._drawn_with[old]
+        base = default_stage(self)
+        proportions = self._drawn_with.get(ctx.step)
+        if proportions is None or self.streaming:
+            return base
+        labels = np.asarray([f"{base}:p={p:.4g}" for p in proportions], dtype=object)
+        return labels[np.asarray(self.train_data.domain_ids)[np.asarray(ctx.indices, dtype=np.int64)]]
+
+    def ledger_weights(self, ctx: StepContext) -> np.ndarray | None:
+        """A loss-reweighting mixer's per-sample weights of the step relative to the plain token mean
+        (DoReMi: its alpha of the sample's domain, normalised; see DoReMiMixer.sample_weights); else 1.0."""
+        weights = getattr(self.mixer, "sample_weights", None)
+        if weights is None or not self.mixer.reweights_loss or self.streaming:
+            return None
+        return weights(np.asarray(self.train_data.domain_ids)[np.asarray(ctx.indices, dtype=np.int64)])
 
     def plan_fixed_after(self, done: int) -> bool:
         return not self.is_update(done)  # only an update changes the proportions the sampler follows
