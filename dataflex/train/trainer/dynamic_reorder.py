@@ -20,13 +20,19 @@ from typing import Any
 import numpy as np
 
 from dataflex.config.reorder import DynamicReorderConfig
-from dataflex.data.scores import precomputed_scores
+from dataflex.data.scores import precomputed_scores, read_score_file
 from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat
 from dataflex.train.reorder.patterns import ReorderSpec
 from dataflex.train.reorder.sampler import ReorderSampler
 from dataflex.train.trainer.base import BaseTrainer
+
+
+def read_scores(path: str | None, n: int) -> np.ndarray:
+    """Scores aligned with the training items from `trainer.score_path` (kept for callers of the earlier
+    name; the loader is dataflex.data.scores)."""
+    return read_score_file(str(path), n, "trainer.score_path")
 
 
 class DynamicReorderTrainer(BaseTrainer):
