@@ -19,6 +19,7 @@ from dataflex.config.infobatch import InfoBatchConfig
 from dataflex.config.launcher import LauncherConfig
 from dataflex.config.logger import JsonlLoggerConfig, WandbLoggerConfig
 from dataflex.config.model import HFModelConfig, TinyModelConfig, TinyMoeModelConfig
+from dataflex.config.pipeline import PipelineTrainerConfig
 from dataflex.config.reorder import DynamicReorderConfig
 from dataflex.config.trainer import (
     DynamicMixTrainerConfig,
@@ -35,6 +36,8 @@ class RunConfig:
 
     trainer: Any = MISSING
     component: Any = None
+    pipeline: Any = None
+    """trainer=pipeline's stages (`pipeline=<preset>`, conf/pipeline/); the trainer reads them."""
     data: Any = MISSING
     model: Any = MISSING
     logger: Any = MISSING
@@ -53,6 +56,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dynamic_reorder": DynamicReorderConfig,
         "infobatch": InfoBatchConfig,
         "per_step": PerStepTrainerConfig,
+        "pipeline": PipelineTrainerConfig,
     },
     "component": {
         **{f"dynamic_select_{name}": node for name, node in select.SCHEMAS.items()},

@@ -50,6 +50,9 @@ class SelectionContext:
     target_dataset: str | None = None
     lockstep: bool = False
     """Every rank must run the same number of forwards (DeepSpeed ZeRO-3: each one gathers the weights)."""
+    signals: Any = None
+    """A `dataflex.train.pipeline.signals.SignalCache` (trainer=pipeline): losses, embeddings and gradient
+    features of training items come from it, computed once and shared by the stages. None: computed here."""
 
 
 class Selector:

@@ -68,8 +68,20 @@ def sample_losses(
     return (per_row[:, 0] / per_row[:, 1].clamp(min=1)).float()
 
 
+def cached(signal: str, ids: np.ndarray, ctx: SelectionContext, data, compute) -> torch.Tensor:
+    """`compute(ids)`, through the pipeline's shared signal cache when there is one and `data` is the
+    training data (the cache is keyed by training item id)."""
+    if ctx.signals is None or data is not ctx.train_data:
+        return compute(ids)
+    return ctx.signals.get(signal, np.asarray(ids, dtype=np.int64), compute)
+
+
 def candidate_losses(model, ids: np.ndarray, ctx: SelectionContext, data=None) -> torch.Tensor:
     data = data if data is not None else ctx.train_data
+    return cached("loss", ids, ctx, data, lambda rows: _sharded_losses(model, rows, ctx, data))
+
+
+def _sharded_losses(model, ids: np.ndarray, ctx: SelectionContext, data) -> torch.Tensor:
     return sharded(
         lambda s: sample_losses(
             model,
@@ -132,19 +144,25 @@ def gradient_feature_rows(
             )
         pre = AdamPreconditioner(optimizer, bias_correction=spec.bias_correction, variant=spec.adam_variant)
     projector = spec.projector(model)
-    return sharded(
-        lambda s: collect_gradient_features(
-            model,
-            data,
-            s,
-            batch_size=ctx.batch_size,
-            pad_token_id=ctx.pad_token_id,
-            projector=projector,
-            preconditioner=pre,
-            device=ctx.device,
-        ),
+    return cached(
+        f"grad:{spec}:precondition={precondition}",
         ids,
         ctx,
+        data,
+        lambda rows: sharded(
+            lambda s: collect_gradient_features(
+                model,
+                data,
+                s,
+                batch_size=ctx.batch_size,
+                pad_token_id=ctx.pad_token_id,
+                projector=projector,
+                preconditioner=pre,
+                device=ctx.device,
+            ),
+            rows,
+            ctx,
+        ),
     )
 
 
@@ -202,7 +220,9 @@ def embeddings(
             embedder, view, shard, batch_size=ctx.eval_batch_size or 64, pad_token_id=pad, device=ctx.device
         )
 
-    return sharded(fn, ids, ctx)
+    if encoder is not None:
+        return sharded(fn, ids, ctx)
+    return cached("embedding", ids, ctx, data, lambda rows: sharded(fn, rows, ctx))
 
 
 # ---- the validation / target set -------------------------------------------------------------------------

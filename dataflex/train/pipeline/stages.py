@@ -1,0 +1,261 @@
+"""The runtime stages of `trainer=pipeline`: each wraps one built component (selector, mixer, weighter) or a
+reorder pattern and keeps the state of its decisions. The trainer (`dataflex/train/trainer/pipeline.py`)
+runs them at window boundaries in the order filter -> budget-taker -> reorder, and the weight stages at
+every step; every stage's decision is broadcast from rank 0, so all ranks hold the same plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from dataflex.config.pipeline import StageSpec
+from dataflex.config.trainer import check_proportion_values
+from dataflex.data.sampling import EpochSampler, IndexListSampler, ProportionSampler
+from dataflex.train.distributed import broadcast_object
+from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
+from dataflex.train.reorder.patterns import ReorderSpec, reorder
+from dataflex.train.reorder.sampler import ReorderSampler, derived_seed
+from dataflex.utils.logging import logger
+
+
+def _ids(values: Any) -> np.ndarray:
+    return np.asarray(broadcast_object([int(i) for i in values]), dtype=np.int64)
+
+
+class FilterStage:
+    """`select` with `mode: filter`: at its due boundaries the selector keeps ceil(keep_ratio x |pool|) ids
+    of the pool it receives; between them the kept ids stay (intersected with a changed upstream pool)."""
+
+    def __init__(self, spec: StageSpec, selector: Any) -> None:
+        self.spec, self.selector = spec, selector
+        self.kept: np.ndarray | None = None
+
+    def apply(self, done: int, pool: np.ndarray, model: Any, select_kwargs: dict[str, Any]) -> np.ndarray:
+        if not self.spec.active(done):
+            return pool
+        if self.spec.due(done) or self.kept is None:
+            k = max(1, int(np.ceil(self.spec.keep_ratio * len(pool))))
+            chosen = self.selector.select(model, done, k, candidates=pool, **select_kwargs)
+            self.kept = np.unique(_ids(chosen))
+            if len(self.kept) != k:
+                raise ValueError(
+                    f"pipeline stage {self.spec.name}: the selector returned {len(self.kept)} distinct ids, "
+                    f"the filter keeps {k} (keep_ratio={self.spec.keep_ratio} of {len(pool)}); a filter "
+                    "needs a selector that draws without replacement."
+                )
+        kept = np.intersect1d(self.kept, pool)
+        return kept if len(kept) else pool
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": None if self.kept is None else self.kept.copy(), "selector": _state(self.selector)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kept = None if state["kept"] is None else np.asarray(state["kept"], dtype=np.int64)
+        _load(self.selector, state["selector"])
+
+
+class DrawStage:
+    """`select` with `mode: draw` (a budget-taker): at its due boundaries the selector picks `every` x global
+    batch ids from the pool, shuffled by (seed, boundary) like dynamic_select's `shuffle` order; windows
+    consume them in order."""
+
+    def __init__(self, spec: StageSpec, selector: Any, seed: int) -> None:
+        self.spec, self.selector, self.seed = spec, selector, seed
+        self.queue: IndexListSampler | None = None
+
+    def draw(
+        self, done: int, pool: np.ndarray, n: int, batch: int, model: Any, kw: dict[str, Any]
+    ) -> np.ndarray:
+        if self.spec.due(done) or self.queue is None or self.queue.remaining < n:
+            k = max(n, self.spec.every * batch)
+            chosen = _ids(self.selector.select(model, done, k, candidates=pool, **kw))
+            perm = np.random.default_rng([self.seed, 0xD8A7, done]).permutation(len(chosen))
+            self.queue = IndexListSampler(chosen[perm])
+        return self.queue.next(n)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "queue": None if self.queue is None else self.queue.state_dict(),
+            "selector": _state(self.selector),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["queue"] is not None:
+            self.queue = IndexListSampler([])
+            self.queue.load_state_dict(state["queue"])
+        _load(self.selector, state["selector"])
+
+
+class MixStage:
+    """`mix` (a budget-taker): every window is drawn from the pool's rows of each domain by the current
+    proportions (`ProportionSampler`: deficit rule, passes without replacement); at due boundaries the mixer
+    sets new proportions from what it observed. A domain the filters emptied gets no slots (its share is
+    spread over the others, logged)."""
+
+    def __init__(self, spec: StageSpec, mixer: Any, manager: MixtureManager, data: Any, seed: int) -> None:
+        self.spec, self.mixer, self.manager, self.data, self.seed = spec, mixer, manager, data, seed
+        self.sampler: ProportionSampler | None = None
+        self.pool_version = -1
+        self.last_stats: DomainStats | None = None
+
+    def _sampler(self, pool: np.ndarray, version: int) -> ProportionSampler:
+        if self.sampler is None or version != self.pool_version:
+            domains = np.asarray(self.data.domain_ids)[pool]
+            rows = [pool[domains == d] for d in range(len(self.manager.names))]
+            proportions = self._feasible(self.manager.proportions, rows)
+            self.sampler = ProportionSampler(
+                rows,
+                proportions.tolist(),
+                seed=derived_seed(self.seed, version),
+                domain_names=self.manager.names,
+            )
+            self.pool_version = version
+        return self.sampler
+
+    def _feasible(self, p: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+        has = np.asarray([len(r) > 0 for r in rows])
+        q = np.where(has, np.asarray(p, dtype=np.float64), 0.0)
+        if q.sum() <= 0:
+            q = has.astype(np.float64)
+        if not has.all():
+            empty = [n for n, h in zip(self.manager.names, has) if not h]
+            logger.info(
+                f"pipeline {self.spec.name}: domains {empty} have no ids in the pool; their share moves"
+            )
+        return q / q.sum()
+
+    def draw(
+        self, done: int, pool: np.ndarray, version: int, n: int, model: Any, eval_data: Any
+    ) -> np.ndarray:
+        sampler = self._sampler(pool, version)
+        if self.spec.due(done):
+            raw = self.mixer.mix(
+                model, done, stats=self.last_stats, train_data=self.data, eval_data=eval_data
+            )
+            p = np.asarray(raw, dtype=np.float64).reshape(-1)
+            check_proportion_values(
+                p.tolist(), f"{type(self.mixer).__name__}.mix() output", self.manager.names
+            )
+            p = np.asarray(broadcast_object(p), dtype=np.float64)
+            self.manager.set_proportions(p.tolist())
+            sampler.set_proportions(self._feasible(p, sampler.domain_rows).tolist())
+        return sampler.next(n)
+
+    def observe(self, done: int, stats: DomainStats) -> None:
+        self.last_stats = stats
+        if done <= self.spec.warmup_step and not getattr(self.mixer, "observe_warmup", True):
+            return
+        if np.isfinite(stats.token_sum).all():
+            self.mixer.observe(stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "proportions": self.manager.proportions.copy(),
+            "sampler": None if self.sampler is None else self.sampler.state_dict(),
+            "pool_version": self.pool_version,
+            "mixer": _state(self.mixer),
+            "stats": None if self.last_stats is None else dataclasses.asdict(self.last_stats),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], pool: np.ndarray) -> None:
+        self.manager.set_proportions([float(x) for x in state["proportions"]])
+        if state["sampler"] is not None:
+            self._sampler(pool, int(state["pool_version"])).load_state_dict(state["sampler"])
+        _load(self.mixer, state["mixer"])
+        stats = state.get("stats")
+        self.last_stats = None if stats is None else DomainStats(**stats)
+
+
+class ReorderStage:
+    """`reorder`: a data-efficacy pattern over per-item scores (the model's loss from the signal cache, a
+    data field, or a file). As the budget-taker it orders the pool consume-once (`ReorderSampler`: every
+    pool id once per epoch; at due boundaries the untrained rest is re-scored and re-ordered); otherwise it
+    permutes each window the taker drew, seeded by the boundary."""
+
+    def __init__(self, spec: StageSpec, pattern: ReorderSpec, static_scores: np.ndarray | None) -> None:
+        self.spec, self.pattern, self.static = spec, pattern, static_scores
+        self.sampler: ReorderSampler | None = None
+        self.pool_version = -1
+
+    def scores(self, ids: np.ndarray, losses: Any, max_age: int | None = None) -> np.ndarray:
+        if self.static is not None:
+            return self.static[ids]
+        return np.asarray(losses(ids, max_age), dtype=np.float64)
+
+    def take(self, done: int, pool: np.ndarray, version: int, n: int, losses: Any) -> np.ndarray:
+        if self.sampler is None or version != self.pool_version:
+            static = None if self.static is None else self.static[pool]
+            spec = dataclasses.replace(self.pattern, seed=derived_seed(self.pattern.seed, version))
+            self.sampler = ReorderSampler(len(pool), spec, static_scores=static)
+            self.pool_version = version
+        elif self.spec.due(done) and self.static is None:
+            rest = self.sampler.rest()
+            if len(rest):
+                self.sampler.reorder_rest(self.scores(pool[rest], losses))
+        if self.sampler.needs_epoch_scores(n):
+            self.sampler.set_epoch_scores(self.scores(pool, losses))
+        return pool[self.sampler.next(n)]
+
+    def order_window(self, done: int, ids: np.ndarray, losses: Any) -> np.ndarray:
+        """A window drawn by another stage, permuted by the pattern (fresh scores at due boundaries, any
+        cached ones otherwise)."""
+        scores = self.scores(ids, losses, None if self.spec.due(done) else np.iinfo(np.int64).max)
+        spec = dataclasses.replace(self.pattern, seed=derived_seed(self.pattern.seed, done))
+        return ids[reorder(scores, spec)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": None if self.sampler is None else self.sampler.state_dict(),
+            "pool_version": self.pool_version,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], pool: np.ndarray) -> None:
+        if state["sampler"] is not None:
+            self.pool_version = int(state["pool_version"])
+            spec = dataclasses.replace(self.pattern, seed=derived_seed(self.pattern.seed, self.pool_version))
+            static = None if self.static is None else self.static[pool]
+            self.sampler = ReorderSampler(len(pool), spec, static_scores=static)
+            self.sampler.load_state_dict(state["sampler"])
+
+
+class UniformDraw:
+    """No stage takes the budget: epochs over the pool in a seeded random order (a new pool starts anew)."""
+
+    name = "uniform"
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.sampler: EpochSampler | None = None
+        self.pool_version = -1
+
+    def take(self, pool: np.ndarray, version: int, n: int) -> np.ndarray:
+        if self.sampler is None or version != self.pool_version:
+            self.sampler = EpochSampler(len(pool), seed=derived_seed(self.seed, version))
+            self.pool_version = version
+        return pool[self.sampler.next(n)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": None if self.sampler is None else self.sampler.state_dict(),
+            "version": self.pool_version,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], pool: np.ndarray) -> None:
+        if state["sampler"] is not None:
+            self.pool_version = int(state["version"])
+            self.sampler = EpochSampler(len(pool), seed=derived_seed(self.seed, self.pool_version))
+            self.sampler.load_state_dict(state["sampler"])
+
+
+def _state(component: Any) -> Any:
+    get = getattr(component, "state_dict", None)
+    return get() if callable(get) else None
+
+
+def _load(component: Any, state: Any) -> None:
+    load = getattr(component, "load_state_dict", None)
+    if state is not None and callable(load):
+        load(state)

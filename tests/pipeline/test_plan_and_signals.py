@@ -1,0 +1,61 @@
+"""The plan object (provenance per id) and the shared signal cache (one pass, per-sample staleness)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataflex.train.pipeline.plan import Plan
+from dataflex.train.pipeline.signals import SignalCache
+
+
+def test_plan_hands_out_its_ids_in_order_and_names_the_stages_of_each():
+    plan = Plan(ids=[7, 3, 9, 1], chosen_by="mix:odm", filtered_by=["filter:loss"], ordered_by="reorder:saw")
+    assert plan.provenance == "filter:loss>mix:odm>reorder:saw"
+    assert plan.stages_of(9) == ["filter:loss", "mix:odm", "reorder:saw"]
+    assert plan.stages_of(4) == []  # not in the plan
+    assert plan.next(2).tolist() == [7, 3] and plan.remaining == 2
+    with pytest.raises(RuntimeError, match="holds 2 more ids"):
+        plan.next(3)
+    again = Plan.from_state(plan.state_dict())
+    assert again.next(2).tolist() == [9, 1] and again.provenance == plan.provenance
+    assert Plan(ids=[1], chosen_by="uniform").provenance == "uniform"
+
+
+def test_cache_computes_each_missing_id_once_and_respects_the_age():
+    calls: list[list[int]] = []
+
+    def losses(ids):
+        calls.append(ids.tolist())
+        return torch.tensor([10.0 * i for i in ids])
+
+    cache = SignalCache(6, max_age=2)
+    cache.done = 0
+    assert cache.get("loss", np.array([4, 1, 4]), losses).tolist() == [40.0, 10.0, 40.0]
+    assert calls == [[1, 4]]  # duplicates and order: one pass over the distinct missing ids
+    cache.done = 2  # age 2 <= max_age: shared, no pass
+    assert cache.get("loss", np.array([1, 2]), losses).tolist() == [10.0, 20.0]
+    assert calls == [[1, 4], [2]]
+    cache.done = 3  # ids 1 and 4 are 3 steps old now: recomputed; 2 (age 1) is not
+    cache.get("loss", np.array([1, 2, 4]), losses)
+    assert calls[-1] == [1, 4]
+    assert (cache.passes, cache.computed, cache.served) == (3, 5, 3)
+    restored = SignalCache(6, max_age=2)
+    restored.load_state_dict(cache.state_dict())
+    restored.done = 3
+    restored.get("loss", np.array([1, 2, 4]), losses)
+    assert len(calls) == 3  # nothing recomputed: the state came with the checkpoint
+
+
+def test_disabled_cache_computes_every_request_and_vectors_keep_their_width():
+    cache = SignalCache(4, enabled=False)
+    n = []
+    cache.get("loss", np.array([0, 1]), lambda ids: (n.append(1), torch.zeros(len(ids)))[1])
+    cache.get("loss", np.array([0, 1]), lambda ids: (n.append(1), torch.zeros(len(ids)))[1])
+    assert len(n) == 2
+    shared = SignalCache(4)
+    rows = shared.get(
+        "embedding", np.array([2, 0]), lambda ids: torch.tensor(np.stack([ids * 1.0, ids * 2.0], 1))
+    )
+    assert rows.tolist() == [[2.0, 4.0], [0.0, 0.0]]

@@ -1,0 +1,75 @@
+"""trainer=pipeline: invalid pipelines fail at validation (before any data or model loads), naming the stage
+and the rule they break."""
+
+from __future__ import annotations
+
+import pytest
+
+from dataflex.config.pipeline import parse_stages
+from dataflex.run import validate
+
+FILTER = {"kind": "select", "use": "loss", "mode": "filter", "keep_ratio": 0.5}
+DRAW = {"kind": "select", "use": "random", "mode": "draw"}
+MIX = {"kind": "mix", "use": "odm"}
+SAW = {"kind": "reorder", "component": {"pattern": "saw"}}
+WEIGHT = {"kind": "weight", "use": "loss"}
+
+
+@pytest.mark.parametrize(
+    "stages, rule, where",
+    [
+        ([DRAW, MIX], "one budget-taker", r"stages\[1\]"),
+        ([SAW, FILTER], r"index stages in the order select -> mix -> reorder", r"stages\[1\]"),
+        ([MIX, FILTER], r"index stages in the order select -> mix -> reorder", r"stages\[1\]"),
+        ([{"kind": "perstep", "use": "loss"}], "a stage the trainer can use", r"stages\[0\]"),
+        ([{"kind": "weight", "use": "rho1"}], "a stage the trainer can use", r"stages\[0\]"),
+        ([{"kind": "select", "use": "spiral"}], "a stage the trainer can use", r"stages\[0\]"),
+        ([{**FILTER, "keep_rate": 0.5}], "unknown keys", "keep_rate"),
+        ([{**FILTER, "component": {"focuss": "high"}}], "unknown keys", "focuss"),
+        ([{**SAW, "component": {"pattern": "saw", "windw": 3}}], "unknown keys", "windw"),
+        ([{**FILTER, "keep_ratio": 1.5}], "keep_ratio", "keep_ratio"),
+        ([{**FILTER, "component": {"focus": "top"}}], "select loss values", "component.focus"),
+        ([{**MIX, "warmup_step": 3}], "stage schedule on the window grid", "warmup_step=3"),
+        ([MIX, {**SAW}, {**SAW}], "one reorder stage", r"stages\[2\]"),
+        ([{**FILTER, "budget": True}], "one budget-taker", "cannot take the step budget"),
+        ([FILTER, DRAW, {**FILTER, "use": "random"}], "filters before the budget-taker", r"stages\[2\]"),
+        ([{"kind": "mix"}], "a component", "use: <name>"),
+        (
+            [{**SAW, "component": {"pattern": "saw", "score_source": "field"}}],
+            "reorder values",
+            "score_field",
+        ),
+    ],
+)
+def test_each_rule_fails_naming_it(stages, rule, where):
+    with pytest.raises(ValueError) as err:
+        parse_stages(stages, update_step=5)
+    assert f"(rule: {rule.replace(chr(92), '')})" in str(err.value) or pytest.fail(str(err.value))
+    assert __import__("re").search(where, str(err.value)), str(err.value)
+
+
+def test_a_valid_pipeline_names_its_stages_and_its_budget_taker():
+    specs = parse_stages(
+        [FILTER, MIX, SAW, WEIGHT, {**WEIGHT, "name": "w2", "enabled": False}], update_step=5
+    )
+    assert [s.name for s in specs] == ["filter:loss", "mix:odm", "reorder:saw", "weight:loss", "w2"]
+    assert [s.budget for s in specs] == [False, True, False, False, False]
+    assert specs[0].component["focus"] == "medium"  # the built-in option's defaults, composed
+    assert specs[0].component["_target_"].endswith("LossSelector")
+    assert not specs[4].due(10) and specs[1].due(10) and not specs[1].due(7)
+
+
+def test_the_cli_config_is_validated_before_anything_loads(compose):
+    cfg = compose("trainer=pipeline", "pipeline=hierarchical")
+    validate(cfg)  # the preset is valid
+    bad = compose(
+        "trainer=pipeline",
+        "pipeline=hierarchical",
+        "pipeline.stages=[{kind: reorder, component: {pattern: saw}}, {kind: select, use: loss}]",
+    )
+    with pytest.raises(ValueError, match=r"rule: index stages in the order select -> mix -> reorder"):
+        validate(bad)
+    with pytest.raises(ValueError, match="has no stages"):
+        validate(compose("trainer=pipeline"))
+    with pytest.raises(ValueError, match="components live in stages"):
+        validate(compose("trainer=pipeline", "pipeline=select_only", "component._target_=x.Y"))
