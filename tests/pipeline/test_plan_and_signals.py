@@ -59,3 +59,33 @@ def test_disabled_cache_computes_every_request_and_vectors_keep_their_width():
         "embedding", np.array([2, 0]), lambda ids: torch.tensor(np.stack([ids * 1.0, ids * 2.0], 1))
     )
     assert rows.tolist() == [[2.0, 4.0], [0.0, 0.0]]
+
+
+def test_selectors_scoring_goes_through_the_cache_once():
+    """candidate_losses / embeddings of training items read the pipeline's cache: a second stage asking
+    for the same ids gets the same numbers without a forward; other data (a target set) is never cached."""
+    from dataflex.models.tiny import build_tiny_model
+    from dataflex.train.selector.base_selector import SelectionContext
+    from dataflex.train.selector.scoring import candidate_losses, embeddings
+
+    from helpers import SMALL_MODEL, small_data
+
+    bundle = build_tiny_model(**SMALL_MODEL)
+    train = small_data(bundle.tokenizer, max_samples=8)
+    other = small_data(bundle.tokenizer, max_samples=8, split="eval")
+    cache = SignalCache(len(train))
+    ctx = SelectionContext(train_data=train, pad_token_id=bundle.tokenizer.pad_token_id, signals=cache)
+    plain = SelectionContext(train_data=train, pad_token_id=bundle.tokenizer.pad_token_id)
+    ids = np.array([5, 1, 7, 1])
+    first = candidate_losses(bundle.model, ids, ctx)
+    again = candidate_losses(bundle.model, ids[:2], ctx)
+    torch.testing.assert_close(first, candidate_losses(bundle.model, ids, plain))
+    torch.testing.assert_close(again, first[:2])
+    assert (cache.passes, cache.computed, cache.served) == (1, 3, 3)
+    candidate_losses(bundle.model, ids, ctx, data=other)  # not the training data: computed, not cached
+    assert cache.passes == 1
+    e1 = embeddings(bundle.model, train, ids, ctx)
+    e2 = embeddings(bundle.model, train, ids[1:2], ctx)
+    torch.testing.assert_close(e2, e1[1:2])
+    torch.testing.assert_close(e1, embeddings(bundle.model, train, ids, plain), rtol=1e-5, atol=1e-6)
+    assert cache.passes == 2 and cache.values["embedding"].shape == (len(train), SMALL_MODEL["hidden_size"])

@@ -5,6 +5,7 @@ stack multiplicatively."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,18 @@ def test_weight_stages_multiply(tmp_path):
     assert s1.endswith("+weight:loss") and s2.endswith("+weight:loss+flat") and s3.endswith("+again")
     np.testing.assert_allclose(w2, w1, rtol=1e-5)  # x uniform = unchanged
     np.testing.assert_allclose(w3, w1**2 / (w1**2).sum() * len(w1), rtol=1e-4)  # (N w)^2, normalised
+
+
+def test_a_loss_reweighting_mixer_joins_the_weights(tmp_path, monkeypatch):
+    """DoReMi-style mixers weigh each sample by its domain's alpha; the pipeline multiplies that in:
+    ledger weight = N x alpha[d_i] / sum_j alpha[d_j] (times the weight stages' factors, here none)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    stages = [{"kind": "mix", "component": {"_target_": "alpha_mixer.AlphaMixer"}}]
+    trainer, _ = _train(tmp_path, stages, max_steps=2)
+    assert trainer.mix is not None and trainer.mix.mixer.calls == 2
+    domain = {n: i for i, n in enumerate(trainer.train_data.domain_names)}
+    for step in (1, 2):
+        rows = [r for r in read_ledger(tmp_path).to_pylist() if r["step"] == step]
+        alpha = np.asarray([domain[r["domain"]] + 1.0 for r in rows])
+        np.testing.assert_allclose([r["weight"] for r in rows], len(rows) * alpha / alpha.sum(), rtol=1e-5)
+        assert rows[0]["stage"] == "mix:AlphaMixer+mix:AlphaMixer"
