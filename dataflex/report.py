@@ -188,13 +188,16 @@ def _plots_main(argv: list[str]) -> int:
 
 
 def ledger_summary(table, bins: int = 10) -> dict[str, object]:
-    """What a run trained (its data ledger, `dataflex.train.ledger`): rows per domain and per stage in `bins`
-    consecutive step ranges, the mean weight per domain, distinct samples and total rows."""
+    """What a run trained (its data ledger, `dataflex.train.ledger`): rows per domain and per stage (its name,
+    without `key=value` parameters such as a mix step's proportion) in `bins` consecutive step ranges, the
+    mean weight per domain, distinct samples and total rows."""
     import numpy as np
 
     steps = np.asarray(table["step"].to_numpy(zero_copy_only=False))
     domains = np.asarray(table["domain"].to_pylist(), dtype=object)
-    stages = np.asarray(table["stage"].to_pylist(), dtype=object)
+    from dataflex.train.ledger import stage_name
+
+    stages = np.asarray([stage_name(s) for s in table["stage"].to_pylist()], dtype=object)
     weights = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
     domain_names, stage_names = sorted(set(domains.tolist())), sorted(set(stages.tolist()))
     ranges = [r for r in np.array_split(np.unique(steps), max(1, bins)) if len(r)]

@@ -19,7 +19,9 @@ after the last checkpoint, which the resume trains (and records) again.
 
 A trainer tells the ledger more than the ids through two optional hooks: `ledger_weights(ctx)` (the global
 batch's per-sample weights as above, or None for 1.0) and `ledger_stages(ctx)` (one stage name, or one per
-slot). Without them the stage is the trainer kind and its component's name.
+slot). Without them the stage is the trainer kind and its component's name. A stage's `key=value` segments are
+parameters of the decision, not part of the stage's name (dynamic_mix: `dynamic_mix:odm:p=0.25`, the
+proportion of the sample's domain when the step was drawn); `stage_name` drops them, and reports group by it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def read_ledger(run_dir: str | Path):
         return _schema().empty_table()
     table = pa.concat_tables(tables).unify_dictionaries()
     return table.sort_by([("step", "ascending"), ("position", "ascending")])
+
+
+def stage_name(stage: str) -> str:
+    """The stage without its `key=value` parameter segments: `dynamic_mix:odm:p=0.25` -> `dynamic_mix:odm`."""
+    return ":".join(part for part in str(stage).split(":") if "=" not in part)
 
 
 def default_stage(trainer: Any) -> str:

@@ -8,6 +8,7 @@ import pytest
 from mix_helpers import NAMES, mix_trainer, save_reference
 
 from dataflex.data.processor import IGNORE_INDEX
+from dataflex.report import ledger_summary
 from dataflex.train.ledger import read_ledger
 from dataflex.train.loop import TrainingLoop
 from dataflex.train.mixer.doremi import DoReMiMixer
@@ -50,6 +51,9 @@ def test_ledger_ids_and_the_proportions_each_step_was_drawn_with(tmp_path, train
         rows = _rows(tmp_path, step)
         assert {r["domain"] for r in rows} == {domain}
         assert {r["stage"] for r in rows} == {"dynamic_mix:cycling:p=1"}
+    # the report groups by the stage's name, not by every proportion it was drawn with
+    summary = ledger_summary(read_ledger(tmp_path), bins=1)
+    assert summary["by_stage"] == [{"steps": "1-4", "dynamic_mix:cycling": 32, "total": 32}]
 
 
 def _supervised_tokens(data, i: int) -> int:
