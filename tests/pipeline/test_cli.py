@@ -42,3 +42,35 @@ def test_preset_runs_and_its_ledger_is_its_plans(cli, tmp_path, preset):
     assert all(s.endswith("+weight:loss") for s in weighted) == has_weights
     if preset in ("hierarchical", "select_then_reorder"):
         assert {p["pool"] for p in plans} == {160}  # the loss filter keeps half of the 320 items
+
+
+def test_precomputed_scores_filter_and_order_the_data(cli, tmp_path):
+    """A precomputed filter (top half by file score) then a static sorting of the same file's scores as the
+    budget-taker: the ledger is the kept half in ascending score order; a file of the wrong length fails
+    before the model loads, naming the stage's key."""
+    import numpy as np
+
+    from dataflex.data import DataArguments, DataEngine
+
+    n = len(DataEngine(DataArguments(max_samples=64), split="train"))
+    scores = np.random.default_rng(5).permutation(n).astype(np.float64)
+    np.save(tmp_path / "s.npy", scores)
+    path = tmp_path / "s.npy"
+    stages = (
+        f"pipeline.stages=[{{kind: select, use: precomputed, mode: filter, keep_ratio: 0.5, every: 20,"
+        f" component: {{score_path: {path}}}}},"
+        f" {{kind: reorder, component: {{pattern: sorting, score_source: file, score_path: {path}}}}}]"
+    )
+    fast = [o for o in FAST if not o.startswith("trainer.max_steps")]
+    out = tmp_path / "run"
+    cli(*fast, "trainer=pipeline", stages, "trainer.max_steps=10", f"trainer.output_dir={out}")
+    kept = np.argsort(-scores, kind="stable")[: n // 2]
+    expected = kept[np.argsort(scores[kept], kind="stable")]
+    ledger = read_ledger(out).to_pylist()
+    assert [r["sample_id"] for r in ledger] == expected[: len(ledger)].tolist()
+    assert {r["stage"] for r in ledger} == {"filter:precomputed>reorder:sorting"}
+    np.save(tmp_path / "s.npy", scores[:-1])
+    bad = cli(*fast, "trainer=pipeline", stages, f"trainer.output_dir={tmp_path / 'bad'}", check=False)
+    assert bad.returncode != 0
+    assert "pipeline.stages[0].component.score_path" in bad.stderr + bad.stdout
+    assert "optimizer:" not in bad.stderr + bad.stdout  # refused before the model and trainer were built

@@ -45,6 +45,7 @@ from omegaconf import OmegaConf
 
 from dataflex.config.pipeline import PipelineTrainerConfig, StageSpec, parse_stages
 from dataflex.data.processor import collate
+from dataflex.data.scores import check_precomputed, precomputed_scores
 from dataflex.train.components import RunContext, build_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
@@ -74,6 +75,22 @@ class PipelineTrainer(BaseTrainer):
                 "component:); drop component=... (rule: components live in stages)."
             )
         OmegaConf.to_object(cfg.trainer)  # the schema's __post_init__ runs parse_stages
+
+    @classmethod
+    def check_data(cls, cfg: Any, engine: Any) -> None:
+        """Every stage's precomputed scores (reorder `score_field` / `score_path`, `use: precomputed`
+        selectors and weighters), loaded and checked on the data engine before the model loads."""
+        args = cfg.trainer
+        for spec in parse_stages(args.stages, int(args.update_step)):
+            prefix = f"pipeline.stages[{spec.index}].component"
+            if spec.kind == "reorder":
+                source = spec.component.get("score_source", "loss")
+                if source != "loss":
+                    field = spec.component.get("score_field") if source == "field" else None
+                    path = spec.component.get("score_path") if source == "file" else None
+                    precomputed_scores(engine, field=field, path=path, prefix=prefix)
+            else:
+                check_precomputed(spec.component, engine, prefix)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -158,12 +175,13 @@ class PipelineTrainer(BaseTrainer):
             field, path = keys.pop("score_field", None), keys.pop("score_path", None)
             keys.setdefault("seed", self.args.seed)
             static = None
-            if source == "field":
-                static = self.train_data.engine.field_values(field)
-            elif source == "file":
-                from dataflex.train.trainer.dynamic_reorder import read_scores
-
-                static = read_scores(path, len(self.train_data))
+            if source != "loss":
+                static = precomputed_scores(
+                    self.train_data,
+                    field=field if source == "field" else None,
+                    path=path if source == "file" else None,
+                    prefix=f"pipeline.stages[{spec.index}].component",
+                )
             if spec.enabled:
                 self.reorder = ReorderStage(spec, ReorderSpec(**keys), static)
                 if spec.budget:
