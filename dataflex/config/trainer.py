@@ -244,6 +244,10 @@ class StaticTrainerConfig(TrainingArguments):
     """`trainer=static`: plain training, the baseline every dynamic trainer is compared with."""
 
     _target_: str = "dataflex.train.trainer.static.StaticTrainer"
+    replay: str | None = None
+    """A static recipe to train exactly: `dataflex-export`'s trained-id JSON, or a run dir (its data ledger).
+    The step count, the ids of every step in order and their ledger weights come from it (max_steps and
+    num_train_epochs are not used; the global batch must equal the recipe's). None: shuffled epochs."""
 
 
 @dataclass

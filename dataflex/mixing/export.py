@@ -13,6 +13,9 @@ a resumed run logging again) collapse to the last one: the one the batches after
 Consecutive points with identical proportions are kept (a replay must call `set_proportions` at the same
 steps as the run: the sampler restarts its deficit counters on every call), so `source.trainer` records the
 update schedule a replay should use.
+
+`export_trained_ids` / `recipe_for`: the trained-id recipe of any run with a data ledger (select, weight, mix,
+pipeline), which `trainer=static trainer.replay=<recipe>` trains exactly (`dataflex.mixing.recipe`).
 """
 
 from __future__ import annotations
@@ -106,24 +109,99 @@ def _from_metrics(path: Path, run_dir: Path) -> MixtureSchedule:
 
 
 def export_trained_ids(run_dir: str | Path) -> dict[str, Any] | None:
-    """The exact trained sample ids per step, from the run's data ledger (`dataflex.train.ledger`); None when
-    the run has no ledger. `{"steps": [1, 2, ...], "sample_ids": [[...], ...], "skipped": [bool, ...]}` in the
-    order the loop trained them (a step whose update was dropped is listed, flagged `skipped`)."""
+    """The run's static recipe (`dataflex.mixing.recipe`): the exact trained sample ids per step, from the
+    run's data ledger (`dataflex.train.ledger`), with the ledger's weights (None for a step whose weights are
+    all 1.0: the plain mean) and the data identity the loop wrote next to the ledger; None when the run has no
+    ledger. Steps appear in the order the loop trained them (a step whose update was dropped is listed,
+    flagged `skipped`)."""
     from dataflex.train.ledger import read_ledger
+
+    from .recipe import FORMAT, read_data_identity
 
     table = read_ledger(run_dir)
     if table.num_rows == 0:
         return None
     steps = np.asarray(table.column("step").to_numpy())
     ids = np.asarray(table.column("sample_id").to_numpy())
+    weights = np.asarray(table.column("weight").to_numpy())
     skipped = np.asarray(table.column("skipped").to_numpy())
     starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
     ends = np.r_[starts[1:], len(steps)]
     return {
+        "format": FORMAT,
         "steps": [int(steps[a]) for a in starts],
         "sample_ids": [ids[a:b].tolist() for a, b in zip(starts, ends)],
+        "weights": [
+            None if (weights[a:b] == 1.0).all() else weights[a:b].tolist() for a, b in zip(starts, ends)
+        ],
         "skipped": [bool(skipped[a:b].any()) for a, b in zip(starts, ends)],
+        "data": read_data_identity(run_dir),
     }
+
+
+def run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The composed config the run saved (`<run dir>/.hydra/config.yaml`), or None."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+
+
+def not_replayable_because(config: dict[str, Any] | None) -> str | None:
+    """Why the ids + ledger weights of a run do not determine its updates (None: they do). The loss of a
+    DoReMi-style mixer (`reweights_loss`) weighs domains inside the loss, and a token-level weighter (rho1)
+    weighs tokens: the ledger keeps one weight per sample, so neither replays from it."""
+    if not config:
+        return None
+    from hydra.utils import get_class
+
+    target = (config.get("component") or {}).get("_target_")
+    trainer = str((config.get("trainer") or {}).get("_target_", ""))
+    if not target:
+        return None
+    try:
+        cls = get_class(str(target))
+    except Exception:  # a user class that is not importable here: nothing to say
+        return None
+    if trainer.endswith("DynamicMixTrainer") and getattr(cls, "reweights_loss", False):
+        return f"its mixer {target} reweights the loss by domain inside the step (not in the ledger)."
+    if trainer.endswith("DynamicWeightTrainer") and getattr(cls, "level", "sample") == "token":
+        return f"its weighter {target} weighs tokens; the ledger keeps one weight per sample."
+    return None
+
+
+def static_replay_overrides(run_dir: Path, recipe_path: Path) -> list[str]:
+    """`dataflex-run` overrides that replay the recipe with trainer=static: the run's own command-line
+    overrides (`.hydra/overrides.yaml`) without its trainer choice, its component and the dynamic trainers'
+    keys, plus `trainer=static trainer.replay=<recipe>`."""
+    from dataclasses import fields
+
+    from dataflex.config.trainer import StaticTrainerConfig
+
+    static_keys = {f.name for f in fields(StaticTrainerConfig)} - {"output_dir", "replay"}
+    kept: list[str] = []
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if path.is_file():
+        from omegaconf import OmegaConf
+
+        for item in OmegaConf.load(path):
+            text = str(item)
+            key = text.lstrip("+~").split("=", 1)[0]
+            if key in ("trainer", "component") or key.startswith("component."):
+                continue
+            if key.startswith("trainer.") and key.split(".", 1)[1].split(".")[0] not in static_keys:
+                continue
+            kept.append(text)
+    out = ["trainer=static", f"trainer.replay={recipe_path.resolve()}"]
+    config = run_config(run_dir)
+    reduction = ((config or {}).get("trainer") or {}).get("loss_reduction")
+    if reduction and not any(o.startswith("trainer.loss_reduction=") for o in kept):
+        out.append(
+            f"trainer.loss_reduction={reduction}"
+        )  # the dynamic trainers' defaults differ from static's
+    return [*out, *kept]
 
 
 def replay_overrides(schedule: MixtureSchedule, path: str | Path) -> list[str]:
@@ -142,31 +220,76 @@ def replay_overrides(schedule: MixtureSchedule, path: str | Path) -> list[str]:
     return out
 
 
+def recipe_for(run_dir: Path) -> dict[str, Any] | None:
+    """The run's trained-id recipe with its provenance and replayability (None without a ledger)."""
+    manifest = export_trained_ids(run_dir)
+    if manifest is None:
+        return None
+    config = run_config(run_dir)
+    trainer = (config or {}).get("trainer") or {}
+    manifest["source"] = {
+        "run_dir": str(run_dir.resolve()),
+        "trainer": trainer.get("_target_"),
+        "component": ((config or {}).get("component") or {}).get("_target_"),
+        "loss_reduction": trainer.get("loss_reduction"),
+    }
+    reason = not_replayable_because(config)
+    manifest["replayable"] = reason is None
+    if reason is not None:
+        manifest["not_replayable_because"] = reason
+    return manifest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`dataflex-export <run dir> [-o schedule.yaml]`: writes the run's proportion schedule and prints the
-    overrides that replay it."""
+    """`dataflex-export <run dir> [-o schedule.yaml] [--ids trained_ids.json]`: writes the static recipe of
+    a dynamic run: its proportion schedule (mix runs) and its trained-id manifest (every run with a data
+    ledger: mix, select, weight, pipeline), and prints the overrides that replay each."""
     p = argparse.ArgumentParser(prog="dataflex-export", description=main.__doc__)
-    p.add_argument("run_dir", help="a finished (or running) trainer=dynamic_mix run dir")
+    p.add_argument("run_dir", help="a finished (or running) dataflex-run run dir")
     p.add_argument(
         "-o", "--output", default=None, help="schedule file (.yaml or .json); default <run dir>/schedule.yaml"
     )
+    p.add_argument(
+        "--ids",
+        default=None,
+        help="trained-id recipe (.json); default next to the schedule (<stem>_trained_ids.json), or "
+        "<run dir>/trained_ids.json for a run without a mixture",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    run_dir = Path(args.run_dir)
+    schedule_path: Path | None = None
     try:
-        schedule = export_schedule(args.run_dir)
+        schedule = export_schedule(run_dir)
     except ScheduleError as err:
-        raise SystemExit(f"dataflex-export: {err}") from None
-    path = save_schedule(schedule, args.output or Path(args.run_dir) / "schedule.yaml")
-    print(f"dataflex-export: {len(schedule.points)} proportion changes -> {path}")
-    manifest = export_trained_ids(args.run_dir)
+        schedule, why = None, err
+    if schedule is not None:
+        schedule_path = save_schedule(schedule, args.output or run_dir / "schedule.yaml")
+        print(f"dataflex-export: {len(schedule.points)} proportion changes -> {schedule_path}")
+    manifest = recipe_for(run_dir)
+    if schedule is None and manifest is None:
+        raise SystemExit(f"dataflex-export: {why}; and no data ledger (ledger/*.parquet) in {run_dir}.")
     if manifest is not None:
-        ids_path = path.with_name(path.stem + "_trained_ids.json")
+        if args.ids:
+            ids_path = Path(args.ids)
+        elif schedule_path is not None:
+            ids_path = schedule_path.with_name(schedule_path.stem + "_trained_ids.json")
+        else:
+            ids_path = run_dir / "trained_ids.json"
         ids_path.write_text(json.dumps(manifest))
         print(
             f"dataflex-export: trained ids of {len(manifest['steps'])} steps (from the ledger) -> {ids_path}"
         )
-    print(
-        "replay: dataflex-run " + " ".join(replay_overrides(schedule, path)) + " <the run's other overrides>"
-    )
+    if schedule is not None and schedule_path is not None:
+        print(
+            "replay: dataflex-run "
+            + " ".join(replay_overrides(schedule, schedule_path))
+            + " <the run's other overrides>"
+        )
+    if manifest is not None:
+        if manifest["replayable"]:
+            print("replay ids: dataflex-run " + " ".join(static_replay_overrides(run_dir, ids_path)))
+        else:
+            print(f"dataflex-export: no static id replay: {manifest['not_replayable_because']}")
     return 0
 
 

@@ -22,6 +22,10 @@ batch's per-sample weights as above, or None for 1.0) and `ledger_stages(ctx)` (
 slot). Without them the stage is the trainer kind and its component's name. A stage's `key=value` segments are
 parameters of the decision, not part of the stage's name (dynamic_mix: `dynamic_mix:odm:p=0.25`, the
 proportion of the sample's domain when the step was drawn); `stage_name` drops them, and reports group by it.
+
+Next to the parts, `data.json` records which data the ids index (`dataflex.mixing.recipe.data_fingerprint`:
+the training index and sampled raw content, no tokenizer), so a recipe exported from the ledger is checked
+against the data it is replayed on.
 """
 
 from __future__ import annotations
@@ -119,6 +123,11 @@ class DataLedger:
     def for_loop(cls, loop: Any) -> DataLedger:
         args, data = loop.args, loop.trainer.train_data
         domains = getattr(data, "domain_ids", None)
+        engine = getattr(data, "engine", None)
+        if loop.is_main and engine is not None and not getattr(engine, "streaming", False):
+            from dataflex.mixing.recipe import write_data_identity
+
+            write_data_identity(loop.run_dir, engine)  # ledger/data.json: which data the ids index
         return cls(
             loop.run_dir,
             enabled=loop.is_main,
