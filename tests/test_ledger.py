@@ -46,8 +46,9 @@ def test_ledger_is_the_trained_ids(tmp_path, trained):
     assert [r["domain"] for r in rows] == [names[domains[i]] for _, i in expected]
     assert {r["stage"] for r in rows} == {"static"} and {r["weight"] for r in rows} == {1.0}
     assert not any(r["skipped"] for r in rows)
-    # flushed at the checkpoint steps 2 and 4 and at the end
+    # flushed at the checkpoint steps 2 and 4 and at the end; data.json: which data the ids index
     assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == [
+        "data.json",
         "part-000000001-000000002.parquet",
         "part-000000003-000000004.parquet",
         "part-000000005-000000005.parquet",
