@@ -166,20 +166,25 @@ def main() -> None:
     )
     for kind in kinds:
         base = statistics.median(x["wall"] for x in runs[("static", kind)]) if "static" in methods else None
+        base_cpu = (
+            statistics.median(x["cpu"] for x in runs[("static", kind)]) if "static" in methods else None
+        )
         print(f"\n{kind}\n")
         print(
-            "| method | median steps/s | ratio vs static | median wall ms/step | median CPU ms/step "
-            "| peak MiB |"
+            "| method | median steps/s | ratio vs static (wall) | median wall ms/step | median CPU ms/step "
+            "| ratio vs static (CPU) | peak MiB |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for method in methods:
             rs = runs[(method, kind)]
             wall = statistics.median(x["wall"] for x in rs)
             cpu = statistics.median(x["cpu"] for x in rs)
             peak = statistics.median(x["peak_mib"] for x in rs)
             ratio = f"{base / wall:.2f}x" if base else "-"
+            ratio_cpu = f"{base_cpu / cpu:.2f}x" if base_cpu else "-"
             print(
-                f"| {method} | {1 / wall:.2f} | {ratio} | {wall * 1000:.1f} | {cpu * 1000:.1f} | {peak:.0f} |"
+                f"| {method} | {1 / wall:.2f} | {ratio} | {wall * 1000:.1f} | {cpu * 1000:.1f} | {ratio_cpu} "
+                f"| {peak:.0f} |"
             )
     if args.json:
         with open(args.json, "w") as fh:
