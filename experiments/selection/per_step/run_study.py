@@ -123,7 +123,9 @@ def report(root: Path, json_out: str | None) -> None:
             }
             for key, name in (("eval/loss/target", "target"), ("eval/loss", "all")):
                 row[f"d_{name}_steps"] = ev[key] - _at(uniform, steps, key)
-                row[f"d_{name}_compute"] = ev[key] - _at(uniform, matched, key)
+                row[f"d_{name}_compute"] = (
+                    ev[key] - _at(uniform, matched, key) if method != "uniform" else None
+                )
             row.update({f"eval/{d}": ev[f"eval/loss/{d}"] for d in DOMAINS})
             rows.setdefault(method, {})[seed] = row
 
