@@ -48,14 +48,24 @@ def dataflex_run_cmd() -> list[str]:
 
 @pytest.fixture
 def cli(tmp_path):
-    """Runs the installed `dataflex-run` in a temp cwd; returns the CompletedProcess."""
+    """Runs the installed `dataflex-run` in a temp cwd; returns the CompletedProcess. `fault="step:N"` or
+    `"save:N"` SIGKILLs the run there (tests/fault_injection.py)."""
 
     def _run(
-        *args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True, env: dict | None = None
+        *args: str,
+        cwd: Path | None = None,
+        timeout: int = 300,
+        check: bool = True,
+        env: dict | None = None,
+        fault: str | None = None,
     ):
         env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+        cmd = dataflex_run_cmd()
+        if fault:
+            env["DATAFLEX_FAULT"] = fault
+            cmd = [sys.executable, str(REPO / "tests" / "fault_injection.py")]
         proc = subprocess.run(
-            dataflex_run_cmd() + list(args),
+            cmd + list(args),
             cwd=cwd or tmp_path,
             env=env,
             capture_output=True,

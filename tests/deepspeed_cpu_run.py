@@ -38,7 +38,11 @@ def _shard_everything(build):
 
 
 if __name__ == "__main__":
+    from fault_injection import install_from_env
+
     import dataflex.train.loop as loop
+
+    install_from_env()  # DATAFLEX_FAULT=step:N / save:N (the resume tests)
 
     accelerate.Accelerator = _DeepSpeedOnCpu
     loop.accelerator_plugins = _shard_everything(loop.accelerator_plugins)

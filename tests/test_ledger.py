@@ -132,7 +132,7 @@ def test_killed_run_resumes_to_the_same_ledger(cli, tmp_path, fault, written):
     checkpoint-6 exists: either way the resume (from checkpoint-3) rewrites the ledger to the reference."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*RUN, f"trainer.output_dir={ref}")
-    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": fault})
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault=fault)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(set(read_ledger(cut)["step"].to_pylist())) == list(range(1, written + 1))
     cli(*RUN, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")

@@ -82,7 +82,7 @@ def _metrics(run_dir):
 def test_killed_run_resumes_to_the_same_result(cli, tmp_path, fault):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*RUN, f"trainer.output_dir={ref}")
-    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": fault})
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault=fault)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (cut / "final_model").exists()
     if fault.startswith("save"):
@@ -153,9 +153,7 @@ def _decisions(run_dir):
 def test_killed_dynamic_run_resumes_to_the_same_decisions(cli, tmp_path, case):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={ref}")
-    killed = cli(
-        *DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"}
-    )
+    killed = cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
     _assert_same_weights(_final_weights(ref), _final_weights(cut))

@@ -107,7 +107,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_resume_is_the_same_run(cli, tmp_path):
     cut = tmp_path / "cut"
-    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"})
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9
     assert (cut / ".hydra" / "config.yaml").is_file() and (cut / "status.json").is_file()
     assert not (tmp_path / "outputs").exists()  # .hydra/, status.json and the log sit in the output dir

@@ -151,7 +151,6 @@ def save_checkpoint(loop, path: Path, step: int) -> None:
         (tmp / f"data_state_{loop.rank}.json").write_text(json.dumps(data_state))
     acc.wait_for_everyone()
     if loop.is_main:
-        _fault_point("save", step)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -249,9 +248,3 @@ def load_checkpoint(loop, path: Path) -> int:
     if data_file.is_file():
         loop.trainer.load_rank_state_dict(json.loads(data_file.read_text()))
     return int(state["step"])
-
-
-def _fault_point(where: str, step: int) -> None:
-    """Fault injection for the resume tests: `DATAFLEX_FAULT=<where>:<step>` SIGKILLs this process there."""
-    if os.environ.get("DATAFLEX_FAULT") == f"{where}:{step}":
-        os.kill(os.getpid(), 9)

@@ -24,13 +24,7 @@ from dataflex.data.packing import collate_packed
 from dataflex.data.processor import collate
 from dataflex.train.activation_checkpointing import enable_gradient_checkpointing
 from dataflex.train.best_model import BestModelTracker
-from dataflex.train.checkpoint import (
-    _fault_point,
-    load_checkpoint,
-    load_model_weights,
-    resolve_resume,
-    save_checkpoint,
-)
+from dataflex.train.checkpoint import load_checkpoint, load_model_weights, resolve_resume, save_checkpoint
 from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
@@ -449,7 +443,6 @@ class TrainingLoop:
                 if checkpoint:
                     save_checkpoint(self, self.run_dir / f"checkpoint-{done}", done)
                 bar.update(1)
-                _fault_point("step", done)
                 completed = done
                 if stopped_at is not None:
                     break

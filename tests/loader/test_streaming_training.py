@@ -138,7 +138,7 @@ def test_killed_streaming_mix_resumes_to_the_uninterrupted_run(cli, tmp_path, wo
     args = (*STREAM_RUN, f"data.dataset={data}", f"trainer.dataloader_num_workers={workers}")
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*args, f"trainer.output_dir={ref}")
-    killed = cli(*args, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"})
+    killed = cli(*args, f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (cut / "checkpoint-3" / "data_state_0.json").is_file()
     cli(*args, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
@@ -168,9 +168,7 @@ def test_two_ranks_read_disjoint_shards_and_a_killed_run_resumes_exactly(cli, tm
     args = (*STREAM_RUN, f"data.dataset={data}", "launcher.nproc_per_node=2")
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*args, f"trainer.output_dir={ref}", timeout=600)
-    killed = cli(
-        *args, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"}, timeout=600
-    )
+    killed = cli(*args, f"trainer.output_dir={cut}", check=False, fault="step:5", timeout=600)
     assert killed.returncode != 0 and not (cut / "final_model").exists(), killed.stderr[-2000:]
     states = [json.loads((cut / "checkpoint-3" / f"data_state_{r}.json").read_text()) for r in (0, 1)]
     assert [(s["rank"], s["world"]) for s in states] == [(0, 2), (1, 2)]

@@ -39,7 +39,7 @@ def _plans(run_dir):
 def test_killed_pipeline_resumes_to_the_same_plans_and_weights(cli, tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     cli(*RUN, f"trainer.output_dir={ref}")
-    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, env={"DATAFLEX_FAULT": "step:5"})
+    killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (cut / "final_model").exists()
     cli(*RUN, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
