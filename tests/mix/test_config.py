@@ -6,6 +6,7 @@ import pytest
 from mix_helpers import NAMES, manager, mix_trainer
 from omegaconf import OmegaConf
 
+from dataflex.config.component.mix import OdmMixerConfig
 from dataflex.config.trainer import DynamicMixTrainerConfig
 from dataflex.train.mixer.doremi_pipeline import step_commands
 from dataflex.train.mixer.odm import OdmMixer
@@ -124,7 +125,7 @@ def test_static_mix_refuses_a_mixer(tmp_path):
 
 def test_odm_floor_above_one_over_k():
     with pytest.raises(ValueError, match=r"min_exploration_rate=0.3 exceeds 1/K = 0.2 .*\['greet'"):
-        OdmMixer(manager(names=NAMES), min_exploration_rate=0.3)
+        OdmMixer(manager(names=NAMES), OdmMixerConfig(min_exploration_rate=0.3))
 
 
 @pytest.mark.slow

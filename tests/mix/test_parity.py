@@ -9,6 +9,7 @@ import pytest
 import torch
 from mix_helpers import manager, stats
 
+from dataflex.config.component.mix import DynamicMoeMixerConfig, OdmMixerConfig, StaticMixerConfig
 from dataflex.train.mixer.doremi import DoReMiMixer, doremi_update
 from dataflex.train.mixer.dynamic_moe import DynamicMoeMixer, dynamic_moe_update, redundancy_delta
 from dataflex.train.mixer.odm import OdmMixer, exp3_policy, exploration_rate
@@ -149,7 +150,7 @@ def test_odm_probabilities_after_a_few_rewards():
     # alpha=0.5, reward_scale=0.5, rewards = losses [2, 1, 3]; pi uniform for 5 steps (domain c absent at step
     # 3): R_a: 0 -> 1.5 -> 2.25 -> 2.625 -> 2.8125 -> 2.90625 (each step adds 0.5 * 0.5*2/(1/3) = 1.5 after
     # halving)
-    mixer = OdmMixer(manager(names=NAMES3), alpha=0.5, reward_scale=0.5)
+    mixer = OdmMixer(manager(names=NAMES3), OdmMixerConfig(alpha=0.5, reward_scale=0.5))
     for step in range(1, 6):
         mixer.observe(stats(step, [2.0, 1.0, 3.0], present=[True, True, step != 3]))
     np.testing.assert_allclose(mixer.estimated_reward, [2.90625, 1.453125, 4.21875])
@@ -169,7 +170,7 @@ def test_odm_probabilities_after_a_few_rewards():
 
 def test_odm_cumulative_estimator_is_the_authors_code():
     """Issue 13 item 11: the released code accumulates R += (loss / 10) / pi (no smoothing)."""
-    mixer = OdmMixer(manager(names=NAMES3), estimator="cumulative", reward_scale=0.1)
+    mixer = OdmMixer(manager(names=NAMES3), OdmMixerConfig(estimator="cumulative", reward_scale=0.1))
     for step in range(1, 6):
         mixer.observe(stats(step, [2.0, 1.0, 3.0]))
     # each step adds (loss / 10) / (1/3): a 0.6, b 0.3, c 0.9; five steps -> [3.0, 1.5, 4.5]
@@ -178,13 +179,15 @@ def test_odm_cumulative_estimator_is_the_authors_code():
     np.testing.assert_allclose(
         mixer.mix(None, 5), [0.3292394863547724, 0.30785719698752306, 0.3629033166577046], atol=1e-12
     )
-    smoothed = OdmMixer(manager(names=NAMES3), reward_scale=0.1)
+    smoothed = OdmMixer(manager(names=NAMES3), OdmMixerConfig(reward_scale=0.1))
     smoothed.observe(stats(1, [2.0, 1.0, 3.0]))
     np.testing.assert_allclose(smoothed.estimated_reward, [0.06, 0.03, 0.09])  # 0.1 x 0.6 (alpha 0.9)
 
 
 def test_odm_min_exploration_rate_is_used():
-    mixer = OdmMixer(manager(names=NAMES3), alpha=0.5, reward_scale=0.5, min_exploration_rate=0.3)
+    mixer = OdmMixer(
+        manager(names=NAMES3), OdmMixerConfig(alpha=0.5, reward_scale=0.5, min_exploration_rate=0.3)
+    )
     mixer.estimated_reward = np.array([2.5871014677556, 1.1306663060372293, 3.8455881310965747])
     np.testing.assert_allclose(
         mixer.mix(None, 6), [0.3322090564868511, 0.32080757539001475, 0.3469833681231342], atol=1e-12
@@ -193,7 +196,7 @@ def test_odm_min_exploration_rate_is_used():
 
 def test_odm_every_parameter_changes_the_result():
     def run(**kw):
-        mixer = OdmMixer(manager(names=NAMES3), **kw)
+        mixer = OdmMixer(manager(names=NAMES3), OdmMixerConfig(**kw))
         for step in range(1, 30):
             mixer.observe(stats(step, [2.0 * 0.9**step, 1.0 + 0.5 * 0.8**step, 3.0]))  # learning a and b
         return mixer.mix(None, 30)
@@ -208,7 +211,7 @@ def test_odm_every_parameter_changes_the_result():
 
 
 def test_odm_reward_goes_to_each_domains_own_loss():
-    mixer = OdmMixer(manager(names=NAMES3), alpha=0.0)
+    mixer = OdmMixer(manager(names=NAMES3), OdmMixerConfig(alpha=0.0))
     mixer.observe(stats(1, [1.0, 2.0, 4.0]))
     np.testing.assert_allclose(mixer.estimated_reward, [3.0, 6.0, 12.0])  # r_i / (1/3), alpha=0
 
@@ -216,7 +219,8 @@ def test_odm_reward_goes_to_each_domains_own_loss():
 def test_odm_learning_progress_reward_on_fixed_numbers():
     # fast beta 0.5, slow beta 0.75, alpha 0 (R = r / pi), pi uniform (1/3)
     mixer = OdmMixer(
-        manager(names=NAMES3), alpha=0.0, reward="learning_progress", progress_fast=0.5, progress_slow=0.75
+        manager(names=NAMES3),
+        OdmMixerConfig(alpha=0.0, reward="learning_progress", progress_fast=0.5, progress_slow=0.75),
     )
     mixer.observe(stats(1, [4.0, 2.0, 1.0]))  # the first loss starts both averages: no progress yet
     np.testing.assert_allclose(mixer.estimated_reward, [0.0, 0.0, 0.0])
@@ -238,7 +242,7 @@ def test_odm_learning_progress_starves_a_flat_loss_domain():
     end above it, because its loss is the highest."""
 
     def final_noise_weight(reward: str) -> float:
-        mixer = OdmMixer(manager(names=NAMES3), reward=reward)
+        mixer = OdmMixer(manager(names=NAMES3), OdmMixerConfig(reward=reward))
         for step in range(1, 301):
             learnable = 3.0 * np.exp(-step / 100)
             mixer.observe(stats(step, [learnable, learnable + 0.5, 3.5]))
@@ -277,7 +281,7 @@ def test_dynamic_moe_delta_and_update():
 def test_dynamic_moe_mix_uses_the_proportions_in_force(monkeypatch):
     mixer = DynamicMoeMixer.__new__(DynamicMoeMixer)
     mixer.mixture_manager = manager([0.5, 0.3, 0.2], names=NAMES3)
-    mixer.eta, mixer.smoothing, mixer.distance = 2.0, 0.1, "l2"
+    mixer.config = DynamicMoeMixerConfig(eta=2.0, smoothing=0.1, distance="l2")
     monkeypatch.setattr(mixer, "router_loads", lambda model: LOADS, raising=False)
     np.testing.assert_allclose(
         mixer.mix(None, 10), [0.5251584387512509, 0.2447781857482488, 0.23006337550050035], atol=1e-12
@@ -298,7 +302,7 @@ def test_random_mixer_differs_per_update_and_reproduces():
 def test_static_and_keep_mixers():
     assert StaticMixer(manager()).mix(None, 1).tolist() == [0.2] * 5
     p = [0.4, 0.3, 0.1, 0.1, 0.1]
-    assert StaticMixer(manager(), proportions=p).mix(None, 1).tolist() == p
+    assert StaticMixer(manager(), StaticMixerConfig(proportions=p)).mix(None, 1).tolist() == p
     assert KeepMixer(manager(p)).mix(None, 1).tolist() == p
     with pytest.raises(ValueError, match="5 domains"):
-        StaticMixer(manager(), proportions=[0.5, 0.5])
+        StaticMixer(manager(), StaticMixerConfig(proportions=[0.5, 0.5]))

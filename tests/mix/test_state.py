@@ -11,6 +11,12 @@ import pytest
 import torch
 from mix_helpers import manager, stats, write_user_package
 
+from dataflex.config.component.mix import (
+    DoReMiMixerConfig,
+    DynamicMoeMixerConfig,
+    OdmMixerConfig,
+    StaticMixerConfig,
+)
 from dataflex.models.tiny import build_tiny_model
 from dataflex.models.tiny_moe import build_tiny_moe_model
 from dataflex.train.checkpoint import from_safe, to_safe
@@ -52,10 +58,12 @@ def run_updates(mixer, first: int, last: int, model=None) -> list[np.ndarray]:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: OdmMixer(manager(), alpha=0.7, reward_scale=0.5, min_exploration_rate=0.01),
-        lambda: OdmMixer(manager(), reward="learning_progress", progress_fast=0.5, progress_slow=0.8),
+        lambda: OdmMixer(manager(), OdmMixerConfig(alpha=0.7, reward_scale=0.5, min_exploration_rate=0.01)),
+        lambda: OdmMixer(
+            manager(), OdmMixerConfig(reward="learning_progress", progress_fast=0.5, progress_slow=0.8)
+        ),
         lambda: RandomMixer(manager(), seed=5),
-        lambda: StaticMixer(manager(), proportions=[0.4, 0.3, 0.1, 0.1, 0.1]),
+        lambda: StaticMixer(manager(), StaticMixerConfig(proportions=[0.4, 0.3, 0.1, 0.1, 0.1])),
         lambda: KeepMixer(manager([0.4, 0.3, 0.1, 0.1, 0.1])),
     ],
     ids=["odm", "odm_progress", "random", "static", "none"],
@@ -143,9 +151,7 @@ def test_doremi_restored_mid_run(reference_dir, tmp_path):
     def make(run_dir):
         return DoReMiMixer(
             manager(),
-            reference_model_path=str(reference_dir),
-            eta=2.0,
-            smoothing=0.01,
+            DoReMiMixerConfig(reference_model_path=str(reference_dir), eta=2.0, smoothing=0.01),
             model=bundle.model,
             run_dir=str(run_dir),
         )
@@ -179,11 +185,8 @@ def test_dynamic_moe_restored_mid_run():
             manager(),
             model=bundle.model,
             eval_data=data,
-            samples_per_domain=4,
-            batch_size=3,
             pad_token_id=bundle.tokenizer.pad_token_id,
-            eta=50.0,
-            smoothing=0.01,
+            config=DynamicMoeMixerConfig(samples_per_domain=4, batch_size=3, eta=50.0, smoothing=0.01),
         )
 
     running = make()
@@ -201,8 +204,6 @@ def test_dynamic_moe_restored_mid_run():
 def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_default():
     """Issue 13 item 4: the authors count the last MoE layer's routing and freeze the gates in dynamic
     runs."""
-    from dataflex.config.component.mix import DynamicMoeMixerConfig
-
     assert DynamicMoeMixerConfig().freeze_gate and DynamicMoeMixerConfig().router_layers == "last"
     bundle = build_tiny_moe_model(
         hidden_size=16,
@@ -215,7 +216,11 @@ def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_defaul
     data = small_data(bundle.tokenizer, max_samples=6, split="eval")
     pad = bundle.tokenizer.pad_token_id
     last = DynamicMoeMixer(
-        manager(), model=bundle.model, eval_data=data, samples_per_domain=4, batch_size=4, pad_token_id=pad
+        manager(),
+        model=bundle.model,
+        eval_data=data,
+        pad_token_id=pad,
+        config=DynamicMoeMixerConfig(samples_per_domain=4, batch_size=4),
     )
     assert all(
         not p.requires_grad for n, p in bundle.model.named_parameters() if n.endswith("mlp.gate.weight")
@@ -224,10 +229,8 @@ def test_dynamic_moe_loads_come_from_the_last_layer_and_routers_freeze_by_defaul
         manager(),
         model=bundle.model,
         eval_data=data,
-        samples_per_domain=4,
-        batch_size=4,
         pad_token_id=pad,
-        router_layers="all",
+        config=DynamicMoeMixerConfig(samples_per_domain=4, batch_size=4, router_layers="all"),
     )
     from dataflex.data.processor import collate
 

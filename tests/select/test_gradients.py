@@ -114,10 +114,11 @@ def test_adam_code_variant_is_the_official_less_formula():
 
 
 def test_adam_features_before_the_first_step_warn(caplog):
+    from dataflex.config.component.select import LessSelectorConfig
     from dataflex.train.selector import LessSelector
 
     tiny = shared_setup("full")
-    sel = LessSelector(tiny.train, None, None, "unused", target_domain="target")
+    sel = LessSelector(tiny.train, None, None, "unused", config=LessSelectorConfig(target_domain="target"))
     sel.bind(tiny.context())
     opt = torch.optim.AdamW([p for _, p in trainable_parameters(tiny.model)], lr=1e-3)
     with caplog.at_level(logging.WARNING, logger="dataflex"):

@@ -117,11 +117,13 @@ def test_selector_picks_the_consensus_of_its_own_features():
         None,
         None,
         "unused",
-        seed=3,
-        proj_dim=128,
-        target_domain="target,arith,reverse",
-        target_max_samples=3,
-        tie_break="mean_rank",
+        config=IconsSelectorConfig(
+            seed=3,
+            proj_dim=128,
+            target_domain="target,arith,reverse",
+            target_max_samples=3,
+            tie_break="mean_rank",
+        ),
     )
     sel.bind(s.context())
     pool = np.arange(0, 100, 4)

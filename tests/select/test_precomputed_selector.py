@@ -25,7 +25,8 @@ class Items:
 
 def _selector(tmp_path, **kw) -> PrecomputedSelector:
     np.save(tmp_path / "s.npy", SCORES)
-    return PrecomputedSelector(Items(), None, None, None, seed=0, score_path=str(tmp_path / "s.npy"), **kw)
+    config = PrecomputedSelectorConfig(seed=0, score_path=str(tmp_path / "s.npy"), **kw)
+    return PrecomputedSelector(Items(), None, None, None, config=config)
 
 
 def test_top_k_takes_the_best_candidates(tmp_path):

@@ -181,9 +181,10 @@ def test_tsds_memory_estimate_and_check(monkeypatch):
     # 50k candidates: the block is capped at ~128 MiB instead of the 20 GB matrix
     assert tsds_memory_bytes(50_000, 64, 1024, 5000) < 1 << 30
     import dataflex.train.selector.tsds_selector as tsds
+    from dataflex.config.component.select import TsdsSelectorConfig
 
     monkeypatch.setattr(tsds, "available_memory_bytes", lambda device: 10 << 20)
-    sel = TsdsSelector(None, None, None, None, target_domain="target")
+    sel = TsdsSelector(None, None, None, None, config=TsdsSelectorConfig(target_domain="target"))
 
     class Model:
         class config:  # noqa: N801

@@ -32,6 +32,8 @@ POOL_2 = np.arange(1, 100, 2)
 
 
 def _make(cls, setup, **kw):
+    if cls.Config is not None:  # a built-in: its parameters are its schema
+        kw = {"config": cls.Config(**kw)}
     sel = cls(setup.train, None, None, "unused", **kw)
     sel.bind(setup.context())
     return sel
@@ -230,7 +232,7 @@ def test_delta_loss_refuses_instead_of_silently_drawing_with_replacement():
     _select(sel, tiny, 1, POOL_1, n=12, update=1)  # baseline: a uniform draw of 12 of 50
     with pytest.raises(ValueError, match="component.replacement=true"):
         _select(sel, tiny, 2, POOL_1, n=12, update=2)  # window: at most 10 of the 50 baseline candidates
-    sel.replacement = True
+    sel.config.replacement = True
     assert len(_select(sel, tiny, 2, POOL_1, n=12, update=2)) == 12
     with pytest.raises(ValueError, match="trainer.candidate_pool_size"):
         _select(_make(DeltaLossSelector, tiny), tiny, 1, POOL_1[:5], n=12, update=1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from weight_helpers import component, schema, tiny_bundle, tiny_data, train_tiny
 
+from dataflex.config.component.weight import AdaptWeighterConfig
 from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.weighter.adapt_weighter import AdaptWeighter, adapt_weights
 from dataflex.train.weighter.base_weighter import WeightContext
@@ -94,7 +95,10 @@ def make(setup, **kwargs):
     bundle, train, evaluation = setup
     kwargs.setdefault("reuse_forward", False)  # called directly here, outside a training forward
     return AdaptWeighter(
-        train_data=train, eval_data=evaluation, pad_token_id=bundle.tokenizer.pad_token_id, **kwargs
+        AdaptWeighterConfig(**kwargs),
+        train_data=train,
+        eval_data=evaluation,
+        pad_token_id=bundle.tokenizer.pad_token_id,
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dataflex.config.component.weight import LossWeighterConfig
 from dataflex.train.weighter.loss_weighter import (
     LossWeighter,
     loss_weights,
@@ -75,7 +76,7 @@ def test_equal_losses_give_uniform_weights():
 
 def test_uniform_strategy_reproduces_mean_loss():
     x = torch.tensor([0.3, 4.0, 1.7, 2.2, 9.0], requires_grad=True)
-    loss = LossWeighter(strategy="uniform").get_weighted_loss(x)
+    loss = LossWeighter(LossWeighterConfig(strategy="uniform")).get_weighted_loss(x)
     assert float(loss.detach()) == pytest.approx(float(x.detach().mean()), rel=1e-6)
     (g,) = torch.autograd.grad(loss, x)
     np.testing.assert_allclose(g.numpy(), np.full(5, 0.2), rtol=1e-6)
@@ -84,7 +85,7 @@ def test_uniform_strategy_reproduces_mean_loss():
 def test_weights_are_stop_gradient():
     """d(sum w_i l_i)/dl_i = w_i: the weights themselves are not differentiated (as in the paper)."""
     x = LOSSES.clone().requires_grad_(True)
-    loss = LossWeighter(strategy="linupper", temperature=0.5).get_weighted_loss(x)
+    loss = LossWeighter(LossWeighterConfig(strategy="linupper", temperature=0.5)).get_weighted_loss(x)
     (g,) = torch.autograd.grad(loss, x)
     np.testing.assert_allclose(g.numpy(), softmax(F["linupper"], 0.5), rtol=1e-6)
 
@@ -110,7 +111,9 @@ def test_temperature_schedules():
 
 def test_schedule_advances_per_weighted_step_and_resumes_from_state():
     a = LossWeighter(
-        temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+        LossWeighterConfig(
+            temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+        )
     )
     seen = []
     for _ in range(3):
@@ -118,7 +121,9 @@ def test_schedule_advances_per_weighted_step_and_resumes_from_state():
         seen.append(a.metrics()["temperature"])
     assert seen == [50.0, 50.0, 0.5]
     b = LossWeighter(
-        temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+        LossWeighterConfig(
+            temperature=0.5, temperature_schedule="step", temperature_start=50.0, temperature_warmup_steps=2
+        )
     )
     b.load_state_dict(a.state_dict())
     x = LOSSES.clone().requires_grad_(True)
@@ -139,12 +144,12 @@ def test_schedule_advances_per_weighted_step_and_resumes_from_state():
 )
 def test_bad_parameters_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        LossWeighter(**kwargs)
+        LossWeighter(LossWeighterConfig(**kwargs))
 
 
 def test_unknown_strategy_lists_the_strategies():
     with pytest.raises(ValueError) as err:
-        LossWeighter(strategy="hardest")
+        LossWeighter(LossWeighterConfig(strategy="hardest"))
     for name in ("linupper", "uniform", "quadratic", "extremes"):
         assert name in str(err.value)
 

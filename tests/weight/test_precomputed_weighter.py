@@ -26,7 +26,9 @@ class Items:
 
 def _weighter(tmp_path, **kw) -> PrecomputedWeighter:
     np.save(tmp_path / "s.npy", SCORES)
-    return PrecomputedWeighter(score_path=str(tmp_path / "s.npy"), train_data=Items(), **kw)
+    return PrecomputedWeighter(
+        PrecomputedWeighterConfig(score_path=str(tmp_path / "s.npy"), **kw), train_data=Items()
+    )
 
 
 def _ctx(ids):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from weight_helpers import component, recording_trainer_class, schema, tiny_bundle, train_tiny
 
+from dataflex.config.component.weight import Rho1WeighterConfig
 from dataflex.train.weighter.rho1_weighter import Rho1Weighter, rho1_selection
 
 LOSSES = torch.tensor([2.0, 1.0, 3.0, 0.5, 4.0])
@@ -88,9 +89,9 @@ def test_missing_reference_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="component.reference_model"):
         Rho1Weighter()
     with pytest.raises(FileNotFoundError, match="component.reference_model"):
-        Rho1Weighter(reference_model=str(tmp_path / "nope"))
+        Rho1Weighter(Rho1WeighterConfig(reference_model=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="component.ratio"):
-        Rho1Weighter(reference_model=str(tmp_path), ratio=0.0)
+        Rho1Weighter(Rho1WeighterConfig(reference_model=str(tmp_path), ratio=0.0))
 
 
 def test_token_selection_applies_from_the_first_step_by_default(reference):

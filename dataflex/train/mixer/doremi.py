@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.mix import DoReMiMixerConfig
 from dataflex.core.registry import register_mixer
 from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.distributed import all_reduce_sum
@@ -46,8 +47,6 @@ from dataflex.train.signals.losses import model_losses
 from dataflex.utils.logging import logger
 
 from .base_mixer import Mixer, MixtureManager, softmax
-
-LOSS_NORMALIZATIONS = ("alpha_tokens", "domain_mean")
 
 
 def doremi_update(alpha: np.ndarray, excess: np.ndarray, eta: float, smoothing: float) -> np.ndarray:
@@ -95,42 +94,35 @@ class DoReMiMixer(Mixer):
     reweights_loss = True
     updates_every_step = True
 
+    Config = DoReMiMixerConfig
+
     def __init__(
         self,
         mixture_manager: MixtureManager,
-        reference_model_path: str,
-        eta: float = 1.0,
-        smoothing: float = 1e-3,
-        weights_file: str = "doremi_weights.json",
-        loss_normalization: str = "alpha_tokens",
+        config: DoReMiMixerConfig,
         model=None,
         accelerator=None,
         run_dir: str | None = None,
         is_main: bool = True,
     ) -> None:
         super().__init__(mixture_manager)
-        if loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(
-                f"component.loss_normalization={loss_normalization!r} is unknown; choose one of "
-                f"{LOSS_NORMALIZATIONS}."
-            )
-        self.loss_normalization = loss_normalization
+        self.loss_normalization = config.loss_normalization
         k = len(mixture_manager.names)
-        self.eta, self.smoothing = float(eta), float(smoothing)
+        self.eta, self.smoothing = float(config.eta), float(config.smoothing)
         self.alpha = np.full(k, 1.0 / k)
         self.average_alpha = np.zeros(k)
         self.num_updates = 0
         self.excess_loss = np.zeros(k)
         """lambda of the last update (kept for domains absent from a later batch)."""
-        self.weights_path = Path(run_dir) / weights_file if run_dir is not None else None
+        self.weights_path = Path(run_dir) / config.weights_file if run_dir is not None else None
         self._is_main = is_main
         device = accelerator.device if accelerator is not None else torch.device("cpu")
         vocab = _vocab_size(model)
-        self._reference = load_reference_model(reference_model_path, device, vocab)
+        self._reference = load_reference_model(config.reference_model_path, device, vocab)
         self._domain_tokens: torch.Tensor | None = None
         self._normalizer: torch.Tensor | None = None
         logger.info(
-            f"DoReMi: reference model from {reference_model_path}, eta={self.eta}, c={self.smoothing}"
+            f"DoReMi: reference model from {config.reference_model_path}, eta={self.eta}, c={self.smoothing}"
         )
 
     # ---- the update (before the proxy's backward) ---------------------------------------------------

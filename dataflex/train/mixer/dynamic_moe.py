@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dataflex.config.component.mix import DynamicMoeMixerConfig
 from dataflex.core.registry import register_mixer
 from dataflex.data.processor import collate
 from dataflex.train.distributed import all_reduce_sum
@@ -88,6 +89,8 @@ def dynamic_moe_update(weights: np.ndarray, delta: np.ndarray, eta: float, smoot
 
 @register_mixer("dynamic_moe")
 class DynamicMoeMixer(Mixer):
+    Config = DynamicMoeMixerConfig
+
     def __init__(
         self,
         mixture_manager: MixtureManager,
@@ -98,23 +101,17 @@ class DynamicMoeMixer(Mixer):
         accelerator=None,
         rank: int = 0,
         world_size: int = 1,
-        eta: float = 10.0,
-        smoothing: float = 0.05,
-        distance: str = "l2",
-        samples_per_domain: int = 64,
-        batch_size: int = 32,
-        source: str = "eval",
-        freeze_gate: bool = True,
-        router_layers: str = "last",
+        config: DynamicMoeMixerConfig | None = None,
     ) -> None:
         super().__init__(mixture_manager)
+        self.config = c = config or DynamicMoeMixerConfig()
         if model is None or not router_modules(model):
             name = type(getattr(model, "module", model)).__name__
             raise ValueError(
                 f"component=dynamic_moe needs a Mixture-of-Experts model with router modules (e.g. "
                 f"model=tiny_moe, or an HF Mixtral/Qwen-MoE); {name} has none."
             )
-        data = eval_data if source == "eval" else train_data
+        data = eval_data if c.source == "eval" else train_data
         if data is None:
             raise ValueError(
                 "component.source=eval but the data has no eval split; add eval files to the dataset "
@@ -122,22 +119,18 @@ class DynamicMoeMixer(Mixer):
             )
         missing = [n for n in mixture_manager.names if n not in data.domain_names]
         if missing:
-            raise ValueError(f"component.source={source}: domain(s) {missing} have no rows in that split.")
-        if router_layers not in ("last", "all"):
-            raise ValueError(f"component.router_layers={router_layers!r} is unknown; choose last or all.")
-        self.eta, self.smoothing, self.distance = float(eta), float(smoothing), distance
-        self.router_layers = router_layers
-        self.batch_size, self.pad_token_id = int(batch_size), int(pad_token_id)
+            raise ValueError(f"component.source={c.source}: domain(s) {missing} have no rows in that split.")
+        self.pad_token_id = int(pad_token_id)
         self._data, self._rank, self._world = data, rank, world_size
         self._device = accelerator.device if accelerator is not None else torch.device("cpu")
         # Fixed rows per domain (the first N of each), sharded over ranks, loads summed across ranks.
         self._rows = [
-            np.asarray(data.domain_rows(data.domain_names.index(n)))[:samples_per_domain]
+            np.asarray(data.domain_rows(data.domain_names.index(n)))[: c.samples_per_domain]
             for n in mixture_manager.names
         ]
         self.last_loads: np.ndarray | None = None
         self.last_delta: np.ndarray | None = None
-        if freeze_gate:
+        if c.freeze_gate:
             frozen = freeze_routers(model)
             logger.info(f"dynamic_moe: froze {len(frozen)} router parameters: {frozen}")
 
@@ -157,9 +150,9 @@ class DynamicMoeMixer(Mixer):
         top_k = int(inner.config.num_experts_per_tok)
         load = torch.zeros(_num_experts(inner), dtype=torch.float64, device=self._device)
         mine = rows[self._rank :: self._world]
-        for start in range(0, len(mine), self.batch_size):
+        for start in range(0, len(mine), self.config.batch_size):
             batch = collate(
-                [self._data[int(i)] for i in mine[start : start + self.batch_size]], self.pad_token_id
+                [self._data[int(i)] for i in mine[start : start + self.config.batch_size]], self.pad_token_id
             )
             out = inner(
                 input_ids=batch["input_ids"].to(self._device),
@@ -167,7 +160,7 @@ class DynamicMoeMixer(Mixer):
                 output_router_logits=True,
             )
             real = batch["attention_mask"].reshape(-1).to(self._device).bool()
-            layers = out.router_logits if self.router_layers == "all" else out.router_logits[-1:]
+            layers = out.router_logits if self.config.router_layers == "all" else out.router_logits[-1:]
             for logits in layers:
                 chosen = logits[real].topk(top_k, dim=-1).indices.reshape(-1)
                 load += torch.bincount(chosen, minlength=load.shape[0]).to(torch.float64)
@@ -175,8 +168,10 @@ class DynamicMoeMixer(Mixer):
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:
         self.last_loads = self.router_loads(model)
-        self.last_delta = redundancy_delta(self.last_loads, self.distance)
-        return dynamic_moe_update(self.mixture_manager.proportions, self.last_delta, self.eta, self.smoothing)
+        self.last_delta = redundancy_delta(self.last_loads, self.config.distance)
+        return dynamic_moe_update(
+            self.mixture_manager.proportions, self.last_delta, self.config.eta, self.config.smoothing
+        )
 
     def metrics(self) -> dict[str, float]:
         if self.last_delta is None:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.mix import OdmMixerConfig
 from dataflex.core.registry import register_mixer
 
 from .base_mixer import DomainStats, Mixer, MixtureManager, softmax
@@ -57,10 +58,6 @@ def exp3_policy(estimated_reward: np.ndarray, t: int, floor: float = 0.0) -> np.
     k = len(estimated_reward)
     eps_t, eps_prev = exploration_rate(k, t, floor), exploration_rate(k, t - 1, floor)
     return (1.0 - k * eps_t) * softmax(eps_prev * np.asarray(estimated_reward, dtype=np.float64)) + eps_t
-
-
-REWARDS = ("loss", "learning_progress")
-ESTIMATORS = ("smoothed", "cumulative")
 
 
 def update_loss_averages(
@@ -111,45 +108,25 @@ def smoothed_reward_update(
 
 @register_mixer("odm")
 class OdmMixer(Mixer):
-    def __init__(
-        self,
-        mixture_manager: MixtureManager,
-        alpha: float = 0.9,
-        reward_scale: float = 1.0,
-        min_exploration_rate: float = 0.0,
-        reward: str = "loss",
-        progress_fast: float = 0.9,
-        progress_slow: float = 0.99,
-        estimator: str = "smoothed",
-        observe_warmup: bool = True,
-    ) -> None:
+    Config = OdmMixerConfig
+
+    def __init__(self, mixture_manager: MixtureManager, config: OdmMixerConfig | None = None) -> None:
         super().__init__(mixture_manager)
+        self.config = c = config or OdmMixerConfig()
         k = len(mixture_manager.names)
-        if reward not in REWARDS:
-            raise ValueError(f"component.reward={reward!r} is unknown; choose one of {REWARDS}.")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"component.estimator={estimator!r} is unknown; choose one of {ESTIMATORS}.")
-        self.estimator, self.observe_warmup = estimator, bool(observe_warmup)
-        if min_exploration_rate > 1.0 / k:
+        if c.min_exploration_rate > 1.0 / k:
             raise ValueError(
-                f"component.min_exploration_rate={min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
+                f"component.min_exploration_rate={c.min_exploration_rate} exceeds 1/K = {1.0 / k:.4g} "
                 f"for K={k} domains {mixture_manager.names}; the policy would not be a distribution."
             )
-        self.alpha = float(alpha)
-        self.reward_scale = float(reward_scale)
-        self.min_exploration_rate = float(min_exploration_rate)
-        self.reward, self.progress_fast, self.progress_slow = (
-            reward,
-            float(progress_fast),
-            float(progress_slow),
-        )
+        self.observe_warmup = c.observe_warmup
         self.estimated_reward = np.zeros(k)
         self.last_reward = np.full(k, np.nan)
         self.loss_fast = np.full(k, np.nan)  # learning_progress only
         self.loss_slow = np.full(k, np.nan)
 
     def observe(self, stats: DomainStats) -> None:
-        if self.reward == "loss":
+        if self.config.reward == "loss":
             raw = np.nan_to_num(stats.loss, nan=0.0)
         else:
             self.loss_fast, self.loss_slow = update_loss_averages(
@@ -157,24 +134,24 @@ class OdmMixer(Mixer):
                 self.loss_slow,
                 np.nan_to_num(stats.loss, nan=0.0),
                 stats.present,
-                self.progress_fast,
-                self.progress_slow,
+                self.config.progress_fast,
+                self.config.progress_slow,
             )
             raw = normalised_progress(self.loss_fast, self.loss_slow, stats.present)
-        rewards = self.reward_scale * raw
+        rewards = self.config.reward_scale * raw
         pi = self.mixture_manager.proportions
-        if self.estimator == "cumulative":
+        if self.config.estimator == "cumulative":
             self.estimated_reward = cumulative_reward_update(
                 self.estimated_reward, rewards, pi, stats.present
             )
         else:
             self.estimated_reward = smoothed_reward_update(
-                self.estimated_reward, rewards, pi, stats.present, self.alpha
+                self.estimated_reward, rewards, pi, stats.present, self.config.alpha
             )
         self.last_reward = np.where(stats.present, rewards, np.nan)
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:
-        pi = exp3_policy(self.estimated_reward, int(step_id), self.min_exploration_rate)
+        pi = exp3_policy(self.estimated_reward, int(step_id), self.config.min_exploration_rate)
         return pi / pi.sum()  # already sums to 1; removes float drift
 
     def metrics(self) -> dict[str, float]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from dataflex.config.trainer import check_proportion_values
+from dataflex.config.component.mix import StaticMixerConfig
 from dataflex.core.registry import register_mixer
 
 from .base_mixer import Mixer, MixtureManager
@@ -17,16 +16,17 @@ from .base_mixer import Mixer, MixtureManager
 class StaticMixer(Mixer):
     """Returns the same proportions at every update: `proportions`, or uniform when None."""
 
-    def __init__(self, mixture_manager: MixtureManager, proportions: Sequence[float] | None = None) -> None:
+    Config = StaticMixerConfig
+
+    def __init__(self, mixture_manager: MixtureManager, config: StaticMixerConfig | None = None) -> None:
         super().__init__(mixture_manager)
-        if proportions is not None:
-            names = mixture_manager.names
-            if len(proportions) != len(names):
-                raise ValueError(
-                    f"component.proportions has {len(proportions)} values for {len(names)} domains "
-                    f"{names}; give one per domain in that order."
-                )
-            check_proportion_values(list(proportions), "component.proportions", names)
+        proportions = (config or StaticMixerConfig()).proportions
+        names = mixture_manager.names
+        if proportions is not None and len(proportions) != len(names):
+            raise ValueError(
+                f"component.proportions has {len(proportions)} values for {len(names)} domains "
+                f"{names}; give one per domain in that order."
+            )
         self.proportions = None if proportions is None else [float(p) for p in proportions]
 
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:

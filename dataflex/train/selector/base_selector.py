@@ -58,7 +58,16 @@ class SelectionContext:
 class Selector:
     """Base class of every selector (spec API). Subclasses override `select` (and optionally `warmup`)."""
 
-    def __init__(self, dataset, accelerator, data_collator, cache_dir, seed: int | None = None) -> None:
+    Config: Any = None
+    """A built-in selector's schema (dataflex/config/component/select.py): its parameters, handed over as
+    `config` (it also holds `cache_dir` and `seed`); None for the spec's plain constructor."""
+
+    def __init__(
+        self, dataset, accelerator, data_collator, cache_dir=None, seed: int | None = None, config: Any = None
+    ) -> None:
+        self.config = config if config is not None or self.Config is None else self.Config()
+        if self.config is not None:
+            cache_dir, seed = self.config.cache_dir or cache_dir, getattr(self.config, "seed", seed)
         self.dataset = dataset
         self.accelerator = accelerator
         self.data_collator = data_collator

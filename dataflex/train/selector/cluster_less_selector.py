@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.select import ClusterLessSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.base_selector import top_k
 from dataflex.train.selector.less_selector import less_scores
@@ -43,29 +44,14 @@ def kmeans(x: torch.Tensor, k: int, iters: int, rng: np.random.Generator) -> np.
 class ClusterLessSelector(GradientSelector):
     selector_name = "cluster_less"
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        num_clusters: int | None = None,
-        cluster_size: int = 64,
-        samples_per_cluster: int = 3,
-        kmeans_iters: int = 20,
-        **less: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **less)
-        self.num_clusters, self.cluster_size = num_clusters, int(cluster_size)
-        self.samples_per_cluster, self.kmeans_iters = int(samples_per_cluster), int(kmeans_iters)
-        self.assignments: np.ndarray | None = None
+    Config = ClusterLessSelectorConfig
+    assignments: np.ndarray | None = None
 
     def _cluster(self, model) -> np.ndarray:
         ids = np.arange(len(self.dataset), dtype=np.int64)
         emb = embeddings(model, self.ctx.train_data, ids, self.ctx)
-        k = self.num_clusters or math.ceil(len(ids) / self.cluster_size)
-        return kmeans(emb, k, self.kmeans_iters, self.rng(0xC1))
+        k = self.config.num_clusters or math.ceil(len(ids) / self.config.cluster_size)
+        return kmeans(emb, k, self.config.kmeans_iters, self.rng(0xC1))
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
@@ -82,7 +68,9 @@ class ClusterLessSelector(GradientSelector):
         reps, rep_cluster = [], []
         for c in clusters:
             members = cands[cand_clusters == c]
-            take = rng.choice(len(members), size=min(self.samples_per_cluster, len(members)), replace=False)
+            take = rng.choice(
+                len(members), size=min(self.config.samples_per_cluster, len(members)), replace=False
+            )
             reps.extend(members[take].tolist())
             rep_cluster.extend([int(c)] * len(take))
         val = self.target_features(model)

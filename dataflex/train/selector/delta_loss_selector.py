@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.select import DeltaLossSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.base_selector import Selector, weighted_sample
 from dataflex.train.selector.scoring import candidate_losses
@@ -66,29 +67,15 @@ def delta_loss_probs(
 
 @register_selector("delta_loss")
 class DeltaLossSelector(Selector):
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        window_size: float = 0.2,
-        steepness: float = 10.0,
-        outside_weight: float = 0.025,
-        replacement: bool = False,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
-        self.window_size, self.steepness = float(window_size), float(steepness)
-        self.outside_weight, self.replacement = float(outside_weight), replacement
-        self.baseline_ids: np.ndarray | None = None
-        self.baseline_losses: np.ndarray | None = None
+    Config = DeltaLossSelectorConfig
+    baseline_ids: np.ndarray | None = None
+    baseline_losses: np.ndarray | None = None
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         rng = self.rng(step_id)
         if self.baseline_ids is None:
             cands = self.candidate_ids(kwargs)
-            if not self.replacement and num_samples > len(cands):
+            if not self.config.replacement and num_samples > len(cands):
                 raise ValueError(
                     f"delta_loss: {num_samples} distinct samples requested from {len(cands)} candidates; "
                     "raise trainer.candidate_pool_size, lower trainer.update_step or set "
@@ -96,7 +83,7 @@ class DeltaLossSelector(Selector):
                 )
             self.baseline_ids = cands.copy()
             self.baseline_losses = candidate_losses(model, cands, self.ctx).numpy().astype(np.float64)
-            pos = rng.choice(len(cands), size=num_samples, replace=self.replacement)
+            pos = rng.choice(len(cands), size=num_samples, replace=self.config.replacement)
             self.last_scores = np.zeros(num_samples)
             self.last_info = {"phase": "baseline"}
             return [int(i) for i in cands[pos]]
@@ -110,20 +97,20 @@ class DeltaLossSelector(Selector):
             delta,
             update,
             update_times,
-            window_size=self.window_size,
-            steepness=self.steepness,
-            outside_weight=self.outside_weight,
+            window_size=self.config.window_size,
+            steepness=self.config.steepness,
+            outside_weight=self.config.outside_weight,
         )
         positive = int((probs > 0).sum())
-        if not self.replacement and num_samples > positive:
+        if not self.config.replacement and num_samples > positive:
             raise ValueError(
                 f"delta_loss: update {update} needs {num_samples} distinct samples but only {positive} of "
                 f"the {len(cands)} baseline candidates have a positive weight (component.outside_weight="
-                f"{self.outside_weight} and a window of {window[1] - window[0]}); set "
+                f"{self.config.outside_weight} and a window of {window[1] - window[0]}); set "
                 "component.replacement=true to draw with replacement, raise component.outside_weight or "
                 "component.window_size, or lower trainer.update_step."
             )
-        pos = weighted_sample(probs, num_samples, rng, self.replacement)
+        pos = weighted_sample(probs, num_samples, rng, self.config.replacement)
         self.last_scores = delta[pos]
         self.last_info = {"window_start": window[0], "window_end": window[1], "candidates": len(cands)}
         return [int(i) for i in cands[pos]]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataflex.config.component.select import TIE_BREAKS
+from dataflex.config.component.select import TIE_BREAKS, IconsSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.scoring import group_means
 from dataflex.train.selector.targeted import GradientSelector
@@ -92,19 +92,8 @@ class IconsSelector(GradientSelector):
 
     selector_name = "icons"
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        vote_fraction: float | None = None,
-        tie_break: str = "random",
-        **gradient: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, **gradient)
-        self.vote_fraction, self.tie_break = vote_fraction, tie_break
-        self._warned_one_task = False
+    Config = IconsSelectorConfig
+    _warned_one_task = False
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
@@ -127,8 +116,8 @@ class IconsSelector(GradientSelector):
         val = self.target_features(model)
         train = self.train_features(model, cands, kwargs.get("optimizer"))
         influence = task_influence(train, val, target.groups)
-        p = self.vote_fraction if self.vote_fraction is not None else num_samples / len(cands)
-        pos, votes = consensus_select(influence, num_samples, p, self.rng(step_id), self.tie_break)
+        p = self.config.vote_fraction if self.config.vote_fraction is not None else num_samples / len(cands)
+        pos, votes = consensus_select(influence, num_samples, p, self.rng(step_id), self.config.tie_break)
         self.last_scores = votes[pos].astype(np.float64)
         self.last_info = {
             "vote_fraction": float(p),

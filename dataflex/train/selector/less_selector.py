@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.select import LessSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.base_selector import top_k
 from dataflex.train.selector.scoring import group_mean_max
@@ -43,6 +44,7 @@ def less_scores(
 @register_selector("less")
 class LessSelector(GradientSelector):
     selector_name = "less"
+    Config = LessSelectorConfig
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)

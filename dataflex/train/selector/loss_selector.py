@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.select import LossSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.base_selector import Selector, weighted_sample
 from dataflex.train.selector.scoring import candidate_losses
@@ -37,36 +38,19 @@ def loss_bucket_probs(
 
 @register_selector("loss")
 class LossSelector(Selector):
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        focus: str = "medium",
-        focus_weight: float = 5.0,
-        quantiles: Sequence[float] = (0.33, 0.66),
-        temperature: float = 1.0,
-        replacement: bool = False,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
-        if focus not in ("low", "medium", "high"):
-            raise ValueError(f"component.focus must be low, medium or high, got {focus!r}.")
-        self.focus, self.focus_weight = focus, float(focus_weight)
-        self.quantiles, self.temperature, self.replacement = tuple(quantiles), float(temperature), replacement
+    Config = LossSelectorConfig
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
         cands = self.candidate_ids(kwargs)
         losses = candidate_losses(model, cands, self.ctx).numpy()
         probs = loss_bucket_probs(
             losses,
-            focus=self.focus,
-            focus_weight=self.focus_weight,
-            quantiles=self.quantiles,
-            temperature=self.temperature,
+            focus=self.config.focus,
+            focus_weight=self.config.focus_weight,
+            quantiles=self.config.quantiles,
+            temperature=self.config.temperature,
         )
-        pos = weighted_sample(probs, num_samples, self.rng(step_id), self.replacement)
+        pos = weighted_sample(probs, num_samples, self.rng(step_id), self.config.replacement)
         self.last_scores = losses[pos]
         self.last_info = {"loss_mean_candidates": float(np.nanmean(losses))}
         return [int(i) for i in cands[pos]]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.select import NearSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.targeted import EmbeddingSelector, load_npy
 
@@ -35,22 +36,11 @@ def round_robin_neighbours(ranked: np.ndarray, k: int) -> np.ndarray:
 class NearSelector(EmbeddingSelector):
     selector_name = "near"
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        indices_path: str | None = None,
-        **kw: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **kw)
-        self.indices_path = indices_path
+    Config = NearSelectorConfig
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
-        if self.indices_path:
-            ranked = load_npy(self.indices_path, "indices_path")
+        if self.config.indices_path:
+            ranked = load_npy(self.config.indices_path, "indices_path")
             if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
                 raise ValueError(
                     f"component.indices_path must hold a 2-D integer array (targets x K), got "

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.select import NiceSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.data.processor import IGNORE_INDEX, Features, collate
 from dataflex.train.selector.base_selector import top_k
@@ -77,36 +78,8 @@ def seeded(seed: int, device):
 class NiceSelector(GradientSelector):
     selector_name = "nice"
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        reward: str = "model",
-        reward_model: str | None = None,
-        mc_samples: int = 20,
-        max_new_tokens: int = 100,
-        temperature: float = 1.2,
-        top_k: int = 50,
-        top_p: float = 0.95,
-        include_eos: bool = False,
-        **less: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **less)
-        if reward not in ("model", "f1"):
-            raise ValueError(f"component.reward must be model or f1, got {reward!r}.")
-        if reward == "model" and not reward_model:
-            raise ValueError(
-                "component=nice with component.reward=model needs component.reward_model=<local dir> "
-                "(or `tiny` for tests), or component.reward=f1."
-            )
-        self.reward, self.reward_model_spec = reward, reward_model
-        self.mc_samples, self.max_new_tokens = int(mc_samples), int(max_new_tokens)
-        self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
-        self.include_eos = bool(include_eos)
-        self._reward_model: RewardModel | None = None
+    Config = NiceSelectorConfig
+    _reward_model: RewardModel | None = None
 
     # ---- responses and rewards --------------------------------------------------------------------------
     def _special(self) -> set[int]:
@@ -126,29 +99,29 @@ class NiceSelector(GradientSelector):
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 do_sample=True,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                top_p=self.top_p,
-                max_new_tokens=self.max_new_tokens,
-                num_return_sequences=self.mc_samples,
+                temperature=self.config.temperature,
+                top_k=self.config.top_k,
+                top_p=self.config.top_p,
+                max_new_tokens=self.config.max_new_tokens,
+                num_return_sequences=self.config.mc_samples,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=eos,
             )
         return [
-            trim_response(row, eos, tok.pad_token_id, self.include_eos)
+            trim_response(row, eos, tok.pad_token_id, self.config.include_eos)
             for row in out[:, len(prompt) :].tolist()
         ]
 
     def rewards(self, prompt: list[int], responses: list[list[int]], reference: list[int]) -> np.ndarray:
         special = self._special()
-        if self.reward == "f1":
+        if self.config.reward == "f1":
             ref = [t for t in reference if t not in special]
             return np.asarray(
                 [token_f1([t for t in r if t not in special], ref) if ref else 0.0 for r in responses]
             )
         if self._reward_model is None:
-            assert self.reward_model_spec is not None  # (reward=model needs it: checked in __init__)
-            self._reward_model = load_reward_model(self.reward_model_spec, self.ctx.device)
+            assert self.config.reward_model is not None  # (reward=model needs it: checked by the schema)
+            self._reward_model = load_reward_model(self.config.reward_model, self.ctx.device)
         tok = self.ctx.tokenizer
         prompt_text = tok.decode(prompt, skip_special_tokens=True)
         return self._reward_model(
@@ -183,7 +156,7 @@ class NiceSelector(GradientSelector):
                     device=self.ctx.device,
                 )
                 feats.index_add_(0, torch.as_tensor(owner[start : start + bs]), f.cpu())
-        return torch.nn.functional.normalize(feats / self.mc_samples, dim=-1)
+        return torch.nn.functional.normalize(feats / self.config.mc_samples, dim=-1)
 
     def target_features(self, model, step_id: int = 0) -> torch.Tensor:
         t = self.target

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.select import PrecomputedSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.data.scores import precomputed_scores
 from dataflex.train.selector.base_selector import Selector, top_k
@@ -33,32 +34,15 @@ def threshold_eligible(scores: np.ndarray, threshold: float, higher_is_better: b
 class PrecomputedSelector(Selector):
     """Top-k or thresholded uniform draw by precomputed per-item scores (see the module docstring)."""
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        score_field: str | None = None,
-        score_path: str | None = None,
-        mode: str = "top_k",
-        threshold: float | None = None,
-        higher_is_better: bool = True,
-        replacement: bool = False,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
-        self.score_field, self.score_path = score_field, score_path
-        self.mode, self.threshold = mode, threshold
-        self.higher_is_better, self.replacement = higher_is_better, replacement
-        self._scores: np.ndarray | None = None
+    Config = PrecomputedSelectorConfig
+    _scores: np.ndarray | None = None
 
     @property
     def scores(self) -> np.ndarray:
         """Every training item's score (loaded once)."""
         if self._scores is None:
             self._scores = precomputed_scores(
-                self.dataset, field=self.score_field, path=self.score_path, prefix="component"
+                self.dataset, field=self.config.score_field, path=self.config.score_path, prefix="component"
             )
         return self._scores
 
@@ -66,26 +50,27 @@ class PrecomputedSelector(Selector):
         cands = self.candidate_ids(kwargs)
         scores = self.scores[cands]
         rng = self.rng(step_id)
-        if self.mode == "top_k":
+        if self.config.mode == "top_k":
             if num_samples > len(cands):
                 raise ValueError(
                     f"precomputed: top {num_samples} of {len(cands)} candidates requested; enlarge "
                     "trainer.candidate_pool_size or lower trainer.update_step."
                 )
-            pos = top_k(scores if self.higher_is_better else -scores, num_samples, rng)
+            pos = top_k(scores if self.config.higher_is_better else -scores, num_samples, rng)
             eligible = len(cands)
         else:
-            assert self.threshold is not None  # (the schema requires it for mode=threshold)
-            ok = threshold_eligible(scores, self.threshold, self.higher_is_better)
+            assert self.config.threshold is not None  # (the schema requires it for mode=threshold)
+            ok = threshold_eligible(scores, self.config.threshold, self.config.higher_is_better)
             eligible = len(ok)
-            if eligible == 0 or (not self.replacement and eligible < num_samples):
-                side = ">=" if self.higher_is_better else "<="
+            if eligible == 0 or (not self.config.replacement and eligible < num_samples):
+                side = ">=" if self.config.higher_is_better else "<="
                 raise ValueError(
                     f"precomputed: {eligible} of {len(cands)} candidates have a score {side} "
-                    f"component.threshold={self.threshold} but the update needs {num_samples}; loosen the "
-                    "threshold, enlarge trainer.candidate_pool_size, or set component.replacement=true."
+                    f"component.threshold={self.config.threshold} but the update needs {num_samples}; "
+                    "loosen the threshold, enlarge trainer.candidate_pool_size, or set "
+                    "component.replacement=true."
                 )
-            pos = ok[rng.choice(eligible, size=num_samples, replace=self.replacement)]
+            pos = ok[rng.choice(eligible, size=num_samples, replace=self.config.replacement)]
         self.last_scores = scores[pos]
         self.last_info = {"eligible": int(eligible), "candidate_score_mean": float(scores.mean())}
         return [int(i) for i in cands[pos]]

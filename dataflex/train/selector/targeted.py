@@ -5,7 +5,6 @@ embeddings (`EmbeddingSelector`: near, tsds)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,23 +26,7 @@ class TargetedSelector(Selector):
     on first use, so that a config error surfaces with the key that is missing)."""
 
     selector_name = "targeted"
-
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        target_domain: str | None = None,
-        target_dataset: str | None = None,
-        target_split: str = "eval",
-        target_max_samples: int | None = 64,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed)
-        self.target_domain, self.target_dataset = target_domain, target_dataset
-        self.target_split, self.target_max_samples = target_split, target_max_samples
-        self._target: TargetSet | None = None
+    _target: TargetSet | None = None
 
     @property
     def target(self) -> TargetSet:
@@ -51,10 +34,10 @@ class TargetedSelector(Selector):
             self._target = resolve_target(
                 self.ctx,
                 selector=self.selector_name,
-                target_domain=self.target_domain,
-                target_dataset=self.target_dataset,
-                target_split=self.target_split,
-                target_max_samples=self.target_max_samples,
+                target_domain=self.config.target_domain,
+                target_dataset=self.config.target_dataset,
+                target_split=self.config.target_split,
+                target_max_samples=self.config.target_max_samples,
             )
         return self._target
 
@@ -63,45 +46,22 @@ class GradientSelector(TargetedSelector):
     """LESS-style features: Adam-preconditioned (or plain) training gradients, plain target gradients, one
     seeded projection for both, L2-normalised."""
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        proj_dim: int = 2048,
-        proj_type: str = "sparse",
-        gradient_type: str = "adam",
-        bias_correction: bool = True,
-        adam_variant: str = "paper",
-        **target: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
-        if gradient_type not in ("adam", "sgd"):
-            raise ValueError(f"component.gradient_type must be adam or sgd, got {gradient_type!r}.")
-        self.proj_dim, self.proj_type = int(proj_dim), proj_type
-        self.gradient_type, self.bias_correction, self.adam_variant = (
-            gradient_type,
-            bias_correction,
-            adam_variant,
-        )
-        self._warned_no_moments = False
+    _warned_no_moments = False
 
     @property
     def spec(self) -> GradientFeatureSpec:
         return GradientFeatureSpec(
-            proj_dim=self.proj_dim,
-            proj_type=self.proj_type,
+            proj_dim=self.config.proj_dim,
+            proj_type=self.config.proj_type,
             seed=int(self.seed if self.seed is not None else self.ctx.seed),
-            gradient_type=self.gradient_type,
-            bias_correction=self.bias_correction,
-            adam_variant=self.adam_variant,
+            gradient_type=self.config.gradient_type,
+            bias_correction=self.config.bias_correction,
+            adam_variant=self.config.adam_variant,
         )
 
     def train_features(self, model, ids: np.ndarray, optimizer) -> torch.Tensor:
         if (
-            self.gradient_type == "adam"
+            self.config.gradient_type == "adam"
             and optimizer is not None
             and not optimizer_has_moments(optimizer)
             and not self._warned_no_moments
@@ -119,7 +79,7 @@ class GradientSelector(TargetedSelector):
             self.ctx,
             self.spec,
             optimizer=optimizer,
-            precondition=self.gradient_type == "adam",
+            precondition=self.config.gradient_type == "adam",
         )
 
     def target_features(self, model) -> torch.Tensor:
@@ -131,27 +91,15 @@ class EmbeddingSelector(TargetedSelector):
     """Mean-pooled embeddings from the training model, or from a local encoder (`encoder_path`, loaded
     once)."""
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        encoder_path: str | None = None,
-        **target: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **target)
-        self.encoder_path = encoder_path
-        self._encoder: EncoderCache | None = None
+    _encoder: EncoderCache | None = None
 
     def embed(self, model, data, ids: np.ndarray):
-        if self.encoder_path and self._encoder is None:
-            if not Path(self.encoder_path).is_dir():
+        if self.config.encoder_path and self._encoder is None:
+            if not Path(self.config.encoder_path).is_dir():
                 raise FileNotFoundError(
-                    f"component.encoder_path={self.encoder_path!r} is not a local model folder."
+                    f"component.encoder_path={self.config.encoder_path!r} is not a local model folder."
                 )
-            self._encoder = EncoderCache(self.encoder_path, self.ctx.device)
+            self._encoder = EncoderCache(self.config.encoder_path, self.ctx.device)
         return embeddings(model, data, ids, self.ctx, encoder=self._encoder)
 
 

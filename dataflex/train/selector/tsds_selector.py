@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dataflex.config.component.select import TsdsSelectorConfig
 from dataflex.core.registry import register_selector
 from dataflex.train.selector.base_selector import weighted_sample
 from dataflex.train.selector.targeted import EmbeddingSelector, load_npy
@@ -244,36 +245,17 @@ def tsds_probabilities(
 class TsdsSelector(EmbeddingSelector):
     selector_name = "tsds"
 
-    def __init__(
-        self,
-        dataset,
-        accelerator,
-        data_collator,
-        cache_dir,
-        seed: int | None = None,
-        probs_path: str | None = None,
-        max_K: int = 5000,
-        kde_K: int = 1000,
-        sigma: float | None = None,
-        alpha: float = 0.5,
-        C: float = 5.0,
-        replacement: bool = True,
-        cap_neighbours: bool = True,
-        **kw: Any,
-    ) -> None:
-        super().__init__(dataset, accelerator, data_collator, cache_dir, seed=seed, **kw)
-        self.probs_path, self.max_K, self.kde_K = probs_path, int(max_K), int(kde_K)
-        self.sigma = None if sigma is None else float(sigma)
-        self.alpha, self.C, self.replacement = float(alpha), float(C), replacement
-        self.cap_neighbours = bool(cap_neighbours)
+    Config = TsdsSelectorConfig
 
     def check_memory(self, model, num_candidates: int, device) -> None:
         """Fails before training, naming the knobs, when one scoring pass cannot fit in free memory."""
-        if self.probs_path:
+        if self.config.probs_path:
             return
         dim = int(getattr(getattr(model, "config", None), "hidden_size", 0) or 1024)
-        targets = self.target_max_samples or 1000
-        K, _ = capped_neighbours(num_candidates, self.max_K, self.kde_K, self.cap_neighbours)
+        targets = self.config.target_max_samples or 1000
+        K, _ = capped_neighbours(
+            num_candidates, self.config.max_K, self.config.kde_K, self.config.cap_neighbours
+        )
         need = tsds_memory_bytes(num_candidates, targets, dim, K)
         available = available_memory_bytes(device)
         if need > SAFETY * available:
@@ -286,8 +268,8 @@ class TsdsSelector(EmbeddingSelector):
             )
 
     def select(self, model, step_id: int, num_samples: int, **kwargs: Any) -> list[int]:
-        if self.probs_path:
-            probs = load_npy(self.probs_path, "probs_path").astype(np.float64).reshape(-1)
+        if self.config.probs_path:
+            probs = load_npy(self.config.probs_path, "probs_path").astype(np.float64).reshape(-1)
             if len(probs) != len(self.dataset) or (probs < 0).any() or probs.sum() <= 0:
                 raise ValueError(
                     f"component.probs_path must hold {len(self.dataset)} non-negative probabilities."
@@ -298,18 +280,31 @@ class TsdsSelector(EmbeddingSelector):
             cands = self.candidate_ids(kwargs)
             t = self.target
             queries, keys = self.embed(model, t.data, t.ids), self.embed(model, self.ctx.train_data, cands)
-            K, kde_K = capped_neighbours(len(cands), self.max_K, self.kde_K, self.cap_neighbours)
-            sigma = scaled_sigma(keys, seed=int(self.seed or 0)) if self.sigma is None else self.sigma
+            K, kde_K = capped_neighbours(
+                len(cands), self.config.max_K, self.config.kde_K, self.config.cap_neighbours
+            )
+            sigma = (
+                scaled_sigma(keys, seed=int(self.seed or 0))
+                if self.config.sigma is None
+                else self.config.sigma
+            )
             density = kernel_density(keys, kde_K, sigma)
             warning = near_uniform_warning(density, kde_K, sigma, keys)
             if warning:
                 logger.warning(warning)
             inside = float(density.inside.mean())
             probs = tsds_probabilities(
-                queries, keys, max_K=K, kde_K=kde_K, sigma=sigma, alpha=self.alpha, C=self.C, density=density
+                queries,
+                keys,
+                max_K=K,
+                kde_K=kde_K,
+                sigma=sigma,
+                alpha=self.config.alpha,
+                C=self.config.C,
+                density=density,
             )
             info = {"sigma": sigma, "K": K, "kde_K": kde_K, "near_duplicates_mean": inside - 1}
-        pos = weighted_sample(probs, num_samples, self.rng(step_id), self.replacement)
+        pos = weighted_sample(probs, num_samples, self.rng(step_id), self.config.replacement)
         self.last_scores = probs[pos]
         self.last_info = {"support": int((probs > 0).sum()), **info}
         return [int(i) for i in cands[pos]]

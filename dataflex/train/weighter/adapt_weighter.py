@@ -42,7 +42,7 @@ import torch
 from dataflex.config.component.weight import AdaptWeighterConfig
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
-from dataflex.train.signals.embeddings import POOLINGS, pool_hidden, sample_embeddings
+from dataflex.train.signals.embeddings import pool_hidden, sample_embeddings
 from dataflex.train.signals.losses import unwrap
 from dataflex.train.weighter.base_weighter import Weighter
 
@@ -76,44 +76,17 @@ def adapt_weights(
 
 @register_weighter("adapt")
 class AdaptWeighter(Weighter):
-    def __init__(
-        self,
-        tau: float = 0.05,
-        anchor_domains: list[str] | None = None,
-        max_anchors: int | None = 256,
-        refresh_interval: int = 50,
-        aggregate: str = "mean",
-        clip_min: float | None = None,
-        clip_max: float | None = None,
-        embed_batch_size: int = 64,
-        center: bool = True,
-        reuse_forward: bool = True,
-        normalize: bool = True,
-        pooling: str = "mean",
-        **kwargs: Any,
-    ) -> None:
+    Config = AdaptWeighterConfig
+
+    def __init__(self, config: AdaptWeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if pooling not in POOLINGS:
-            raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
-        self.normalize, self.pooling = bool(normalize), pooling
-        AdaptWeighterConfig(  # the value checks, in one place
-            tau=tau,
-            refresh_interval=refresh_interval,
-            max_anchors=max_anchors,
-            aggregate=aggregate,
-            clip_min=clip_min,
-            clip_max=clip_max,
-            embed_batch_size=embed_batch_size,
-        )
-        self.tau, self.aggregate = float(tau), aggregate
-        self.clip_min, self.clip_max, self.center = clip_min, clip_max, bool(center)
-        self.refresh_interval, self.embed_batch_size = int(refresh_interval), int(embed_batch_size)
-        self.anchor_rows = self._anchor_rows(list(anchor_domains) if anchor_domains else None, max_anchors)
+        self.config = c = config or AdaptWeighterConfig()
+        domains = list(c.anchor_domains) if c.anchor_domains else None
+        self.anchor_rows = self._anchor_rows(domains, c.max_anchors)
         self.anchors: torch.Tensor | None = None
         self.refreshed_at: int | None = None
         self.refreshes = 0
         self.last_similarity: torch.Tensor | None = None
-        self.reuse_forward = bool(reuse_forward)
         self._armed = False
         self._hidden: list[torch.Tensor] = []
 
@@ -149,10 +122,10 @@ class AdaptWeighter(Weighter):
                 model,
                 self.eval_data,
                 self.anchor_rows,
-                batch_size=self.embed_batch_size,
+                batch_size=self.config.embed_batch_size,
                 pad_token_id=self.pad_id,
                 device=self.device,
-                pooling=self.pooling,
+                pooling=self.config.pooling,
             )
         self.anchors = broadcast_object(anchors)
         self.refreshed_at = step
@@ -162,7 +135,7 @@ class AdaptWeighter(Weighter):
         return (
             self.anchors is None
             or self.refreshed_at is None
-            or step - self.refreshed_at >= self.refresh_interval
+            or step - self.refreshed_at >= self.config.refresh_interval
         )
 
     # ---- reusing the training forward -----------------------------------------------------------------
@@ -171,7 +144,7 @@ class AdaptWeighter(Weighter):
         takes them through the chunked head, which runs the head module on the last position only)."""
         inner = unwrap(model)
         decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
-        if self.reuse_forward:
+        if self.config.reuse_forward:
             if decoder is None:
                 raise ValueError(
                     "component.reuse_forward=true needs a model with get_decoder(); set "
@@ -180,7 +153,7 @@ class AdaptWeighter(Weighter):
             decoder.register_forward_hook(self._capture)
 
     def begin_step(self, step: int, weighted: bool) -> None:
-        self._armed = weighted and self.reuse_forward
+        self._armed = weighted and self.config.reuse_forward
         self._hidden = []
 
     def _capture(self, module, args, output) -> None:
@@ -202,7 +175,9 @@ class AdaptWeighter(Weighter):
                     "adapt: captured hidden states do not match the micro-batch; set "
                     "component.reuse_forward=false for this model."
                 )
-            out.append(torch.nn.functional.normalize(pool_hidden(hidden.float(), mask, self.pooling), dim=-1))
+            out.append(
+                torch.nn.functional.normalize(pool_hidden(hidden.float(), mask, self.config.pooling), dim=-1)
+            )
         self._hidden = []
         return torch.cat(out)
 
@@ -211,29 +186,29 @@ class AdaptWeighter(Weighter):
     ) -> torch.Tensor:
         if self.due(ctx.global_step):
             self._refresh(model, ctx.global_step)
-        if self.reuse_forward:
+        if self.config.reuse_forward:
             local = self._pooled_from_forward(inputs["micro_batches"])
         else:
             local = sample_embeddings(
                 model,
                 self.train_data,
                 ctx.sample_ids[ctx.local_slice].tolist(),
-                batch_size=self.embed_batch_size,
+                batch_size=self.config.embed_batch_size,
                 pad_token_id=self.pad_id,
                 device=self.device,
-                pooling=self.pooling,
+                pooling=self.config.pooling,
             )
         embeddings = all_gather_cat(local.to(self.device)).cpu()
         assert self.anchors is not None  # (refreshed above when missing)
         weights, sims = adapt_weights(
             embeddings,
             self.anchors,
-            self.tau,
-            self.aggregate,
-            self.clip_min,
-            self.clip_max,
-            self.center,
-            self.normalize,
+            self.config.tau,
+            self.config.aggregate,
+            self.config.clip_min,
+            self.config.clip_max,
+            self.config.center,
+            self.config.normalize,
         )
         self.last_similarity = sims
         return (weights.to(losses.dtype) * losses).sum()

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataflex.config.component.weight import JointUpdateAwareWeighterConfig
 from dataflex.core.registry import register_weighter
 from dataflex.train.distributed import all_gather_cat, broadcast_object
-from dataflex.train.signals.embeddings import POOLINGS, sample_embeddings
+from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.weighter.base_weighter import Weighter
 
 MODES = ("full", "align_only", "diverse_only", "uniform")
@@ -110,36 +111,19 @@ class JointUpdateAwareWeighter(Weighter):
     `max_targets` eval rows (PR #58 one batch of `target_batch_size`, 1 by default, which its follow-up #59
     calls a bug); without eval data the batch's own mean embedding is the target, as there."""
 
-    def __init__(
-        self,
-        beta: float = 0.1,
-        tau: float = 0.05,
-        iters: int = 5,
-        damping: float = 1.0,
-        mode: str = "full",
-        normalize: bool = True,
-        pooling: str = "mean",
-        target_refresh: int = 50,
-        max_targets: int | None = 256,
-        embed_batch_size: int = 64,
-        **kwargs: Any,
-    ) -> None:
+    Config = JointUpdateAwareWeighterConfig
+
+    def __init__(self, config: JointUpdateAwareWeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = JointUpdateAwareSettings(beta, tau, iters, damping, mode, normalize)
-        if pooling not in POOLINGS:
-            raise ValueError(f"component.pooling={pooling!r} is unknown; choose one of {POOLINGS}.")
-        if target_refresh < 1 or embed_batch_size < 1:
-            raise ValueError("component.target_refresh and component.embed_batch_size must be >= 1.")
-        self.pooling, self.target_refresh, self.embed_batch_size = (
-            pooling,
-            int(target_refresh),
-            int(embed_batch_size),
-        )
+        self.config = c = config or JointUpdateAwareWeighterConfig()
+        self.settings = JointUpdateAwareSettings(c.beta, c.tau, c.iters, c.damping, c.mode, c.normalize)
         self.target_rows: np.ndarray | None = None
         if self.eval_data is not None and len(self.eval_data):
             rows = np.arange(len(self.eval_data))
-            if max_targets is not None and len(rows) > max_targets:
-                rows = np.sort(np.random.default_rng(self.seed).choice(rows, size=max_targets, replace=False))
+            if c.max_targets is not None and len(rows) > c.max_targets:
+                rows = np.sort(
+                    np.random.default_rng(self.seed).choice(rows, size=c.max_targets, replace=False)
+                )
             self.target_rows = rows
         self.target: torch.Tensor | None = None
         self.refreshed_at: int | None = None
@@ -153,11 +137,11 @@ class JointUpdateAwareWeighter(Weighter):
                 model,
                 self.eval_data,
                 self.target_rows.tolist(),
-                batch_size=self.embed_batch_size,
+                batch_size=self.config.embed_batch_size,
                 pad_token_id=self.pad_token_id,  # type: ignore[arg-type]
                 device=self.device,
                 normalize=False,
-                pooling=self.pooling,
+                pooling=self.config.pooling,
             ).mean(dim=0)
         self.target = broadcast_object(target)
         self.refreshed_at = step
@@ -165,17 +149,17 @@ class JointUpdateAwareWeighter(Weighter):
     def get_weighted_loss(
         self, losses: torch.Tensor, *, ctx: Any = None, model: Any = None, inputs: Any = None
     ) -> torch.Tensor:
-        if self.refreshed_at is None or ctx.global_step - self.refreshed_at >= self.target_refresh:
+        if self.refreshed_at is None or ctx.global_step - self.refreshed_at >= self.config.target_refresh:
             self._refresh(model, ctx.global_step)
         local = sample_embeddings(
             model,
             self.train_data,
             ctx.sample_ids[ctx.local_slice].tolist(),
-            batch_size=self.embed_batch_size,
+            batch_size=self.config.embed_batch_size,
             pad_token_id=self.pad_token_id,  # type: ignore[arg-type]
             device=self.device,
             normalize=False,
-            pooling=self.pooling,
+            pooling=self.config.pooling,
         )
         embeddings = all_gather_cat(local.to(self.device)).cpu()
         target = self.target if self.target is not None else embeddings.mean(dim=0)

@@ -76,49 +76,26 @@ def scheduled_temperature(
 
 @register_weighter("loss")
 class LossWeighter(Weighter):
-    def __init__(
-        self,
-        strategy: str = "linupper",
-        delta: float = 1.0,
-        temperature: float = 1.0,
-        temperature_schedule: str = "constant",
-        temperature_start: float = 100.0,
-        temperature_warmup_steps: int = 0,
-        **kwargs: Any,
-    ) -> None:
+    Config = LossWeighterConfig
+
+    def __init__(self, config: LossWeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        LossWeighterConfig(  # the value checks, in one place
-            strategy=strategy,
-            delta=delta,
-            temperature=temperature,
-            temperature_schedule=temperature_schedule,
-            temperature_start=temperature_start,
-            temperature_warmup_steps=temperature_warmup_steps,
-        )
-        self.strategy, self.delta = strategy, float(delta)
-        self.temperature, self.temperature_schedule = float(temperature), temperature_schedule
-        self.temperature_start, self.temperature_warmup_steps = (
-            float(temperature_start),
-            int(temperature_warmup_steps),
-        )
+        self.config = config or LossWeighterConfig()
         self.updates = 0
         """Weighted steps done (drives the temperature schedule; part of the state)."""
         self.current_temperature = self.temperature_at(0)
 
     def temperature_at(self, updates: int) -> float:
+        c = self.config
         return scheduled_temperature(
-            updates,
-            self.temperature,
-            self.temperature_schedule,
-            self.temperature_start,
-            self.temperature_warmup_steps,
+            updates, c.temperature, c.temperature_schedule, c.temperature_start, c.temperature_warmup_steps
         )
 
     def get_weighted_loss(
         self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None
     ) -> torch.Tensor:
         self.current_temperature = self.temperature_at(self.updates)
-        weights = loss_weights(losses, self.strategy, self.delta, self.current_temperature)
+        weights = loss_weights(losses, self.config.strategy, self.config.delta, self.current_temperature)
         self.updates += 1
         return (weights * losses).sum()
 

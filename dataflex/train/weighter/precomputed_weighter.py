@@ -52,34 +52,21 @@ def score_weights(
 class PrecomputedWeighter(Weighter):
     """Loss weights from precomputed per-item scores (see the module docstring)."""
 
-    def __init__(
-        self,
-        score_field: str | None = None,
-        score_path: str | None = None,
-        mapping: str = "softmax",
-        temperature: float = 1.0,
-        higher_is_better: bool = True,
-        **kwargs: Any,
-    ) -> None:
+    Config = PrecomputedWeighterConfig
+
+    def __init__(self, config: PrecomputedWeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        PrecomputedWeighterConfig(  # the value checks, in one place
-            score_field=score_field,
-            score_path=score_path,
-            mapping=mapping,
-            temperature=temperature,
-            higher_is_better=higher_is_better,
-        )
-        self.mapping, self.temperature, self.higher_is_better = mapping, float(temperature), higher_is_better
+        self.config = c = config or PrecomputedWeighterConfig()
         if self.train_data is None:
             raise ValueError("component=precomputed needs the training data (the dynamic trainer passes it).")
         raw = precomputed_scores(
             self.train_data,
-            field=score_field,
-            path=score_path,
+            field=c.score_field,
+            path=c.score_path,
             prefix="component",
-            nonnegative=mapping == "proportional",
+            nonnegative=c.mapping == "proportional",
         )
-        self.item_scores = torch.as_tensor(standardized(raw) if mapping == "softmax" else raw)
+        self.item_scores = torch.as_tensor(standardized(raw) if c.mapping == "softmax" else raw)
         """Per training item: the standardised score (softmax) or the raw one (proportional)."""
         self._last: dict[str, float] = {}
 
@@ -87,7 +74,9 @@ class PrecomputedWeighter(Weighter):
         self, losses: torch.Tensor, *, ctx: Any = None, model=None, inputs=None
     ) -> torch.Tensor:
         ids = ctx.sample_ids.detach().cpu().long()
-        weights = score_weights(self.item_scores[ids], self.mapping, self.temperature, self.higher_is_better)
+        weights = score_weights(
+            self.item_scores[ids], self.config.mapping, self.config.temperature, self.config.higher_is_better
+        )
         weights = weights.to(device=losses.device, dtype=losses.dtype)
         n = len(weights)
         self._last = {"max_nw": float(weights.max()) * n, "min_nw": float(weights.min()) * n}

@@ -56,24 +56,16 @@ def load_reference(path: str, dtype: str, device: torch.device):
 @register_weighter("rho1")
 class Rho1Weighter(Weighter):
     level = "token"
+    Config = Rho1WeighterConfig
 
-    def __init__(
-        self,
-        reference_model: str | None = None,
-        ratio: float = 0.6,
-        reference_dtype: str = "float32",
-        warmup_step: int | None = 0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, config: Rho1WeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.warmup_step = warmup_step  # read by the trainer from the config (see DynamicWeightTrainer)
-        Rho1WeighterConfig(reference_model=reference_model, ratio=ratio)  # the value checks
-        self.ratio = float(ratio)
-        self.reference = load_reference(str(reference_model), reference_dtype, self.device)
+        self.config = c = config or Rho1WeighterConfig()
+        self.reference = load_reference(str(c.reference_model), c.reference_dtype, self.device)
         vocab = self.reference.get_output_embeddings().weight.shape[0]
         if self.tokenizer is not None and vocab < len(self.tokenizer):
             raise ValueError(
-                f"component.reference_model={reference_model} has a {vocab}-token vocabulary but the "
+                f"component.reference_model={c.reference_model} has a {vocab}-token vocabulary but the "
                 f"training tokenizer has {len(self.tokenizer)}; the reference must share the tokenizer."
             )
         self.last_excess_mean = float("nan")
@@ -100,7 +92,7 @@ class Rho1Weighter(Weighter):
                 f"rho1: the reference model scored {reference.numel()} tokens but the batch has "
                 f"{losses.numel()}; does component.reference_model use the training tokenizer?"
             )
-        mask = rho1_selection(losses, reference, self.ratio)
+        mask = rho1_selection(losses, reference, self.config.ratio)
         self.last_excess_mean = float((losses.detach() - reference)[mask.bool()].mean())
         return (mask * losses).sum() / mask.sum()
 
