@@ -43,7 +43,7 @@ from dataflex.config.component.mix import DoReMiMixerConfig
 from dataflex.core.registry import register_mixer
 from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.distributed import all_reduce_sum
-from dataflex.train.signals.losses import model_losses
+from dataflex.train.signals.losses import model_losses, weighted_loss
 from dataflex.utils.logging import logger
 
 from .base_mixer import Mixer, MixtureManager, softmax
@@ -167,7 +167,8 @@ class DoReMiMixer(Mixer):
 
     def weighted_loss(self, losses, batch, ctx) -> torch.Tensor:
         """This micro-batch's share of the proxy loss over the global batch (see the module docstring):
-        alpha_tokens: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)]; domain_mean: sum_i alpha_i * mean_i."""
+        alpha_tokens: sum_j alpha[d(j)] l(j) / sum_j alpha[d(j)]; domain_mean: sum_i alpha_i * mean_i. Each
+        sample's weight times its token-loss sum, through dynamic_weight's `weighted_loss`."""
         if self._domain_tokens is None or self._normalizer is None:
             raise RuntimeError(
                 "DoReMiMixer.weighted_loss called before before_backward (defer_backward is off?)"
@@ -179,7 +180,7 @@ class DoReMiMixer(Mixer):
             per_token = alpha[domains] / self._normalizer.clamp(min=1e-12).to(dtype)
         else:
             per_token = alpha[domains] / self._domain_tokens[domains].clamp(min=1).to(dtype)
-        return (losses.token_sum * per_token).sum() * ctx.world_size  # ranks' gradients are averaged
+        return weighted_loss(losses.token_sum, per_token, ctx.world_size)
 
     def sample_weights(self, domain_ids: np.ndarray) -> np.ndarray:
         """The weight of each sample (by its domain) in this step's proxy loss relative to the plain token

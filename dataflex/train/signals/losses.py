@@ -60,6 +60,14 @@ class SampleLosses:
         return self.token_sum / self.token_count.clamp(min=1)
 
 
+def weighted_loss(values: torch.Tensor, weights: torch.Tensor, world_size: int) -> torch.Tensor:
+    """This rank's micro-batch share of a weighted loss over the global batch, sum_i w_i x_i (the weights
+    already normalised over the global batch, not differentiated), times `world_size` because the ranks'
+    gradients are averaged. The one weighted-loss path: dynamic_weight (w from the weighter; x sample means or
+    token losses) and DoReMi (w = alpha of the sample's domain over its normaliser; x token-loss sums)."""
+    return (weights * values).sum() * world_size
+
+
 def _from_token_losses(token_loss: torch.Tensor, mask: torch.Tensor) -> SampleLosses:
     return SampleLosses(
         token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss, token_mask=mask

@@ -34,7 +34,7 @@ from dataflex.data.processor import IGNORE_INDEX
 from dataflex.train.components import RunContext, build_component, check_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_gather_cat, broadcast_object, is_distributed
-from dataflex.train.signals.losses import SampleLosses
+from dataflex.train.signals.losses import SampleLosses, weighted_loss
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.train.weighter.base_weighter import WeightContext
 from dataflex.train.weighter.stats import weight_stats
@@ -245,7 +245,7 @@ class DynamicWeightTrainer(BaseTrainer):
             units = self._mb_units.pop(id(losses))
         except KeyError:
             raise RuntimeError("compute_loss got a micro-batch that before_backward did not weight") from None
-        return (weights * units).sum() * ctx.world_size
+        return weighted_loss(units, weights, ctx.world_size)
 
     # ---- visibility and state ------------------------------------------------------------------------
     def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
