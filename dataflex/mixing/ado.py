@@ -189,6 +189,25 @@ class AdoConfig:
     """The fit penalises e < e_floor (the code's 0.5: an irreducible loss of at least 1.65 nats, a prior
     for web text); lower it for domains whose loss falls below that (small synthetic data)."""
 
+    def __post_init__(self) -> None:
+        checks = {
+            "ignore_steps": (self.ignore_steps >= 0, ">= 0"),
+            "start_step": (self.start_step >= 0, ">= 0"),
+            "fit_interval": (self.fit_interval >= 1, ">= 1"),
+            "fit_stride": (self.fit_stride >= 1, ">= 1"),
+            "smooth_window": (self.smooth_window >= 1 and self.smooth_window % 2 == 1, "an odd number >= 1"),
+            "smooth_order": (self.smooth_order >= 0, ">= 0"),
+            "min_prob": (0.0 <= self.min_prob < 1.0, "in [0, 1)"),
+            "avg_weight": (0.0 <= self.avg_weight <= 1.0, "in [0, 1]"),
+            "history_decay": (0.0 <= self.history_decay < 1.0, "in [0, 1)"),
+            "min_exponent": (self.min_exponent >= 0.0, ">= 0"),
+            "fit_steps": (self.fit_steps >= 1, ">= 1"),
+            "fit_lr": (self.fit_lr > 0.0, "> 0"),
+        }
+        for key, (ok, rule) in checks.items():
+            if not ok:
+                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
+
 
 class AdoRule:
     """Holds the history and the fitted laws; `observe` after every step, `target(step)` at each update."""

@@ -127,6 +127,20 @@ class AioliConfig:
     seed: int = 0
     """Seeds the probe orders."""
 
+    def __post_init__(self) -> None:
+        """Single-value checks (the ones that need K, the number of domains, run in `AioliRule`)."""
+        checks = {
+            "lp_rounds": (self.lp_rounds >= 1, ">= 1"),
+            "lp_steps": (self.lp_steps >= 1, ">= 1"),
+            "round_steps": (self.round_steps >= 1, ">= 1"),
+            "eta": (self.eta > 0.0, "> 0"),
+            "ema": (self.ema is None or 0.0 < self.ema <= 1.0, "null or in (0, 1]"),
+            "one_hot_factor": (0.0 < self.one_hot_factor <= 1.0, "in (0, 1]"),
+        }
+        for key, (ok, rule) in checks.items():
+            if not ok:
+                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
+
 
 class AioliRule:
     """Aioli's rounds as a state machine over segments of `lp_steps` steps.

@@ -20,6 +20,7 @@ Usable today under `trainer=dynamic_mix` through the factory's `_target_` route,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,14 +80,38 @@ def _prior(manager: MixtureManager, prior: str | Sequence[float]) -> np.ndarray:
     return values
 
 
+def _config(schema: type[Any], config: Any, knobs: dict[str, Any]) -> Any:
+    """The typed config: the builder's `config`, or one made from keyword knobs (Python use)."""
+    if config is not None and knobs:
+        raise TypeError(f"give either config or keyword knobs, not both (got {sorted(knobs)}).")
+    if config is None:
+        return schema(**knobs)
+    if isinstance(config, dict):
+        return schema(**config)
+    return config
+
+
+@dataclass
+class AdoMixerConfig(AdoConfig):
+    """`component=ado`: ADO's knobs (`AdoConfig`) and the prior."""
+
+    prior: Any = "stratified"
+    """stratified (domain sizes) | uniform | [p1, ..., pK] in the data's domain order."""
+
+
 class AdoMixer(Mixer):
-    """ADO; every knob of `AdoConfig` is a component key (component.start_step=..., ...)."""
+    """ADO; every knob of `AdoMixerConfig` is a component key (component.start_step=..., ...), typed and
+    checked by the component builder, which hands them over as `config`. From Python, the knobs may be
+    given as keywords instead."""
+
+    Config = AdoMixerConfig
 
     def __init__(
-        self, mixture_manager: MixtureManager, prior: str | Sequence[float] = "stratified", **config: Any
+        self, mixture_manager: MixtureManager, config: AdoMixerConfig | None = None, **knobs: Any
     ) -> None:
         super().__init__(mixture_manager)
-        self._rule = AdoRule(_prior(mixture_manager, prior), AdoConfig(**config))
+        self.config = _config(AdoMixerConfig, config, knobs)
+        self._rule = AdoRule(_prior(mixture_manager, self.config.prior), self.config)
 
     def observe(self, stats: DomainStats) -> None:
         self._rule.observe(stats.sample_count, stats.loss)
@@ -111,9 +136,33 @@ class AdoMixer(Mixer):
         self._rule.load_state_dict(state)
 
 
+@dataclass
+class AioliMixerConfig(AioliConfig):
+    """`component=aioli`: Aioli's knobs (`AioliConfig`), the restricted mode's prior and the probe
+    evaluations' size."""
+
+    prior: Any = None
+    """Restricted mode: the prior mixture (uniform | stratified | [p1, ..., pK]); null: unrestricted."""
+    eval_max_per_domain: int | None = 16
+    """Eval rows per domain at each probe evaluation (Aioli evaluates 1 + lp_rounds x K times per round);
+    null: the whole eval split."""
+    eval_batch_size: int | None = 16
+    """Batch size of those evaluations (null: the evaluation's default)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("eval_max_per_domain", "eval_batch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"component.{key} must be null or >= 1, got {value}.")
+
+
 class AioliMixer(Mixer):
-    """Aioli; every knob of `AioliConfig` is a component key. `eval_max_per_domain` caps the eval rows per
-    domain of each probe evaluation (Aioli evaluates 1 + lp_rounds x K times per round)."""
+    """Aioli; every knob of `AioliMixerConfig` is a component key (typed and checked by the component
+    builder, handed over as `config`; from Python, keywords work too). The run's eval data, accelerator,
+    pad id and ranks come from the run context by name."""
+
+    Config = AioliMixerConfig
 
     def __init__(
         self,
@@ -123,12 +172,12 @@ class AioliMixer(Mixer):
         pad_token_id: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        prior: Sequence[float] | None = None,
-        eval_max_per_domain: int | None = 16,
-        eval_batch_size: int | None = 16,
-        **config: Any,
+        config: AioliMixerConfig | None = None,
+        **knobs: Any,
     ) -> None:
         super().__init__(mixture_manager)
+        self.config = c = _config(AioliMixerConfig, config, knobs)
+        prior, eval_max_per_domain, eval_batch_size = c.prior, c.eval_max_per_domain, c.eval_batch_size
         if eval_data is None:
             raise ValueError(
                 "Aioli measures eval losses per domain: give the run eval data (data.eval_dataset or an eval "
@@ -142,7 +191,7 @@ class AioliMixer(Mixer):
         self._pad, self._rank, self._world = int(pad_token_id), int(rank), int(world_size)
         self._max_per_domain, self._batch = eval_max_per_domain, eval_batch_size
         p = None if prior is None else _prior(mixture_manager, prior)
-        self._rule = AioliRule(len(mixture_manager.names), AioliConfig(**config), prior=p)
+        self._rule = AioliRule(len(mixture_manager.names), c, prior=p)
         self.last_step: int | None = None
 
     def eval_losses(self, model: Any) -> np.ndarray:

@@ -309,3 +309,31 @@ def test_presets_compose_to_the_mixers(compose, name):
     assert cfg.component._target_ == f"dataflex.mixing.mixers.{name.capitalize()}Mixer"
     if name == "ado":
         assert cfg.component.fit_interval == 1000 and cfg.component.prior == "stratified"
+
+
+def test_ado_and_aioli_keys_are_typed_and_checked_by_the_component_builder():
+    """Their knobs are one typed `Config` on the class (the component contract): strings from the command
+    line are typed, unknown keys and bad values fail naming the key, before the first step."""
+    from dataflex.train.components import build_component
+
+    def build(name: str, **params):
+        target = f"dataflex.mixing.mixers.{name}"
+        return build_component("mixer", {"_target_": target, **params}, None, mixture_manager=manager())
+
+    ado = build("AdoMixer", start_step="4", prior="uniform", smooth_window=3)
+    assert ado.config.start_step == 4 and ado.mix(None, 0).tolist() == [0.2] * 5
+    assert build("AdoMixer", prior=[0.1, 0.2, 0.3, 0.2, 0.2]).config.prior == [0.1, 0.2, 0.3, 0.2, 0.2]
+    with pytest.raises(ValueError, match=r"component\.smooth_window must be an odd number >= 1, got 4"):
+        build("AdoMixer", smooth_window=4)
+    with pytest.raises(ValueError, match=r"component\.fit_stide is not a parameter of .*AdoMixer"):
+        build("AdoMixer", fit_stide=2)
+    with pytest.raises(ValueError, match=r"component\.eta must be > 0, got -0\.1"):
+        build("AioliMixer", eta=-0.1)
+    with pytest.raises(ValueError, match=r"component\.lp_steps: Value 'two'"):
+        build("AioliMixer", lp_steps="two")
+    with pytest.raises(ValueError, match=r"component\.eval_max_per_domain must be null or >= 1, got 0"):
+        build("AioliMixer", eval_max_per_domain=0)
+    with pytest.raises(ValueError, match="Aioli measures eval losses"):  # typed fine; no eval data here
+        build("AioliMixer", lp_steps="2", round_steps=60)
+    with pytest.raises(TypeError, match="either config or keyword knobs"):
+        AdoMixer(manager(), config=AdoMixer.Config(), start_step=3)
