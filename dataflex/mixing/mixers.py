@@ -1,8 +1,7 @@
 """Mixers (the public `Mixer` API) over the pure cores of this package: a schedule, ADO and Aioli.
 
-Usable today under `trainer=dynamic_mix` through the factory's `_target_` route, e.g.
-`component=custom component._target_=dataflex.mixing.mixers.ScheduleMixer +component.path=mix.yaml`;
-`component=schedule|ado|aioli` presets come with the component contract (issue 16).
+Under `trainer=dynamic_mix` as `component=schedule|ado|aioli` (presets in conf/components/dynamic_mix/, built
+by the component contract: ADO's and Aioli's knobs are their typed `Config`, handed over as `config=`).
 
 - `ScheduleMixer`: the proportions of a `MixtureSchedule` (a file, or an inline mapping) at each call. The
   trainer only changes proportions when it calls the mixer, so give it an update schedule that calls at every
