@@ -181,8 +181,20 @@ def test_run_refuses_a_recipe_for_other_data_before_the_model_loads(tmp_path, co
 
 
 @pytest.mark.slow
-def test_cli_export_then_static_replay_reproduces_a_weight_run(cli, tmp_path):
-    """Through the commands: `dataflex-run trainer=dynamic_weight ...`, `dataflex-export <run dir>`, then the
+@pytest.mark.parametrize(
+    "run",
+    [
+        ("trainer=dynamic_weight", "component=loss", "component.strategy=quadratic", "trainer.warmup_step=1"),
+        (
+            "trainer=pipeline",
+            "pipeline=mix_then_weight",
+            "trainer.max_steps=10",
+        ),  # ODM mix, then loss weights
+    ],
+    ids=["dynamic_weight", "pipeline"],
+)
+def test_cli_export_then_static_replay_reproduces_a_weighted_run(cli, tmp_path, run):
+    """Through the commands: `dataflex-run <a weighted run>`, `dataflex-export <run dir>`, then the
     `replay ids:` command it prints: the same ledger and bit-identical final_model weights."""
     import subprocess
     import sys
@@ -191,15 +203,8 @@ def test_cli_export_then_static_replay_reproduces_a_weight_run(cli, tmp_path):
 
     from helpers import FAST
 
-    cli(
-        "trainer=dynamic_weight",
-        "component=loss",
-        "component.strategy=quadratic",
-        "trainer.warmup_step=1",
-        "trainer.seed=5",
-        *FAST,
-        "trainer.output_dir=a",
-    )
+    fast = [o for o in FAST if not o.startswith("trainer.max_steps")] if "trainer=pipeline" in run else FAST
+    cli(*run, "trainer.seed=5", *fast, "trainer.output_dir=a")
     printed = subprocess.run(
         [sys.executable, "-m", "dataflex.mixing.export", str(tmp_path / "a")],
         capture_output=True,
@@ -211,7 +216,9 @@ def test_cli_export_then_static_replay_reproduces_a_weight_run(cli, tmp_path):
     assert replay[:2] == ["trainer=static", f"trainer.replay={tmp_path / 'a' / 'trained_ids.json'}"]
     assert "trainer.loss_reduction=sample" in replay and not any(o.startswith("component") for o in replay)
     cli(*replay, "trainer.output_dir=b")
-    assert export_trained_ids(tmp_path / "a") == export_trained_ids(tmp_path / "b")
+    recorded = export_trained_ids(tmp_path / "a")
+    assert recorded is not None and any(w is not None for w in recorded["weights"])
+    assert export_trained_ids(tmp_path / "b") == recorded
     wa = load_file(tmp_path / "a" / "final_model" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "final_model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
