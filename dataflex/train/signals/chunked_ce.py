@@ -6,7 +6,9 @@ soft-capping, s: a logit scale), `chunk_size` rows at a time. Forward keeps only
 logsumexp; backward recomputes each chunk's logits (one extra matmul) and folds the *per-token* upstream
 gradient into the logits gradient before it is summed into dW, so any per-sample or per-token weighting of
 the returned losses back-propagates exactly (a fused kernel that scales dW after the sum cannot be right:
-the original DataFlex's issue #49 class of bug). Peak extra memory: about 3 x chunk_size x V floats.
+the original DataFlex's issue #49 class of bug). A frozen head (LoRA) needs only dL/dh, linear in each
+token's upstream gradient: it is computed per chunk in forward and only scaled in backward (no recompute).
+Peak extra memory: about 3 x chunk_size x V floats.
 """
 
 from __future__ import annotations
