@@ -49,7 +49,7 @@ def dataflex_run_cmd() -> list[str]:
 @pytest.fixture
 def cli(tmp_path):
     """Runs the installed `dataflex-run` in a temp cwd; returns the CompletedProcess. `fault="step:N"` or
-    `"save:N"` SIGKILLs the run there (tests/fault_injection.py)."""
+    `"save:N"` SIGKILLs the run there, in every process (tests/fault_injection.py)."""
 
     def _run(
         *args: str,
@@ -60,12 +60,12 @@ def cli(tmp_path):
         fault: str | None = None,
     ):
         env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-        cmd = dataflex_run_cmd()
-        if fault:
+        if fault:  # armed in every process of the run (tests/fault_site/sitecustomize.py)
+            site = str(REPO / "tests" / "fault_site")
             env["DATAFLEX_FAULT"] = fault
-            cmd = [sys.executable, str(REPO / "tests" / "fault_injection.py")]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
         proc = subprocess.run(
-            cmd + list(args),
+            dataflex_run_cmd() + list(args),
             cwd=cwd or tmp_path,
             env=env,
             capture_output=True,

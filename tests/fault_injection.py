@@ -1,19 +1,19 @@
 """Fault injection for the resume tests, installed only in the test's subprocess (nothing in dataflex/).
 
-`python tests/fault_injection.py <dataflex-run overrides>` runs `dataflex-run` and, when the environment says
-`DATAFLEX_FAULT=<where>:<step>`, SIGKILLs the process (a crash leaves no chance to clean up) at:
+With `DATAFLEX_FAULT=<where>:<step>` in the environment, `install_from_env()` makes the process SIGKILL itself
+(a crash leaves no chance to clean up) at:
 - `step:N` - after optimizer step N has ended completely (its ledger rows, eval and checkpoint done), i.e.
   as step N + 1 starts;
 - `save:N` - while checkpoint-N is being saved: everything is written to `checkpoint-N.tmp`, which is not
   yet renamed to `checkpoint-N`.
-`tests/deepspeed_cpu_run.py` installs the same faults.
+The `cli` fixture's `fault=` arms it in every process of the run through tests/fault_site/sitecustomize.py
+(torchrun's workers included); `tests/deepspeed_cpu_run.py` calls `install_from_env()` itself.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,3 @@ def install(fault: str | None) -> None:
 
 def install_from_env() -> None:
     install(os.environ.get(FAULT_ENV))
-
-
-if __name__ == "__main__":
-    install_from_env()
-    from dataflex.cli import main
-
-    sys.argv = ["dataflex-run", *sys.argv[1:]]
-    main()
