@@ -240,11 +240,14 @@ class ProportionSampler:
 
     @property
     def proportions(self) -> np.ndarray:
-        return np.asarray(self._scheduler.p)
+        """The proportions in force, as given to `set_proportions` (the schedule draws by their normalised
+        form)."""
+        return self._given.copy()
 
     def set_proportions(self, proportions: Sequence[float]) -> None:
         p = validate_proportions(proportions, self.names, [len(r) for r in self.domain_rows])
         self._scheduler = TokenProportionScheduler(p) if self.unit == "tokens" else ProportionScheduler(p)
+        self._given = np.asarray(proportions, dtype=np.float64).reshape(-1).copy()
 
     def _take(self, d: int) -> int:
         perm = self._perm[d]

@@ -214,10 +214,12 @@ class StreamSampler:
 
     @property
     def proportions(self) -> np.ndarray:
-        return np.asarray(self._scheduler.p)
+        """As given to `set_proportions` (see `ProportionSampler.proportions`)."""
+        return self._given.copy()
 
     def set_proportions(self, proportions: Sequence[float]) -> None:
         self._scheduler = ProportionScheduler(validate_proportions(proportions, self.names))
+        self._given = np.asarray(proportions, dtype=np.float64).reshape(-1).copy()
 
     def next(self, n: int) -> np.ndarray:
         domains = np.asarray([self._scheduler.next_domain() for _ in range(int(n))], dtype=np.int64)

@@ -53,6 +53,18 @@ def write_user_package(root: Path, name: str = "user_mixers") -> Path:
     return pkg
 
 
+class Plan:
+    """What the trainer's sampler is to a MixtureManager: the owner of the proportions in force."""
+
+    def __init__(self, proportions) -> None:
+        self.proportions = np.asarray(proportions, dtype=np.float64)
+
+
+def in_force(mixture_manager: MixtureManager, proportions) -> None:
+    """Makes `proportions` the ones in force, as the trainer's sampler does after an update."""
+    mixture_manager.attach(Plan(proportions))
+
+
 def manager(proportions=None, names=NAMES) -> MixtureManager:
     k = len(names)
     return MixtureManager(names, [100] * k, proportions if proportions is not None else [1.0 / k] * k)

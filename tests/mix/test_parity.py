@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from mix_helpers import manager, stats
+from mix_helpers import in_force, manager, stats
 
 from dataflex.config.component.mix import DynamicMoeMixerConfig, OdmMixerConfig, StaticMixerConfig
 from dataflex.train.mixer.doremi import DoReMiMixer, doremi_update
@@ -158,7 +158,7 @@ def test_odm_probabilities_after_a_few_rewards():
     pi5 = mixer.mix(None, 5)
     np.testing.assert_allclose(pi5, [0.330694693111411, 0.3093264605097137, 0.35997884637887534], atol=1e-12)
     # the next rewards are importance-weighted by pi_5, the mixture that produced that batch
-    mixer.mixture_manager.set_proportions(pi5)
+    in_force(mixer.mixture_manager, pi5)
     mixer.observe(stats(6, [1.5, 0.5, 2.5]))
     np.testing.assert_allclose(
         mixer.estimated_reward, [2.5871014677556, 1.1306663060372293, 3.8455881310965747]
@@ -246,7 +246,7 @@ def test_odm_learning_progress_starves_a_flat_loss_domain():
         for step in range(1, 301):
             learnable = 3.0 * np.exp(-step / 100)
             mixer.observe(stats(step, [learnable, learnable + 0.5, 3.5]))
-            mixer.mixture_manager.set_proportions(mixer.mix(None, step))
+            in_force(mixer.mixture_manager, mixer.mix(None, step))
         return float(mixer.mixture_manager.proportions[2])
 
     assert final_noise_weight("learning_progress") < 1 / 3 < final_noise_weight("loss")

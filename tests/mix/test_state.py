@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from mix_helpers import manager, stats, write_user_package
+from mix_helpers import in_force, manager, stats, write_user_package
 
 from dataflex.config.component.mix import (
     DoReMiMixerConfig,
@@ -50,7 +50,7 @@ def run_updates(mixer, first: int, last: int, model=None) -> list[np.ndarray]:
     for step in range(first, last):
         mixer.observe(stats(step, LOSSES[step % len(LOSSES)]))
         p = np.asarray(mixer.mix(model, step), dtype=float)
-        mixer.mixture_manager.set_proportions(p)
+        in_force(mixer.mixture_manager, p)
         out.append(p)
     return out
 
@@ -77,7 +77,7 @@ def test_restored_mixer_continues_identically(make):
 
     restored = make()
     restored.load_state_dict(saved)
-    restored.mixture_manager.set_proportions(proportions)  # the trainer restores these with its sampler
+    in_force(restored.mixture_manager, proportions)  # the trainer restores these with its sampler
     for a, b in zip(run_updates(restored, 12, 20), expected):
         np.testing.assert_allclose(a, b, rtol=0, atol=0)
 
@@ -195,7 +195,7 @@ def test_dynamic_moe_restored_mid_run():
     expected = run_updates(running, 3, 5, bundle.model)
     restored = make()
     restored.load_state_dict(saved)
-    restored.mixture_manager.set_proportions(proportions)
+    in_force(restored.mixture_manager, proportions)
     for a, b in zip(run_updates(restored, 3, 5, bundle.model), expected):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     assert not np.allclose(expected[-1], 0.2)  # the routing moved the weights

@@ -20,26 +20,29 @@ _STATE_TYPES = (bool, int, float, str, type(None), list, tuple, dict, np.ndarray
 
 
 class MixtureManager:
-    """The domains of the training data and the proportions currently in force (read-only for mixers)."""
+    """The domains of the training data and a read-only view of the proportions in force, which the trainer's
+    sampler alone owns (`attach`); before the sampler exists, the initial proportions it will start from."""
 
     def __init__(
         self, names: Sequence[str], sizes: Sequence[int], proportions: Sequence[float] | np.ndarray
     ) -> None:
         self.names: list[str] = list(names)
         self.sizes = np.asarray(sizes, dtype=np.int64)
-        self._proportions = np.asarray(proportions, dtype=np.float64).copy()
+        self._initial = np.asarray(proportions, dtype=np.float64).copy()
+        self._sampler: Any = None
+
+    def attach(self, sampler: Any) -> None:
+        """From now on the proportions are the sampler's (anything with a `proportions` vector)."""
+        self._sampler = sampler
 
     @property
     def proportions(self) -> np.ndarray:
         """The proportions that produced the current batches (a copy)."""
-        return self._proportions.copy()
+        source = self._initial if self._sampler is None else self._sampler.proportions
+        return np.array(source, dtype=np.float64)
 
     def uniform(self) -> np.ndarray:
         return np.full(len(self.names), 1.0 / len(self.names))
-
-    def set_proportions(self, proportions: Sequence[float]) -> None:
-        """Called by the trainer when a new plan takes effect; mixers return proportions instead."""
-        self._proportions = np.asarray(proportions, dtype=np.float64).copy()
 
 
 @dataclass

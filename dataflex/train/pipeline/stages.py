@@ -97,6 +97,10 @@ class MixStage:
 
     def __init__(self, spec: StageSpec, mixer: Any, manager: MixtureManager, data: Any, seed: int) -> None:
         self.spec, self.mixer, self.manager, self.data, self.seed = spec, mixer, manager, data, seed
+        self.proportions = manager.proportions
+        """The mixer's proportions in force; the stage owns them (its sampler, rebuilt per pool, draws by
+        their feasible form) and the mixer reads them through `manager`, a read-only view."""
+        manager.attach(self)
         self.sampler: ProportionSampler | None = None
         self.pool_version = -1
         self.last_stats: DomainStats | None = None
@@ -140,7 +144,7 @@ class MixStage:
                 p.tolist(), f"{type(self.mixer).__name__}.mix() output", self.manager.names
             )
             p = np.asarray(broadcast_object(p), dtype=np.float64)
-            self.manager.set_proportions(p.tolist())
+            self.proportions = p.copy()
             sampler.set_proportions(self._feasible(p, sampler.domain_rows).tolist())
         return sampler.next(n)
 
@@ -161,7 +165,7 @@ class MixStage:
         }
 
     def load_state_dict(self, state: dict[str, Any], pool: np.ndarray) -> None:
-        self.manager.set_proportions([float(x) for x in state["proportions"]])
+        self.proportions = np.asarray([float(x) for x in state["proportions"]], dtype=np.float64)
         if state["sampler"] is not None:
             self._sampler(pool, int(state["pool_version"])).load_state_dict(state["sampler"])
         _load(self.mixer, state["mixer"])

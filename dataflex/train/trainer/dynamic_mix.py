@@ -182,6 +182,7 @@ class DynamicMixTrainer(BaseTrainer):
                 max_uses=[None if r is None else s * r for s, r in zip(self.supply, self.max_repetitions)],
             )
             self._log_repeats(ctx.global_batch_size)
+        self.mixture.attach(self.sampler)
         self.history.record(0, init, "init")
         if not self.args.static_mix:
             self.mixer = build_component(
@@ -286,8 +287,7 @@ class DynamicMixTrainer(BaseTrainer):
         model = self.ctx.model if hasattr(self, "ctx") else self.model
         raw = self.mixer.mix(model, done, stats=stats, train_data=self.train_data, eval_data=self.eval_data)
         proportions = broadcast_object(self._check_output(raw))  # one decision, rank 0's, on every rank
-        self.sampler.set_proportions(proportions)
-        self.mixture.set_proportions(proportions)
+        self.sampler.set_proportions(proportions)  # the mixture manager reads them from the sampler
         self.history.record(done, proportions, type(self.mixer).__name__)
         logger.info(f"dynamic_mix: step {done}: proportions {self._listing(proportions)}")
 
@@ -384,7 +384,6 @@ class DynamicMixTrainer(BaseTrainer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
-        self.mixture.set_proportions(state["proportions"])
         if self.mixer is not None and state["mixer"] is not None:
             self.mixer.load_state_dict(state["mixer"])
         self.history.updates = list(state["history"]["updates"])
