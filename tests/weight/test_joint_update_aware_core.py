@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
+from dataflex.config.component.weight import JointUpdateAwareWeighterConfig
 from dataflex.train.weighter.joint_update_aware import (
-    JointUpdateAwareSettings,
     joint_update_aware_weights,
     objective,
     solve_weights,
@@ -26,7 +26,7 @@ A, B = math.exp(1 / 3), math.exp(-1 / 3)
 
 
 def _w(**knobs) -> list[float]:
-    return joint_update_aware_weights(Z, U, JointUpdateAwareSettings(**knobs)).tolist()
+    return joint_update_aware_weights(Z, U, JointUpdateAwareWeighterConfig(**knobs)).tolist()
 
 
 def test_one_fixed_point_step():
@@ -54,7 +54,7 @@ def test_modes():
 
 def test_embeddings_and_target_are_normalised():
     scaled = Z * torch.tensor([[2.0], [3.0], [5.0]], dtype=torch.float64)
-    settings = JointUpdateAwareSettings(beta=1.0, tau=1.0, iters=1)
+    settings = JointUpdateAwareWeighterConfig(beta=1.0, tau=1.0, iters=1)
     got = joint_update_aware_weights(scaled, 7 * U, settings)
     torch.testing.assert_close(got, joint_update_aware_weights(Z, U, settings), rtol=0, atol=1e-12)
 
@@ -63,7 +63,7 @@ def test_converged_weights_are_the_entropic_optimum():
     gen = torch.Generator().manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(12, 5, generator=gen, dtype=torch.float64), dim=-1)
     s, gram = z @ z.mean(0), z @ z.T
-    settings = JointUpdateAwareSettings(beta=0.5, tau=0.2, iters=400, damping=0.5)
+    settings = JointUpdateAwareWeighterConfig(beta=0.5, tau=0.2, iters=400, damping=0.5)
     w = solve_weights(s, gram, settings)
     assert float(w.sum()) == pytest.approx(1.0) and bool((w > 0).all())
     torch.testing.assert_close(w, torch.softmax((s - 0.5 * gram @ w) / 0.2, 0), rtol=0, atol=1e-10)
@@ -76,8 +76,8 @@ def test_converged_weights_are_the_entropic_optimum():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="tau"):
-        JointUpdateAwareSettings(tau=0)
+        JointUpdateAwareWeighterConfig(tau=0)
     with pytest.raises(ValueError, match="damping"):
-        JointUpdateAwareSettings(damping=0)
+        JointUpdateAwareWeighterConfig(damping=0)
     with pytest.raises(ValueError, match="mode"):
-        JointUpdateAwareSettings(mode="both")
+        JointUpdateAwareWeighterConfig(mode="both")

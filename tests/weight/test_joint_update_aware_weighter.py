@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dataflex.config.component.weight import JointUpdateAwareWeighterConfig
 from dataflex.train.loop import TrainingLoop
 from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.trainer.dynamic_weight import DynamicWeightTrainer
-from dataflex.train.weighter.joint_update_aware import JointUpdateAwareSettings, joint_update_aware_weights
+from dataflex.train.weighter.joint_update_aware import joint_update_aware_weights
 
 from helpers import small_trainer
 
@@ -55,7 +56,7 @@ def test_first_weighted_step_uses_the_solver_on_the_batch(tmp_path, monkeypatch)
         normalize=False,
     ).mean(0)
     trainer.train()
-    settings = JointUpdateAwareSettings(beta=0.5, tau=0.02, iters=20, damping=0.5)
+    settings = JointUpdateAwareWeighterConfig(beta=0.5, tau=0.02, iters=20, damping=0.5)
     expected = joint_update_aware_weights(every[np.asarray(ids)], target, settings)
     got = trainer.weighter.last_weights
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -14,12 +14,12 @@ softmax(s / tau)), `diverse_only` (-beta S w only), `uniform` (1/N). The loss is
 w gives the mean.
 
 Deviations from PR #58 (read, not copied): none in the math; u is the mean of the eval embeddings *before*
-normalisation, then normalised (as there); the iteration count, damping and tau are validated here.
+normalisation, then normalised (as there); the iteration count, damping and tau are validated by
+the schema (dataflex/config/component/weight.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,34 +32,6 @@ from dataflex.train.distributed import all_gather_cat, broadcast_object
 from dataflex.train.signals.embeddings import sample_embeddings
 from dataflex.train.weighter.base_weighter import Weighter
 
-MODES = ("full", "align_only", "diverse_only", "uniform")
-
-
-@dataclass(frozen=True)
-class JointUpdateAwareSettings:
-    beta: float = 0.1
-    """Strength of the redundancy penalty (beta / 2) w^T S w (PR #58's default)."""
-    tau: float = 0.05
-    """Entropy temperature, > 0: smaller gives sharper weights (PR #58's default)."""
-    iters: int = 5
-    """Damped fixed-point iterations (PR #58's `fixed_point_iters`)."""
-    damping: float = 1.0
-    """rho in (0, 1]: step of each iteration; 1.0 = plain fixed-point iteration."""
-    mode: str = "full"
-    """full | align_only | diverse_only | uniform (PR #58's `objective_mode`)."""
-    normalize: bool = True
-    """L2-normalise embeddings and the target (S is then the cosine Gram matrix)."""
-
-    def __post_init__(self) -> None:
-        if self.tau <= 0:
-            raise ValueError(f"joint_update_aware: tau must be > 0 (the entropy term), got {self.tau}")
-        if not 0.0 < self.damping <= 1.0:
-            raise ValueError(f"joint_update_aware: damping must be in (0, 1], got {self.damping}")
-        if self.iters < 1:
-            raise ValueError(f"joint_update_aware: iters must be >= 1, got {self.iters}")
-        if self.mode not in MODES:
-            raise ValueError(f"joint_update_aware: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-
 
 def objective(w: torch.Tensor, s: torch.Tensor, gram: torch.Tensor, beta: float, tau: float) -> torch.Tensor:
     """s^T w - (beta / 2) w^T S w + tau * H(w), H(w) = -sum_i w_i log w_i (0 log 0 = 0)."""
@@ -67,7 +39,9 @@ def objective(w: torch.Tensor, s: torch.Tensor, gram: torch.Tensor, beta: float,
     return s @ w - 0.5 * beta * (w @ gram @ w) + tau * entropy
 
 
-def solve_weights(s: torch.Tensor, gram: torch.Tensor, settings: JointUpdateAwareSettings) -> torch.Tensor:
+def solve_weights(
+    s: torch.Tensor, gram: torch.Tensor, settings: JointUpdateAwareWeighterConfig
+) -> torch.Tensor:
     """The damped fixed-point iteration from the uniform w; returns weights on the simplex (sum 1)."""
     n = s.numel()
     w = torch.full_like(s, 1.0 / max(n, 1))
@@ -85,7 +59,7 @@ def solve_weights(s: torch.Tensor, gram: torch.Tensor, settings: JointUpdateAwar
 
 
 def joint_update_aware_weights(
-    embeddings: torch.Tensor, target: torch.Tensor, settings: JointUpdateAwareSettings
+    embeddings: torch.Tensor, target: torch.Tensor, settings: JointUpdateAwareWeighterConfig
 ) -> torch.Tensor:
     """Weights of the global batch from its embeddings (N, D) and the target mean embedding (D,)."""
     z = embeddings.detach().double()
@@ -116,7 +90,6 @@ class JointUpdateAwareWeighter(Weighter):
     def __init__(self, config: JointUpdateAwareWeighterConfig | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = c = config or JointUpdateAwareWeighterConfig()
-        self.settings = JointUpdateAwareSettings(c.beta, c.tau, c.iters, c.damping, c.mode, c.normalize)
         self.target_rows: np.ndarray | None = None
         if self.eval_data is not None and len(self.eval_data):
             rows = np.arange(len(self.eval_data))
@@ -163,7 +136,7 @@ class JointUpdateAwareWeighter(Weighter):
         )
         embeddings = all_gather_cat(local.to(self.device)).cpu()
         target = self.target if self.target is not None else embeddings.mean(dim=0)
-        weights = joint_update_aware_weights(embeddings, target, self.settings)
+        weights = joint_update_aware_weights(embeddings, target, self.config)
         self.last_weights = weights
         return (weights.to(losses.dtype) * losses).sum()
 
