@@ -43,11 +43,12 @@ Deviations from the authors' code (each is a knob or forced by the trainer; none
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from dataflex.config.component.mix import AdoConfig
 
 HUBER_DELTA = 1e-3
 """The code's Huber threshold, on log-loss residuals."""
@@ -154,61 +155,6 @@ def clip_min_probability(p: np.ndarray, min_prob: float) -> np.ndarray:
 
 
 # ---- the rule ----------------------------------------------------------------------------------------------
-@dataclass
-class AdoConfig:
-    ignore_steps: int = 0
-    """Steps of history left out of every fit (the code's `ignore_steps`: the first losses are far from the
-    law)."""
-    start_step: int = 0
-    """No target before this step (the caller keeps its mixture), and no fit."""
-    fit_interval: int = 1000
-    """Refit the laws when at least this many steps passed since the last fit (the code's update_interval,
-    1000). The first call at or after start_step always fits. A fit is the expensive part (512 starts x K
-    domains x 500 Adam steps over the subsampled history): seconds on a CPU, so keep it rare."""
-    fit_stride: int = 10
-    """Keep every `fit_stride`-th point of the history in the fit (the code's `[ignore_steps::10]`)."""
-    smooth_window: int = 101
-    """Savitzky-Golay window over the per-step losses (odd; shrinks to the history's length)."""
-    smooth_order: int = 3
-    """Savitzky-Golay polynomial order."""
-    min_prob: float = 0.01
-    """Every domain's target is at least this."""
-    avg_weight: float = 0.9
-    """p = avg_weight * p_avg + (1 - avg_weight) * target."""
-    history_decay: float = 0.9
-    """h <- decay * h + (1 - decay) * (this step's sampled shares)."""
-    min_exponent: float = 0.05
-    """The fitted alpha is floored at this in the slope (the code's 0.05)."""
-    same_step_size: bool = True
-    """True (the code's default): every domain's n is the total samples trained; False: its own samples."""
-    fit_steps: int = 500
-    """Adam iterations of the power-law fit."""
-    fit_lr: float = 0.1
-    """Adam's initial learning rate (cosine-decayed to 0)."""
-    e_floor: float = 0.5
-    """The fit penalises e < e_floor (the code's 0.5: an irreducible loss of at least 1.65 nats, a prior
-    for web text); lower it for domains whose loss falls below that (small synthetic data)."""
-
-    def __post_init__(self) -> None:
-        checks = {
-            "ignore_steps": (self.ignore_steps >= 0, ">= 0"),
-            "start_step": (self.start_step >= 0, ">= 0"),
-            "fit_interval": (self.fit_interval >= 1, ">= 1"),
-            "fit_stride": (self.fit_stride >= 1, ">= 1"),
-            "smooth_window": (self.smooth_window >= 1 and self.smooth_window % 2 == 1, "an odd number >= 1"),
-            "smooth_order": (self.smooth_order >= 0, ">= 0"),
-            "min_prob": (0.0 <= self.min_prob < 1.0, "in [0, 1)"),
-            "avg_weight": (0.0 <= self.avg_weight <= 1.0, "in [0, 1]"),
-            "history_decay": (0.0 <= self.history_decay < 1.0, "in [0, 1)"),
-            "min_exponent": (self.min_exponent >= 0.0, ">= 0"),
-            "fit_steps": (self.fit_steps >= 1, ">= 1"),
-            "fit_lr": (self.fit_lr > 0.0, "> 0"),
-        }
-        for key, (ok, rule) in checks.items():
-            if not ok:
-                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
-
-
 class AdoRule:
     """Holds the history and the fitted laws; `observe` after every step, `target(step)` at each update."""
 

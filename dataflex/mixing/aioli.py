@@ -37,10 +37,11 @@ Deviations from the authors' code:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dataflex.config.component.mix import AioliConfig
 
 
 def probe_mixture(k: int, j: int, one_hot_factor: float) -> np.ndarray:
@@ -101,45 +102,6 @@ def normalize_params(a: np.ndarray) -> np.ndarray:
     if low < 0:
         a -= low
     return a / a.sum()
-
-
-@dataclass
-class AioliConfig:
-    lp_rounds: int = 4
-    """Sweeps over the K probe mixtures per round (the code's --lp_rounds; README: 4 or 6)."""
-    lp_steps: int = 4
-    """Training steps per probe (README: 4); the trainer's update_step must equal it."""
-    round_steps: int = 250
-    """Steps per round, probes included (the code's --update_steps); a multiple of lp_steps, larger than
-    the probes' lp_rounds * K * lp_steps."""
-    eta: float = 0.2
-    """Exponentiated-gradient step size (README: 0.1, 0.2, 0.5)."""
-    ema: float | None = None
-    """Smoothing of A across rounds (lower = more recency); None: no smoothing (README: start without)."""
-    one_hot_factor: float = 0.625
-    """Share of the probed domain in its probe mixture (1 = one-hot; README: below 1)."""
-    diagonal: bool = False
-    """Keep only A's diagonal (the code's --aioli_diagonal)."""
-    normalize: bool = True
-    """Shift and scale A before the update (the code's --aioli_normalize_A; README: always)."""
-    start_from_prior: bool = False
-    """Restricted mode only: multiply the prior instead of restarting from uniform (the code restarts)."""
-    seed: int = 0
-    """Seeds the probe orders."""
-
-    def __post_init__(self) -> None:
-        """Single-value checks (the ones that need K, the number of domains, run in `AioliRule`)."""
-        checks = {
-            "lp_rounds": (self.lp_rounds >= 1, ">= 1"),
-            "lp_steps": (self.lp_steps >= 1, ">= 1"),
-            "round_steps": (self.round_steps >= 1, ">= 1"),
-            "eta": (self.eta > 0.0, "> 0"),
-            "ema": (self.ema is None or 0.0 < self.ema <= 1.0, "null or in (0, 1]"),
-            "one_hot_factor": (0.0 < self.one_hot_factor <= 1.0, "in (0, 1]"),
-        }
-        for key, (ok, rule) in checks.items():
-            if not ok:
-                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
 
 
 class AioliRule:

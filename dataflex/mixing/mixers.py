@@ -19,15 +19,15 @@ by the component contract: ADO's and Aioli's knobs are their typed `Config`, han
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from dataflex.config.component.mix import AdoMixerConfig, AioliMixerConfig
 from dataflex.train.mixer.base_mixer import DomainStats, Mixer, MixtureManager
 
-from .ado import AdoConfig, AdoRule
-from .aioli import AioliConfig, AioliRule
+from .ado import AdoRule
+from .aioli import AioliRule
 from .schedule import MixtureSchedule, load_schedule
 
 
@@ -90,14 +90,6 @@ def _config(schema: type[Any], config: Any, knobs: dict[str, Any]) -> Any:
     return config
 
 
-@dataclass
-class AdoMixerConfig(AdoConfig):
-    """`component=ado`: ADO's knobs (`AdoConfig`) and the prior."""
-
-    prior: Any = "stratified"
-    """stratified (domain sizes) | uniform | [p1, ..., pK] in the data's domain order."""
-
-
 class AdoMixer(Mixer):
     """ADO; every knob of `AdoMixerConfig` is a component key (component.start_step=..., ...), typed and
     checked by the component builder, which hands them over as `config`. From Python, the knobs may be
@@ -133,27 +125,6 @@ class AdoMixer(Mixer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rule.load_state_dict(state)
-
-
-@dataclass
-class AioliMixerConfig(AioliConfig):
-    """`component=aioli`: Aioli's knobs (`AioliConfig`), the restricted mode's prior and the probe
-    evaluations' size."""
-
-    prior: Any = None
-    """Restricted mode: the prior mixture (uniform | stratified | [p1, ..., pK]); null: unrestricted."""
-    eval_max_per_domain: int | None = 16
-    """Eval rows per domain at each probe evaluation (Aioli evaluates 1 + lp_rounds x K times per round);
-    null: the whole eval split."""
-    eval_batch_size: int | None = 16
-    """Batch size of those evaluations (null: the evaluation's default)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for key in ("eval_max_per_domain", "eval_batch_size"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ValueError(f"component.{key} must be null or >= 1, got {value}.")
 
 
 class AioliMixer(Mixer):

@@ -147,6 +147,148 @@ class DynamicMoeMixerConfig:
 
 
 @dataclass
+class AdoConfig:
+    """ADO's knobs (dataflex/mixing/ado.py: the rule, its sources and deviations)."""
+
+    ignore_steps: int = 0
+    """Steps of history left out of every fit (the code's `ignore_steps`: the first losses are far from the
+    law)."""
+    start_step: int = 0
+    """No target before this step (the caller keeps its mixture), and no fit."""
+    fit_interval: int = 1000
+    """Refit the laws when at least this many steps passed since the last fit (the code's update_interval,
+    1000). The first call at or after start_step always fits. A fit is the expensive part (512 starts x K
+    domains x 500 Adam steps over the subsampled history): seconds on a CPU, so keep it rare."""
+    fit_stride: int = 10
+    """Keep every `fit_stride`-th point of the history in the fit (the code's `[ignore_steps::10]`)."""
+    smooth_window: int = 101
+    """Savitzky-Golay window over the per-step losses (odd; shrinks to the history's length)."""
+    smooth_order: int = 3
+    """Savitzky-Golay polynomial order."""
+    min_prob: float = 0.01
+    """Every domain's target is at least this."""
+    avg_weight: float = 0.9
+    """p = avg_weight * p_avg + (1 - avg_weight) * target."""
+    history_decay: float = 0.9
+    """h <- decay * h + (1 - decay) * (this step's sampled shares)."""
+    min_exponent: float = 0.05
+    """The fitted alpha is floored at this in the slope (the code's 0.05)."""
+    same_step_size: bool = True
+    """True (the code's default): every domain's n is the total samples trained; False: its own samples."""
+    fit_steps: int = 500
+    """Adam iterations of the power-law fit."""
+    fit_lr: float = 0.1
+    """Adam's initial learning rate (cosine-decayed to 0)."""
+    e_floor: float = 0.5
+    """The fit penalises e < e_floor (the code's 0.5: an irreducible loss of at least 1.65 nats, a prior
+    for web text); lower it for domains whose loss falls below that (small synthetic data)."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "ignore_steps": (self.ignore_steps >= 0, ">= 0"),
+            "start_step": (self.start_step >= 0, ">= 0"),
+            "fit_interval": (self.fit_interval >= 1, ">= 1"),
+            "fit_stride": (self.fit_stride >= 1, ">= 1"),
+            "smooth_window": (self.smooth_window >= 1 and self.smooth_window % 2 == 1, "an odd number >= 1"),
+            "smooth_order": (self.smooth_order >= 0, ">= 0"),
+            "min_prob": (0.0 <= self.min_prob < 1.0, "in [0, 1)"),
+            "avg_weight": (0.0 <= self.avg_weight <= 1.0, "in [0, 1]"),
+            "history_decay": (0.0 <= self.history_decay < 1.0, "in [0, 1)"),
+            "min_exponent": (self.min_exponent >= 0.0, ">= 0"),
+            "fit_steps": (self.fit_steps >= 1, ">= 1"),
+            "fit_lr": (self.fit_lr > 0.0, "> 0"),
+        }
+        for key, (ok, rule) in checks.items():
+            if not ok:
+                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
+
+
+@dataclass
+class AdoMixerConfig(AdoConfig):
+    """`component=ado`: ADO's knobs (`AdoConfig`) and the prior."""
+
+    _target_: str = "dataflex.mixing.mixers.AdoMixer"
+    prior: Any = "stratified"
+    """stratified (domain sizes) | uniform | [p1, ..., pK] in the data's domain order."""
+
+
+@dataclass
+class AioliConfig:
+    """Aioli's knobs (dataflex/mixing/aioli.py: the rule, its sources and deviations)."""
+
+    lp_rounds: int = 4
+    """Sweeps over the K probe mixtures per round (the code's --lp_rounds; README: 4 or 6)."""
+    lp_steps: int = 4
+    """Training steps per probe (README: 4); the trainer's update_step must equal it."""
+    round_steps: int = 250
+    """Steps per round, probes included (the code's --update_steps); a multiple of lp_steps, larger than
+    the probes' lp_rounds * K * lp_steps."""
+    eta: float = 0.2
+    """Exponentiated-gradient step size (README: 0.1, 0.2, 0.5)."""
+    ema: float | None = None
+    """Smoothing of A across rounds (lower = more recency); None: no smoothing (README: start without)."""
+    one_hot_factor: float = 0.625
+    """Share of the probed domain in its probe mixture (1 = one-hot; README: below 1)."""
+    diagonal: bool = False
+    """Keep only A's diagonal (the code's --aioli_diagonal)."""
+    normalize: bool = True
+    """Shift and scale A before the update (the code's --aioli_normalize_A; README: always)."""
+    start_from_prior: bool = False
+    """Restricted mode only: multiply the prior instead of restarting from uniform (the code restarts)."""
+    seed: int = 0
+    """Seeds the probe orders."""
+
+    def __post_init__(self) -> None:
+        """Single-value checks (the ones that need K, the number of domains, run in `AioliRule`)."""
+        checks = {
+            "lp_rounds": (self.lp_rounds >= 1, ">= 1"),
+            "lp_steps": (self.lp_steps >= 1, ">= 1"),
+            "round_steps": (self.round_steps >= 1, ">= 1"),
+            "eta": (self.eta > 0.0, "> 0"),
+            "ema": (self.ema is None or 0.0 < self.ema <= 1.0, "null or in (0, 1]"),
+            "one_hot_factor": (0.0 < self.one_hot_factor <= 1.0, "in (0, 1]"),
+        }
+        for key, (ok, rule) in checks.items():
+            if not ok:
+                raise ValueError(f"component.{key} must be {rule}, got {getattr(self, key)}.")
+
+
+@dataclass
+class AioliMixerConfig(AioliConfig):
+    """`component=aioli`: Aioli's knobs (`AioliConfig`), the restricted mode's prior and the probe
+    evaluations' size."""
+
+    _target_: str = "dataflex.mixing.mixers.AioliMixer"
+    prior: Any = None
+    """Restricted mode: the prior mixture (uniform | stratified | [p1, ..., pK]); null: unrestricted."""
+    eval_max_per_domain: int | None = 16
+    """Eval rows per domain at each probe evaluation (Aioli evaluates 1 + lp_rounds x K times per round);
+    null: the whole eval split."""
+    eval_batch_size: int | None = 16
+    """Batch size of those evaluations (null: the evaluation's default)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("eval_max_per_domain", "eval_batch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"component.{key} must be null or >= 1, got {value}.")
+
+
+@dataclass
+class ScheduleMixerConfig:
+    """`component=schedule`: proportions from a mixture schedule (dataflex/mixing/schedule.py); exactly one of
+    `path` and `schedule`."""
+
+    _target_: str = "dataflex.mixing.mixers.ScheduleMixer"
+    path: str | None = None
+    """Schedule file (.yaml/.yml/.json), e.g. the one `dataflex-export` writes."""
+    schedule: Any = None
+    """Or the schedule inline: {domains: [...], points: [{step: 0, proportions: [...]}, ...],
+    interpolation: constant|linear}."""
+
+
+@dataclass
 class CustomMixerConfig:
     """`component=custom`: a mixer registered with `@register_mixer(name)` (the spec's custom-mixer API).
 
@@ -169,5 +311,8 @@ SCHEMAS: dict[str, type] = {
     "doremi": DoReMiMixerConfig,
     "odm": OdmMixerConfig,
     "dynamic_moe": DynamicMoeMixerConfig,
+    "schedule": ScheduleMixerConfig,
+    "ado": AdoMixerConfig,
+    "aioli": AioliMixerConfig,
     "custom": CustomMixerConfig,
 }
