@@ -68,7 +68,7 @@ def _run(out: Path, overrides: list[str]) -> None:
 def run_seed(root: Path, seed: int) -> None:
     base = Path(root) / str(seed)
     ref = base / "reference"
-    _run(ref, ["experiment=rho_loss_reference", f"trainer.seed={seed}"])
+    _run(ref, ["experiment=rho_loss_reference", "data.val_size=null", f"trainer.seed={seed}"])
     study = ["experiment=per_step_study", f"trainer.seed={seed}"]
     extra = {
         "rho_loss": [f"component.reference_model={ref / 'final_model'}"],
