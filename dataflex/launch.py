@@ -46,8 +46,11 @@ def torchrun_prelude(argv: list[str]) -> list[str]:
     import torch
     import torch.distributed as dist
 
+    from dataflex.train.interrupt import signals_to_main_thread
+
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        with signals_to_main_thread():
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     box = [_process_start.strftime(_STAMP_FORMAT)]
     dist.broadcast_object_list(box, src=0)
     os.environ[STAMP_ENV] = box[0]

@@ -107,6 +107,24 @@ class SigtermAsInterrupt:
 
 
 @contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Blocks SIGTERM/SIGINT in the calling (main) thread while native threads are started inside (gloo's
+    and NCCL's communication threads, started by `init_process_group`): a thread inherits its creator's signal
+    mask, so the kernel then delivers these signals to the main thread only, where Python runs the handler,
+    instead of interrupting a communication thread's system call mid-collective. Signals that arrive meanwhile
+    stay pending and are handled as soon as the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def interruptible(progress: Callable[[], int]) -> Iterator[StopRequest]:
     """The training loop's guard: yields the `StopRequest` to poll after each step; an immediate Ctrl-C
     (KeyboardInterrupt) becomes `TrainingInterrupted` at `progress()` completed steps."""

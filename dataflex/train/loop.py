@@ -29,7 +29,7 @@ from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import all_reduce_sum, average_gradients
 from dataflex.train.evaluation import evaluate
-from dataflex.train.interrupt import TrainingInterrupted, interruptible
+from dataflex.train.interrupt import TrainingInterrupted, interruptible, signals_to_main_thread
 from dataflex.train.ledger import DataLedger
 from dataflex.train.loader import StepFeeder
 from dataflex.train.log_lines import eval_line, run_description, train_line
@@ -54,7 +54,8 @@ def build_accelerator(args, dist=None):
         raise ValueError("trainer.bf16=true but this GPU has no bfloat16 support; use trainer.fp16=true.")
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
     plugins = accelerator_plugins(dist, args.max_grad_norm, micro_batch_size=args.per_device_train_batch_size)
-    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda, **plugins)
+    with signals_to_main_thread():  # the process group's threads never take a SIGTERM meant for the loop
+        accelerator = Accelerator(mixed_precision=precision, cpu=not cuda, **plugins)
     check_strategy(accelerator, dist)
     return accelerator
 
