@@ -24,12 +24,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataflex.config.reorder import SCORE_SOURCES
 from dataflex.config.trainer import TrainingArguments
 
 KINDS = ("select", "mix", "reorder", "weight")
 INDEX_ORDER = {"select": 0, "mix": 1, "reorder": 2}
 SELECT_MODES = ("filter", "draw")
-SCORE_SOURCES = ("loss", "field", "file")
 TOKEN_LEVEL_WEIGHTERS = ("rho1",)
 """Weighters the pipeline cannot stack: they weigh tokens, the pipeline multiplies per-sample weights."""
 STAGE_KEYS = {

@@ -89,3 +89,20 @@ def test_selectors_scoring_goes_through_the_cache_once():
     torch.testing.assert_close(e2, e1[1:2])
     torch.testing.assert_close(e1, embeddings(bundle.model, train, ids, plain), rtol=1e-5, atol=1e-6)
     assert cache.passes == 2 and cache.values["embedding"].shape == (len(train), SMALL_MODEL["hidden_size"])
+
+
+def test_doremi_sample_weights_by_reduction_on_hand_numbers():
+    """One helper, two meanings: per-sample factors of mean 1 (pipeline) and the ledger's weights relative to
+    the plain token mean (dynamic_mix), alpha = (0.2, 0.8), domains (0, 1, 1), tokens T = (10, 30)."""
+    from dataflex.train.mixer.doremi import alpha_sample_weights
+
+    alpha, domains, tokens = np.array([0.2, 0.8]), np.array([0, 1, 1]), np.array([10.0, 30.0])
+    np.testing.assert_allclose(alpha_sample_weights(alpha, domains), [1 / 3, 4 / 3, 4 / 3])  # / mean 0.6
+    token = alpha_sample_weights(alpha, domains, reduction="token", domain_tokens=tokens)
+    np.testing.assert_allclose(token, [0.2 * 40 / 26, 0.8 * 40 / 26, 0.8 * 40 / 26])  # sum_d a_d T_d = 26
+    mean = alpha_sample_weights(
+        alpha, domains, reduction="token", domain_tokens=tokens, normalization="domain_mean"
+    )
+    np.testing.assert_allclose(mean, [0.2 * 40 / 10, 0.8 * 40 / 30, 0.8 * 40 / 30])
+    with pytest.raises(ValueError, match="token needs domain_tokens"):
+        alpha_sample_weights(alpha, domains, reduction="token")

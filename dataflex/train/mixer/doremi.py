@@ -56,6 +56,42 @@ def doremi_update(alpha: np.ndarray, excess: np.ndarray, eta: float, smoothing: 
     return (1.0 - smoothing) * new + smoothing / len(alpha)
 
 
+def alpha_sample_weights(
+    alpha: np.ndarray,
+    domain_ids: np.ndarray,
+    reduction: str = "sample",
+    domain_tokens: np.ndarray | None = None,
+    normalization: str = "alpha_tokens",
+) -> np.ndarray:
+    """Each sample's DoReMi loss weight (by its domain d_i) relative to the plain mean loss of the batch.
+
+    The two trainers that apply DoReMi's alpha average the batch's loss differently, so "relative to the plain
+    mean" means two things (one helper, a parameter, rather than two formulas that drift apart):
+
+    - reduction="sample" (trainer=pipeline): the loss is the mean of per-sample token-mean losses and every
+      stage contributes ONE factor per sample to a product, so DoReMi's factor is
+      alpha[d_i] / mean_j alpha[d_j] (mean 1 over the batch; uniform alpha gives 1.0 everywhere).
+    - reduction="token" (dynamic_mix, DoReMi's own objective; the data ledger's weights): relative to the
+      plain token mean of the global batch, with T_d = `domain_tokens` (the batch's supervised tokens of
+      domain d) and T their sum: normalization=alpha_tokens: alpha[d] T / sum_d alpha_d T_d (uniform alpha:
+      1.0); domain_mean: alpha[d] T / T_d.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    domains = np.asarray(domain_ids, dtype=np.int64)
+    if reduction == "sample":
+        per_sample = alpha[domains]
+        return per_sample / per_sample.mean()
+    if reduction != "token" or domain_tokens is None:
+        raise ValueError(f"alpha_sample_weights: reduction={reduction!r} (token needs domain_tokens)")
+    tokens = np.asarray(domain_tokens, dtype=np.float64)
+    total = tokens.sum()
+    if normalization == "alpha_tokens":
+        per_domain = alpha * total / max(float((alpha * tokens).sum()), 1e-12)
+    else:
+        per_domain = alpha * total / np.maximum(tokens, 1.0)
+    return per_domain[domains]
+
+
 def load_reference_model(path: str, device, vocab_size: int | None = None):
     """The frozen reference model; a missing or unloadable folder is an error (never a silent fallback)."""
     folder = Path(path).expanduser()
@@ -184,18 +220,17 @@ class DoReMiMixer(Mixer):
 
     def sample_weights(self, domain_ids: np.ndarray) -> np.ndarray:
         """The weight of each sample (by its domain) in this step's proxy loss relative to the plain token
-        mean of the global batch, for the data ledger: alpha_tokens: alpha[d] T / sum_d alpha_d T_d;
-        domain_mean: alpha[d] T / T_d (T_d: the batch's supervised tokens of domain d, T their sum).
-        Uniform alpha with alpha_tokens gives 1.0 for every sample."""
+        mean of the global batch, for the data ledger (`alpha_sample_weights`, reduction=token)."""
         if self._domain_tokens is None:
             raise RuntimeError("DoReMiMixer.sample_weights called before before_backward")
         tokens = self._domain_tokens.detach().cpu().double().numpy()
-        total = tokens.sum()
-        if self.loss_normalization == "alpha_tokens":
-            per_domain = self.alpha * total / max(float((self.alpha * tokens).sum()), 1e-12)
-        else:
-            per_domain = self.alpha * total / np.maximum(tokens, 1.0)
-        return per_domain[np.asarray(domain_ids, dtype=np.int64)]
+        return alpha_sample_weights(
+            self.alpha,
+            domain_ids,
+            reduction="token",
+            domain_tokens=tokens,
+            normalization=self.loss_normalization,
+        )
 
     # ---- outputs ------------------------------------------------------------------------------------
     def mix(self, model, step_id: int, **kwargs: Any) -> np.ndarray:

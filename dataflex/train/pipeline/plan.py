@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.data.sampling import IndexListSampler, SamplerExhausted
+
 SEP = ">"
 
 
@@ -31,11 +33,14 @@ class Plan:
     """Optional per-id weights a stage attached to the plan (None: 1.0)."""
     boundary: int = 0
     """Steps done when the plan was made (its first step, 0-based)."""
-    pos: int = 0
-    """Ids handed out so far."""
+    start: int = 0
+    """Ids already handed out when the plan is (re)built (a resumed plan continues from there)."""
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        self.queue = IndexListSampler(self.ids)
+        """Hands the ids out in order, never recycling one (the same sampler dynamic_select uses)."""
+        self.queue.pos = int(self.start)
 
     @property
     def provenance(self) -> str:
@@ -47,18 +52,22 @@ class Plan:
         return self.provenance.split(SEP) if int(sample_id) in set(self.ids.tolist()) else []
 
     @property
+    def pos(self) -> int:
+        """Ids handed out so far."""
+        return self.queue.pos
+
+    @property
     def remaining(self) -> int:
-        return len(self.ids) - self.pos
+        return self.queue.remaining
 
     def next(self, n: int) -> np.ndarray:
-        if n > self.remaining:
-            raise RuntimeError(
+        try:
+            return self.queue.next(n)
+        except SamplerExhausted:
+            raise SamplerExhausted(
                 f"the pipeline's plan made after {self.boundary} steps holds {self.remaining} more ids, "
                 f"{n} were asked for (a window is update_step x global batch)"
-            )
-        out = self.ids[self.pos : self.pos + n].copy()
-        self.pos += n
-        return out
+            ) from None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,5 +93,5 @@ class Plan:
             ordered_by=state["ordered_by"],
             weights=None if weights is None else np.asarray(weights, dtype=np.float64),
             boundary=int(state["boundary"]),
-            pos=int(state["pos"]),
+            start=int(state["pos"]),
         )

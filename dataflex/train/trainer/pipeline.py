@@ -20,8 +20,8 @@ Design (one more strategy over the one loop; nothing of the loop is copied):
   micro-batches (`defer_backward`), each active weighter turns the global batch's per-sample losses into
   weights (dL/dx, as dynamic_weight), and the weights multiply: w = prod_k (N w_k) normalised to sum 1. A
   mixer that reweights the loss (DoReMi) joins the product with its domain weights alpha[d_i] (normalised
-  to mean 1) -- its per-sample form, not DoReMi's token-normalised objective: the product needs one factor
-  per sample.
+  to mean 1; `alpha_sample_weights`, reduction=sample) -- its per-sample form, not DoReMi's token-normalised
+  objective: the product needs one factor per sample.
 - Signals: selectors and reorder stages read per-sample losses, embeddings and gradient features through one
   `SignalCache` (per-sample staleness `trainer.score_max_age`), so a signal several stages need is computed
   once per boundary, sharded over the ranks and gathered as today's scoring.
@@ -50,6 +50,7 @@ from dataflex.train.components import RunContext, build_component
 from dataflex.train.context import StepContext
 from dataflex.train.distributed import broadcast_object
 from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
+from dataflex.train.mixer.doremi import alpha_sample_weights
 from dataflex.train.pipeline.plan import Plan
 from dataflex.train.pipeline.signals import SignalCache
 from dataflex.train.pipeline.stages import DrawStage, FilterStage, MixStage, ReorderStage, UniformDraw
@@ -312,8 +313,8 @@ class PipelineTrainer(BaseTrainer):
         doremi = self._doremi
         if doremi is not None:
             doremi.before_backward(all_losses, micro_batches, ctx, update=True)
-            alpha = torch.as_tensor(np.asarray(doremi.alpha, dtype=np.float64))[gathered["domain_ids"].long()]
-            combined *= alpha / alpha.mean()
+            domains = gathered["domain_ids"].long().numpy()
+            combined *= torch.from_numpy(alpha_sample_weights(doremi.alpha, domains, reduction="sample"))
             names.append(self.mix.spec.name)  # type: ignore[union-attr]
         weights = combined / combined.sum()
         if not bool(torch.isfinite(weights).all()):
