@@ -8,14 +8,20 @@ existing component in a role:
 - `mix` (a mixer): draws the batches from the pool by domain proportions (takes the budget);
 - `reorder` (a pattern of dataflex/train/reorder): orders the pool (takes the budget when no other stage does)
   or else each planned window;
-- `weight` (a weighter): weights the per-sample losses; several stack multiplicatively.
+- `weight` (a weighter): weights the per-sample losses; several stack multiplicatively;
+- `prune` (`use: infobatch`): InfoBatch's unbiased pruning of the pool (a random `prune_ratio` share of the
+  ids whose last training loss is below the pool's mean is skipped, the kept ones' losses are up-weighted by
+  1 / (1 - prune_ratio), nothing is pruned from delta x max_steps on); it sits with the filters, before the
+  budget-taker.
 
 `use: <name>` starts a stage's component from the built-in option of that kind (the same schemas as
 `component=<name>` under dynamic_select / dynamic_mix / dynamic_weight); `component: {...}` sets its keys, or
 `component._target_` points at your own class. The rules (checked by `parse_stages`, each error names its
 rule): index stages in the order select -> mix -> reorder; at most one stage takes the step budget (none: a
-uniform draw from the pool); one mix and one reorder stage at most; a stage's `warmup_step` and `every` lie
-on the plan's window grid (multiples of `trainer.update_step`); unknown keys fail, naming the stage.
+uniform draw from the pool); one mix, one reorder and one prune stage at most; filters and the prune stage
+before the budget-taker; a prune stage never next to a `select mode: draw` budget-taker (its up-weighting is
+unbiased only when every pool id is drawn alike); a stage's `warmup_step` and `every` lie on the plan's
+window grid (multiples of `trainer.update_step`); unknown keys fail, naming the stage.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from typing import Any
 from dataflex.config.reorder import SCORE_SOURCES
 from dataflex.config.trainer import TrainingArguments
 
-KINDS = ("select", "mix", "reorder", "weight")
-INDEX_ORDER = {"select": 0, "mix": 1, "reorder": 2}
+KINDS = ("select", "prune", "mix", "reorder", "weight")
+INDEX_ORDER = {"select": 0, "prune": 0, "mix": 1, "reorder": 2}
+"""Filters and the prune stage share the first place (they act on the pool in the order they are listed)."""
 SELECT_MODES = ("filter", "draw")
 TOKEN_LEVEL_WEIGHTERS = ("rho1",)
 """Weighters the pipeline cannot stack: they weigh tokens, the pipeline multiplies per-sample weights."""
@@ -110,8 +117,12 @@ def _fail(i: int, rule: str, message: str) -> ValueError:
 
 def _builtin_schemas(kind: str) -> dict[str, type]:
     from dataflex.config.component import mix, select, weight
+    from dataflex.config.infobatch import InfoBatchPruning
 
-    return {"select": select.SCHEMAS, "mix": mix.SCHEMAS, "weight": weight.SCHEMAS}.get(kind, {})
+    prune: dict[str, type] = {"infobatch": InfoBatchPruning}
+    return {"select": select.SCHEMAS, "mix": mix.SCHEMAS, "weight": weight.SCHEMAS, "prune": prune}.get(
+        kind, {}
+    )
 
 
 def reorder_keys() -> set[str]:
@@ -149,6 +160,12 @@ def component_config(kind: str, use: str | None, overrides: dict[str, Any], i: i
         if needed and not overrides.get(needed):
             raise _fail(i, "reorder values", f"component.score_source={source} needs component.{needed}")
         return dict(overrides)
+    if kind == "prune" and (use is None or overrides.get("_target_")):
+        if overrides.get("_target_"):
+            raise _fail(
+                i, "a stage the trainer can use", "a prune stage takes use: infobatch, not component._target_"
+            )
+        use = "infobatch"
     if use is None:
         if not overrides.get("_target_"):
             raise _fail(i, "a component", f"a {kind} stage needs use: <name> or component._target_")
@@ -201,12 +218,19 @@ def _stage(raw: Any, i: int, update_step: int) -> StageSpec:
         raise _fail(i, "select modes", f"mode={mode!r} is not one of {SELECT_MODES}")
     if kind != "select" and raw.get("mode"):
         raise _fail(i, "select modes", f"mode applies to select stages only (this is {kind})")
+    if kind != "select" and "keep_ratio" in raw:
+        raise _fail(
+            i,
+            "keep_ratio",
+            f"keep_ratio applies to select filters (this is {kind}); a prune stage skips "
+            "component.prune_ratio of the below-mean-loss ids",
+        )
     keep_ratio = float(raw.get("keep_ratio", 0.5))
     if kind == "select" and mode == "filter" and not 0 < keep_ratio <= 1:
         raise _fail(i, "keep_ratio", f"keep_ratio must be in (0, 1], got {keep_ratio}")
     takes = kind == "mix" or (kind == "select" and mode == "draw")
     budget = raw.get("budget")
-    if budget is True and (kind == "weight" or mode == "filter"):
+    if budget is True and (kind in ("weight", "prune") or mode == "filter"):
         raise _fail(i, "one budget-taker", f"a {kind} stage in this mode cannot take the step budget")
     if budget is False and takes:
         raise _fail(i, "one budget-taker", f"a {kind} stage ({mode or kind}) always draws the batches")
@@ -222,6 +246,9 @@ def _stage(raw: Any, i: int, update_step: int) -> StageSpec:
         )
     if kind == "reorder":
         label = str(component.get("pattern", "folding"))
+    elif kind == "prune":
+        use = use or "infobatch"
+        label = use
     else:
         label = use or str(component["_target_"]).rsplit(".", 1)[-1]
     default_name = f"{mode}:{label}" if kind == "select" else f"{kind}:{label}"
@@ -261,7 +288,7 @@ def parse_stages(stages: Any, update_step: int) -> list[StageSpec]:
                 "index stages in the order select -> mix -> reorder",
                 f"this {cur.kind} stage comes after the {prev.kind} stage pipeline.stages[{prev.index}]",
             )
-    for kind in ("mix", "reorder"):
+    for kind in ("mix", "reorder", "prune"):
         same = [s for s in specs if s.kind == kind]
         if len(same) > 1:
             raise _fail(same[1].index, f"one {kind} stage", f"a second {kind} stage")
@@ -274,11 +301,23 @@ def parse_stages(stages: Any, update_step: int) -> list[StageSpec]:
             "make one of them a filter (select mode: filter) or drop it",
         )
     for s in takers:
-        later = [t for t in index if t.index > s.index and t.kind == "select"]
+        later = [t for t in index if t.index > s.index and t.kind in ("select", "prune")]
         if later:
             raise _fail(
-                later[0].index, "filters before the budget-taker", "a select stage after the budget-taker"
+                later[0].index,
+                "filters before the budget-taker",
+                f"a {later[0].kind} stage after the budget-taker",
             )
+    prune = [s for s in specs if s.kind == "prune" and s.enabled]
+    draws = [s for s in takers if s.kind == "select"]
+    if prune and draws:
+        raise _fail(
+            prune[0].index,
+            "prune with an unbiased draw",
+            "InfoBatch's 1 / (1 - prune_ratio) up-weighting is unbiased only if every pool id is drawn "
+            f"alike, but {draws[0].name} (pipeline.stages[{draws[0].index}]) draws by its selector's own "
+            "scores; make it a filter (mode: filter), or draw by a mix / reorder stage or uniformly",
+        )
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

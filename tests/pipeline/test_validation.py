@@ -13,6 +13,7 @@ DRAW = {"kind": "select", "use": "random", "mode": "draw"}
 MIX = {"kind": "mix", "use": "odm"}
 SAW = {"kind": "reorder", "component": {"pattern": "saw"}}
 WEIGHT = {"kind": "weight", "use": "loss"}
+PRUNE = {"kind": "prune", "use": "infobatch"}
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,18 @@ WEIGHT = {"kind": "weight", "use": "loss"}
             "reorder values",
             "score_field",
         ),
+        # InfoBatch's prune stage: with the filters, before the budget-taker, never next to a draw selector
+        ([MIX, PRUNE], r"index stages in the order select -> mix -> reorder", r"stages\[1\]"),
+        ([DRAW, PRUNE], "filters before the budget-taker", r"a prune stage after the budget-taker"),
+        ([PRUNE, DRAW], "prune with an unbiased draw", r"stages\[0\].*draw:random"),
+        ([PRUNE, {**PRUNE, "name": "again"}], "one prune stage", r"stages\[1\]"),
+        ([{**PRUNE, "keep_ratio": 0.5}], "keep_ratio", "component.prune_ratio"),
+        ([{**PRUNE, "component": {"prune_ratio": 1.0}}], "prune infobatch values", "component.prune_ratio"),
+        ([{**PRUNE, "component": {"ratio": 0.3}}], "unknown keys", "component.ratio"),
+        ([{**PRUNE, "budget": True}], "one budget-taker", "cannot take the step budget"),
+        ([{**PRUNE, "use": "ccs"}], "a stage the trainer can use", "ccs"),
+        ([{"kind": "prune", "component": {"_target_": "x.Y"}}], "a stage the trainer can use", "_target_"),
+        ([{**PRUNE, "every": 3}], "stage schedule on the window grid", "every=3"),
     ],
 )
 def test_each_rule_fails_naming_it(stages, rule, where):
@@ -57,6 +70,9 @@ def test_a_valid_pipeline_names_its_stages_and_its_budget_taker():
     assert specs[0].component["focus"] == "medium"  # the built-in option's defaults, composed
     assert specs[0].component["_target_"].endswith("LossSelector")
     assert not specs[4].due(10) and specs[1].due(10) and not specs[1].due(7)
+    prune = parse_stages([FILTER, {"kind": "prune"}, MIX], update_step=5)  # use: infobatch is the default
+    assert [s.name for s in prune] == ["filter:loss", "prune:infobatch", "mix:odm"]
+    assert prune[1].component == {"prune_ratio": 0.5, "delta": 0.875} and not prune[1].budget
 
 
 def test_the_cli_config_is_validated_before_anything_loads(compose):

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflex.config.infobatch import InfoBatchPruning
 from dataflex.config.pipeline import StageSpec
 from dataflex.config.trainer import check_proportion_values
 from dataflex.data.sampling import EpochSampler, IndexListSampler, ProportionSampler
@@ -18,6 +19,7 @@ from dataflex.train.distributed import broadcast_object
 from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
 from dataflex.train.reorder.patterns import ReorderSpec, reorder
 from dataflex.train.reorder.sampler import ReorderSampler, derived_seed
+from dataflex.train.selector.infobatch import InfoBatchSettings, annealing_by_steps, epoch_plan
 from dataflex.utils.logging import logger
 
 
@@ -55,6 +57,92 @@ class FilterStage:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = None if state["kept"] is None else np.asarray(state["kept"], dtype=np.int64)
         _load(self.selector, state["selector"])
+
+
+class PruneStage:
+    """`prune` (InfoBatch): at its due boundaries, InfoBatch's epoch plan (`epoch_plan` of
+    dataflex/train/selector/infobatch.py, the core trainer=infobatch uses) over the pool it receives: the ids
+    whose score is below the pool's mean score are "well learned", a random `prune_ratio` share of them is
+    skipped until the next decision and the kept ones' losses are multiplied by 1 / (1 - prune_ratio) when
+    they are trained (`factors`). A score is the id's latest training loss (the per-sample losses the
+    pipeline gathers after every step, `observe`). An id not trained yet has no loss: it is kept, with weight
+    1, and left out of the mean (the official code starts every id at 3.0 but trains all of them in its
+    first, unpruned epoch before any pruning; deciding per window, an untrained id would otherwise be judged
+    by that constant). A pool changed by an upstream filter is judged anew at once. From delta x max_steps on
+    (decided at the first boundary there), the pool passes unpruned with weight 1 (the annealing).
+
+    Deviations from InfoBatch (besides trainer=infobatch's, step-based annealing and a fixed step budget):
+    the official code re-prunes once per epoch of the whole dataset; here the decision is re-made at the
+    stage's boundaries (`every`, default one window), over the pool the upstream filters left. With `every`
+    = the steps of one pass over the pruned pool and a uniform or reorder draw, it is the official epoch."""
+
+    def __init__(
+        self, spec: StageSpec, config: InfoBatchPruning, num_items: int, seed: int, total: int
+    ) -> None:
+        self.spec, self.config, self.total = spec, config, int(total)
+        self.settings = InfoBatchSettings(prune_ratio=config.prune_ratio, seed=seed)
+        self.scores = np.full(int(num_items), np.nan, dtype=np.float64)
+        """Each id's latest training loss (NaN: not trained yet)."""
+        self.weights = np.ones(int(num_items), dtype=np.float64)
+        """Each id's loss factor under the decision in force (1 / keep ratio for kept well-learned ids)."""
+        self.kept: np.ndarray | None = None
+        self.judged: np.ndarray | None = None
+        """The pool the decision in force was made over (a changed upstream pool is judged anew: an id
+        the decision never saw is neither dropped nor kept by default)."""
+        self.rounds = 0
+        """Decisions made so far (the `epoch` that seeds InfoBatch's draws)."""
+        self.annealed = False
+        self.pruned = 0
+        """Ids the decision in force skips (logged as pipeline/pruned)."""
+
+    def apply(self, done: int, pool: np.ndarray, model: Any = None, kw: Any = None) -> np.ndarray:
+        if not self.spec.active(done):
+            return pool
+        anneal = annealing_by_steps(done, self.total, self.config.delta)
+        new_pool = self.judged is None or not np.array_equal(self.judged, pool)
+        if self.spec.due(done) or new_pool or (anneal and not self.annealed):
+            seen = pool[np.isfinite(self.scores[pool])]
+            positions, weights = epoch_plan(self.scores[seen], self.rounds, self.settings, anneal=anneal)
+            self.rounds, self.annealed, self.judged = self.rounds + 1, anneal, pool.copy()
+            unseen = pool[~np.isfinite(self.scores[pool])]
+            self.kept = np.union1d(unseen, seen[positions])
+            self.weights = np.ones_like(self.weights)  # a new array: steps planned earlier keep theirs
+            self.weights[seen] = weights
+            self.pruned = len(pool) - len(self.kept)
+        assert self.kept is not None
+        return self.kept
+
+    def factors(self, ids: np.ndarray) -> np.ndarray:
+        """The loss factors of the trained ids (all 1 before the stage's warmup)."""
+        return self.weights[np.asarray(ids, dtype=np.int64)]
+
+    def observe(self, ids: np.ndarray, losses: np.ndarray) -> None:
+        """The step's gathered per-sample training losses become the ids' scores (non-finite ones skipped)."""
+        ok = np.isfinite(losses)
+        self.scores[np.asarray(ids, dtype=np.int64)[ok]] = np.asarray(losses, dtype=np.float64)[ok]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "scores": self.scores.copy(),
+            "weights": self.weights.copy(),
+            "kept": None if self.kept is None else self.kept.copy(),
+            "judged": None if self.judged is None else self.judged.copy(),
+            "rounds": self.rounds,
+            "annealed": self.annealed,
+            "pruned": self.pruned,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["scores"]) != len(self.scores):
+            raise ValueError(
+                f"pipeline {self.spec.name}: the checkpoint's scores are for another training set"
+            )
+        self.scores = np.asarray(state["scores"], dtype=np.float64)
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.kept = None if state["kept"] is None else np.asarray(state["kept"], dtype=np.int64)
+        self.judged = None if state["judged"] is None else np.asarray(state["judged"], dtype=np.int64)
+        self.rounds, self.annealed = int(state["rounds"]), bool(state["annealed"])
+        self.pruned = int(state["pruned"])
 
 
 class DrawStage:

@@ -56,6 +56,12 @@ def annealing(epoch: int, settings: InfoBatchSettings) -> bool:
     return epoch + 1 > settings.delta * settings.num_epochs
 
 
+def annealing_by_steps(done: int, total_steps: int, delta: float) -> bool:
+    """A step-based trainer's annealing (trainer=infobatch, the pipeline's prune stage): pruning stops once
+    `done` >= delta x the run's steps (the number of pruned epochs a step budget holds is not known)."""
+    return done >= delta * total_steps
+
+
 def epoch_plan(
     scores: np.ndarray, epoch: int, settings: InfoBatchSettings, anneal: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,12 @@ import torch
 from dataflex.config.infobatch import InfoBatchConfig
 from dataflex.train.components import RunContext
 from dataflex.train.context import StepContext
-from dataflex.train.selector.infobatch import INITIAL_SCORE, InfoBatchSettings, epoch_plan
+from dataflex.train.selector.infobatch import (
+    INITIAL_SCORE,
+    InfoBatchSettings,
+    annealing_by_steps,
+    epoch_plan,
+)
 from dataflex.train.signals.losses import SampleLosses
 from dataflex.train.trainer.base import BaseTrainer
 
@@ -63,7 +68,7 @@ class InfoBatchTrainer(BaseTrainer):
     def _new_epoch(self, step: int) -> None:
         self.plan_epoch += 1
         settings = InfoBatchSettings(prune_ratio=self.args.prune_ratio, seed=self.args.seed)
-        anneal = step >= self.args.delta * self._total
+        anneal = annealing_by_steps(step, self._total, self.args.delta)
         ids, weights = epoch_plan(self.scores, self.plan_epoch, settings, anneal=anneal)
         self.plan_ids, self.plan_weights, self.pos = ids, weights, 0
         self.pruned_total += len(self.scores) - len(ids)

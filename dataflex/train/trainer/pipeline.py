@@ -22,6 +22,10 @@ Design (one more strategy over the one loop; nothing of the loop is copied):
   mixer that reweights the loss (DoReMi) joins the product with its domain weights alpha[d_i] (normalised
   to mean 1; `alpha_sample_weights`, reduction=sample) -- its per-sample form, not DoReMi's token-normalised
   objective: the product needs one factor per sample.
+- A prune stage (InfoBatch, `PruneStage`) acts on the pool with the filters and gives each kept
+  below-mean-loss id a loss factor 1 / (1 - prune_ratio): it multiplies the normalised weights (or, with no
+  weight stage active, the plain loss: mean(factor x loss), trainer=infobatch's form), so the rescale is not
+  normalised away. Its scores are the per-sample training losses gathered after every step.
 - Signals: selectors and reorder stages read per-sample losses, embeddings and gradient features through one
   `SignalCache` (per-sample staleness `trainer.score_max_age`), so a signal several stages need is computed
   once per boundary, sharded over the ranks and gathered as today's scoring.
@@ -43,6 +47,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from dataflex.config.infobatch import InfoBatchPruning
 from dataflex.config.pipeline import PipelineTrainerConfig, StageSpec, parse_stages
 from dataflex.data.processor import collate
 from dataflex.data.scores import check_precomputed, precomputed_scores
@@ -53,7 +58,14 @@ from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
 from dataflex.train.mixer.doremi import alpha_sample_weights
 from dataflex.train.pipeline.plan import Plan
 from dataflex.train.pipeline.signals import SignalCache
-from dataflex.train.pipeline.stages import DrawStage, FilterStage, MixStage, ReorderStage, UniformDraw
+from dataflex.train.pipeline.stages import (
+    DrawStage,
+    FilterStage,
+    MixStage,
+    PruneStage,
+    ReorderStage,
+    UniformDraw,
+)
 from dataflex.train.reorder.patterns import ReorderSpec
 from dataflex.train.selector.base_selector import SelectionContext
 from dataflex.train.selector.scoring import candidate_losses
@@ -96,7 +108,11 @@ class PipelineTrainer(BaseTrainer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.specs: list[StageSpec] = parse_stages(self.args.stages, self.args.update_step)
-        self.filters: list[FilterStage] = []
+        self.filters: list[FilterStage | PruneStage] = []
+        """The stages that act on the pool before the budget-taker, in their order (filters, prune)."""
+        self.prune: PruneStage | None = None
+        self._factors: dict[int, np.ndarray] = {}
+        """step -> the prune stage's per-id loss factors in force when the step's ids were planned."""
         self.taker: Any = None
         self.reorder: ReorderStage | None = None
         self.weights: list[tuple[StageSpec, Any]] = []
@@ -162,6 +178,10 @@ class PipelineTrainer(BaseTrainer):
                 self.filters.append(FilterStage(spec, selector))
             elif spec.enabled:
                 self.taker = DrawStage(spec, selector, self.args.seed)
+        elif spec.kind == "prune":
+            config = InfoBatchPruning(**spec.component)
+            self.prune = PruneStage(spec, config, len(self.train_data), self.args.seed, self.args.max_steps)
+            self.filters.append(self.prune)
         elif spec.kind == "mix":
             names = list(self.train_data.domain_names)
             sizes = [len(self.train_data.domain_rows(d)) for d in range(len(names))]
@@ -256,6 +276,8 @@ class PipelineTrainer(BaseTrainer):
             self.plan = self._make_plan(step, n)
         ids = self.plan.next(n)
         self._provenance[step] = self.plan.provenance
+        if self.prune is not None:
+            self._factors[step] = self.prune.weights  # replaced, never mutated, by the next decision
         for spec, weighter in self.weights:
             weighter.begin_step(step, self._weighting(spec, step))
         self.trained += n
@@ -317,6 +339,9 @@ class PipelineTrainer(BaseTrainer):
             combined *= torch.from_numpy(alpha_sample_weights(doremi.alpha, domains, reduction="sample"))
             names.append(self.mix.spec.name)  # type: ignore[union-attr]
         weights = combined / combined.sum()
+        factors = self._factors.get(ctx.step)
+        if factors is not None:  # InfoBatch's rescale multiplies the normalised weights: its mean stays > 1
+            weights = weights * torch.from_numpy(factors[gathered["sample_ids"].long().numpy()])
         if not bool(torch.isfinite(weights).all()):
             raise FloatingPointError(f"pipeline: non-finite weights at step {ctx.step} from {names}")
         weights = broadcast_object(weights)
@@ -332,6 +357,12 @@ class PipelineTrainer(BaseTrainer):
         self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext
     ) -> torch.Tensor:
         w = self._mb_weights.pop(id(losses), None)
+        factors = self._factors.get(ctx.step)
+        if w is None and factors is not None:  # InfoBatch alone: mean(factor x loss), as trainer=infobatch
+            r = torch.from_numpy(factors[batch["sample_ids"].long().cpu().numpy()]).to(losses.mean)
+            if self.args.loss_reduction == "token":
+                return (r * losses.token_sum).sum() * ctx.world_size / max(ctx.global_tokens, 1)
+            return (r * losses.mean).sum() * ctx.world_size / ctx.global_samples
         if w is None:
             return super().compute_loss(losses, batch, ctx)
         return (w * losses.mean).sum() * ctx.world_size
@@ -339,8 +370,16 @@ class PipelineTrainer(BaseTrainer):
     # ---- after the step ---------------------------------------------------------------------------------
     def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
+        g = ctx.gathered() if self.mix is not None or self.prune is not None else {}  # collective: all ranks
+        if self.prune is not None:
+            self.prune.observe(g["sample_ids"].numpy(), g["sample_loss"].double().numpy())
+            factors = self._factors.get(ctx.step)
+            metrics["pipeline/pruned"] = float(self.prune.pruned)
+            if factors is not None:
+                metrics["pipeline/upweighted"] = float((factors[g["sample_ids"].long().numpy()] > 1).mean())
+            for old in [s for s in self._factors if s < ctx.step]:
+                del self._factors[old]  # the current step's stay for the ledger
         if self.mix is not None:
-            g = ctx.gathered()
             k = len(self.train_data.domain_names)
             domains = g["domain_ids"].long()
             stats = DomainStats(
@@ -376,7 +415,8 @@ class PipelineTrainer(BaseTrainer):
 
     def ledger_weights(self, ctx: StepContext) -> Any:
         if self._last is None or self._last["step"] != ctx.step:
-            return None
+            factors = self._factors.get(ctx.step)
+            return None if factors is None else factors[np.asarray(ctx.indices, dtype=np.int64)]
         w = self._last["weights"]
         return (w * len(w)).numpy()
 
