@@ -7,7 +7,8 @@ existing component in a role:
   takes the step budget);
 - `mix` (a mixer): draws the batches from the pool by domain proportions (takes the budget);
 - `reorder` (a pattern of dataflex/train/reorder): orders the pool (takes the budget when no other stage does)
-  or else each planned window;
+  or else each planned window, by the model's loss, a data field, a file, or (`score_source: stage`,
+  `score_stage: <name>`) the scores a select stage of this run gave its ids (LESS influence, ICONS votes);
 - `weight` (a weighter): weights the per-sample losses; several stack multiplicatively;
 - `prune` (`use: infobatch`): InfoBatch's unbiased pruning of the pool (a random `prune_ratio` share of the
   ids whose last training loss is below the pool's mean is skipped, the kept ones' losses are up-weighted by
@@ -37,6 +38,11 @@ KINDS = ("select", "prune", "mix", "reorder", "weight")
 INDEX_ORDER = {"select": 0, "prune": 0, "mix": 1, "reorder": 2}
 """Filters and the prune stage share the first place (they act on the pool in the order they are listed)."""
 SELECT_MODES = ("filter", "draw")
+STAGE_SOURCE = "stage"
+"""A reorder stage's score_source that only a pipeline has: the scores a select stage of the same run gave
+the ids it returned (`component.score_stage: <its name>`), e.g. LESS influence or ICONS votes."""
+UNSCORED_SELECTORS = ("random",)
+"""Built-in selectors that return ids without scores (no `last_scores`): not a score_stage."""
 TOKEN_LEVEL_WEIGHTERS = ("rho1",)
 """Weighters the pipeline cannot stack: they weigh tokens, the pipeline multiplies per-sample weights."""
 STAGE_KEYS = {
@@ -128,7 +134,12 @@ def _builtin_schemas(kind: str) -> dict[str, type]:
 def reorder_keys() -> set[str]:
     from dataflex.train.reorder.patterns import ReorderSpec
 
-    return {f.name for f in dataclasses.fields(ReorderSpec)} | {"score_source", "score_field", "score_path"}
+    return {f.name for f in dataclasses.fields(ReorderSpec)} | {
+        "score_source",
+        "score_field",
+        "score_path",
+        "score_stage",
+    }
 
 
 def component_config(kind: str, use: str | None, overrides: dict[str, Any], i: int) -> dict[str, Any]:
@@ -152,11 +163,10 @@ def component_config(kind: str, use: str | None, overrides: dict[str, Any], i: i
         except ValueError as err:
             raise _fail(i, "reorder values", str(err)) from None
         source = overrides.get("score_source", "loss")
-        if source not in SCORE_SOURCES:
-            raise _fail(
-                i, "reorder values", f"component.score_source={source!r} is not one of {SCORE_SOURCES}"
-            )
-        needed = {"field": "score_field", "file": "score_path"}.get(source)
+        sources = (*SCORE_SOURCES, STAGE_SOURCE)
+        if source not in sources:
+            raise _fail(i, "reorder values", f"component.score_source={source!r} is not one of {sources}")
+        needed = {"field": "score_field", "file": "score_path", STAGE_SOURCE: "score_stage"}.get(source)
         if needed and not overrides.get(needed):
             raise _fail(i, "reorder values", f"component.score_source={source} needs component.{needed}")
         return dict(overrides)
@@ -322,4 +332,43 @@ def parse_stages(stages: Any, update_step: int) -> list[StageSpec]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"pipeline.stages: two stages are named {dup[0]!r}; give them distinct name: keys.")
+    for s in specs:
+        if s.kind == "reorder" and s.component.get("score_source") == STAGE_SOURCE:
+            _check_score_stage(s, specs)
     return specs
+
+
+def _check_score_stage(reorder: StageSpec, specs: list[StageSpec]) -> None:
+    """A reorder stage ordering by another stage's scores: that stage is an enabled scoring select stage
+    listed before it, and it has decided (warmup) by the time the reorder stage first acts."""
+    name = reorder.component.get("score_stage")
+    rule = "a score stage before the reorder"
+    by_name = {s.name: s for s in specs}
+    if name not in by_name:
+        raise _fail(
+            reorder.index,
+            rule,
+            f"component.score_stage={name!r} names no stage; the stages are {sorted(by_name)}",
+        )
+    source = by_name[name]
+    if source.kind != "select" or not source.enabled or source.index > reorder.index:
+        raise _fail(
+            reorder.index,
+            rule,
+            f"component.score_stage={name!r} must be an enabled select stage listed before this one "
+            f"(it is a {'disabled ' if not source.enabled else ''}{source.kind} stage, "
+            f"pipeline.stages[{source.index}])",
+        )
+    if source.use in UNSCORED_SELECTORS:
+        raise _fail(
+            reorder.index,
+            rule,
+            f"component.score_stage={name!r}: the {source.use} selector gives its ids no scores",
+        )
+    if reorder.warmup_step < source.warmup_step:
+        raise _fail(
+            reorder.index,
+            rule,
+            f"warmup_step={reorder.warmup_step} is before {name!r} first decides (its warmup_step="
+            f"{source.warmup_step}); give the reorder stage warmup_step >= {source.warmup_step}",
+        )

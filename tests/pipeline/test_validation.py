@@ -16,6 +16,10 @@ WEIGHT = {"kind": "weight", "use": "loss"}
 PRUNE = {"kind": "prune", "use": "infobatch"}
 
 
+def BY(stage: str) -> dict:  # noqa: N802 - reads like the other stage constants
+    return {"kind": "reorder", "component": {"pattern": "saw", "score_source": "stage", "score_stage": stage}}
+
+
 @pytest.mark.parametrize(
     "stages, rule, where",
     [
@@ -52,6 +56,20 @@ PRUNE = {"kind": "prune", "use": "infobatch"}
         ([{**PRUNE, "use": "ccs"}], "a stage the trainer can use", "ccs"),
         ([{"kind": "prune", "component": {"_target_": "x.Y"}}], "a stage the trainer can use", "_target_"),
         ([{**PRUNE, "every": 3}], "stage schedule on the window grid", "every=3"),
+        # a reorder stage ordered by a select stage's scores (score_source: stage)
+        (
+            [FILTER, {"kind": "reorder", "component": {"score_source": "stage"}}],
+            "reorder values",
+            "score_stage",
+        ),
+        ([FILTER, BY("filter:lss")], "a score stage before the reorder", "names no stage"),
+        ([FILTER, MIX, BY("mix:odm")], "a score stage before the reorder", "must be an enabled select stage"),
+        ([DRAW, BY("draw:random")], "a score stage before the reorder", "gives its ids no scores"),
+        (
+            [{**FILTER, "warmup_step": 10}, BY("filter:loss")],
+            "a score stage before the reorder",
+            "warmup_step >= 10",
+        ),
     ],
 )
 def test_each_rule_fails_naming_it(stages, rule, where):

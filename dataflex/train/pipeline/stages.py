@@ -27,6 +27,43 @@ def _ids(values: Any) -> np.ndarray:
     return np.asarray(broadcast_object([int(i) for i in values]), dtype=np.int64)
 
 
+class StageScores:
+    """The scores a select stage's selector gave the ids it returned (`last_scores`, one per id), kept per
+    id for a reorder stage with `score_source: stage`; rank 0's values are broadcast, like the ids. An id
+    keeps its latest score (a later decision overwrites it; ids not chosen again keep theirs)."""
+
+    def __init__(self, name: str, num_items: int) -> None:
+        self.name = name
+        self.values = np.full(int(num_items), np.nan, dtype=np.float64)
+
+    def record(self, ids: np.ndarray, selector: Any) -> None:
+        scores = getattr(selector, "last_scores", None)
+        if scores is None or len(scores) != len(ids):
+            raise ValueError(
+                f"pipeline stage {self.name}: its selector ({type(selector).__name__}) set no last_scores "
+                f"for the {len(ids)} ids it returned, and a reorder stage orders by them (score_source: "
+                "stage); set `self.last_scores` (one float per returned id) in select()"
+            )
+        self.values[ids] = np.asarray(broadcast_object([float(x) for x in scores]), dtype=np.float64)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        out = self.values[np.asarray(ids, dtype=np.int64)]
+        if not np.isfinite(out).all():
+            missing = np.asarray(ids)[~np.isfinite(out)][:5].tolist()
+            raise ValueError(
+                f"pipeline stage {self.name} has no score for ids {missing} that the reorder stage orders "
+                "(score_source: stage reads the scores of ids that stage returned)"
+            )
+        return out
+
+    def state_dict(self) -> np.ndarray:
+        return self.values.copy()
+
+    def load_state_dict(self, values: Any) -> None:
+        if values is not None:
+            self.values = np.asarray(values, dtype=np.float64)
+
+
 class FilterStage:
     """`select` with `mode: filter`: at its due boundaries the selector keeps ceil(keep_ratio x |pool|) ids
     of the pool it receives; between them the kept ids stay (intersected with a changed upstream pool)."""
@@ -34,14 +71,18 @@ class FilterStage:
     def __init__(self, spec: StageSpec, selector: Any) -> None:
         self.spec, self.selector = spec, selector
         self.kept: np.ndarray | None = None
+        self.scores: StageScores | None = None
+        """Set by the trainer when a reorder stage orders by this stage's scores."""
 
     def apply(self, done: int, pool: np.ndarray, model: Any, select_kwargs: dict[str, Any]) -> np.ndarray:
         if not self.spec.active(done):
             return pool
         if self.spec.due(done) or self.kept is None:
             k = max(1, int(np.ceil(self.spec.keep_ratio * len(pool))))
-            chosen = self.selector.select(model, done, k, candidates=pool, **select_kwargs)
-            self.kept = np.unique(_ids(chosen))
+            chosen = _ids(self.selector.select(model, done, k, candidates=pool, **select_kwargs))
+            if self.scores is not None:
+                self.scores.record(chosen, self.selector)
+            self.kept = np.unique(chosen)
             if len(self.kept) != k:
                 raise ValueError(
                     f"pipeline stage {self.spec.name}: the selector returned {len(self.kept)} distinct ids, "
@@ -52,11 +93,17 @@ class FilterStage:
         return kept if len(kept) else pool
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kept": None if self.kept is None else self.kept.copy(), "selector": _state(self.selector)}
+        return {
+            "kept": None if self.kept is None else self.kept.copy(),
+            "selector": _state(self.selector),
+            "scores": None if self.scores is None else self.scores.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = None if state["kept"] is None else np.asarray(state["kept"], dtype=np.int64)
         _load(self.selector, state["selector"])
+        if self.scores is not None:
+            self.scores.load_state_dict(state.get("scores"))
 
 
 class PruneStage:
@@ -153,6 +200,8 @@ class DrawStage:
     def __init__(self, spec: StageSpec, selector: Any, seed: int) -> None:
         self.spec, self.selector, self.seed = spec, selector, seed
         self.queue: IndexListSampler | None = None
+        self.scores: StageScores | None = None
+        """Set by the trainer when a reorder stage orders by this stage's scores."""
 
     def draw(
         self, done: int, pool: np.ndarray, n: int, batch: int, model: Any, kw: dict[str, Any]
@@ -160,6 +209,8 @@ class DrawStage:
         if self.spec.due(done) or self.queue is None or self.queue.remaining < n:
             k = max(n, self.spec.every * batch)
             chosen = _ids(self.selector.select(model, done, k, candidates=pool, **kw))
+            if self.scores is not None:
+                self.scores.record(chosen, self.selector)
             perm = np.random.default_rng([self.seed, 0xD8A7, done]).permutation(len(chosen))
             self.queue = IndexListSampler(chosen[perm])
         return self.queue.next(n)
@@ -168,6 +219,7 @@ class DrawStage:
         return {
             "queue": None if self.queue is None else self.queue.state_dict(),
             "selector": _state(self.selector),
+            "scores": None if self.scores is None else self.scores.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -175,6 +227,8 @@ class DrawStage:
             self.queue = IndexListSampler([])
             self.queue.load_state_dict(state["queue"])
         _load(self.selector, state["selector"])
+        if self.scores is not None:
+            self.scores.load_state_dict(state.get("scores"))
 
 
 class MixStage:
@@ -263,18 +317,29 @@ class MixStage:
 
 class ReorderStage:
     """`reorder`: a data-efficacy pattern over per-item scores (the model's loss from the signal cache, a
-    data field, or a file). As the budget-taker it orders the pool consume-once (`ReorderSampler`: every
-    pool id once per epoch; at due boundaries the untrained rest is re-scored and re-ordered); otherwise it
-    permutes each window the taker drew, seeded by the boundary."""
+    data field, a file, or a select stage's scores of this run). As the budget-taker it orders the pool
+    consume-once (`ReorderSampler`: every pool id once per epoch; at due boundaries the untrained rest is
+    re-scored and re-ordered); otherwise it permutes each window the taker drew, seeded by the boundary."""
 
-    def __init__(self, spec: StageSpec, pattern: ReorderSpec, static_scores: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        spec: StageSpec,
+        pattern: ReorderSpec,
+        static_scores: np.ndarray | None,
+        stage_scores: StageScores | None = None,
+    ) -> None:
         self.spec, self.pattern, self.static = spec, pattern, static_scores
+        self.stage_scores = stage_scores
+        """score_source: stage -- read like the losses (dynamic): each epoch and each due boundary takes the
+        select stage's latest scores of the ids."""
         self.sampler: ReorderSampler | None = None
         self.pool_version = -1
 
     def scores(self, ids: np.ndarray, losses: Any, max_age: int | None = None) -> np.ndarray:
         if self.static is not None:
             return self.static[ids]
+        if self.stage_scores is not None:
+            return self.stage_scores(ids)
         return np.asarray(losses(ids, max_age), dtype=np.float64)
 
     def take(self, done: int, pool: np.ndarray, version: int, n: int, losses: Any) -> np.ndarray:

@@ -48,7 +48,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dataflex.config.infobatch import InfoBatchPruning
-from dataflex.config.pipeline import PipelineTrainerConfig, StageSpec, parse_stages
+from dataflex.config.pipeline import STAGE_SOURCE, PipelineTrainerConfig, StageSpec, parse_stages
 from dataflex.data.processor import collate
 from dataflex.data.scores import check_precomputed, precomputed_scores
 from dataflex.train.components import RunContext, build_component
@@ -64,6 +64,7 @@ from dataflex.train.pipeline.stages import (
     MixStage,
     PruneStage,
     ReorderStage,
+    StageScores,
     UniformDraw,
 )
 from dataflex.train.reorder.patterns import ReorderSpec
@@ -98,7 +99,7 @@ class PipelineTrainer(BaseTrainer):
             prefix = f"pipeline.stages[{spec.index}].component"
             if spec.kind == "reorder":
                 source = spec.component.get("score_source", "loss")
-                if source != "loss":
+                if source in ("field", "file"):
                     field = spec.component.get("score_field") if source == "field" else None
                     path = spec.component.get("score_path") if source == "file" else None
                     precomputed_scores(engine, field=field, path=path, prefix=prefix)
@@ -194,9 +195,13 @@ class PipelineTrainer(BaseTrainer):
             keys = dict(spec.component)
             source = keys.pop("score_source", "loss")
             field, path = keys.pop("score_field", None), keys.pop("score_path", None)
+            score_stage = keys.pop("score_stage", None)
             keys.setdefault("seed", self.args.seed)
-            static = None
-            if source != "loss":
+            static, by_stage = None, None
+            if source == STAGE_SOURCE:  # validated: an earlier select stage, built by now
+                by_stage = StageScores(str(score_stage), len(self.train_data))
+                self._select_stage(str(score_stage)).scores = by_stage
+            elif source != "loss":
                 static = precomputed_scores(
                     self.train_data,
                     field=field if source == "field" else None,
@@ -204,7 +209,7 @@ class PipelineTrainer(BaseTrainer):
                     prefix=f"pipeline.stages[{spec.index}].component",
                 )
             if spec.enabled:
-                self.reorder = ReorderStage(spec, ReorderSpec(**keys), static)
+                self.reorder = ReorderStage(spec, ReorderSpec(**keys), static, by_stage)
                 if spec.budget:
                     self.taker = self.reorder
         else:
@@ -213,6 +218,15 @@ class PipelineTrainer(BaseTrainer):
                 raise ValueError(f"pipeline stage {spec.name}: a token-level weighter cannot be stacked.")
             weighter.attach(self._model)
             self.weights.append((spec, weighter))
+
+    def _select_stage(self, name: str) -> FilterStage | DrawStage:
+        stages: list[FilterStage | DrawStage] = [f for f in self.filters if isinstance(f, FilterStage)]
+        if isinstance(self.taker, DrawStage):
+            stages.append(self.taker)
+        for stage in stages:
+            if stage.spec.name == name:
+                return stage
+        raise ValueError(f"pipeline: no built select stage named {name!r} (score_stage)")
 
     # ---- the plan ---------------------------------------------------------------------------------------
     def total_steps(self, global_batch_size: int) -> int:
