@@ -104,3 +104,28 @@ def test_less_filter_scores_order_each_window(tmp_path, monkeypatch):
         assert (np.diff(scores[window]) <= 0).all()  # sorted by LESS score, highest first
         assert plan["provenance"] == "filter:less>mix:random>reorder:sorting"
     assert any(k.startswith("grad:") for k in trainer.cache.values)  # features went through the cache
+
+
+def test_resumed_run_reorders_by_the_checkpointed_stage_scores(tmp_path, scored):
+    """The filter decides once (boundary 0); the reorder stage re-orders the rest of its epoch at every
+    boundary and starts epoch 2 (after 40 ids = 5 steps) from the stage's scores: a run resumed at step 3
+    reads them from the checkpoint and trains the same ids as the uninterrupted run."""
+    stages = [{**SCORED, "every": 8}, {"kind": "reorder", "every": 2, "component": BY_STAGE}]
+    knobs = dict(stages=stages, update_step=2, max_steps=6, save_steps=3)
+    full = small_trainer(PipelineTrainer, tmp_path / "full", **knobs)
+    full.train()
+    resumed = small_trainer(
+        PipelineTrainer,
+        tmp_path / "resumed",
+        resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"),
+        **knobs,
+    )
+    resumed.train()
+    ids = [r["sample_id"] for r in read_ledger(tmp_path / "full").to_pylist()]
+    again = [r["sample_id"] for r in read_ledger(tmp_path / "resumed").to_pylist() if r["step"] > 3]
+    assert again == ids[24:] and len(ids) == 48
+    ids_all = np.arange(160)
+    kept = ids_all[np.argsort(-scored.score(ids_all), kind="stable")[:40]]
+    assert ids[40:] == kept[np.argsort(scored.score(kept), kind="stable")][:8].tolist()  # epoch 2: same order
+    assert resumed.filters[0].scores is not None
+    np.testing.assert_array_equal(resumed.filters[0].scores.values, full.filters[0].scores.values)
