@@ -165,7 +165,9 @@ def component_config(kind: str, use: str | None, overrides: dict[str, Any], i: i
         source = overrides.get("score_source", "loss")
         sources = (*SCORE_SOURCES, STAGE_SOURCE)
         if source not in sources:
-            raise _fail(i, "reorder values", f"component.score_source={source!r} is not one of {sources}")
+            raise _fail(
+                i, "reorder values", f"component.score_source={source!r} is not one of {', '.join(sources)}"
+            )
         needed = {"field": "score_field", "file": "score_path", STAGE_SOURCE: "score_stage"}.get(source)
         if needed and not overrides.get(needed):
             raise _fail(i, "reorder values", f"component.score_source={source} needs component.{needed}")

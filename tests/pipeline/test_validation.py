@@ -62,6 +62,11 @@ def BY(stage: str) -> dict:  # noqa: N802 - reads like the other stage constants
             "reorder values",
             "score_stage",
         ),
+        (
+            [{"kind": "reorder", "component": {"score_source": "lossy"}}],
+            "reorder values",
+            "not one of field, file, loss, stage",
+        ),
         ([FILTER, BY("filter:lss")], "a score stage before the reorder", "names no stage"),
         ([FILTER, MIX, BY("mix:odm")], "a score stage before the reorder", "must be an enabled select stage"),
         ([DRAW, BY("draw:random")], "a score stage before the reorder", "gives its ids no scores"),
