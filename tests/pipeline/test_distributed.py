@@ -1,7 +1,10 @@
-"""Two ranks running a 3-stage pipeline make identical plans (the signals are sharded and gathered, every
-decision is broadcast), and the ledger (rank 0) is the union of what both ranks trained."""
+"""Two ranks running a 3-stage pipeline (plus InfoBatch's prune stage) make identical plans (the signals are
+sharded and gathered, every decision is broadcast or made from gathered losses), and the ledger (rank 0) is
+the union of what both ranks trained."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -9,6 +12,7 @@ from distributed_utils import run_distributed
 
 STAGES = [
     {"kind": "select", "use": "loss", "mode": "filter", "keep_ratio": 0.5, "every": 4},
+    {"kind": "prune", "use": "infobatch", "every": 4},
     {"kind": "mix", "use": "odm"},
     {"kind": "reorder", "component": {"pattern": "saw", "layers": 2}},
     {"kind": "weight", "use": "loss", "warmup_step": 2, "every": 1},
@@ -39,7 +43,14 @@ def _train(run_dir: str) -> dict:
         PipelineTrainer, run_dir, stages=STAGES, max_steps=8, update_step=4, per_device_train_batch_size=4
     )
     trainer.train()
-    return {"seen": seen, "plans": plans, "kept": trainer.filters[0].kept.tolist()}
+    prune = trainer.prune
+    return {
+        "seen": seen,
+        "plans": plans,
+        "kept": trainer.filters[0].kept.tolist(),
+        "factors": prune.weights.tolist(),
+        "pruned": prune.pruned,
+    }
 
 
 @pytest.mark.slow
@@ -49,6 +60,9 @@ def test_two_ranks_make_identical_plans(tmp_path):
     r0, r1 = run_distributed(_train, 2, str(tmp_path))
     assert r0["plans"] == r1["plans"] and len(r0["plans"]) == 2
     assert r0["kept"] == r1["kept"] and len(r0["kept"]) == 80
+    assert r0["factors"] == r1["factors"] and r0["pruned"] == r1["pruned"] > 0  # from the gathered losses
+    plan = json.loads((tmp_path / "pipeline" / "plan_000004.json").read_text())
+    assert plan["pool"] == 80 - r0["pruned"] and plan["provenance"].startswith("filter:loss>prune:infobatch>")
     assert r0["seen"] != r1["seen"]  # each rank trains its own half of every global batch
     global_batches = [a + b for a, b in zip(r0["seen"], r1["seen"])]
     ledger = read_ledger(tmp_path)
