@@ -3,7 +3,8 @@
 Measures, side by side in one run on the same machine (see README.md for the command and the table):
   (a) cold store build vs the batched fast tokenizer call on the same texts and cores,
   (b) peak RSS of a 3-step `dataflex-run` (warm store) on the small vs the large corpus,
-  (c) warm start: wall of that run on the large corpus over the same run on a tiny corpus,
+  (c) warm start: the data start-up alone (`startup`) and the whole warm 3-step run (`c_run`) on the large
+      corpus over the same on a tiny corpus, alternating,
   (d) steps/s on the embedded default vs a checkout of the pre-store main (`--base`).
 Every run is a fresh subprocess; corpora are generated under --work (never committed).
 """
@@ -281,6 +282,28 @@ def _build_vs_tokenizer(info: str, cache: str, mode: str, cutoff: str, repeats: 
     }
 
 
+def _warm_runs(infos: dict[str, Path], pre: list[str], runs_dir: Path, repeats: int) -> dict:
+    """Whole 3-step `dataflex-run`s on warm stores (one untimed run each builds or checks them), the
+    corpora alternating run by run; medians of wall seconds (process start to exit), CPU seconds, peak RSS."""
+    names = list(infos)
+    for name in names:
+        _dataflex_run(REPO, [*pre, f"data.dataset={infos[name]}", *RUN], runs_dir / f"c_warmup_{name}")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            run = _dataflex_run(REPO, [*pre, f"data.dataset={infos[name]}", *RUN], runs_dir / f"c_{name}{r}")
+            runs[name].append({k: run[k] for k in ("wall", "cpu", "rss_mb")})
+    med = {n: {k: statistics.median(x[k] for x in runs[n]) for k in ("wall", "cpu", "rss_mb")} for n in names}
+    first, last = names
+    return {
+        "runs": runs,
+        "median": med,
+        "extra_wall": med[last]["wall"] - med[first]["wall"],
+        "extra_cpu": med[last]["cpu"] - med[first]["cpu"],
+        "load_avg": os.getloadavg(),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--work", default="/tmp/data_scale")
@@ -290,7 +313,7 @@ def main() -> None:
     p.add_argument("--steps-repeats", type=int, default=2)
     p.add_argument("--build-repeats", type=int, default=3, help="(a)/SFT: builds and calls, alternating")
     p.add_argument("--corpora", default="small,large", help="which pretrain corpora parts a and b run on")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,sft")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,base_b,c,c_run,d,sft")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     work, skip = Path(a.work), set(a.skip.split(","))
@@ -343,6 +366,13 @@ def main() -> None:
                 "load_avg": os.getloadavg(),
             }
             print("c", results["c"], flush=True)
+    if (
+        "c_run" not in skip and "large" in infos
+    ):  # (c) end to end: warm 3-step runs, tiny vs large, alternating
+        results["c_run"] = _warm_runs(
+            {"tiny": tiny_info, "large": infos["large"]}, pre, work / "runs", a.build_repeats
+        )
+        print("c_run", results["c_run"], flush=True)
     if "d" not in skip and Path(a.base).is_dir():  # steps/s on the embedded default, alternating trees
         steps = [
             "trainer.max_steps=60",
