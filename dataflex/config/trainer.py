@@ -65,7 +65,7 @@ class TrainingArguments:
     """Row cap of an evaluation/scoring batch. None: batches are sized by `scoring_max_tokens` alone."""
     scoring_max_tokens: int | None = None
     """Padded tokens per forward-only batch (evaluation, loss/delta-loss scoring, reference models); rows are
-    bucketed by length first. None: sized from the free memory (at most 16384)."""
+    bucketed by length first. None: sized from the free memory (at most 16384; 2048 on a CPU)."""
     loss_impl: str = "auto"
     """How per-sample losses are computed: `plain` (full B x T x V float32 logits), `chunked` (final hidden
     states through the LM head in chunks of `loss_chunk_size` supervised tokens, recomputed in backward),

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
+
+_WRAPPER_CHILDREN = ("module", "_orig_mod", "_fsdp_wrapped_module")
+"""Where DDP / DataParallel / DeepSpeed (`module`), torch.compile (`_orig_mod`) and FSDP keep the model."""
+
+
+def maybe_wrapped(model: torch.nn.Module) -> bool:
+    """True when `model` holds a child under a wrapper's attribute name. Only then is accelerate's unwrapper
+    needed: its first call imports torch.distributed.fsdp (~0.5 s on a CPU, inside the first training step
+    or update of a run), which a bare or peft model never needs."""
+    children = getattr(model, "_modules", {})
+    return any(name in children or name in vars(model) for name in _WRAPPER_CHILDREN)
+
+
+def unwrap_parallel(accelerator: Any, model: torch.nn.Module) -> torch.nn.Module:
+    """`accelerator.unwrap_model(model)`, skipped for a model no DDP/DeepSpeed/FSDP/compile wrapper holds."""
+    return accelerator.unwrap_model(model) if maybe_wrapped(model) else model
 
 
 def is_distributed() -> bool:

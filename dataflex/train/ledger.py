@@ -95,6 +95,44 @@ def default_stage(trainer: Any) -> str:
     return f"{kind}:{re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()}"
 
 
+def _arrow_column(values: np.ndarray, type_: Any) -> Any:
+    """One ledger column as a pyarrow array built from numpy buffers. Not `pa.array(...)`, whose first call
+    imports pandas (~0.8 s), nor `dictionary_encode()`, whose first call initialises pyarrow's compute
+    kernels (~0.7 s): both were paid at the first flush, inside the training loop of every run."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(type_):
+        if any(v is None for v in values):  # nulls: pyarrow's own encoding keeps them null
+            return pa.array(list(values), type=type_.value_type).dictionary_encode()
+        uniques, first, inverse = np.unique(values.astype(str), return_index=True, return_inverse=True)
+        order = np.argsort(first)  # the dictionary in first-occurrence order, as dictionary_encode()
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        indices = _arrow_column(
+            rank[inverse.reshape(-1)].astype(_NUMPY_TYPES[str(type_.index_type)]), type_.index_type
+        )
+        return pa.DictionaryArray.from_arrays(indices, _string_array(uniques[order].tolist()))
+    if pa.types.is_boolean(type_):
+        bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+        return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[str(type_)])
+    return pa.Array.from_buffers(type_, len(data), [None, pa.py_buffer(data)])
+
+
+def _string_array(strings: list[str]) -> Any:
+    """A pyarrow string array from its offsets and UTF-8 bytes (see `_arrow_column` for why not pa.array)."""
+    import pyarrow as pa
+
+    encoded = [x.encode() for x in strings]
+    offsets = np.cumsum([0] + [len(b) for b in encoded], dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+_NUMPY_TYPES = {"int32": np.int32, "int64": np.int64, "float": np.float32}
+"""numpy dtype of each fixed-width ledger column type, by its pyarrow name (float32 is `float`)."""
+
+
 class DataLedger:
     """Appends every trained step's rows; only rank 0 (`enabled`) writes. See the module docstring."""
 
@@ -142,9 +180,6 @@ class DataLedger:
         self._rows.clear()
         if not self.enabled or not self.folder.is_dir():
             return
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
         for leftover in self.folder.glob("*.tmp"):
             leftover.unlink()
         last_kept = 0
@@ -152,6 +187,9 @@ class DataLedger:
             if first > step:
                 path.unlink()
             elif last > step:
+                import pyarrow.compute as pc
+                import pyarrow.parquet as pq
+
                 table = pq.read_table(path, schema=_schema())
                 self._write(table.filter(pc.less_equal(table["step"], step)), first, step)
                 path.unlink()
@@ -202,12 +240,7 @@ class DataLedger:
         import pyarrow as pa
 
         columns = {k: np.concatenate([r[k] for r in self._rows]) for k in self._rows[0]}
-        arrays = [
-            pa.array(columns[f.name], type=f.type.value_type).dictionary_encode()
-            if pa.types.is_dictionary(f.type)
-            else pa.array(columns[f.name], type=f.type)
-            for f in _schema()
-        ]
+        arrays = [_arrow_column(columns[f.name], f.type) for f in _schema()]
         table = pa.Table.from_arrays(arrays, schema=_schema())
         self._write(table, int(self._rows[0]["step"][0]), int(self._rows[-1]["step"][0]))
         self._rows.clear()

@@ -256,9 +256,7 @@ class TrainingLoop:
         ctx.skipped = self._non_finite(ctx)
         if not ctx.skipped:
             if args.max_grad_norm and args.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], args.max_grad_norm
-                )
+                self.accelerator.clip_grad_norm_(self._clipped, args.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -318,6 +316,9 @@ class TrainingLoop:
         optimizer = build_optimizer(trainer.model, args)
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(trainer.model, optimizer)
+        # what max_grad_norm clips: the trainable parameters (= the optimizer's), in the model's order, listed
+        # once instead of by a walk over every module each step (~5 ms a step through peft's tree on a CPU)
+        self._clipped = [p for p in self.model.parameters() if p.requires_grad]
         if self.pack_capacity:
             check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))
         self.context = RunContext(

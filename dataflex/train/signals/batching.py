@@ -14,7 +14,11 @@ from dataflex.train.signals.memory import available_memory_bytes
 from dataflex.utils.progress import progress
 
 MAX_AUTO_TOKENS = 16384
-"""Upper bound of the automatic budget: larger CPU batches were not faster here (benchmark README)."""
+"""Upper bound of the automatic budget on a GPU."""
+MAX_AUTO_TOKENS_CPU = 2048
+"""Upper bound of the automatic budget on a CPU: the peer's select_loss pool (1200 rows, tiny Qwen2 + LoRA)
+took 3.4 s of CPU time at 512-2048 padded tokens per batch, 3.7 s at 4096 and 6.2 s at 16384 (batches
+that outgrow the caches are slower; experiments/benchmarks/vs_dataflex/README.md, 2026-12-01 session 6)."""
 MIN_AUTO_TOKENS = 512
 MEMORY_SHARE = 0.25
 """Share of the free memory a scoring batch's activations may take (the model, optimizer and the next
@@ -58,11 +62,13 @@ def bytes_per_token(model, width: int, full_logits: bool) -> int:
 
 
 def auto_max_tokens(model, device, width: int, full_logits: bool) -> int:
-    """Tokens per scoring batch that fit MEMORY_SHARE of the free memory, within [MIN, MAX]_AUTO_TOKENS."""
+    """Tokens per scoring batch that fit MEMORY_SHARE of the free memory, within [MIN, MAX]_AUTO_TOKENS
+    (MAX_AUTO_TOKENS_CPU on a CPU)."""
     fit = int(
         MEMORY_SHARE * available_memory_bytes(device) // max(1, bytes_per_token(model, width, full_logits))
     )
-    return int(min(MAX_AUTO_TOKENS, max(MIN_AUTO_TOKENS, fit)))
+    cap = MAX_AUTO_TOKENS if torch.device(device).type != "cpu" else MAX_AUTO_TOKENS_CPU
+    return int(min(cap, max(MIN_AUTO_TOKENS, fit)))
 
 
 def score_in_buckets(

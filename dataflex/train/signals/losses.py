@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from dataflex.config.trainer import LOSS_IMPLS
 from dataflex.data.processor import IGNORE_INDEX
+from dataflex.train.distributed import maybe_wrapped
 from dataflex.train.signals.chunked_ce import checkpointed_module_cross_entropy, chunked_linear_cross_entropy
 from dataflex.utils.logging import logger
 
@@ -155,9 +156,11 @@ def unwrap(model: nn.Module) -> Any:
     """The HF model under DDP/DeepSpeed/compile wrappers and a peft wrapper (LoRA layers stay injected).
 
     Typed `Any`: callers use it duck-typed (`config`, `get_decoder()`, ... checked with hasattr first)."""
-    from accelerate.utils import extract_model_from_parallel
+    inner: Any = model
+    if maybe_wrapped(model):
+        from accelerate.utils import extract_model_from_parallel
 
-    inner = extract_model_from_parallel(model, keep_torch_compile=False)
+        inner = extract_model_from_parallel(model, keep_torch_compile=False)
     if hasattr(inner, "get_base_model"):  # peft
         inner = inner.get_base_model()
     return inner

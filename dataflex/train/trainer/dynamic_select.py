@@ -38,7 +38,7 @@ from dataflex.config.trainer import DynamicSelectTrainerConfig
 from dataflex.data.processor import collate
 from dataflex.data.sampling import IndexListSampler
 from dataflex.train.components import RunContext, build_component, check_component
-from dataflex.train.distributed import broadcast_object
+from dataflex.train.distributed import broadcast_object, unwrap_parallel
 from dataflex.train.selector.base_selector import SelectionContext, Selector
 from dataflex.train.selector.scoring import missing_target_message
 from dataflex.train.signals.memory import check_gradient_feature_memory
@@ -220,7 +220,7 @@ class DynamicSelectTrainer(BaseTrainer):
         if (
             getattr(self, "_unwrapped_model", None) is None
         ):  # once: accelerate re-reads package metadata per call
-            self._unwrapped_model = ctx.accelerator.unwrap_model(ctx.model)
+            self._unwrapped_model = unwrap_parallel(ctx.accelerator, ctx.model)
         model = self._unwrapped_model
         start = time.perf_counter()
         devices = [ctx.device] if ctx.device.type == "cuda" else []
