@@ -150,3 +150,36 @@ def test_report_ledger_command(tmp_path, capsys):
     assert "8 trained rows, 8 distinct samples" in out and "| 1-2 | 2 | 2 | 4 |" in out
     assert (tmp_path / "report" / "ledger.md").is_file()
     assert (tmp_path / "report" / "ledger_by_domain.csv").read_text().splitlines()[0] == "steps,a,b,total"
+
+
+def test_ledger_columns_equal_pyarrows_own_encoding():
+    """The ledger builds its columns from numpy buffers (no pandas import, no compute-kernel init inside the
+    training loop); the table must equal pyarrow's own `pa.array(...)` / `dictionary_encode()` of the same
+    rows, dictionary order (first occurrence) included, also with a null stage."""
+    import pyarrow as pa
+
+    from dataflex.train.ledger import _arrow_column, _schema
+
+    rng = np.random.default_rng(3)
+    n = 41
+    columns = {
+        "step": np.repeat(np.arange(1, 6, dtype=np.int32), 9)[:n],
+        "position": np.arange(n, dtype=np.int32),
+        "sample_id": rng.integers(0, 10**12, n),
+        "domain": np.asarray(rng.choice(["zeta", "älpha", "mid"], n), dtype=object),
+        "weight": rng.random(n).astype(np.float32),
+        "stage": np.asarray(["dynamic_mix:odm:p=0.25"] * (n - 1) + [None], dtype=object),
+        "skipped": rng.random(n) < 0.3,
+    }
+
+    def reference(values, type_):
+        if pa.types.is_dictionary(type_):
+            return pa.array(list(values), type=type_.value_type).dictionary_encode()
+        return pa.array(values, type=type_)
+
+    ours = pa.Table.from_arrays([_arrow_column(columns[f.name], f.type) for f in _schema()], schema=_schema())
+    theirs = pa.Table.from_arrays([reference(columns[f.name], f.type) for f in _schema()], schema=_schema())
+    ours.validate(full=True)
+    assert ours.equals(theirs)
+    assert ours["domain"].chunk(0).dictionary.to_pylist() == list(dict.fromkeys(columns["domain"]))
+    assert ours["stage"].null_count == 1

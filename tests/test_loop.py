@@ -109,3 +109,27 @@ def test_freeze_trains_only_the_last_layer(tmp_path):
 def test_epochs_define_the_step_count(tmp_path):
     trainer = small_trainer(StaticTrainer, tmp_path, max_steps=0, num_train_epochs=0.5)
     assert trainer.total_steps(global_batch_size=8) == math.ceil(0.5 * len(trainer.train_data) / 8)
+
+
+def test_unwrap_skips_accelerate_only_for_unwrapped_models():
+    """`maybe_wrapped` sends DDP/DataParallel/compile containers through accelerate's unwrapper and lets a
+    bare or peft model through untouched (that unwrapper's first call imports torch.distributed.fsdp,
+    ~0.5 s inside the first step); `unwrap` finds the same HF model either way."""
+    import torch
+
+    from dataflex.models.tiny import build_tiny_model
+    from dataflex.train.distributed import maybe_wrapped
+    from dataflex.train.signals.losses import unwrap
+
+    from helpers import SMALL_MODEL
+
+    model = build_tiny_model(**SMALL_MODEL).model
+    assert not maybe_wrapped(model)
+    assert unwrap(model) is model
+    wrapped = torch.nn.DataParallel(model)  # on a CPU: a plain container with `.module`
+    assert maybe_wrapped(wrapped)
+    assert unwrap(wrapped) is model
+
+    compiled = torch.compile(model)  # an OptimizedModule holding `_orig_mod` (compiles only when called)
+    assert maybe_wrapped(compiled)
+    assert unwrap(compiled) is model

@@ -317,7 +317,7 @@ class TrainingLoop:
         self.scheduler = build_scheduler(optimizer, args, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(trainer.model, optimizer)
         # what max_grad_norm clips: the trainable parameters (= the optimizer's), in the model's order, listed
-        # once instead of by a walk over every module each step (~5 ms a step through peft's tree on a CPU)
+        # once instead of by a walk over every module each step (milliseconds a step through peft's tree)
         self._clipped = [p for p in self.model.parameters() if p.requires_grad]
         if self.pack_capacity:
             check_packing_support(self.model, self.accelerator.device, len(trainer.tokenizer))

@@ -70,3 +70,13 @@ def test_bucketed_evaluation_equals_fixed_batches(setup):
     assert bucketed.keys() == fixed.keys() and len(bucketed) > 2
     for key in fixed:
         assert bucketed[key] == pytest.approx(fixed[key], rel=1e-6), key
+
+
+def test_automatic_scoring_budget_is_capped_lower_on_a_cpu(setup):
+    """Batches past a few thousand tokens were slower on a CPU (vs_dataflex README): the automatic budget
+    there stops at MAX_AUTO_TOKENS_CPU; other devices keep MAX_AUTO_TOKENS."""
+    from dataflex.train.signals import batching
+
+    model = setup[0]
+    assert batching.auto_max_tokens(model, "cpu", 32, full_logits=False) == batching.MAX_AUTO_TOKENS_CPU
+    assert batching.MIN_AUTO_TOKENS <= batching.MAX_AUTO_TOKENS_CPU < batching.MAX_AUTO_TOKENS
