@@ -59,3 +59,13 @@ def small_trainer(trainer_cls, run_dir, *, model_kwargs=None, eval_data=False, *
         run_dir=str(run_dir),
         **{**defaults, **args},
     )
+
+
+def resumed_small_trainer(trainer_cls, tmp_path, step: int, **args):
+    """`small_trainer` in tmp_path/resumed, resuming the run in tmp_path/full from its checkpoint-`step`."""
+    return small_trainer(
+        trainer_cls,
+        tmp_path / "resumed",
+        resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{step}"),
+        **args,
+    )

@@ -19,7 +19,7 @@ from dataflex.train.pipeline.stages import PruneStage
 from dataflex.train.selector.infobatch import InfoBatchSettings, epoch_plan
 from dataflex.train.trainer.pipeline import PipelineTrainer
 
-from helpers import small_trainer
+from helpers import resumed_small_trainer, small_trainer
 
 PRUNE = {"kind": "prune", "use": "infobatch", "every": 2}
 
@@ -142,12 +142,7 @@ def test_resumed_prune_pipeline_trains_the_same_ids_to_the_same_weights(tmp_path
     full.train()
     reference = {s: [i for i, _ in seen[s]] for s in seen}
     seen.clear()
-    resumed = small_trainer(
-        PipelineTrainer,
-        tmp_path / "resumed",
-        resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"),  # mid-window, pruning in force
-        **knobs,
-    )
+    resumed = resumed_small_trainer(PipelineTrainer, tmp_path, 3, **knobs)  # mid-window, pruning in force
     resumed.train()
     assert {s: [i for i, _ in seen[s]] for s in seen} == {s: reference[s] for s in range(4, 9)}
     assert full.prune is not None and resumed.prune is not None

@@ -14,7 +14,7 @@ from dataflex.train.ledger import read_ledger
 from dataflex.train.selector import less_selector
 from dataflex.train.trainer.pipeline import PipelineTrainer
 
-from helpers import small_trainer
+from helpers import resumed_small_trainer, small_trainer
 
 SCORED = {
     "kind": "select",
@@ -114,12 +114,7 @@ def test_resumed_run_reorders_by_the_checkpointed_stage_scores(tmp_path, scored)
     knobs = dict(stages=stages, update_step=2, max_steps=6, save_steps=3)
     full = small_trainer(PipelineTrainer, tmp_path / "full", **knobs)
     full.train()
-    resumed = small_trainer(
-        PipelineTrainer,
-        tmp_path / "resumed",
-        resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"),
-        **knobs,
-    )
+    resumed = resumed_small_trainer(PipelineTrainer, tmp_path, 3, **knobs)
     resumed.train()
     ids = [r["sample_id"] for r in read_ledger(tmp_path / "full").to_pylist()]
     again = [r["sample_id"] for r in read_ledger(tmp_path / "resumed").to_pylist() if r["step"] > 3]

@@ -13,7 +13,7 @@ from dataflex.train.loop import TrainingLoop
 from dataflex.train.selector.infobatch import INITIAL_SCORE, InfoBatchSettings, epoch_plan
 from dataflex.train.trainer.infobatch import InfoBatchTrainer
 
-from helpers import small_trainer
+from helpers import resumed_small_trainer, small_trainer
 
 N = 160  # small_data: 32 rows of each of the five embedded domains
 
@@ -102,12 +102,7 @@ def test_resume_trains_the_same_ids_to_the_same_weights(tmp_path, trained):
     full.train()
     reference = {s: [i for i, _ in trained[s]] for s in trained}
     trained.clear()
-    resumed = small_trainer(
-        InfoBatchTrainer,
-        tmp_path / "resumed",
-        resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-12"),
-        **knobs,
-    )
+    resumed = resumed_small_trainer(InfoBatchTrainer, tmp_path, 12, **knobs)
     resumed.train()
     assert {s: [i for i, _ in trained[s]] for s in trained} == {s: reference[s] for s in range(13, 17)}
     a, b = full.model.state_dict(), resumed.model.state_dict()

@@ -19,7 +19,7 @@ from dataflex.train.distributed import broadcast_object
 from dataflex.train.mixer.base_mixer import DomainStats, MixtureManager
 from dataflex.train.reorder.patterns import ReorderSpec, reorder
 from dataflex.train.reorder.sampler import ReorderSampler, derived_seed
-from dataflex.train.selector.infobatch import InfoBatchSettings, annealing_by_steps, epoch_plan
+from dataflex.train.selector.infobatch import InfoBatchSettings, annealing_by_steps, epoch_plan, record_losses
 from dataflex.utils.logging import logger
 
 
@@ -165,8 +165,7 @@ class PruneStage:
 
     def observe(self, ids: np.ndarray, losses: np.ndarray) -> None:
         """The step's gathered per-sample training losses become the ids' scores (non-finite ones skipped)."""
-        ok = np.isfinite(losses)
-        self.scores[np.asarray(ids, dtype=np.int64)[ok]] = np.asarray(losses, dtype=np.float64)[ok]
+        record_losses(self.scores, ids, losses)
 
     def state_dict(self) -> dict[str, Any]:
         return {

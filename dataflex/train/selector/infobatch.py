@@ -56,6 +56,13 @@ def annealing(epoch: int, settings: InfoBatchSettings) -> bool:
     return epoch + 1 > settings.delta * settings.num_epochs
 
 
+def record_losses(scores: np.ndarray, ids: np.ndarray, losses: np.ndarray) -> None:
+    """The step's gathered per-sample training losses become the ids' InfoBatch scores, in place
+    (non-finite losses are skipped: the id keeps its previous score)."""
+    ok = np.isfinite(losses)
+    scores[np.asarray(ids, dtype=np.int64)[ok]] = np.asarray(losses, dtype=np.float64)[ok]
+
+
 def annealing_by_steps(done: int, total_steps: int, delta: float) -> bool:
     """A step-based trainer's annealing (trainer=infobatch, the pipeline's prune stage): pruning stops once
     `done` >= delta x the run's steps (the number of pruned epochs a step budget holds is not known)."""

@@ -69,6 +69,17 @@ def weighted_loss(values: torch.Tensor, weights: torch.Tensor, world_size: int) 
     return (weights * values).sum() * world_size
 
 
+def rescaled_mean_loss(losses: SampleLosses, factors: torch.Tensor, reduction: str, ctx: Any) -> torch.Tensor:
+    """This rank's share of the global batch's plain mean loss with each row's loss multiplied by its
+    `factors` entry (InfoBatch's 1 / (1 - prune_ratio) rescale; trainer=infobatch and the pipeline's prune
+    stage): mean over samples, or over supervised tokens with `reduction="token"`, times `world_size`
+    because the ranks' gradients are averaged."""
+    factors = factors.to(device=losses.mean.device, dtype=losses.mean.dtype)
+    if reduction == "token":
+        return (factors * losses.token_sum).sum() * ctx.world_size / max(ctx.global_tokens, 1)
+    return (factors * losses.mean).sum() * ctx.world_size / ctx.global_samples
+
+
 def _from_token_losses(token_loss: torch.Tensor, mask: torch.Tensor) -> SampleLosses:
     return SampleLosses(
         token_sum=token_loss.sum(dim=1), token_count=mask.sum(dim=1), token_loss=token_loss, token_mask=mask

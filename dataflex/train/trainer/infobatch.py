@@ -31,8 +31,9 @@ from dataflex.train.selector.infobatch import (
     InfoBatchSettings,
     annealing_by_steps,
     epoch_plan,
+    record_losses,
 )
-from dataflex.train.signals.losses import SampleLosses
+from dataflex.train.signals.losses import SampleLosses, rescaled_mean_loss
 from dataflex.train.trainer.base import BaseTrainer
 
 
@@ -107,16 +108,11 @@ class InfoBatchTrainer(BaseTrainer):
     def compute_loss(
         self, losses: SampleLosses, batch: dict[str, torch.Tensor], ctx: StepContext
     ) -> torch.Tensor:
-        w = self._local_weights(batch, ctx).to(device=losses.mean.device, dtype=losses.mean.dtype)
-        if self.args.loss_reduction == "token":
-            return (w * losses.token_sum).sum() * ctx.world_size / max(ctx.global_tokens, 1)
-        return (w * losses.mean).sum() * ctx.world_size / ctx.global_samples
+        return rescaled_mean_loss(losses, self._local_weights(batch, ctx), self.args.loss_reduction, ctx)
 
     def on_step_end(self, done: int, ctx: StepContext) -> dict[str, Any]:
         gathered = ctx.gathered()  # collective: every rank updates the same scores
-        loss = gathered["sample_loss"].double().numpy()
-        ok = np.isfinite(loss)
-        self.scores[gathered["sample_ids"].numpy()[ok]] = loss[ok]
+        record_losses(self.scores, gathered["sample_ids"].numpy(), gathered["sample_loss"].double().numpy())
         for old in [s for s in self._step_weights if s < ctx.step]:
             del self._step_weights[old]  # the current step's stay for the ledger
         weights = self._step_weights.get(ctx.step)

@@ -70,7 +70,7 @@ from dataflex.train.pipeline.stages import (
 from dataflex.train.reorder.patterns import ReorderSpec
 from dataflex.train.selector.base_selector import SelectionContext
 from dataflex.train.selector.scoring import candidate_losses
-from dataflex.train.signals.losses import SampleLosses
+from dataflex.train.signals.losses import SampleLosses, rescaled_mean_loss
 from dataflex.train.trainer.base import BaseTrainer
 from dataflex.train.weighter.base_weighter import WeightContext
 from dataflex.utils.logging import logger
@@ -373,10 +373,8 @@ class PipelineTrainer(BaseTrainer):
         w = self._mb_weights.pop(id(losses), None)
         factors = self._factors.get(ctx.step)
         if w is None and factors is not None:  # InfoBatch alone: mean(factor x loss), as trainer=infobatch
-            r = torch.from_numpy(factors[batch["sample_ids"].long().cpu().numpy()]).to(losses.mean)
-            if self.args.loss_reduction == "token":
-                return (r * losses.token_sum).sum() * ctx.world_size / max(ctx.global_tokens, 1)
-            return (r * losses.mean).sum() * ctx.world_size / ctx.global_samples
+            rows = torch.from_numpy(factors[batch["sample_ids"].long().cpu().numpy()])
+            return rescaled_mean_loss(losses, rows, self.args.loss_reduction, ctx)
         if w is None:
             return super().compute_loss(losses, batch, ctx)
         return (w * losses.mean).sum() * ctx.world_size
