@@ -16,6 +16,7 @@ CHAINS = {
     "select_then_reorder": "filter:loss>reorder:folding",
     "mix_then_weight": "mix:odm",
     "select_only": "draw:loss",
+    "prune_then_mix": "prune:infobatch>mix:odm",
 }
 
 
@@ -26,6 +27,7 @@ CHAINS = {
         pytest.param("select_then_reorder", marks=pytest.mark.slow),
         pytest.param("mix_then_weight", marks=pytest.mark.slow),
         pytest.param("select_only", marks=pytest.mark.slow),
+        pytest.param("prune_then_mix", marks=pytest.mark.slow),
     ],
 )
 def test_preset_runs_and_its_ledger_is_its_plans(cli, tmp_path, preset):

@@ -3,6 +3,8 @@ and the rule they break."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dataflex.config.pipeline import parse_stages
@@ -112,3 +114,14 @@ def test_the_cli_config_is_validated_before_anything_loads(compose):
         validate(compose("trainer=pipeline"))
     with pytest.raises(ValueError, match="components live in stages"):
         validate(compose("trainer=pipeline", "pipeline=select_only", "component._target_=x.Y"))
+
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "pipeline").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+def test_every_preset_composes_and_validates(compose, preset):
+    """The presets under conf/pipeline/ (each also trains in tests/pipeline/test_cli.py)."""
+    cfg = compose("trainer=pipeline", f"pipeline={preset}")
+    validate(cfg)
+    assert parse_stages(cfg.pipeline.stages, update_step=cfg.trainer.update_step)
