@@ -40,18 +40,21 @@ SAW = {"kind": "reorder", "component": {"pattern": "saw", "sections": 3, "foldin
 FOLDING = {"kind": "reorder", "component": {"pattern": "folding", "layers": 3}}
 WEIGHT = {"kind": "weight", "use": "loss", "warmup_step": 5, "every": 1}
 DRAW = {"kind": "select", "use": "loss", "mode": "draw"}
+PRUNE = {"kind": "prune", "use": "infobatch", "every": 20, "component": {"prune_ratio": 0.5, "delta": 0.875}}
 PIPELINES: dict[str, tuple[str, dict[str, Any]]] = {
     "static": ("static", {}),
     "pipeline=hierarchical": ("pipeline", {"stages": [FILTER, ODM, SAW, WEIGHT]}),
     "pipeline=select_then_reorder": ("pipeline", {"stages": [{**FILTER, "component": {}}, FOLDING]}),
     "pipeline=mix_then_weight": ("pipeline", {"stages": [ODM, WEIGHT]}),
     "pipeline=select_only": ("pipeline", {"stages": [DRAW]}),
+    "pipeline=prune_then_mix": ("pipeline", {"stages": [PRUNE, ODM]}),
     "stage: loss filter 0.5 (focus high)": ("pipeline", {"stages": [FILTER]}),
     "stage: loss filter 0.5 (focus medium)": ("pipeline", {"stages": [{**FILTER, "component": {}}]}),
     "stage: ODM": ("pipeline", {"stages": [ODM]}),
     "stage: dynamic saw": ("pipeline", {"stages": [SAW]}),
     "stage: dynamic folding": ("pipeline", {"stages": [FOLDING]}),
     "stage: loss weights": ("pipeline", {"stages": [WEIGHT]}),
+    "stage: InfoBatch prune": ("pipeline", {"stages": [PRUNE]}),
 }
 REORDER: dict[str, tuple[str, dict[str, Any]]] = {
     f"reorder: {p}": ("reorder", {"pattern": p, "update_step": 10}) for p in PATTERNS
