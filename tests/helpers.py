@@ -69,3 +69,12 @@ def resumed_small_trainer(trainer_cls, tmp_path, step: int, **args):
         resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{step}"),
         **args,
     )
+
+
+def run_in_process(compose, out: Path, *overrides: str) -> dict:
+    """`dataflex-run <overrides> trainer.output_dir=<out>` in this process, for the uninterrupted reference
+    run of a kill-and-resume test (the killed and resumed runs stay real CLI processes); saves the ~8 s of
+    interpreter and library start-up a subprocess pays. Returns the run's summary."""
+    from dataflex.run import run
+
+    return run(compose(*overrides, f"trainer.output_dir={out}"), out)

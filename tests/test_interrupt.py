@@ -20,7 +20,7 @@ from dataflex.tracking.status import guarded_run
 from dataflex.train.interrupt import TrainingInterrupted
 
 from conftest import dataflex_run_cmd
-from helpers import FAST
+from helpers import FAST, run_in_process
 
 LONG = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_steps"))] + [
     "trainer.eval_steps=0",
@@ -74,7 +74,7 @@ def _interrupt(args, run_dir, sig, at_step=4, **env):
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_the_resume_command_continues_exactly(cli, tmp_path):
+def test_sigterm_writes_a_checkpoint_and_the_resume_command_continues_exactly(cli, compose, tmp_path):
     run_dir = tmp_path / "run"
     args = [*LONG, "trainer.max_steps=60"]
     code, out, err = _interrupt(args, run_dir, signal.SIGTERM)
@@ -94,7 +94,7 @@ def test_sigterm_writes_a_checkpoint_and_the_resume_command_continues_exactly(cl
     cli(*line[0].split("Resume with: dataflex-run ")[1].split())  # the printed command, as printed
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 60
     ref = tmp_path / "ref"
-    cli(*args, f"trainer.output_dir={ref}")
+    run_in_process(compose, ref, *args)
     a, b = (
         load_file(ref / "final_model" / "model.safetensors"),
         load_file(run_dir / "final_model" / "model.safetensors"),

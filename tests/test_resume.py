@@ -1,4 +1,5 @@
-"""Checkpoints resume exactly, survive a SIGKILL (also during a save), and never clobber a run."""
+"""Checkpoints resume exactly (weights, losses, decisions, the data ledger), survive a SIGKILL (also during a
+save), and never clobber a run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from dataflex.train.checkpoint import from_safe, rng_state, set_rng_state, to_safe
 
-from helpers import FAST
+from helpers import FAST, run_in_process
 
 
 def test_safe_roundtrip_keeps_numpy_types():
@@ -78,16 +79,25 @@ def _metrics(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["step:5", "save:6"])
-def test_killed_run_resumes_to_the_same_result(cli, tmp_path, fault):
+@pytest.mark.parametrize("fault,ledger_steps", [("step:5", 3), ("save:6", 6)])
+def test_killed_run_resumes_to_the_same_result(cli, compose, tmp_path, fault, ledger_steps):
+    """Same final weights, logged losses and data ledger. The ledger: step:5 dies with steps 4-5 still
+    buffered, save:6 after the ledger flushed step 6 but before checkpoint-6 exists; either way the resume
+    (from checkpoint-3) rewrites it to the reference."""
+    from dataflex.train.ledger import read_ledger
+
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    cli(*RUN, f"trainer.output_dir={ref}")
+    run_in_process(compose, ref, *RUN)
     killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault=fault)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (cut / "final_model").exists()
     if fault.startswith("save"):
         assert (cut / "checkpoint-6.tmp").is_dir() and not (cut / "checkpoint-6").exists()
+    assert sorted(set(read_ledger(cut)["step"].to_pylist())) == list(range(1, ledger_steps + 1))
     proc = cli(*RUN, f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")
+    a, b = read_ledger(ref), read_ledger(cut)
+    assert a.num_rows == 8 * 4 and a["step"].to_pylist() == [s for s in range(1, 9) for _ in range(4)]
+    assert a.to_pylist() == b.to_pylist()
     resumed_from = json.loads((cut / "summary.json").read_text())["resumed_from"]
     assert resumed_from.endswith("checkpoint-3")
     assert "resumed from" in proc.stdout + proc.stderr
@@ -150,9 +160,9 @@ def _decisions(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(DYNAMIC))
-def test_killed_dynamic_run_resumes_to_the_same_decisions(cli, tmp_path, case):
+def test_killed_dynamic_run_resumes_to_the_same_decisions(cli, compose, tmp_path, case):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={ref}")
+    run_in_process(compose, ref, *DYN_RUN, *DYNAMIC[case])
     killed = cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     cli(*DYN_RUN, *DYNAMIC[case], f"trainer.output_dir={cut}", "trainer.resume_from_checkpoint=auto")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from dataflex.train.ledger import read_ledger
 
-from helpers import FAST
+from helpers import FAST, run_in_process
 
 STAGES = (
     "pipeline.stages=[{kind: select, use: loss, mode: filter, keep_ratio: 0.5, every: 4},"
@@ -36,9 +36,9 @@ def _plans(run_dir):
 
 
 @pytest.mark.slow
-def test_killed_pipeline_resumes_to_the_same_plans_and_weights(cli, tmp_path):
+def test_killed_pipeline_resumes_to_the_same_plans_and_weights(cli, compose, tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    cli(*RUN, f"trainer.output_dir={ref}")
+    run_in_process(compose, ref, *RUN)
     killed = cli(*RUN, f"trainer.output_dir={cut}", check=False, fault="step:5")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (cut / "final_model").exists()
