@@ -41,6 +41,27 @@ def test_an_interruption_is_recorded_with_its_step_and_the_resume_command(tmp_pa
     assert err.value.exit_code == 143
 
 
+@pytest.mark.parametrize("others", [0, 1])
+def test_the_stop_decision_is_the_vote_even_when_the_signal_lands_right_after_it(monkeypatch, others):
+    """Two ranks vote by all-reduce whether to stop. A signal handled on this rank just after the vote (Python
+    runs handlers between bytecodes) must not change this step's answer: the other rank counted this rank's
+    vote as 0 and goes on. (Caught live: rank 0 stopped and waited in its checkpoint barrier while rank 1
+    waited in the next step's all-reduce, forever.) It is counted at the next step."""
+    import dataflex.train.distributed as distributed
+    from dataflex.train.interrupt import StopRequest
+
+    stop = StopRequest()
+
+    def reduce_then_signal(tensor):
+        total = tensor + others  # the other rank's vote
+        stop.signal_name = "SIGTERM"  # the handler runs here, after the all-reduce
+        return total
+
+    monkeypatch.setattr(distributed, "all_reduce_sum", reduce_then_signal)
+    assert stop.agreed(2, torch.device("cpu")) is bool(others)  # what every rank reads from the votes
+    assert stop.agreed(2, torch.device("cpu")) is True  # the next step counts it
+
+
 def _start(args, cwd, **env):
     return subprocess.Popen(
         dataflex_run_cmd() + list(args),
@@ -67,9 +88,20 @@ def _wait_for_step(run_dir: Path, step: int, proc, timeout: float = 240) -> None
 
 def _interrupt(args, run_dir, sig, at_step=4, **env):
     proc = _start([*args, f"trainer.output_dir={run_dir}"], run_dir.parent, **env)
-    _wait_for_step(run_dir, at_step, proc)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=240)
+    try:
+        _wait_for_step(run_dir, at_step, proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=240)
+    except BaseException:  # a hung run: kill the launcher and its ranks, or they outlive the test
+        import psutil
+
+        try:
+            launcher = psutil.Process(proc.pid)
+            for p in [*launcher.children(recursive=True), launcher]:
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+        raise
     return proc.returncode, out, err
 
 

@@ -72,7 +72,11 @@ class StopRequest:
             signal.signal(signum, previous)
 
     def agreed(self, world_size: int, device) -> bool:
-        """True on every rank when any rank was asked to stop (a scalar all-reduce per step if > 1 rank)."""
+        """True on every rank when any rank was asked to stop (a scalar all-reduce per step if > 1 rank).
+
+        The answer is the vote alone: a signal handled between the all-reduce and the return (Python runs
+        handlers between bytecodes) must not make this rank stop while the others, who counted its vote as
+        0, go on to the next step and wait for it in a collective forever; it is counted at the next step."""
         local = self.signal_name is not None
         if world_size <= 1:
             return local
@@ -80,9 +84,10 @@ class StopRequest:
 
         from dataflex.train.distributed import all_reduce_sum
 
-        if int(all_reduce_sum(torch.tensor(int(local), device=device))) and self.signal_name is None:
-            self.signal_name = "SIGTERM"
-        return self.signal_name is not None
+        votes = int(all_reduce_sum(torch.tensor(int(local), device=device)))
+        if votes and self.signal_name is None:
+            self.signal_name = "SIGTERM"  # another rank was asked
+        return votes > 0
 
 
 class SigtermAsInterrupt:
