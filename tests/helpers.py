@@ -23,7 +23,11 @@ FAST = (
     "model.num_key_value_heads=2",
     "data.max_samples=64",
     "trainer.disable_tqdm=true",
+    # ~1.3 s of matplotlib per run; the plots are checked where they are the point (PLOTTED, tests/tracking)
+    "logger.plots=false",
 )
+PLOTTED = tuple(o for o in FAST if o != "logger.plots=false")
+"""FAST with the run's PNG plots drawn (logger.plots, on by default)."""
 
 REPO = Path(__file__).resolve().parent.parent
 

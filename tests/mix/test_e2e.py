@@ -18,11 +18,12 @@ from mix_helpers import NAMES, write_user_package
 from dataflex.config.paths import config_dir
 from dataflex.tracking import read_metrics
 
-from helpers import FAST
+from helpers import FAST, PLOTTED
 
 pytestmark = pytest.mark.slow
 
 FAST_MIX = tuple(o for o in FAST if not o.startswith("trainer.max_steps"))
+PLOTTED_MIX = tuple(o for o in PLOTTED if not o.startswith("trainer.max_steps"))
 
 
 def only_run_dir(root: Path) -> Path:
@@ -35,7 +36,7 @@ def test_odm_run_through_the_cli(cli, tmp_path):
     proc = cli(
         "trainer=dynamic_mix",
         "component=odm",
-        *FAST_MIX,
+        *PLOTTED_MIX,
         "trainer.warmup_step=2",
         "trainer.update_step=2",
         "trainer.update_times=2",

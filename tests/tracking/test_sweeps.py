@@ -14,7 +14,7 @@ from wandb_records import config_of, history_rows, run_record, wait_until_writte
 
 from dataflex.tracking.sweep import collect_jobs
 
-from helpers import FAST, REPO
+from helpers import FAST, PLOTTED, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def test_wandb_sweep_group_name_tags_and_config(cli, tmp_path, no_credentials):
 )
 def test_dynamic_mix_odm_with_wandb_offline(cli, tmp_path, no_credentials):
     """The acceptance run of issue 7, tiny: proportions series in the offline run and the chart table."""
-    fast = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.logging_steps"))]
+    fast = [o for o in PLOTTED if not o.startswith(("trainer.max_steps", "trainer.logging_steps"))]
     cli(
         "trainer=dynamic_mix",
         "component=odm",

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from dataflex.run import validate
 from dataflex.train.components import check_component
 
-from helpers import FAST
+from helpers import FAST, PLOTTED
 
 check_component_config = partial(check_component, "weighter")
 
@@ -106,7 +106,7 @@ def test_weighting_study_preset_sweeps_five_methods(compose):
 
 @pytest.mark.slow
 def test_loss_weighter_run_logs_weights(cli, tmp_path):
-    cli(*WEIGHT, "component=loss", "component.temperature=0.5", *FAST)
+    cli(*WEIGHT, "component=loss", "component.temperature=0.5", *PLOTTED)
     records = [r for r in metrics_of(tmp_path) if "weight/min" in r]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert [r["weight/active"] for r in records] == [0.0, 0.0, 1.0, 1.0]
