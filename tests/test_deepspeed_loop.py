@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from distributed_utils import free_port
-from helpers import FAST, REPO
+from helpers import FAST, REPO, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,10 @@ def _deepspeed_run(tmp_path, *overrides: str, env: dict | None = None) -> subpro
 
 
 @pytest.mark.parametrize("dist", ["deepspeed_zero2", "deepspeed_zero3"])
-def test_deepspeed_with_accumulation_trains_like_ddp(cli, tmp_path, dist):
+def test_deepspeed_with_accumulation_trains_like_ddp(compose, tmp_path, dist):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     plain, ds = tmp_path / "plain", tmp_path / "ds"
-    cli(*RUN, f"trainer.output_dir={plain}")
+    run_in_process(compose, plain, *RUN)
     proc = _deepspeed_run(tmp_path, *RUN, f"dist={dist}", f"trainer.output_dir={ds}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (
@@ -62,7 +62,7 @@ def test_deepspeed_with_accumulation_trains_like_ddp(cli, tmp_path, dist):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=3e-5)
 
 
-def test_less_under_zero3_selects_like_ddp(cli, tmp_path):
+def test_less_under_zero3_selects_like_ddp(compose, tmp_path):
     pytest.importorskip("deepspeed", reason="needs DeepSpeed (pip install deepspeed)")
     select = [o for o in RUN if "max_steps" not in o] + [
         "trainer=dynamic_select",
@@ -75,7 +75,7 @@ def test_less_under_zero3_selects_like_ddp(cli, tmp_path):
         "component.proj_dim=64",
     ]
     plain, ds = tmp_path / "plain", tmp_path / "ds"
-    cli(*select, f"trainer.output_dir={plain}")
+    run_in_process(compose, plain, *select)
     proc = _deepspeed_run(tmp_path, *select, "dist=deepspeed_zero3", f"trainer.output_dir={ds}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (json.loads((d / "selection" / "update_001.json").read_text()) for d in (plain, ds))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import FAST
+from helpers import FAST, run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,9 @@ def _weights(run_dir):
     return load_file(run_dir / "final_model" / "model.safetensors")
 
 
-def test_two_processes_match_one_with_the_same_global_batch(cli, tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(cli, compose, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    cli(*RUN, "trainer.per_device_train_batch_size=8", f"trainer.output_dir={one}")
+    run_in_process(compose, one, *RUN, "trainer.per_device_train_batch_size=8")
     proc = cli(
         *RUN,
         "trainer.per_device_train_batch_size=4",
