@@ -289,8 +289,8 @@ def parse_stages(stages: Any, update_step: int) -> list[StageSpec]:
     if not stages:
         raise ValueError(
             "trainer=pipeline has no stages: choose a preset (pipeline=hierarchical|select_then_reorder|"
-            "mix_then_weight|select_only|"
-            "prune_then_mix) or set pipeline.stages=[{kind: select, use: loss, ...}]."
+            "mix_then_weight|select_only|prune_then_mix) "
+            "or set pipeline.stages=[{kind: select, use: loss, ...}]."
         )
     specs = [_stage(raw, i, update_step) for i, raw in enumerate(stages)]
     index = [s for s in specs if s.kind in INDEX_ORDER]
